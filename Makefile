@@ -1,0 +1,32 @@
+# The two commands of the README: `make dev` runs the proxy on a local moto S3 and OpenBao Vault,
+# `make test` runs lint, type checks and the test suite. Both install into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: dev test lint install-dev install-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-dev
+
+install-dev: $(VENV)/.installed-dev
+install-test: $(VENV)/.installed-test
+
+dev: $(VENV)/.installed-dev
+	$(BIN)/s3proxy dev
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check s3proxy tests
+	$(BIN)/ruff format --check s3proxy tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest

@@ -1,0 +1,152 @@
+"""Command line: ``s3proxy serve`` runs the proxy; ``s3proxy dev`` adds a local S3 and Vault."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from s3proxy import __version__
+from s3proxy.app import Proxy, build_app
+from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
+from s3proxy.keys import VaultTransit
+from s3proxy.upstream import CredentialSource, Upstream
+
+log = logging.getLogger("s3proxy")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, with ``severity`` and ``message`` as log collectors expect."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "severity": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for extra in ("request_id", "integrity"):
+            if hasattr(record, extra):
+                entry[extra] = getattr(record, extra)
+        if record.exc_info and record.levelno >= logging.ERROR:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp logs a traceback for every connection the proxy cuts on purpose.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    for noisy in ("botocore", "urllib3", "hvac"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled or sent SIGTERM/SIGINT."""
+    credentials = CredentialSource.from_default_chain()
+    upstream = Upstream(config.s3_endpoint, config.s3_region, credentials)
+    keys = VaultTransit(
+        config.vault_addr,
+        config.vault_token,
+        config.transit_key,
+        config.transit_mount,
+        cacert=config.vault_cacert,
+        namespace=config.vault_namespace,
+        timeout=config.vault_timeout,
+    )
+    await upstream.start()
+    runner = web.AppRunner(
+        build_app(Proxy(config, keys, upstream)),
+        access_log=None,
+        handler_cancellation=True,
+        max_line_size=16384,
+        max_field_size=16384,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    await site.start()
+    log.info(
+        "s3proxy %s listening on %s:%d; upstream %s (region %s, credentials: %s); "
+        "vault %s key %s/%s",
+        __version__,
+        config.listen_host,
+        config.listen_port,
+        config.s3_endpoint,
+        config.s3_region,
+        credentials.description,
+        config.vault_addr,
+        config.transit_mount,
+        config.transit_key,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        await upstream.close()
+        keys.close()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load(flags=flag_values(args))
+    except ConfigError as exc:
+        print(f"s3proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(run_proxy(config))
+    except OSError as exc:
+        print(
+            f"s3proxy: cannot listen on {config.listen_host}:{config.listen_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from s3proxy.devstack import run_dev
+
+    return run_dev(port=args.port, bucket=args.bucket)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="s3proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"s3proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the proxy (configured by environment or flags)")
+    add_flags(serve)
+    serve.set_defaults(func=_serve)
+    dev = sub.add_parser(
+        "dev", help="run the proxy with a local moto S3 and OpenBao Vault, for trying it out"
+    )
+    dev.add_argument("--port", type=int, default=8190, help="proxy port (default 8190)")
+    dev.add_argument("--bucket", default="demo", help="bucket to create (default demo)")
+    dev.set_defaults(func=_dev)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Settings, from environment variables with a command-line flag for each.
+
+A missing or invalid setting raises :class:`ConfigError` naming the variable; ``s3proxy serve``
+prints it as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    flag: str
+    help: str
+    default: str | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("S3PROXY_LISTEN", "--listen", "address the proxy listens on", "127.0.0.1:8190"),
+    Setting(
+        "S3PROXY_S3_ENDPOINT",
+        "--s3-endpoint",
+        "upstream base URL (default: the AWS regional endpoint of the region)",
+    ),
+    Setting(
+        "S3PROXY_S3_REGION",
+        "--s3-region",
+        "upstream signing region (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1); "
+        "'auto' for GCS",
+    ),
+    Setting("S3PROXY_VAULT_TRANSIT_KEY", "--vault-transit-key", "transit key name (required)"),
+    Setting(
+        "S3PROXY_VAULT_TRANSIT_MOUNT", "--vault-transit-mount", "transit mount path", "transit"
+    ),
+    Setting("VAULT_ADDR", "--vault-addr", "Vault address (required)"),
+    Setting("VAULT_TOKEN", "--vault-token", "Vault token (required)"),
+    Setting("VAULT_CACERT", "--vault-cacert", "CA bundle for Vault's TLS certificate"),
+    Setting("VAULT_NAMESPACE", "--vault-namespace", "Vault namespace"),
+    Setting(
+        "S3PROXY_VAULT_TIMEOUT",
+        "--vault-timeout",
+        "seconds before a Vault call counts as failed",
+        "10",
+    ),
+    Setting(
+        "S3PROXY_VIRTUAL_HOST_SUFFIX",
+        "--virtual-host-suffix",
+        "comma-separated host suffixes for virtual-hosted style (bucket.<suffix>)",
+        "localhost",
+    ),
+    Setting(
+        "S3PROXY_UNENCRYPTED_OBJECTS",
+        "--unencrypted-objects",
+        "'allow' returns objects written without the proxy as they are; 'refuse' answers 403",
+        "allow",
+    ),
+    Setting(
+        "S3PROXY_SEGMENT_SIZE",
+        "--segment-size",
+        "plaintext bytes per encrypted segment for new objects",
+        str(DEFAULT_SEGMENT_SIZE),
+    ),
+    Setting("S3PROXY_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    listen_host: str
+    listen_port: int
+    s3_endpoint: str
+    s3_region: str
+    vault_addr: str
+    vault_token: str
+    vault_cacert: str | None
+    vault_namespace: str | None
+    transit_key: str
+    transit_mount: str
+    vault_timeout: float
+    virtual_host_suffixes: tuple[str, ...]
+    allow_unencrypted: bool
+    segment_size: int
+    log_level: str
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    for s in SETTINGS:
+        default = f" (default {s.default})" if s.default else ""
+        parser.add_argument(s.flag, dest=s.env, help=f"{s.help}; env {s.env}{default}")
+
+
+def _raw(env: Mapping[str, str], flags: Mapping[str, str | None]) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for s in SETTINGS:
+        flag_value = flags.get(s.env)
+        env_value = env.get(s.env) or None
+        values[s.env] = flag_value if flag_value is not None else env_value or s.default
+    return values
+
+
+def _require(values: Mapping[str, str | None], name: str) -> str:
+    value = values.get(name)
+    if not value:
+        raise ConfigError(f"{name} is required")
+    return value
+
+
+def _http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must be a base URL without a path, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as exc:
+        raise ConfigError(f"{name} has an invalid port: {value!r}") from exc
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"S3PROXY_LISTEN must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load(
+    env: Mapping[str, str] | None = None, flags: Mapping[str, str | None] | None = None
+) -> Config:
+    """Resolve the configuration from flags, then the environment, then defaults."""
+    env = os.environ if env is None else env
+    values = _raw(env, flags or {})
+    host, port = _listen(_require(values, "S3PROXY_LISTEN"))
+    region = (
+        values["S3PROXY_S3_REGION"]
+        or env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+    endpoint_value = values["S3PROXY_S3_ENDPOINT"]
+    if endpoint_value:
+        endpoint = _http_url("S3PROXY_S3_ENDPOINT", endpoint_value)
+    elif region == "auto":
+        endpoint = "https://storage.googleapis.com"
+    else:
+        endpoint = f"https://s3.{region}.amazonaws.com"
+    timeout_text = _require(values, "S3PROXY_VAULT_TIMEOUT")
+    try:
+        timeout = float(timeout_text)
+    except ValueError as exc:
+        raise ConfigError(f"S3PROXY_VAULT_TIMEOUT must be a number, got {timeout_text!r}") from exc
+    if not timeout > 0:
+        raise ConfigError("S3PROXY_VAULT_TIMEOUT must be positive")
+    unencrypted = _require(values, "S3PROXY_UNENCRYPTED_OBJECTS").lower()
+    if unencrypted not in ("allow", "refuse"):
+        raise ConfigError(
+            f"S3PROXY_UNENCRYPTED_OBJECTS must be allow or refuse, got {unencrypted!r}"
+        )
+    seg_text = _require(values, "S3PROXY_SEGMENT_SIZE")
+    if not seg_text.isdigit() or not 1024 <= int(seg_text) <= MAX_SEGMENT_SIZE:
+        raise ConfigError(
+            f"S3PROXY_SEGMENT_SIZE must be an integer from 1024 to {MAX_SEGMENT_SIZE}"
+        )
+    level = _require(values, "S3PROXY_LOG_LEVEL").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"S3PROXY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    suffixes = tuple(
+        s.strip().strip(".")
+        for s in _require(values, "S3PROXY_VIRTUAL_HOST_SUFFIX").split(",")
+        if s.strip()
+    )
+    return Config(
+        listen_host=host,
+        listen_port=port,
+        s3_endpoint=endpoint,
+        s3_region=region,
+        vault_addr=_http_url("VAULT_ADDR", _require(values, "VAULT_ADDR")),
+        vault_token=_require(values, "VAULT_TOKEN"),
+        vault_cacert=values["VAULT_CACERT"],
+        vault_namespace=values["VAULT_NAMESPACE"],
+        transit_key=_require(values, "S3PROXY_VAULT_TRANSIT_KEY"),
+        transit_mount=_require(values, "S3PROXY_VAULT_TRANSIT_MOUNT").strip("/"),
+        vault_timeout=timeout,
+        virtual_host_suffixes=suffixes,
+        allow_unencrypted=unencrypted == "allow",
+        segment_size=int(seg_text),
+        log_level=level,
+    )
+
+
+def flag_values(
+    namespace: argparse.Namespace, names: Sequence[str] | None = None
+) -> dict[str, str | None]:
+    names = names or [s.env for s in SETTINGS]
+    return {n: getattr(namespace, n, None) for n in names}

@@ -1,0 +1,109 @@
+"""The one error hierarchy of s3proxy and its mapping to S3 error documents.
+
+Every error the proxy itself raises while serving a request is an :class:`S3ProxyError`; the
+HTTP shell turns it into an S3 XML error document with :func:`error_document`. Errors that come
+from the upstream are passed to the client unchanged and never go through here.
+Messages never contain key material, tokens or plaintext.
+"""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+
+class S3ProxyError(Exception):
+    """An error the proxy answers itself, as an S3 error document."""
+
+    status: int = 500
+    code: str = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(S3ProxyError):
+    status = 400
+    code = "InvalidRequest"
+
+
+class InvalidArgument(S3ProxyError):
+    status = 400
+    code = "InvalidArgument"
+
+
+class IncompleteBody(S3ProxyError):
+    """The request body ended before (or ran past) its declared length."""
+
+    status = 400
+    code = "IncompleteBody"
+
+
+class BadDigest(S3ProxyError):
+    status = 400
+    code = "BadDigest"
+
+
+class InvalidDigest(S3ProxyError):
+    status = 400
+    code = "InvalidDigest"
+
+
+class MissingContentLength(S3ProxyError):
+    status = 411
+    code = "MissingContentLength"
+
+
+class EntityTooLarge(S3ProxyError):
+    status = 400
+    code = "EntityTooLarge"
+
+
+class NotImplementedByProxy(S3ProxyError):
+    """A request the proxy cannot serve without risking plaintext or corrupt data."""
+
+    status = 501
+    code = "NotImplemented"
+
+
+class AccessDeniedByProxy(S3ProxyError):
+    status = 403
+    code = "AccessDenied"
+
+
+class IntegrityError(S3ProxyError):
+    """Stored ciphertext failed authentication or does not match its format."""
+
+    status = 500
+    code = "InternalError"
+
+
+class KeyServiceUnavailable(S3ProxyError):
+    """Vault could not be reached, timed out, or refused the proxy."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+
+class UpstreamUnavailable(S3ProxyError):
+    """The upstream object store could not be reached."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+
+class CredentialsUnavailable(S3ProxyError):
+    """The proxy has no usable credentials of its own for the upstream."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+
+def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
+    """An S3 error document, as S3 itself writes it."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+        f"<Resource>{escape(resource)}</Resource><RequestId>{escape(request_id)}</RequestId>"
+        "</Error>"
+    ).encode()

@@ -1,0 +1,133 @@
+"""Header rules: what the proxy forwards upstream and back. Pure: header lists in and out.
+
+Headers are ``(name, value)`` pairs; names are matched case-insensitively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+Headers = list[tuple[str, str]]
+
+# The metadata key that marks an object as written by s3proxy (see docs/format.md).
+MARKER_HEADER = "x-amz-meta-s3proxy-encryption"
+OWN_METADATA_PREFIX = "x-amz-meta-s3proxy-"
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# The workload's signing, and what only the proxy may set for the upstream.
+_CLIENT_SIGNING = frozenset(
+    {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
+)
+_SET_BY_PROXY = frozenset({"host", "content-length", "expect", "accept-encoding"})
+
+# Headers that describe or check the body as the client sent it: they would be wrong for the
+# ciphertext the proxy sends instead.
+_PLAINTEXT_BODY_HEADERS = frozenset(
+    {
+        "content-md5",
+        "x-amz-sdk-checksum-algorithm",
+        "x-amz-trailer",
+        "x-amz-decoded-content-length",
+    }
+)
+
+# Response headers that describe the stored (ciphertext) body.
+_CIPHERTEXT_RESPONSE_HEADERS = frozenset({"content-length", "content-range", "x-amz-checksum-type"})
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def is_checksum_header(name: str) -> bool:
+    return name.lower().startswith("x-amz-checksum-")
+
+
+def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: bool) -> Headers:
+    """The client's headers as the proxy forwards them, before it adds its own and signs.
+
+    Always dropped: the client's signing, hop-by-hop headers (and those named by
+    ``Connection``), ``Host``, ``Content-Length``, ``Expect`` and ``Accept-Encoding``. When the
+    body is encrypted, also everything that describes the plaintext body (digests, checksums,
+    aws-chunked declarations) and any ``x-amz-meta-s3proxy-*`` the client tried to set.
+    """
+    items = list(headers)
+    drop = HOP_BY_HOP | _CLIENT_SIGNING | _SET_BY_PROXY | _connection_tokens(items)
+    out: Headers = []
+    for name, value in items:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if encrypting and (
+            lname in _PLAINTEXT_BODY_HEADERS
+            or is_checksum_header(lname)
+            or lname.startswith(OWN_METADATA_PREFIX)
+        ):
+            continue
+        out.append((name, value))
+    return out
+
+
+def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bool) -> Headers:
+    """The upstream's response headers as the client gets them.
+
+    Hop-by-hop headers never pass. For a decrypted object, headers that describe the ciphertext
+    (length, range, checksums) are removed for the caller to set for the plaintext, and the
+    proxy's own metadata is hidden.
+    """
+    items = list(headers)
+    drop = HOP_BY_HOP | _connection_tokens(items)
+    out: Headers = []
+    for name, value in items:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if decrypted and (
+            lname in _CIPHERTEXT_RESPONSE_HEADERS
+            or is_checksum_header(lname)
+            or lname.startswith(OWN_METADATA_PREFIX)
+        ):
+            continue
+        out.append((name, value))
+    return out
+
+
+def marker_value(segment_size: int) -> str:
+    return f"v=1;seg={segment_size}"
+
+
+def parse_marker(value: str) -> dict[str, str]:
+    """The fields of an ``x-amz-meta-s3proxy-encryption`` value."""
+    fields: dict[str, str] = {}
+    for part in value.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k:
+            fields[k] = v
+    return fields
+
+
+def get_header(headers: Mapping[str, str] | Iterable[tuple[str, str]], name: str) -> str | None:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    lname = name.lower()
+    for k, v in items:
+        if k.lower() == lname:
+            return v
+    return None

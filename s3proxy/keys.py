@@ -1,0 +1,148 @@
+"""The key service: data keys from Vault Transit (hvac), run off the event loop.
+
+``new_data_key`` asks ``transit/datakey/plaintext/<key>`` for a fresh 256-bit data key and its
+Vault-wrapped form; ``unwrap`` asks ``transit/decrypt/<key>`` for the data key of a wrapped key.
+Plaintext data keys live only in memory; nothing here logs them or puts them in an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import hvac
+import hvac.exceptions
+import requests
+
+from s3proxy.errors import IntegrityError, KeyServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    plaintext: bytes
+    wrapped: str
+
+    def __repr__(self) -> str:  # never show the key
+        return f"DataKey(wrapped={self.wrapped[:12]}...)"
+
+
+class KeyService(Protocol):
+    async def new_data_key(self) -> DataKey: ...
+
+    async def unwrap(self, wrapped: str) -> bytes: ...
+
+
+class VaultTransit:
+    """Vault Transit through hvac; every call runs in a small thread pool with a timeout."""
+
+    def __init__(
+        self,
+        addr: str,
+        token: str,
+        key: str,
+        mount: str = "transit",
+        *,
+        cacert: str | None = None,
+        namespace: str | None = None,
+        timeout: float = 10.0,
+        max_workers: int = 8,
+    ) -> None:
+        self._addr = addr
+        self._token = token
+        self._key = key
+        self._mount = mount
+        self._verify: bool | str = cacert or True
+        self._namespace = namespace
+        self._timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vault")
+        self._local = threading.local()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = hvac.Client(
+                url=self._addr,
+                token=self._token,
+                verify=self._verify,
+                namespace=self._namespace,
+                timeout=self._timeout,
+            )
+            self._local.client = client
+        return client
+
+    async def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._pool, fn, *args), self._timeout + 1
+            )
+        except (TimeoutError, requests.exceptions.Timeout) as exc:
+            log.error("vault %s timed out after %.1fs", what, self._timeout)
+            raise KeyServiceUnavailable("The key service (Vault) timed out.") from exc
+        except (requests.exceptions.ConnectionError, hvac.exceptions.VaultDown) as exc:
+            log.error("vault %s failed: Vault is unreachable (%s)", what, type(exc).__name__)
+            raise KeyServiceUnavailable("The key service (Vault) is unreachable.") from exc
+        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
+            log.error(
+                "vault %s denied: the proxy's token may not use transit key %r", what, self._key
+            )
+            raise KeyServiceUnavailable("The key service (Vault) denied the proxy access.") from exc
+        except hvac.exceptions.InvalidPath as exc:
+            log.error(
+                "vault %s failed: transit key %r not found at mount %r",
+                what,
+                self._key,
+                self._mount,
+            )
+            raise KeyServiceUnavailable("The key service (Vault) does not know the key.") from exc
+        except (
+            hvac.exceptions.InternalServerError,
+            hvac.exceptions.VaultNotInitialized,
+            hvac.exceptions.BadGateway,
+            hvac.exceptions.RateLimitExceeded,
+        ) as exc:
+            log.error("vault %s failed: %s", what, type(exc).__name__)
+            raise KeyServiceUnavailable("The key service (Vault) failed.") from exc
+
+    def _datakey(self) -> DataKey:
+        resp = self._client().secrets.transit.generate_data_key(
+            name=self._key, key_type="plaintext", bits=256, mount_point=self._mount
+        )
+        data = resp["data"]
+        return DataKey(plaintext=base64.b64decode(data["plaintext"]), wrapped=data["ciphertext"])
+
+    def _decrypt(self, wrapped: str) -> bytes:
+        resp = self._client().secrets.transit.decrypt_data(
+            name=self._key, ciphertext=wrapped, mount_point=self._mount
+        )
+        return base64.b64decode(resp["data"]["plaintext"])
+
+    async def new_data_key(self) -> DataKey:
+        key: DataKey = await self._call("datakey", self._datakey)
+        if len(key.plaintext) != 32:
+            raise KeyServiceUnavailable(
+                "The key service (Vault) returned a data key of the wrong size."
+            )
+        return key
+
+    async def unwrap(self, wrapped: str) -> bytes:
+        try:
+            plaintext: bytes = await self._call("decrypt", self._decrypt, wrapped)
+        except hvac.exceptions.InvalidRequest as exc:
+            log.error("vault decrypt rejected the stored wrapped data key")
+            raise IntegrityError(
+                "The stored object's wrapped data key was rejected by the key service."
+            ) from exc
+        if len(plaintext) != 32:
+            raise IntegrityError("The stored object's wrapped data key does not hold a data key.")
+        return plaintext
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

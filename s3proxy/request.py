@@ -1,0 +1,235 @@
+"""Inbound request parsing and classification. Pure: strings in, decisions out.
+
+The proxy derives the bucket and key from the request path (path-style) or from a Host of the
+form ``bucket.<virtual-host suffix>``; neither the Host nor an absolute request URI can choose
+where the request goes, only which bucket it names. The upstream URL is always built from the
+configured endpoint plus a canonically encoded path-style path.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from s3proxy.errors import InvalidRequest, NotImplementedByProxy
+
+# The workload's own signing travels in these query parameters (SigV4 and SigV2 presigning).
+PRESIGN_PARAMS = frozenset(
+    p.lower()
+    for p in (
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+        "AWSAccessKeyId",
+        "Signature",
+        "Expires",
+    )
+)
+
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+Query = tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request addresses: bucket and key decoded, query without presign parameters."""
+
+    bucket: str | None
+    key: str | None
+    query: Query
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.query:
+            if k == name:
+                return "" if v is None else v
+        return None
+
+    def has(self, name: str) -> bool:
+        return any(k == name for k, _ in self.query)
+
+    @property
+    def resource(self) -> str:
+        """The resource as S3 names it in error documents."""
+        if self.bucket is None:
+            return "/"
+        return f"/{self.bucket}" + ("" if self.key is None else f"/{self.key}")
+
+    def upstream_path(self) -> str:
+        """Path-style path and query, percent-encoded as SigV4 canonicalises them."""
+        path = "/"
+        if self.bucket is not None:
+            path += _quote(self.bucket, "")
+            if self.key is not None:
+                path += "/" + _quote(self.key, "/~")
+        if not self.query:
+            return path
+        parts = []
+        for k, v in self.query:
+            parts.append(
+                _quote(k, "-_.~") if v is None else f"{_quote(k, '-_.~')}={_quote(v, '-_.~')}"
+            )
+        return path + "?" + "&".join(parts)
+
+
+def _quote(text: str, safe: str) -> str:
+    return quote(text, safe=safe, encoding="utf-8", errors="surrogateescape")
+
+
+def _unquote(text: str) -> str:
+    return unquote(text, encoding="utf-8", errors="surrogateescape")
+
+
+def _split_request_target(raw: str) -> tuple[str, str]:
+    """Path and query of an origin-form or absolute-form request target; the authority of an
+    absolute URI is dropped, never used."""
+    lowered = raw[:8].lower()
+    if lowered.startswith(("http://", "https://")):
+        rest = raw.split("://", 1)[1]
+        slash = rest.find("/")
+        raw = "/" if slash < 0 else rest[slash:]
+    if not raw.startswith("/"):
+        raise InvalidRequest("request target must be a path")
+    path, _, query = raw.partition("?")
+    return path, query
+
+
+def _parse_query(query: str) -> Query:
+    out: list[tuple[str, str | None]] = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        k, eq, v = pair.partition("=")
+        name = _unquote(k)
+        if name.lower() in PRESIGN_PARAMS:
+            continue
+        out.append((name, _unquote(v) if eq else None))
+    return tuple(out)
+
+
+def _host_bucket(host: str | None, suffixes: Iterable[str]) -> str | None:
+    if not host:
+        return None
+    name = host.strip().lower()
+    if name.startswith("["):
+        return None
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    for suffix in suffixes:
+        tail = "." + suffix.lower().strip(".")
+        if name.endswith(tail) and len(name) > len(tail):
+            return name[: -len(tail)]
+    return None
+
+
+def parse_target(raw_target: str, host: str | None, virtual_host_suffixes: Iterable[str]) -> Target:
+    """Bucket, key and query of a request, path-style or virtual-hosted style."""
+    raw_path, raw_query = _split_request_target(raw_target)
+    path = _unquote(raw_path)
+    query = _parse_query(raw_query)
+    bucket = _host_bucket(host, virtual_host_suffixes)
+    if bucket is not None:
+        key: str | None = path[1:] or None
+    else:
+        rest = path[1:]
+        if not rest:
+            return Target(None, None, query)
+        bucket, slash, key_part = rest.partition("/")
+        key = key_part if slash and key_part else None
+    if not _BUCKET_RE.match(bucket):
+        raise InvalidRequest("The specified bucket is not valid.")
+    return Target(bucket, key, query)
+
+
+class Action(enum.Enum):
+    """How the proxy handles a request."""
+
+    PASS_THROUGH = "pass-through"  # body and response unchanged apart from signing
+    PUT_OBJECT = "put-object"  # encrypt the body
+    GET_OBJECT = "get-object"  # decrypt the body
+    HEAD_OBJECT = "head-object"  # report plaintext sizes
+
+
+# Object subresources whose requests and responses never carry object data.
+_OBJECT_PASS_THROUGH = frozenset({"tagging", "acl", "retention", "legal-hold"})
+# GetObject/HeadObject query parameters that select or shape the same object.
+_GET_PARAMS = frozenset(
+    {
+        "versionId",
+        "response-cache-control",
+        "response-content-disposition",
+        "response-content-encoding",
+        "response-content-language",
+        "response-content-type",
+        "response-expires",
+        "x-id",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Classification:
+    action: Action
+    operation: str  # the S3 operation's name, for logs
+
+
+def _refuse(why: str) -> NotImplementedByProxy:
+    return NotImplementedByProxy(f"s3proxy does not support this request: {why}")
+
+
+def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classification:
+    """Decide how to handle a request. Raises :class:`NotImplementedByProxy` for any request
+    that could carry object data the proxy does not know how to encrypt or decrypt.
+
+    ``headers`` must be looked up case-insensitively (lower-case names are used here).
+    """
+    method = method.upper()
+    names = {k for k, _ in target.query}
+    if target.key is None:
+        if method == "POST" and "delete" not in names:
+            raise _refuse("browser-form POST uploads would store plaintext")
+        return Classification(Action.PASS_THROUGH, "bucket-or-service")
+
+    copy_source = headers.get("x-amz-copy-source")
+    subresources = names - {"versionId", "x-id"}
+    if subresources and subresources <= _OBJECT_PASS_THROUGH and method in ("PUT", "GET"):
+        return Classification(Action.PASS_THROUGH, f"{method.title()}ObjectSubresource")
+    if method == "PUT":
+        if "partNumber" in names or "uploadId" in names:
+            raise _refuse("multipart uploads are not supported yet")
+        if names - {"x-id"}:
+            raise _refuse(f"unknown object subresource {sorted(names)!r}")
+        if copy_source is not None:
+            if headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE":
+                raise _refuse("CopyObject with REPLACE metadata is not supported yet")
+            return Classification(Action.PASS_THROUGH, "CopyObject")
+        return Classification(Action.PUT_OBJECT, "PutObject")
+    if method in ("GET", "HEAD"):
+        if "uploadId" in names and method == "GET":
+            raise _refuse("multipart uploads are not supported yet")
+        if "partNumber" in names:
+            raise _refuse("partNumber reads are not supported yet")
+        if names - _GET_PARAMS:
+            raise _refuse(f"unknown object subresource {sorted(names)!r}")
+        if method == "GET":
+            return Classification(Action.GET_OBJECT, "GetObject")
+        return Classification(Action.HEAD_OBJECT, "HeadObject")
+    if method == "DELETE":
+        if "uploadId" in names:
+            raise _refuse("multipart uploads are not supported yet")
+        return Classification(Action.PASS_THROUGH, "DeleteObject")
+    if method == "POST":
+        if "restore" in names:
+            return Classification(Action.PASS_THROUGH, "RestoreObject")
+        if "select" in names:
+            raise _refuse("SelectObjectContent cannot query encrypted objects")
+        raise _refuse("multipart uploads are not supported yet")
+    if method == "OPTIONS":
+        return Classification(Action.PASS_THROUGH, "OptionsObject")
+    raise _refuse(f"method {method}")

@@ -1,0 +1,162 @@
+"""Fixtures: a real OpenBao dev server, a signature-enforcing moto S3 server, and proxies in
+front of them run as real ``s3proxy serve`` processes. Clients are real boto3 and AWS CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from s3proxy.devstack import (
+    S3Server,
+    Vault,
+    clean_env,
+    free_port,
+    proxy_env,
+    start_s3,
+    start_vault,
+    wait_for,
+)
+
+
+@dataclass
+class ProxyProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def client(self, **config: Any) -> Any:
+        """boto3 with its default configuration, as a workload would use it: only the
+        endpoint changes; its keys are made up (the proxy ignores them)."""
+        kwargs: dict[str, Any] = {
+            "endpoint_url": self.endpoint,
+            "aws_access_key_id": "AKIAWORKLOAD",
+            "aws_secret_access_key": "workload-secret",
+            "region_name": "us-east-1",
+        }
+        if config:
+            from botocore.config import Config
+
+            kwargs["config"] = Config(**config)
+        return boto3.session.Session().client("s3", **kwargs)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_proxy(
+    workdir: Path, vault: Vault, s3: S3Server, extra: Mapping[str, str] | None = None
+) -> ProxyProcess:
+    port = free_port()
+    env = proxy_env(vault, s3, port=port, extra=extra)
+    log_path = workdir / f"proxy-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "s3proxy", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    proxy = ProxyProcess(proc, port, log_path)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"proxy exited: {log_path.read_text()}")
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+
+    wait_for(listening, "s3proxy")
+    return proxy
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("peers")
+
+
+@pytest.fixture(scope="session")
+def vault(workdir: Path) -> Iterator[Vault]:
+    v = start_vault(workdir)
+    yield v
+    v.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(workdir: Path) -> Iterator[S3Server]:
+    server = start_s3(workdir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(workdir: Path, vault: Vault, s3: S3Server) -> Iterator[ProxyProcess]:
+    p = start_proxy(workdir, vault, s3)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def client(proxy: ProxyProcess) -> Any:
+    return proxy.client()
+
+
+@pytest.fixture
+def raw(s3: S3Server) -> Any:
+    """A boto3 client talking to moto directly, to see what is stored."""
+    return s3.client()
+
+
+def cli_env(proxy: ProxyProcess) -> dict[str, str]:
+    """The AWS CLI's environment: only the endpoint points at the proxy."""
+    return clean_env(
+        {
+            "AWS_ENDPOINT_URL_S3": proxy.endpoint,
+            "AWS_ACCESS_KEY_ID": "AKIAWORKLOAD",
+            "AWS_SECRET_ACCESS_KEY": "workload-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+
+
+def aws_cli() -> str:
+    return str(Path(sys.executable).parent / "aws")
