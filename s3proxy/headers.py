@@ -46,7 +46,7 @@ _PLAINTEXT_BODY_HEADERS = frozenset(
 )
 
 # Response headers that describe the stored (ciphertext) body.
-_CIPHERTEXT_RESPONSE_HEADERS = frozenset({"content-length", "content-range", "x-amz-checksum-type"})
+_CIPHERTEXT_RESPONSE_HEADERS = frozenset({"content-range", "x-amz-checksum-type"})
 
 
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -89,12 +89,13 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
 def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bool) -> Headers:
     """The upstream's response headers as the client gets them.
 
-    Hop-by-hop headers never pass. For a decrypted object, headers that describe the ciphertext
+    Hop-by-hop headers never pass, nor ``Content-Length``: the caller sets the length of the
+    body it actually sends. For a decrypted object, headers that describe the ciphertext
     (length, range, checksums) are removed for the caller to set for the plaintext, and the
     proxy's own metadata is hidden.
     """
     items = list(headers)
-    drop = HOP_BY_HOP | _connection_tokens(items)
+    drop = HOP_BY_HOP | {"content-length"} | _connection_tokens(items)
     out: Headers = []
     for name, value in items:
         lname = name.lower()

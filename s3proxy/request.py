@@ -131,17 +131,17 @@ def _host_bucket(host: str | None, suffixes: Iterable[str]) -> str | None:
 def parse_target(raw_target: str, host: str | None, virtual_host_suffixes: Iterable[str]) -> Target:
     """Bucket, key and query of a request, path-style or virtual-hosted style."""
     raw_path, raw_query = _split_request_target(raw_target)
-    path = _unquote(raw_path)
     query = _parse_query(raw_query)
     bucket = _host_bucket(host, virtual_host_suffixes)
     if bucket is not None:
-        key: str | None = path[1:] or None
+        key: str | None = _unquote(raw_path[1:]) or None
     else:
-        rest = path[1:]
+        rest = raw_path[1:]
         if not rest:
             return Target(None, None, query)
-        bucket, slash, key_part = rest.partition("/")
-        key = key_part if slash and key_part else None
+        raw_bucket, slash, raw_key = rest.partition("/")
+        bucket = _unquote(raw_bucket)
+        key = _unquote(raw_key) if slash and raw_key else None
     if not _BUCKET_RE.match(bucket):
         raise InvalidRequest("The specified bucket is not valid.")
     return Target(bucket, key, query)

@@ -158,8 +158,8 @@ class Upstream:
                 chunked=None,
             )
         except aiohttp.ClientConnectionError as exc:
-            log.error("upstream %s unreachable: %s", self.endpoint, type(exc).__name__)
-            raise UpstreamUnavailable("The upstream object store could not be reached.") from exc
+            raise UpstreamUnavailable(
+                f"The upstream object store could not be reached ({type(exc).__name__})."
+            ) from exc
         except TimeoutError as exc:
-            log.error("upstream %s timed out", self.endpoint)
             raise UpstreamUnavailable("The upstream object store timed out.") from exc

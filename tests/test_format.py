@@ -114,7 +114,7 @@ def _sealed(n: int = 100, seg: int = 16) -> tuple[bytes, bytes]:
 
 
 def test_every_bit_flip_is_detected_or_changes_the_wrapped_key() -> None:
-    plaintext, stream = _sealed(50, 16)
+    _, stream = _sealed(50, 16)
     for pos in range(len(stream)):
         for bit in (0x01, 0x80):
             tampered = bytearray(stream)
