@@ -73,6 +73,8 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
         handler_cancellation=True,
         max_line_size=16384,
         max_field_size=16384,
+        # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
+        auto_decompress=False,
     )
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)

@@ -404,3 +404,15 @@ def test_no_secrets_in_logs(proxy: ProxyProcess, s3: S3Server, vault: Vault) -> 
     text = proxy.log_text()
     assert s3.secret_key not in text
     assert f'"{vault.token}"' not in text and f"token {vault.token}" not in text
+
+
+def test_content_encoding_is_stored_not_interpreted(client: Any, bucket: str) -> None:
+    import gzip
+
+    body = gzip.compress(b"compressed by the client " * 1000)
+    client.put_object(
+        Bucket=bucket, Key="z.gz", Body=body, ContentEncoding="gzip", ContentType="text/plain"
+    )
+    got = client.get_object(Bucket=bucket, Key="z.gz")
+    assert got["ContentEncoding"] == "gzip"
+    assert got["Body"].read() == body

@@ -1,0 +1,125 @@
+"""Configuration errors at start, and the README's first command (`s3proxy dev`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from s3proxy.config import ConfigError, load
+from s3proxy.devstack import clean_env, free_port
+from tests.conftest import aws_cli
+
+BASE = {
+    "S3PROXY_VAULT_TRANSIT_KEY": "k",
+    "VAULT_ADDR": "http://127.0.0.1:8200",
+    "VAULT_TOKEN": "t",
+}
+
+
+def test_defaults() -> None:
+    config = load(BASE)
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8190)
+    assert config.s3_endpoint == "https://s3.us-east-1.amazonaws.com"
+    assert config.transit_mount == "transit" and config.allow_unencrypted
+    gcs = load({**BASE, "S3PROXY_S3_REGION": "auto"})
+    assert gcs.s3_endpoint == "https://storage.googleapis.com" and gcs.s3_region == "auto"
+    assert load({**BASE, "AWS_REGION": "eu-central-1"}).s3_endpoint.endswith(
+        "eu-central-1.amazonaws.com"
+    )
+
+
+def test_flags_override_environment() -> None:
+    config = load(BASE, {"S3PROXY_LISTEN": "127.0.0.1:9999", "S3PROXY_S3_REGION": "eu-west-1"})
+    assert config.listen_port == 9999 and config.s3_region == "eu-west-1"
+
+
+@pytest.mark.parametrize(
+    ("missing_or_bad", "name"),
+    [
+        ({"S3PROXY_VAULT_TRANSIT_KEY": ""}, "S3PROXY_VAULT_TRANSIT_KEY"),
+        ({"VAULT_ADDR": ""}, "VAULT_ADDR"),
+        ({"VAULT_ADDR": "vault:8200"}, "VAULT_ADDR"),
+        ({"VAULT_TOKEN": ""}, "VAULT_TOKEN"),
+        ({"S3PROXY_S3_ENDPOINT": "ftp://x"}, "S3PROXY_S3_ENDPOINT"),
+        ({"S3PROXY_S3_ENDPOINT": "http://minio:9000/some/path"}, "S3PROXY_S3_ENDPOINT"),
+        ({"S3PROXY_LISTEN": "8190"}, "S3PROXY_LISTEN"),
+        ({"S3PROXY_VAULT_TIMEOUT": "soon"}, "S3PROXY_VAULT_TIMEOUT"),
+        ({"S3PROXY_UNENCRYPTED_OBJECTS": "maybe"}, "S3PROXY_UNENCRYPTED_OBJECTS"),
+        ({"S3PROXY_SEGMENT_SIZE": "12"}, "S3PROXY_SEGMENT_SIZE"),
+    ],
+)
+def test_invalid_settings_name_the_variable(missing_or_bad: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load({**BASE, **missing_or_bad})
+
+
+def test_serve_exits_nonzero_with_one_line_naming_the_variable() -> None:
+    env = clean_env({"VAULT_ADDR": "http://127.0.0.1:8200", "VAULT_TOKEN": "t"})
+    result = subprocess.run(
+        [sys.executable, "-m", "s3proxy", "serve"], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "S3PROXY_VAULT_TRANSIT_KEY" in lines[0]
+
+
+def test_dev_command_serves_the_printed_example(tmp_path: Path) -> None:
+    port = free_port()
+    out_path = tmp_path / "dev.out"
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "s3proxy", "dev", "--port", str(port)],
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"listening on" not in out_path.read_bytes():
+            assert proc.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, out_path.read_text()
+            time.sleep(0.2)
+        printed = out_path.read_text()
+        assert f"AWS_ENDPOINT_URL_S3=http://localhost:{port}" in printed
+        assert "s3 cp hello.txt s3://demo/hello.txt" in printed
+        env = clean_env(
+            {
+                "AWS_ENDPOINT_URL_S3": f"http://localhost:{port}",
+                "AWS_ACCESS_KEY_ID": "any",
+                "AWS_SECRET_ACCESS_KEY": "any",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            }
+        )
+        (tmp_path / "hello.txt").write_text("hello, sovereign world\n")
+        up = subprocess.run(
+            [aws_cli(), "s3", "cp", "hello.txt", "s3://demo/hello.txt"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert up.returncode == 0, up.stderr.decode()
+        down = subprocess.run(
+            [aws_cli(), "s3", "cp", "s3://demo/hello.txt", "-"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert down.returncode == 0 and down.stdout == b"hello, sovereign world\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, out_path.read_text()
