@@ -164,22 +164,33 @@ class StreamEncryptor:
         self._received = 0
         self._buffer = bytearray()
 
-    def _seal(self, plaintext: bytes | bytearray) -> bytes:
+    def _seal(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         last = self._index == self._last_index
         nonce = segment_nonce(self._header.nonce_prefix, self._index, last)
         self._index += 1
-        return self._aead.encrypt(nonce, bytes(plaintext), None)
+        return self._aead.encrypt(nonce, plaintext, None)
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         self._received += len(data)
         if self._received > self._header.plaintext_length:
             raise IncompleteBody("request body is longer than its declared length")
-        self._buffer += data
         seg = self._header.segment_size
+        view = memoryview(data)
         out = []
-        while len(self._buffer) >= seg and self._index < self._last_index:
-            out.append(self._seal(self._buffer[:seg]))
-            del self._buffer[:seg]
+        if self._buffer:
+            take = min(seg - len(self._buffer), len(view))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) < seg or self._index == self._last_index:
+                self._buffer += view  # the last segment waits for finish()
+                return b""
+            out.append(self._seal(self._buffer))
+            self._buffer = bytearray()
+        pos = 0
+        while len(view) - pos >= seg and self._index < self._last_index:
+            out.append(self._seal(view[pos : pos + seg]))
+            pos += seg
+        self._buffer += view[pos:]
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -229,29 +240,43 @@ class StreamDecryptor:
         )
         return plain + TAG_SIZE
 
+    def _open(self, segment: bytes | bytearray | memoryview) -> bytes:
+        last = self._index == self._final_index
+        nonce = segment_nonce(self._header.nonce_prefix, self._index, last)
+        try:
+            plaintext = self._aead.decrypt(nonce, segment, None)
+        except InvalidTag as exc:
+            raise IntegrityError(
+                f"segment {self._index} of the stored object failed authentication"
+            ) from exc
+        self._index += 1
+        return plaintext
+
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         if self.done:
             self.unused += bytes(data)
             return b""
-        self._buffer += data
+        view = memoryview(data)
         out = []
+        if self._buffer:
+            take = min(self._segment_size() - len(self._buffer), len(view))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) < self._segment_size():
+                return b""
+            out.append(self._open(self._buffer))
+            self._buffer = bytearray()
+        pos = 0
         while not self.done:
             size = self._segment_size()
-            if len(self._buffer) < size:
+            if len(view) - pos < size:
                 break
-            last = self._index == self._final_index
-            nonce = segment_nonce(self._header.nonce_prefix, self._index, last)
-            try:
-                out.append(self._aead.decrypt(nonce, bytes(self._buffer[:size]), None))
-            except InvalidTag as exc:
-                raise IntegrityError(
-                    f"segment {self._index} of the stored object failed authentication"
-                ) from exc
-            del self._buffer[:size]
-            self._index += 1
-        if self.done and self._buffer:
-            self.unused = bytes(self._buffer)
-            self._buffer.clear()
+            out.append(self._open(view[pos : pos + size]))
+            pos += size
+        if self.done:
+            self.unused = bytes(view[pos:])
+        else:
+            self._buffer += view[pos:]
         return b"".join(out)
 
     def finish(self) -> None:
