@@ -24,8 +24,8 @@ dev: $(VENV)/.installed-dev
 	$(BIN)/s3proxy dev
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check s3proxy tests
-	$(BIN)/ruff format --check s3proxy tests
+	$(BIN)/ruff check s3proxy tests bench
+	$(BIN)/ruff format --check s3proxy tests bench
 	$(BIN)/mypy
 
 test: lint

@@ -258,6 +258,30 @@ def test_host_and_absolute_uri_cannot_redirect_the_proxy(
     assert raw.get_object(Bucket=bucket, Key="abs")["Body"].read() != body
 
 
+def test_proxy_ignores_endpoint_variables_for_its_own_upstream(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    evil = _Listener()
+    looped = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{evil.port}",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{evil.port}",
+            "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{evil.port}",
+        },
+    )
+    try:
+        c = looped.client(retries={"max_attempts": 1})
+        c.put_object(Bucket=bucket, Key="k", Body=b"v")
+        assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    finally:
+        looped.stop()
+        evil.close()
+    assert evil.connections == 0
+
+
 def test_virtual_hosted_style_requests(proxy: ProxyProcess, client: Any, bucket: str) -> None:
     client.put_object(Bucket=bucket, Key="dir/vh.txt", Body=b"virtual host")
     status, got = _raw_request(

@@ -1,0 +1,81 @@
+"""The upstream client on the wire: a loopback HTTP peer records what the proxy sends."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator
+
+from botocore.credentials import Credentials
+
+from s3proxy.request import Target
+from s3proxy.upstream import CredentialSource, Upstream
+
+
+class _Recorder:
+    """Accepts one HTTP/1.1 request, records its head and body, answers 200."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.head = ""
+        self.body = b""
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, body = data.split(b"\r\n\r\n", 1)
+            self.head = head.decode()
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in self.head.split("\r\n")
+                if line.lower().startswith("content-length:")
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.body = body
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.sock.close()
+
+
+def test_streamed_bodies_go_with_their_exact_length_never_chunked() -> None:
+    peer = _Recorder()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"0123456789"
+            await asyncio.sleep(0)
+
+    async def main() -> int:
+        creds = CredentialSource(Credentials("AKIDEXAMPLE", "secret"), "static")
+        upstream = Upstream(f"http://127.0.0.1:{peer.port}", "eu-central-1", creds)
+        await upstream.start()
+        try:
+            target = Target("bkt", "dir/a b", (("x-id", "PutObject"),))
+            resp = await upstream.send("PUT", target, [("x-amz-meta-k", "v")], body(), 100)
+            return resp.status
+        finally:
+            await upstream.close()
+
+    assert asyncio.run(main()) == 200
+    lines = peer.head.split("\r\n")
+    assert lines[0] == "PUT /bkt/dir/a%20b?x-id=PutObject HTTP/1.1"
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    assert headers["content-length"] == "100"
+    assert "transfer-encoding" not in headers
+    assert headers["host"] == f"127.0.0.1:{peer.port}"
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert (
+        headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+        and "/eu-central-1/s3/aws4_request" in headers["authorization"]
+    )
+    assert "accept-encoding" not in headers
+    assert peer.body == b"0123456789" * 10
