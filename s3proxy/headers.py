@@ -111,8 +111,8 @@ def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bo
     return out
 
 
-def marker_value(segment_size: int) -> str:
-    return f"v=1;seg={segment_size}"
+def marker_value(segment_size: int, *, multipart: bool = False) -> str:
+    return f"v=1;seg={segment_size}" + (";mp=1" if multipart else "")
 
 
 def parse_marker(value: str) -> dict[str, str]:

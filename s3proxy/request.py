@@ -152,8 +152,14 @@ class Action(enum.Enum):
 
     PASS_THROUGH = "pass-through"  # body and response unchanged apart from signing
     PUT_OBJECT = "put-object"  # encrypt the body
+    UPLOAD_PART = "upload-part"  # encrypt the body as one stream of the object
     GET_OBJECT = "get-object"  # decrypt the body
     HEAD_OBJECT = "head-object"  # report plaintext sizes
+    CREATE_MULTIPART = "create-multipart"  # mark the object-to-be as encrypted
+    COMPLETE_MULTIPART = "complete-multipart"  # drop the parts' plaintext checksums
+    LIST_PARTS = "list-parts"  # report plaintext part sizes
+    COPY_OBJECT = "copy-object"  # keep the source's encryption marker
+    UPLOAD_PART_COPY = "upload-part-copy"  # only whole encrypted sources
 
 
 # Object subresources whose requests and responses never carry object data.
@@ -202,17 +208,27 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
         return Classification(Action.PASS_THROUGH, f"{method.title()}ObjectSubresource")
     if method == "PUT":
         if "partNumber" in names or "uploadId" in names:
-            raise _refuse("multipart uploads are not supported yet")
+            if not {"partNumber", "uploadId"} <= names or names - {
+                "partNumber",
+                "uploadId",
+                "x-id",
+            }:
+                raise _refuse(f"unknown multipart request {sorted(names)!r}")
+            if copy_source is not None:
+                if headers.get("x-amz-copy-source-range") is not None:
+                    raise _refuse(
+                        "UploadPartCopy with a byte range would cut through encrypted segments"
+                    )
+                return Classification(Action.UPLOAD_PART_COPY, "UploadPartCopy")
+            return Classification(Action.UPLOAD_PART, "UploadPart")
         if names - {"x-id"}:
             raise _refuse(f"unknown object subresource {sorted(names)!r}")
         if copy_source is not None:
-            if headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE":
-                raise _refuse("CopyObject with REPLACE metadata is not supported yet")
-            return Classification(Action.PASS_THROUGH, "CopyObject")
+            return Classification(Action.COPY_OBJECT, "CopyObject")
         return Classification(Action.PUT_OBJECT, "PutObject")
     if method in ("GET", "HEAD"):
         if "uploadId" in names and method == "GET":
-            raise _refuse("multipart uploads are not supported yet")
+            return Classification(Action.LIST_PARTS, "ListParts")
         if "partNumber" in names:
             raise _refuse("partNumber reads are not supported yet")
         if names - _GET_PARAMS:
@@ -222,14 +238,18 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
         return Classification(Action.HEAD_OBJECT, "HeadObject")
     if method == "DELETE":
         if "uploadId" in names:
-            raise _refuse("multipart uploads are not supported yet")
+            return Classification(Action.PASS_THROUGH, "AbortMultipartUpload")
         return Classification(Action.PASS_THROUGH, "DeleteObject")
     if method == "POST":
         if "restore" in names:
             return Classification(Action.PASS_THROUGH, "RestoreObject")
         if "select" in names:
             raise _refuse("SelectObjectContent cannot query encrypted objects")
-        raise _refuse("multipart uploads are not supported yet")
+        if "uploads" in names:
+            return Classification(Action.CREATE_MULTIPART, "CreateMultipartUpload")
+        if "uploadId" in names:
+            return Classification(Action.COMPLETE_MULTIPART, "CompleteMultipartUpload")
+        raise _refuse(f"unknown object POST {sorted(names)!r}")
     if method == "OPTIONS":
         return Classification(Action.PASS_THROUGH, "OptionsObject")
     raise _refuse(f"method {method}")

@@ -88,12 +88,30 @@ def _classify(method: str, raw: str, headers: dict[str, str] | None = None) -> A
         ("PUT", "/b1/k?tagging", {}, Action.PASS_THROUGH),
         ("GET", "/b1/k?tagging&versionId=1", {}, Action.PASS_THROUGH),
         ("DELETE", "/b1/k", {}, Action.PASS_THROUGH),
-        ("PUT", "/b1/k", {"x-amz-copy-source": "/b1/o"}, Action.PASS_THROUGH),
+        ("PUT", "/b1/k", {"x-amz-copy-source": "/b1/o"}, Action.COPY_OBJECT),
         ("GET", "/b1?list-type=2", {}, Action.PASS_THROUGH),
         ("POST", "/b1?delete", {}, Action.PASS_THROUGH),
         ("PUT", "/b1", {}, Action.PASS_THROUGH),
         ("GET", "/", {}, Action.PASS_THROUGH),
         ("POST", "/b1/k?restore", {}, Action.PASS_THROUGH),
+        ("POST", "/b1/k?uploads", {}, Action.CREATE_MULTIPART),
+        ("PUT", "/b1/k?partNumber=1&uploadId=u", {}, Action.UPLOAD_PART),
+        (
+            "PUT",
+            "/b1/k?partNumber=1&uploadId=u",
+            {"x-amz-copy-source": "b/o"},
+            Action.UPLOAD_PART_COPY,
+        ),
+        ("POST", "/b1/k?uploadId=u", {}, Action.COMPLETE_MULTIPART),
+        ("GET", "/b1/k?uploadId=u", {}, Action.LIST_PARTS),
+        ("DELETE", "/b1/k?uploadId=u", {}, Action.PASS_THROUGH),
+        ("GET", "/b1?uploads", {}, Action.PASS_THROUGH),
+        (
+            "PUT",
+            "/b1/k",
+            {"x-amz-copy-source": "/b1/o", "x-amz-metadata-directive": "REPLACE"},
+            Action.COPY_OBJECT,
+        ),
     ],
 )
 def test_classify(method: str, raw: str, headers: dict[str, str], action: Action) -> None:
@@ -105,13 +123,16 @@ def test_classify(method: str, raw: str, headers: dict[str, str], action: Action
     [
         ("POST", "/b1", {}),  # browser form upload
         ("POST", "/b1/k?select&select-type=2", {}),
-        ("POST", "/b1/k?uploads", {}),
-        ("PUT", "/b1/k?partNumber=1&uploadId=u", {}),
+        (
+            "PUT",
+            "/b1/k?partNumber=1&uploadId=u",
+            {"x-amz-copy-source": "b/o", "x-amz-copy-source-range": "bytes=0-9"},
+        ),
+        ("PUT", "/b1/k?partNumber=1", {}),
         ("PUT", "/b1/k?somethingnew", {}),
         ("GET", "/b1/k?attributes", {}),
         ("GET", "/b1/k?torrent", {}),
         ("GET", "/b1/k?partNumber=1", {}),
-        ("PUT", "/b1/k", {"x-amz-copy-source": "/b1/o", "x-amz-metadata-directive": "REPLACE"}),
         ("PATCH", "/b1/k", {}),
     ],
 )

@@ -1,0 +1,271 @@
+"""Where the streams of a stored object lie, and which stored bytes a plaintext read needs.
+Pure: headers and integers in, plans out.
+
+A single PutObject is one stream. A multipart object is the concatenation of its parts, each one
+or more self-contained streams (docs/format.md). Stream headers carry their plaintext length, so
+walking from header to header finds every stream; :func:`discover` does that walk, guessing that
+the next streams are as long as the last one (clients upload equal parts) so that the headers can
+be fetched in parallel, and fetching one at a time only where a guess was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+
+from s3proxy.errors import IntegrityError
+from s3proxy.format import Header, StreamDecryptor, parse_header
+from s3proxy.sizes import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    ciphertext_length,
+    segment_offset,
+    segment_plaintext_length,
+    span_for_range,
+)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    stored_offset: int
+    plaintext_offset: int
+    header: Header
+
+    @property
+    def plaintext_length(self) -> int:
+        return self.header.plaintext_length
+
+    @property
+    def stored_length(self) -> int:
+        return ciphertext_length(self.header.plaintext_length, self.header.segment_size)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The part of one stream a read needs: segments ``first_segment..last_segment``."""
+
+    stream: StreamInfo
+    first_segment: int
+    last_segment: int
+    with_header: bool  # the fetched bytes include this stream's header before its segments
+    skip: int  # plaintext bytes to drop from the start of the decrypted segments
+    take: int  # plaintext bytes to deliver after that
+
+    @property
+    def segments_stored_length(self) -> int:
+        header = self.stream.header
+        total = 0
+        for i in range(self.first_segment, self.last_segment + 1):
+            total += segment_plaintext_length(i, header.plaintext_length, header.segment_size)
+            total += TAG_SIZE
+        return total
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    stored_first: int  # first stored byte to fetch
+    stored_last: int  # last stored byte to fetch (inclusive)
+    pieces: tuple[Piece, ...]
+    length: int  # plaintext bytes delivered
+
+
+@dataclass(frozen=True)
+class Layout:
+    streams: tuple[StreamInfo, ...]
+
+    @property
+    def stored_length(self) -> int:
+        last = self.streams[-1]
+        return last.stored_offset + last.stored_length
+
+    @property
+    def plaintext_length(self) -> int:
+        last = self.streams[-1]
+        return last.plaintext_offset + last.plaintext_length
+
+    @classmethod
+    def from_headers(cls, headers: list[Header]) -> Layout:
+        streams = []
+        stored = plain = 0
+        for header in headers:
+            info = StreamInfo(stored, plain, header)
+            streams.append(info)
+            stored += info.stored_length
+            plain += info.plaintext_length
+        if not streams:
+            raise ValueError("a layout needs at least one stream")
+        return cls(tuple(streams))
+
+    def plan_all(self) -> ReadPlan:
+        """Read the whole object: every stream with its header."""
+        pieces = tuple(
+            Piece(s, 0, _last_segment(s.header), True, 0, s.plaintext_length) for s in self.streams
+        )
+        return ReadPlan(0, self.stored_length - 1, pieces, self.plaintext_length)
+
+    def plan_range(self, first: int, last: int) -> ReadPlan:
+        """Read plaintext bytes ``first..last`` (inclusive, within the object): only the
+        segments that hold them, and the headers of streams entered after the first."""
+        inside = [
+            i
+            for i, s in enumerate(self.streams)
+            if s.plaintext_length
+            and s.plaintext_offset <= last
+            and first < s.plaintext_offset + s.plaintext_length
+        ]
+        if not inside:
+            raise ValueError(f"range {first}-{last} outside the object")
+        pieces: list[Piece] = []
+        for s in self.streams[inside[0] : inside[-1] + 1]:
+            with_header = bool(pieces)
+            if s.plaintext_length == 0:  # an empty stream between two others: read through it
+                pieces.append(Piece(s, 0, 0, True, 0, 0))
+                continue
+            span = span_for_range(
+                max(first, s.plaintext_offset) - s.plaintext_offset,
+                min(last, s.plaintext_offset + s.plaintext_length - 1) - s.plaintext_offset,
+                s.plaintext_length,
+                s.header.segment_size,
+            )
+            pieces.append(
+                Piece(s, span.first_segment, span.last_segment, with_header, span.skip, span.length)
+            )
+        head = pieces[0]
+        stored_first = head.stream.stored_offset + segment_offset(
+            head.first_segment, head.stream.header.segment_size
+        )
+        tail = pieces[-1]
+        stored_last = (
+            tail.stream.stored_offset
+            + segment_offset(tail.last_segment, tail.stream.header.segment_size)
+            + segment_plaintext_length(
+                tail.last_segment, tail.stream.plaintext_length, tail.stream.header.segment_size
+            )
+            + TAG_SIZE
+            - 1
+        )
+        return ReadPlan(stored_first, stored_last, tuple(pieces), last - first + 1)
+
+    def stream_at(self, stored_offset: int) -> StreamInfo | None:
+        for s in self.streams:
+            if s.stored_offset == stored_offset:
+                return s
+        return None
+
+
+def _last_segment(header: Header) -> int:
+    size = header.plaintext_length
+    return max(0, -(-size // header.segment_size) - 1)
+
+
+# Requests in one round of speculative header fetches.
+MAX_GUESSES = 64
+
+Discovery = Generator[list[int], Mapping[int, Header | None], Layout]
+
+
+def discover(stored_total: int, first: Header) -> Discovery:
+    """Find every stream of an object of ``stored_total`` bytes whose first header is ``first``.
+
+    A generator: it yields lists of stored offsets whose 256-byte headers it needs, and is sent
+    back a mapping from each offset to the parsed header there (``None`` where the bytes are not a
+    valid header). It returns the :class:`Layout`, or raises :class:`IntegrityError` if the
+    headers do not tile the object exactly.
+    """
+    headers = [first]
+    offset = ciphertext_length(first.plaintext_length, first.segment_size)
+    known: dict[int, Header | None] = {}
+    while offset < stored_total:
+        if offset not in known:
+            step = ciphertext_length(headers[-1].plaintext_length, headers[-1].segment_size)
+            guesses = [offset]
+            while len(guesses) < MAX_GUESSES and guesses[-1] + step < stored_total:
+                guesses.append(guesses[-1] + step)
+            found = yield guesses
+            known.update({o: found.get(o) for o in guesses})
+        header = known[offset]
+        if header is None:
+            raise IntegrityError(
+                f"The stored object has no valid stream header at offset {offset}."
+            )
+        headers.append(header)
+        offset += ciphertext_length(header.plaintext_length, header.segment_size)
+    if offset != stored_total:
+        raise IntegrityError("The stored object's streams do not add up to its size.")
+    return Layout.from_headers(headers)
+
+
+class PlanDecryptor:
+    """Decrypts the stored bytes a :class:`ReadPlan` fetched, stream by stream.
+
+    Feed the fetched bytes in order. When a stream's data key is needed, :attr:`needs_key` holds
+    that stream's header and :meth:`feed` consumes nothing more until :meth:`provide_key`; then
+    call ``feed(b"")`` to continue. Plaintext comes out only from authenticated segments, already
+    cut to the plan's range. :meth:`finish` raises unless every byte of the plan arrived.
+    """
+
+    def __init__(self, plan: ReadPlan) -> None:
+        self._pieces = list(plan.pieces)
+        self._index = 0
+        self._buffer = bytearray()
+        self._decryptor: StreamDecryptor | None = None
+        self._skip = 0
+        self._take = 0
+        self.needs_key: Header | None = None
+        self._header_checked = False
+
+    @property
+    def done(self) -> bool:
+        return self._index >= len(self._pieces)
+
+    def provide_key(self, data_key: bytes) -> None:
+        if self.needs_key is None:
+            raise RuntimeError("no key was asked for")
+        piece = self._pieces[self._index]
+        self._decryptor = StreamDecryptor(
+            piece.stream.header, data_key, piece.first_segment, piece.last_segment
+        )
+        self._skip, self._take = piece.skip, piece.take
+        self.needs_key = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        self._buffer += data
+        out = []
+        while not self.done and self.needs_key is None:
+            piece = self._pieces[self._index]
+            if self._decryptor is None:
+                if piece.with_header and not self._header_checked:
+                    if len(self._buffer) < HEADER_SIZE:
+                        break
+                    found = parse_header(bytes(self._buffer[:HEADER_SIZE]))
+                    del self._buffer[:HEADER_SIZE]
+                    if found != piece.stream.header:
+                        raise IntegrityError(
+                            "A stream header of the stored object changed while it was read."
+                        )
+                self._header_checked = True
+                self.needs_key = piece.stream.header
+                break
+            plain = self._decryptor.feed(self._buffer)
+            self._buffer = bytearray()
+            if plain:
+                cut = min(self._skip, len(plain))
+                self._skip -= cut
+                chunk = plain[cut : cut + self._take]
+                self._take -= len(chunk)
+                out.append(chunk)
+            if not self._decryptor.done:
+                break
+            self._buffer = bytearray(self._decryptor.unused)
+            self._decryptor = None
+            self._header_checked = False
+            self._index += 1
+        if self.done and self._buffer:
+            raise IntegrityError("The upstream sent more bytes than the read asked for.")
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if not self.done or self._buffer:
+            raise IntegrityError(
+                "The stored object ended before the read was complete (truncated)."
+            )

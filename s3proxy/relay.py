@@ -1,0 +1,93 @@
+"""Small pieces of the HTTP shell shared by the handlers: relaying an upstream response,
+cutting a connection short, and the encryption marker of upstream responses."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from s3proxy.errors import IntegrityError
+from s3proxy.headers import MARKER_HEADER, Headers, client_response_headers, parse_marker
+
+log = logging.getLogger("s3proxy")
+
+READ_CHUNK = 256 * 1024
+
+
+class Aborted(Exception):
+    """The response had started when an error came; the connection was cut."""
+
+
+class Marker:
+    """The fields of an object's ``x-amz-meta-s3proxy-encryption`` metadata."""
+
+    def __init__(self, segment_size: int, multipart: bool) -> None:
+        self.segment_size = segment_size
+        self.multipart = multipart
+
+    @classmethod
+    def of(cls, resp: aiohttp.ClientResponse) -> Marker | None:
+        value = resp.headers.get(MARKER_HEADER)
+        if value is None:
+            return None
+        fields = parse_marker(value)
+        seg = fields.get("seg", "")
+        if fields.get("v") != "1" or not seg.isdigit() or int(seg) < 1:
+            raise IntegrityError(
+                "The stored object carries an s3proxy marker this version cannot read."
+            )
+        return cls(int(seg), fields.get("mp") == "1")
+
+
+def content_length(resp: aiohttp.ClientResponse) -> int | None:
+    value = resp.headers.get("Content-Length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def content_range_total(resp: aiohttp.ClientResponse) -> int | None:
+    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
+def add_headers(resp: web.StreamResponse, headers: Headers) -> None:
+    for name, value in headers:
+        resp.headers.add(name, value)
+
+
+def abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> web.StreamResponse:
+    """Stream an upstream response to the client unchanged (hop-by-hop headers aside)."""
+    resp = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason)
+    add_headers(resp, client_response_headers(upstream_resp.headers.items(), decrypted=False))
+    length = content_length(upstream_resp)
+    if length is not None:
+        resp.content_length = length
+    await resp.prepare(request)
+    if request.method != "HEAD" and upstream_resp.status not in (204, 304):
+        try:
+            async for chunk in upstream_resp.content.iter_chunked(READ_CHUNK):
+                await resp.write(chunk)
+        except aiohttp.ClientError as exc:
+            log.error("upstream response broke off: %s", type(exc).__name__)
+            abort(request)
+            raise Aborted() from exc
+    await resp.write_eof()
+    return resp
+
+
+def relay_body(
+    upstream_resp: aiohttp.ClientResponse, body: bytes, extra: Headers | None = None
+) -> web.Response:
+    """A small upstream response with a replaced body (and its stored-object checksums and
+    the proxy's metadata removed), plus ``extra`` headers."""
+    headers = client_response_headers(upstream_resp.headers.items(), decrypted=True)
+    resp = web.Response(status=upstream_resp.status, reason=upstream_resp.reason, body=body)
+    add_headers(resp, [*headers, *(extra or [])])
+    return resp
