@@ -27,7 +27,7 @@ from s3proxy.errors import (
 from s3proxy.headers import upstream_request_headers
 from s3proxy.keys import KeyService
 from s3proxy.reads import RangeError, Reader
-from s3proxy.relay import READ_CHUNK, Aborted, relay
+from s3proxy.relay import READ_CHUNK, Aborted, relay, upstream_bytes
 from s3proxy.request import Action, Target, classify, parse_target
 from s3proxy.upstream import Upstream
 from s3proxy.writes import COMPLETE_BODY_LIMIT, Writer
@@ -64,6 +64,8 @@ class Proxy:
         resource = request.path
         operation = "-"
         status = 0
+        received = [0]
+        upstream_bytes.set(received)
         try:
             target = parse_target(
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
@@ -99,7 +101,7 @@ class Proxy:
                 operation,
                 status or "aborted",
                 (time.monotonic() - started) * 1000,
-                extra={"request_id": request_id},
+                extra={"request_id": request_id, "upstream_bytes": received[0]},
             )
 
     async def _pass_through(self, request: web.Request, target: Target) -> web.StreamResponse:

@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for extra in ("request_id", "integrity"):
+        for extra in ("request_id", "integrity", "upstream_bytes"):
             if hasattr(record, extra):
                 entry[extra] = getattr(record, extra)
         if record.exc_info and record.levelno >= logging.ERROR:

@@ -24,6 +24,7 @@ from s3proxy.relay import (
     abort,
     add_headers,
     content_length,
+    count_upstream,
     content_range_total,
     relay,
     relay_body,
@@ -101,7 +102,7 @@ class Reader:
                 raise PreconditionChanged("The object changed while s3proxy read it; retry.")
             if resp.status != 206:
                 return None
-            data = await resp.read()
+            data = count_upstream(await resp.read())
         try:
             return parse_header(data)
         except IntegrityError:
@@ -160,7 +161,7 @@ class Reader:
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             try:
-                first = parse_header(await probe.content.readexactly(HEADER_SIZE))
+                first = parse_header(count_upstream(await probe.content.readexactly(HEADER_SIZE)))
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 raise IntegrityError("The stored object is shorter than its header.") from exc
         except BaseException:
@@ -237,7 +238,7 @@ class Reader:
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             try:
-                head = await upstream_resp.content.readexactly(HEADER_SIZE)
+                head = count_upstream(await upstream_resp.content.readexactly(HEADER_SIZE))
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 raise IntegrityError("The stored object is shorter than its header.") from exc
             layout = await self.layout(
@@ -385,7 +386,7 @@ class Reader:
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async for chunk in resp.content.iter_chunked(READ_CHUNK):
-        yield chunk
+        yield count_upstream(chunk)
 
 
 def _single_stream_length(stored: int, segment_size: int) -> int:

@@ -4,6 +4,7 @@ cutting a connection short, and the encryption marker of upstream responses."""
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 
 import aiohttp
 from aiohttp import web
@@ -14,6 +15,16 @@ from s3proxy.headers import MARKER_HEADER, Headers, client_response_headers, par
 log = logging.getLogger("s3proxy")
 
 READ_CHUNK = 256 * 1024
+
+# Body bytes received from the upstream for the current client request (for the access log).
+upstream_bytes: ContextVar[list[int]] = ContextVar("upstream_bytes")
+
+
+def count_upstream(data: bytes) -> bytes:
+    counter = upstream_bytes.get(None)
+    if counter is not None:
+        counter[0] += len(data)
+    return data
 
 
 class Aborted(Exception):
@@ -73,7 +84,7 @@ async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> 
     if request.method != "HEAD" and upstream_resp.status not in (204, 304):
         try:
             async for chunk in upstream_resp.content.iter_chunked(READ_CHUNK):
-                await resp.write(chunk)
+                await resp.write(count_upstream(chunk))
         except aiohttp.ClientError as exc:
             log.error("upstream response broke off: %s", type(exc).__name__)
             abort(request)
