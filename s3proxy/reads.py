@@ -24,8 +24,8 @@ from s3proxy.relay import (
     abort,
     add_headers,
     content_length,
-    count_upstream,
     content_range_total,
+    count_upstream,
     relay,
     relay_body,
 )
