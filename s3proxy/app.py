@@ -56,6 +56,7 @@ class Proxy:
             Action.GET_OBJECT: reader.get_object,
             Action.HEAD_OBJECT: reader.head_object,
             Action.LIST_PARTS: reader.list_parts,
+            Action.LIST_OBJECTS: reader.list_objects,
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

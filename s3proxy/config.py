@@ -72,6 +72,13 @@ SETTINGS: tuple[Setting, ...] = (
         "plaintext bytes per encrypted segment for new objects",
         str(DEFAULT_SEGMENT_SIZE),
     ),
+    Setting(
+        "S3PROXY_LIST_SIZES",
+        "--list-sizes",
+        "'exact' reports plaintext sizes in listings (one HEAD per object, cached); "
+        "'stored' reports stored sizes with no extra requests",
+        "exact",
+    ),
     Setting("S3PROXY_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 )
 
@@ -92,6 +99,7 @@ class Config:
     virtual_host_suffixes: tuple[str, ...]
     allow_unencrypted: bool
     segment_size: int
+    exact_list_sizes: bool
     log_level: str
 
 
@@ -174,6 +182,9 @@ def load(
         raise ConfigError(
             f"S3PROXY_SEGMENT_SIZE must be an integer from 1024 to {MAX_SEGMENT_SIZE}"
         )
+    list_sizes = _require(values, "S3PROXY_LIST_SIZES").lower()
+    if list_sizes not in ("exact", "stored"):
+        raise ConfigError(f"S3PROXY_LIST_SIZES must be exact or stored, got {list_sizes!r}")
     level = _require(values, "S3PROXY_LOG_LEVEL").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"S3PROXY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -197,6 +208,7 @@ def load(
         virtual_host_suffixes=suffixes,
         allow_unencrypted=unencrypted == "allow",
         segment_size=int(seg_text),
+        exact_list_sizes=list_sizes == "exact",
         log_level=level,
     )
 

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
@@ -30,14 +32,28 @@ from s3proxy.relay import (
     relay_body,
 )
 from s3proxy.request import Target
-from s3proxy.s3xml import rewrite_part_sizes
-from s3proxy.sizes import HEADER_SIZE, RangeNotSatisfiable, parse_range, plaintext_length
+from s3proxy.s3xml import (
+    ListedObject,
+    listed_objects,
+    rewrite_listed_sizes,
+    rewrite_part_sizes,
+)
+from s3proxy.sizes import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    RangeNotSatisfiable,
+    parse_range,
+    plaintext_length,
+)
 from s3proxy.upstream import Upstream
 
 log = logging.getLogger("s3proxy")
+V = TypeVar("V")
 
 LAYOUT_CACHE_ENTRIES = 4096
+SIZE_CACHE_ENTRIES = 65536
 HEADER_FETCH_CONCURRENCY = 16
+LIST_PROBE_CONCURRENCY = 32
 
 
 class RangeError(S3ProxyError):
@@ -56,20 +72,23 @@ class PreconditionChanged(S3ProxyError):
     code = "PreconditionFailed"
 
 
-class _LayoutCache:
-    """Layouts of multipart objects by (bucket, key, version, ETag): an ETag names one content."""
+CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
+
+
+class _Cache(Generic[V]):
+    """A bounded LRU map."""
 
     def __init__(self, entries: int) -> None:
         self._entries = entries
-        self._items: OrderedDict[tuple[str, str, str, str], Layout] = OrderedDict()
+        self._items: OrderedDict[CacheKey, V] = OrderedDict()
 
-    def get(self, key: tuple[str, str, str, str]) -> Layout | None:
-        layout = self._items.get(key)
-        if layout is not None:
+    def get(self, key: CacheKey) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
             self._items.move_to_end(key)
-        return layout
+        return value
 
-    def put(self, key: tuple[str, str, str, str], layout: Layout) -> None:
+    def put(self, key: CacheKey, layout: V) -> None:
         self._items[key] = layout
         self._items.move_to_end(key)
         while len(self._items) > self._entries:
@@ -81,7 +100,8 @@ class Reader:
         self.config = config
         self.keys = keys
         self.upstream = upstream
-        self._layouts = _LayoutCache(LAYOUT_CACHE_ENTRIES)
+        self._layouts: _Cache[Layout] = _Cache(LAYOUT_CACHE_ENTRIES)
+        self._sizes: _Cache[int] = _Cache(SIZE_CACHE_ENTRIES)
 
     def _check_unencrypted_allowed(self) -> None:
         if not self.config.allow_unencrypted:
@@ -382,6 +402,66 @@ class Reader:
                 await upstream_resp.read(), lambda n: _single_stream_length(n, seg)
             )
             return relay_body(upstream_resp, body)
+
+    # ---- ListObjects, ListObjectsV2, ListObjectVersions -------------------------------------
+
+    async def list_objects(self, request: web.Request, target: Target) -> web.StreamResponse:
+        headers = upstream_request_headers(request.headers.items(), encrypting=False)
+        upstream_resp = await self.upstream.send("GET", target, headers)
+        async with upstream_resp:
+            if upstream_resp.status != 200 or not self.config.exact_list_sizes:
+                return await relay(request, upstream_resp)
+            body = count_upstream(await upstream_resp.read())
+        objects = listed_objects(body)
+        url_encoded = target.param("encoding-type") == "url"
+        gate = asyncio.Semaphore(LIST_PROBE_CONCURRENCY)
+
+        async def size_of(obj: ListedObject) -> int:
+            async with gate:
+                return await self._listed_size(target.bucket or "", obj, url_encoded)
+
+        sizes = await asyncio.gather(*(size_of(o) for o in objects))
+        return relay_body(upstream_resp, rewrite_listed_sizes(body, list(sizes)))
+
+    async def _listed_size(self, bucket: str, obj: ListedObject, url_encoded: bool) -> int:
+        """The plaintext size of a listed object: stored size for objects not written by the
+        proxy; else from a HEAD (and, for multipart objects, their stream headers). Cached by
+        ETag. A failed look-up reports the stored size rather than failing the listing."""
+        if obj.size < HEADER_SIZE + TAG_SIZE:
+            return obj.size  # too small to be an encrypted stream
+        key = unquote_plus(obj.key) if url_encoded else obj.key
+        version = obj.version_id
+        cache_key = (bucket, key, version or "", obj.etag or "")
+        cached = self._sizes.get(cache_key)
+        if cached is not None:
+            return cached
+        query = (("versionId", version),) if version else ()
+        target = Target(bucket, key, query)
+        try:
+            size = await self._plaintext_size(target, obj.size)
+        except (S3ProxyError, aiohttp.ClientError) as exc:
+            log.warning("listing reports the stored size of %s/%s: %s", bucket, key, exc)
+            return obj.size
+        self._sizes.put(cache_key, size)
+        return size
+
+    async def _plaintext_size(self, target: Target, stored: int) -> int:
+        head = await self.upstream.send("HEAD", target, [])
+        async with head:
+            if head.status != 200:
+                return stored
+            marker = Marker.of(head)
+            etag = head.headers.get("ETag")
+            length = content_length(head)
+        if marker is None or length is None:
+            return stored
+        if not marker.multipart:
+            return _single_stream_length(length, marker.segment_size)
+        found = await self._layout_from_probe(target, [("If-Match", etag)] if etag else [])
+        if isinstance(found, aiohttp.ClientResponse):
+            found.release()
+            return stored
+        return found[0].plaintext_length
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -158,10 +158,30 @@ class Action(enum.Enum):
     CREATE_MULTIPART = "create-multipart"  # mark the object-to-be as encrypted
     COMPLETE_MULTIPART = "complete-multipart"  # drop the parts' plaintext checksums
     LIST_PARTS = "list-parts"  # report plaintext part sizes
+    LIST_OBJECTS = "list-objects"  # report plaintext object sizes
     COPY_OBJECT = "copy-object"  # keep the source's encryption marker
     UPLOAD_PART_COPY = "upload-part-copy"  # only whole encrypted sources
 
 
+# ListObjects, ListObjectsV2 and ListObjectVersions parameters.
+_LIST_PARAMS = frozenset(
+    {
+        "list-type",
+        "prefix",
+        "delimiter",
+        "marker",
+        "max-keys",
+        "encoding-type",
+        "continuation-token",
+        "fetch-owner",
+        "start-after",
+        "key-marker",
+        "version-id-marker",
+        "versions",
+        "allow-unordered",
+        "x-id",
+    }
+)
 # Object subresources whose requests and responses never carry object data.
 _OBJECT_PASS_THROUGH = frozenset({"tagging", "acl", "retention", "legal-hold"})
 # GetObject/HeadObject query parameters that select or shape the same object.
@@ -200,6 +220,9 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
     if target.key is None:
         if method == "POST" and "delete" not in names:
             raise _refuse("browser-form POST uploads would store plaintext")
+        if method == "GET" and target.bucket is not None and names <= _LIST_PARAMS:
+            name = "ListObjectVersions" if "versions" in names else "ListObjects"
+            return Classification(Action.LIST_OBJECTS, name)
         return Classification(Action.PASS_THROUGH, "bucket-or-service")
 
     copy_source = headers.get("x-amz-copy-source")

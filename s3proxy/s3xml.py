@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from s3proxy.errors import S3ProxyError
 
@@ -66,4 +67,60 @@ def rewrite_part_sizes(body: bytes, plaintext_size: Callable[[int], int]) -> byt
         for child in part:
             if _local(child.tag) == "Size" and child.text and child.text.strip().isdigit():
                 child.text = str(plaintext_size(int(child.text)))
+    return _serialize(root)
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object (or object version) of a listing, as the listing reports it."""
+
+    key: str
+    version_id: str | None
+    etag: str | None
+    size: int
+
+
+_LISTED = frozenset({"Contents", "Version"})
+
+
+def _child_text(element: ET.Element, name: str) -> str | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return child.text or ""
+    return None
+
+
+def listed_objects(body: bytes) -> list[ListedObject]:
+    """The objects of a ListObjects, ListObjectsV2 or ListObjectVersions response, in order.
+    Keys are returned as they appear (URL-encoded if the client asked for encoding-type=url)."""
+    root = _parse(body)
+    out = []
+    for entry in root:
+        if _local(entry.tag) not in _LISTED:
+            continue
+        size = _child_text(entry, "Size")
+        key = _child_text(entry, "Key")
+        if key is None or size is None or not size.strip().isdigit():
+            continue
+        version = _child_text(entry, "VersionId")
+        out.append(ListedObject(key, version, _child_text(entry, "ETag"), int(size)))
+    return out
+
+
+def rewrite_listed_sizes(body: bytes, sizes: list[int]) -> bytes:
+    """The listing with the ``Size`` of its i-th listed object (as :func:`listed_objects`
+    counts them) replaced by ``sizes[i]``."""
+    root = _parse(body)
+    index = 0
+    for entry in root:
+        if _local(entry.tag) not in _LISTED:
+            continue
+        size_element = next((c for c in entry if _local(c.tag) == "Size"), None)
+        key = _child_text(entry, "Key")
+        if size_element is None or key is None or not (size_element.text or "").strip().isdigit():
+            continue
+        size_element.text = str(sizes[index])
+        index += 1
+    if index != len(sizes):
+        raise ValueError("sizes do not match the listing")
     return _serialize(root)

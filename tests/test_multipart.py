@@ -40,6 +40,11 @@ def test_aws_cli_multipart_20mib_up_and_down(
     assert stored["ContentLength"] == 2 * ciphertext_length(8 * MiB, S) + ciphertext_length(
         4 * MiB, S
     )
+    ls = subprocess.run(
+        [aws_cli(), "s3", "ls", f"s3://{bucket}/"], env=env, capture_output=True, timeout=120
+    )
+    assert ls.returncode == 0, ls.stderr.decode()
+    assert f" {20 * MiB} big.bin" in ls.stdout.decode()
     dst = tmp_path / "back.bin"
     down = subprocess.run(
         [aws_cli(), "s3", "cp", f"s3://{bucket}/big.bin", str(dst)],
@@ -255,3 +260,50 @@ def test_abort_and_list_uploads_pass_through(client: Any, raw: Any, bucket: str)
     assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [uid]
     client.abort_multipart_upload(Bucket=bucket, Key="gone", UploadId=uid)
     assert raw.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_listings_report_plaintext_sizes(client: Any, raw: Any, bucket: str) -> None:
+    sizes = {"empty": 0, "one": 1, "a key with spaces+plus": S + 1, "dir/big": 3 * S + 5}
+    for key, size in sizes.items():
+        client.put_object(Bucket=bucket, Key=key, Body=os.urandom(size))
+    parts = [os.urandom(5 * MiB), os.urandom(777)]
+    uid = client.create_multipart_upload(Bucket=bucket, Key="multi")["UploadId"]
+    etags = [
+        client.upload_part(Bucket=bucket, Key="multi", UploadId=uid, PartNumber=i + 1, Body=p)[
+            "ETag"
+        ]
+        for i, p in enumerate(parts)
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="multi",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
+    )
+    sizes["multi"] = sum(len(p) for p in parts)
+    raw.put_object(Bucket=bucket, Key="plain", Body=b"x" * 5000)  # not written by the proxy
+    sizes["plain"] = 5000
+    v2 = client.list_objects_v2(Bucket=bucket)
+    assert {o["Key"]: o["Size"] for o in v2["Contents"]} == sizes
+    v1 = client.list_objects(Bucket=bucket)
+    assert {o["Key"]: o["Size"] for o in v1["Contents"]} == sizes
+    page = client.list_objects_v2(Bucket=bucket, Prefix="dir/", Delimiter="/", MaxKeys=1)
+    assert [(o["Key"], o["Size"]) for o in page["Contents"]] == [("dir/big", 3 * S + 5)]
+    stored = {o["Key"]: o["Size"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert stored["dir/big"] == ciphertext_length(3 * S + 5, S)
+
+
+def test_version_listings_report_plaintext_sizes(client: Any, bucket: str) -> None:
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    v1 = client.put_object(Bucket=bucket, Key="doc", Body=b"a" * 100)["VersionId"]
+    v2 = client.put_object(Bucket=bucket, Key="doc", Body=b"b" * 200_000)["VersionId"]
+    client.delete_object(Bucket=bucket, Key="doc")
+    listed = client.list_object_versions(Bucket=bucket)
+    assert {v["VersionId"]: v["Size"] for v in listed["Versions"]} == {v1: 100, v2: 200_000}
+    assert len(listed["DeleteMarkers"]) == 1
+    old = client.get_object(Bucket=bucket, Key="doc", VersionId=v1)
+    assert old["Body"].read() == b"a" * 100
+    assert client.head_object(Bucket=bucket, Key="doc", VersionId=v2)["ContentLength"] == 200_000
+    client.delete_object(Bucket=bucket, Key="doc", VersionId=v1)
+    listed = client.list_object_versions(Bucket=bucket)
+    assert [v["VersionId"] for v in listed["Versions"]] == [v2]
