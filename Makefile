@@ -28,5 +28,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check s3proxy tests bench
 	$(BIN)/mypy
 
-test: lint
+tests/js/node_modules/.installed: tests/js/package-lock.json
+	cd tests/js && npm ci --silent --no-audit --no-fund
+	touch $@
+
+test: lint tests/js/node_modules/.installed
 	$(BIN)/pytest

@@ -30,7 +30,7 @@ from s3proxy.reads import RangeError, Reader
 from s3proxy.relay import READ_CHUNK, Aborted, relay, upstream_bytes
 from s3proxy.request import Action, Target, classify, parse_target
 from s3proxy.upstream import Upstream
-from s3proxy.writes import COMPLETE_BODY_LIMIT, Writer
+from s3proxy.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
 
 log = logging.getLogger("s3proxy")
 
@@ -72,9 +72,14 @@ class Proxy:
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
             )
             resource = target.resource
-            _refuse_streaming_payloads(request)
             decision = classify(request.method, target, request.headers)
             operation = decision.operation
+            if decision.action not in (Action.PUT_OBJECT, Action.UPLOAD_PART) and is_aws_chunked(
+                request.headers
+            ):
+                raise NotImplementedByProxy(
+                    f"s3proxy does not support aws-chunked request bodies for {operation}."
+                )
             resp = await self._handlers[decision.action](request, target)
             status = resp.status
             return resp
@@ -123,15 +128,6 @@ class Proxy:
         upstream_resp = await self.upstream.send(request.method, target, headers, body, length)
         async with upstream_resp:
             return await relay(request, upstream_resp)
-
-
-def _refuse_streaming_payloads(request: web.Request) -> None:
-    sha = request.headers.get("x-amz-content-sha256", "")
-    encoding = request.headers.get("Content-Encoding", "").lower()
-    if sha.upper().startswith("STREAMING-") or "aws-chunked" in encoding:
-        raise NotImplementedByProxy(
-            "s3proxy does not support aws-chunked (streaming) request bodies yet."
-        )
 
 
 def _error_response(

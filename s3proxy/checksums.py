@@ -53,7 +53,7 @@ CHECKSUM_ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
 @dataclass
 class _Expected:
     header: str
-    value: bytes
+    value: bytes | None  # None: to come in a trailer
     hasher: _Crc | hashlib._Hash
 
 
@@ -77,6 +77,27 @@ class BodyVerifier:
             raise InvalidRequest(f"Value for {header} header is invalid.")
         self._expected.append(_Expected(header, value, hasher))
 
+    def expect_trailer(self, header: str) -> None:
+        """A checksum whose value the body's trailer will carry (``x-amz-trailer``)."""
+        algorithm = header.lower().removeprefix("x-amz-checksum-")
+        if not header.lower().startswith("x-amz-checksum-") or algorithm not in CHECKSUM_ALGORITHMS:
+            raise InvalidRequest(f"Unsupported trailer {header}.")
+        self._expected.append(_Expected(header.lower(), None, _hasher(algorithm)))
+
+    def trailers_arrived(self, trailers: dict[str, str]) -> None:
+        for e in self._expected:
+            if e.value is not None:
+                continue
+            text = trailers.get(e.header)
+            if text is None:
+                raise InvalidRequest(
+                    f"The trailer {e.header} declared in x-amz-trailer is missing."
+                )
+            try:
+                e.value = base64.b64decode(text.strip(), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidRequest(f"Value for {e.header} trailing header is invalid.") from exc
+
     @property
     def active(self) -> bool:
         return bool(self._expected)
@@ -87,6 +108,10 @@ class BodyVerifier:
 
     def verify(self) -> None:
         for e in self._expected:
+            if e.value is None:
+                raise InvalidRequest(
+                    f"The trailer {e.header} declared in x-amz-trailer is missing."
+                )
             if e.hasher.digest() != e.value:
                 if e.header == "content-md5":
                     raise BadDigest("The Content-MD5 you specified did not match what we received.")
@@ -99,11 +124,16 @@ class BodyVerifier:
 
 
 def verifier_for(headers: Iterable[tuple[str, str]]) -> BodyVerifier:
-    """A verifier for the Content-MD5 and x-amz-checksum-* headers of a request."""
+    """A verifier for the Content-MD5 and x-amz-checksum-* headers of a request, and for the
+    checksums its ``x-amz-trailer`` announces."""
     verifier = BodyVerifier()
     for name, value in headers:
         lname = name.lower()
-        if lname == "content-md5":
+        if lname == "x-amz-trailer":
+            for trailer in value.split(","):
+                if trailer.strip():
+                    verifier.expect_trailer(trailer.strip())
+        elif lname == "content-md5":
             verifier.expect(lname, "md5", value)
         elif lname.startswith("x-amz-checksum-") and lname != "x-amz-checksum-type":
             algorithm = lname.removeprefix("x-amz-checksum-")

@@ -82,6 +82,12 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
             or lname.startswith(OWN_METADATA_PREFIX)
         ):
             continue
+        if lname == "content-encoding":
+            # aws-chunked is the framing of this request, not how the object is stored.
+            codings = [c.strip() for c in value.split(",") if c.strip().lower() != "aws-chunked"]
+            if not codings:
+                continue
+            value = ",".join(codings)
         out.append((name, value))
     return out
 

@@ -4,12 +4,13 @@ checksums), CopyObject and UploadPartCopy (keep copies decryptable)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
 
+from s3proxy.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
 from s3proxy.checksums import verifier_for
 from s3proxy.config import Config
 from s3proxy.errors import (
@@ -31,6 +32,28 @@ from s3proxy.upstream import Upstream
 COMPLETE_BODY_LIMIT = 8 * 1024 * 1024
 
 
+def is_aws_chunked(headers: Mapping[str, str]) -> bool:
+    """Whether the body is aws-chunked framing; unknown streaming variants are refused."""
+    sha = headers.get("x-amz-content-sha256", "").upper()
+    encoding = headers.get("Content-Encoding", "").lower()
+    if sha.startswith("STREAMING-") and sha not in STREAMING_PAYLOADS:
+        raise NotImplementedByProxy(f"s3proxy does not support the payload type {sha}.")
+    return sha in STREAMING_PAYLOADS or "aws-chunked" in encoding
+
+
+def _plaintext_length(request: web.Request, chunked: bool) -> int:
+    if chunked:
+        decoded = request.headers.get("x-amz-decoded-content-length")
+        if decoded is None or not decoded.isdigit():
+            raise MissingContentLength(
+                "You must provide the x-amz-decoded-content-length header with aws-chunked bodies."
+            )
+        return int(decoded)
+    if request.content_length is None:
+        raise MissingContentLength("You must provide the Content-Length HTTP header.")
+    return request.content_length
+
+
 class Writer:
     def __init__(self, config: Config, keys: KeyService, upstream: Upstream) -> None:
         self.config = config
@@ -39,10 +62,10 @@ class Writer:
 
     async def encrypt_upload(self, request: web.Request, target: Target) -> web.StreamResponse:
         """PutObject or UploadPart: the body becomes one stream (docs/design.md, Writing)."""
-        length = request.content_length
-        if length is None:
-            raise MissingContentLength("You must provide the Content-Length HTTP header.")
+        chunked = is_aws_chunked(request.headers)
+        length = _plaintext_length(request, chunked)
         verifier = verifier_for(request.headers.items())
+        decoder = AwsChunkedDecoder(length) if chunked else None
         seg = self.config.segment_size
         data_key = await self.keys.new_data_key()
         encryptor = StreamEncryptor(data_key.plaintext, data_key.wrapped, length, seg)
@@ -55,10 +78,14 @@ class Writer:
             try:
                 yield encryptor.header
                 async for chunk in request.content.iter_chunked(READ_CHUNK):
-                    verifier.update(chunk)
-                    out = encryptor.feed(chunk)
+                    plain = decoder.feed(chunk) if decoder is not None else chunk
+                    verifier.update(plain)
+                    out = encryptor.feed(plain)
                     if out:
                         yield out
+                if decoder is not None:
+                    decoder.finish()
+                    verifier.trailers_arrived(decoder.trailers)
                 last = encryptor.finish()
                 verifier.verify()
             except S3ProxyError as err:

@@ -1,0 +1,110 @@
+"""The aws-chunked decoder with plain bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s3proxy.awschunked import AwsChunkedDecoder, MalformedChunk
+from s3proxy.errors import IncompleteBody
+
+SIG = "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"
+ECDSA_SIG = "3045022100" + "ab" * 32 + "022037" + "cd" * 31
+
+
+def encode(
+    payload: bytes,
+    chunk: int,
+    *,
+    signature: str | None = SIG,
+    trailers: dict[str, str] | None = None,
+    eol: bytes = b"\r\n",
+    final_blank: bool = True,
+) -> bytes:
+    ext = (lambda: f";chunk-signature={signature}".encode()) if signature else (lambda: b"")
+    out = b""
+    for i in range(0, len(payload), chunk):
+        piece = payload[i : i + chunk]
+        out += f"{len(piece):x}".encode() + ext() + b"\r\n" + piece + b"\r\n"
+    out += b"0" + ext() + b"\r\n"
+    for name, value in (trailers or {}).items():
+        out += f"{name}:{value}".encode() + eol
+    if trailers and signature:
+        out += f"x-amz-trailer-signature:{signature}".encode() + eol
+    if final_blank:
+        out += b"\r\n"
+    return out
+
+
+def decode(body: bytes, split: int, decoded_length: int | None = None) -> AwsChunkedDecoder:
+    dec = AwsChunkedDecoder(decoded_length)
+    out = b""
+    for i in range(0, len(body), split):
+        out += dec.feed(body[i : i + split])
+    dec.finish()
+    dec.payload = out  # type: ignore[attr-defined]
+    return dec
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=st.binary(max_size=3000),
+    chunk=st.integers(1, 700),
+    split=st.integers(1, 300),
+    variant=st.sampled_from(["signed", "signed-trailer", "unsigned-trailer", "ecdsa", "lf"]),
+)
+def test_every_variant_decodes(payload: bytes, chunk: int, split: int, variant: str) -> None:
+    trailers = (
+        {"x-amz-checksum-crc32": "AAAAAA=="} if "trailer" in variant or variant == "lf" else None
+    )
+    signature = {"unsigned-trailer": None, "ecdsa": ECDSA_SIG, "lf": None}.get(variant, SIG)
+    eol = b"\n" if variant == "lf" else b"\r\n"
+    body = encode(payload, chunk, signature=signature, trailers=trailers, eol=eol)
+    dec = decode(body, split, len(payload))
+    assert dec.payload == payload  # type: ignore[attr-defined]
+    assert dec.trailers.get("x-amz-checksum-crc32") == (trailers or {}).get("x-amz-checksum-crc32")
+
+
+def test_missing_final_blank_line_is_tolerated() -> None:
+    body = encode(
+        b"hello", 3, signature=None, trailers={"x-amz-checksum-crc32": "x"}, final_blank=False
+    )
+    assert decode(body, 4).trailers == {"x-amz-checksum-crc32": "x"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nhello\r\n0\r\n\r\n",  # not hex
+        b"5;foo=bar\r\nhello\r\n0\r\n\r\n",  # unknown extension
+        b"3\r\nhello\r\n0\r\n\r\n",  # data longer than its size
+        b"5\r\nhello\r\n0\r\n\r\nextra",  # data after the end
+        b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n",  # bad trailer
+        b"x" * 5000,  # no line end
+    ],
+)
+def test_malformed_framing_is_rejected(body: bytes) -> None:
+    with pytest.raises(MalformedChunk):
+        decode(body, 7)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5\r\nhel",  # cut inside data
+        b"5\r\nhello\r\n",  # no final chunk
+        b"",
+    ],
+)
+def test_truncated_bodies_are_incomplete(body: bytes) -> None:
+    with pytest.raises(IncompleteBody):
+        decode(body, 3)
+
+
+def test_decoded_length_is_enforced() -> None:
+    body = encode(b"hello world", 4)
+    with pytest.raises(IncompleteBody):
+        decode(body, 100, decoded_length=12)
+    with pytest.raises(MalformedChunk):
+        decode(body, 100, decoded_length=5)
