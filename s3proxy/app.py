@@ -55,6 +55,7 @@ class Proxy:
             Action.UPLOAD_PART_COPY: writer.upload_part_copy,
             Action.GET_OBJECT: reader.get_object,
             Action.HEAD_OBJECT: reader.head_object,
+            Action.READ_PART: reader.read_part,
             Action.LIST_PARTS: reader.list_parts,
             Action.LIST_OBJECTS: reader.list_objects,
         }

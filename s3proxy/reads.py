@@ -14,7 +14,14 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.errors import AccessDeniedByProxy, IntegrityError, S3ProxyError
+from s3proxy.errors import (
+    AccessDeniedByProxy,
+    IntegrityError,
+    InvalidArgument,
+    InvalidRequest,
+    NotImplementedByProxy,
+    S3ProxyError,
+)
 from s3proxy.format import Header, parse_header
 from s3proxy.headers import Headers, client_response_headers, get_header, upstream_request_headers
 from s3proxy.keys import KeyService
@@ -63,6 +70,11 @@ class RangeError(S3ProxyError):
     def __init__(self, total: int) -> None:
         super().__init__("The requested range is not satisfiable")
         self.total = total
+
+
+class InvalidPartNumber(S3ProxyError):
+    status = 416
+    code = "InvalidPartNumber"
 
 
 class PreconditionChanged(S3ProxyError):
@@ -388,6 +400,76 @@ class Reader:
             raise Aborted() from exc
         await resp.write_eof()
         return resp
+
+    # ---- GetObject / HeadObject ?partNumber=N ------------------------------------------------
+
+    async def read_part(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """One part of an object, as S3 serves it: 206, the part's plaintext bytes, their place
+        in the whole object in ``Content-Range``, and ``x-amz-mp-parts-count``."""
+        number_text = target.param("partNumber") or ""
+        if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
+            raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
+        if request.headers.get("Range") is not None:
+            raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+        number = int(number_text)
+        headers = upstream_request_headers(request.headers.items(), encrypting=False)
+        whole = target.without("partNumber")
+        found = await self._layout_from_probe(whole, headers)
+        if isinstance(found, aiohttp.ClientResponse):
+            async with found:
+                if found.status not in (200, 206, 416):
+                    return await relay(request, found)
+            plain = await self.upstream.send(request.method, target, headers)
+            async with plain:
+                if plain.status in (200, 206):
+                    self._check_unencrypted_allowed()
+                return await relay(request, plain)
+        layout, probe = found
+        marker = Marker.of(probe)
+        parts = len(layout.streams)
+        etag = probe.headers.get("ETag", "")
+        suffix = etag.strip('"').rpartition("-")[2]
+        if marker is not None and marker.multipart and suffix.isdigit() and int(suffix) != parts:
+            raise NotImplementedByProxy(
+                "s3proxy does not support this request: partNumber reads of an object whose "
+                "parts were copied from other multipart objects"
+            )
+        if number > parts:
+            raise InvalidPartNumber("The requested partnumber is not satisfiable")
+        stream = layout.streams[number - 1]
+        first = stream.plaintext_offset
+        last = first + stream.plaintext_length - 1
+        total = layout.plaintext_length
+        extra = [("x-amz-mp-parts-count", str(parts))] if marker and marker.multipart else []
+        if request.method == "HEAD" or stream.plaintext_length == 0:
+            resp = web.StreamResponse(status=206)
+            add_headers(resp, client_response_headers(probe.headers.items(), decrypted=True))
+            add_headers(resp, extra)
+            if stream.plaintext_length:
+                resp.headers["Content-Range"] = f"bytes {first}-{last}/{total}"
+            resp.content_length = stream.plaintext_length
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        plan = layout.plan_range(first, last)
+        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
+        if etag:
+            span_headers.append(("If-Match", etag))
+        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
+        upstream_resp = await self.upstream.send("GET", whole, span_headers)
+        async with upstream_resp:
+            if upstream_resp.status == 412:
+                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+            if upstream_resp.status != 206:
+                raise IntegrityError("The upstream did not return the requested ciphertext range.")
+            return await self._send_plan(
+                request,
+                upstream_resp,
+                plan,
+                status=206,
+                content_range=f"bytes {first}-{last}/{total}",
+                source_headers=[*probe.headers.items(), *extra],
+            )
 
     # ---- ListParts ---------------------------------------------------------------------------
 

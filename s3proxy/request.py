@@ -55,6 +55,9 @@ class Target:
     def has(self, name: str) -> bool:
         return any(k == name for k, _ in self.query)
 
+    def without(self, name: str) -> Target:
+        return Target(self.bucket, self.key, tuple((k, v) for k, v in self.query if k != name))
+
     @property
     def resource(self) -> str:
         """The resource as S3 names it in error documents."""
@@ -155,6 +158,7 @@ class Action(enum.Enum):
     UPLOAD_PART = "upload-part"  # encrypt the body as one stream of the object
     GET_OBJECT = "get-object"  # decrypt the body
     HEAD_OBJECT = "head-object"  # report plaintext sizes
+    READ_PART = "read-part"  # GET or HEAD ?partNumber=N: the plaintext part
     CREATE_MULTIPART = "create-multipart"  # mark the object-to-be as encrypted
     COMPLETE_MULTIPART = "complete-multipart"  # drop the parts' plaintext checksums
     LIST_PARTS = "list-parts"  # report plaintext part sizes
@@ -252,10 +256,10 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
     if method in ("GET", "HEAD"):
         if "uploadId" in names and method == "GET":
             return Classification(Action.LIST_PARTS, "ListParts")
-        if "partNumber" in names:
-            raise _refuse("partNumber reads are not supported yet")
-        if names - _GET_PARAMS:
+        if names - _GET_PARAMS - {"partNumber"}:
             raise _refuse(f"unknown object subresource {sorted(names)!r}")
+        if "partNumber" in names:
+            return Classification(Action.READ_PART, f"{method.title()}Object(partNumber)")
         if method == "GET":
             return Classification(Action.GET_OBJECT, "GetObject")
         return Classification(Action.HEAD_OBJECT, "HeadObject")

@@ -307,3 +307,33 @@ def test_version_listings_report_plaintext_sizes(client: Any, bucket: str) -> No
     client.delete_object(Bucket=bucket, Key="doc", VersionId=v1)
     listed = client.list_object_versions(Bucket=bucket)
     assert [v["VersionId"] for v in listed["Versions"]] == [v2]
+
+
+def test_part_number_reads(client: Any, bucket: str) -> None:
+    parts = [os.urandom(5 * MiB + 3), os.urandom(5 * MiB + 3), os.urandom(1000)]
+    uid = client.create_multipart_upload(Bucket=bucket, Key="p")["UploadId"]
+    etags = [
+        client.upload_part(Bucket=bucket, Key="p", UploadId=uid, PartNumber=i + 1, Body=b)["ETag"]
+        for i, b in enumerate(parts)
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="p",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
+    )
+    total = sum(len(p) for p in parts)
+    start = len(parts[0])
+    got = client.get_object(Bucket=bucket, Key="p", PartNumber=2)
+    assert got["Body"].read() == parts[1]
+    assert got["ContentRange"] == f"bytes {start}-{start + len(parts[1]) - 1}/{total}"
+    assert got["PartsCount"] == 3
+    head = client.head_object(Bucket=bucket, Key="p", PartNumber=3)
+    assert head["ContentLength"] == 1000 and head["PartsCount"] == 3
+    with pytest.raises(ClientError) as err:
+        client.get_object(Bucket=bucket, Key="p", PartNumber=4)
+    assert err.value.response["Error"]["Code"] == "InvalidPartNumber"
+    client.put_object(Bucket=bucket, Key="single", Body=b"just one part")
+    one = client.get_object(Bucket=bucket, Key="single", PartNumber=1)
+    assert one["Body"].read() == b"just one part"
+    assert one["ContentRange"] == "bytes 0-12/13"

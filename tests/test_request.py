@@ -93,6 +93,8 @@ def _classify(method: str, raw: str, headers: dict[str, str] | None = None) -> A
         ("GET", "/b1", {}, Action.LIST_OBJECTS),
         ("GET", "/b1?versions&prefix=a", {}, Action.LIST_OBJECTS),
         ("GET", "/b1?location", {}, Action.PASS_THROUGH),
+        ("GET", "/b1/k?partNumber=2", {}, Action.READ_PART),
+        ("HEAD", "/b1/k?partNumber=1&versionId=v", {}, Action.READ_PART),
         ("POST", "/b1?delete", {}, Action.PASS_THROUGH),
         ("PUT", "/b1", {}, Action.PASS_THROUGH),
         ("GET", "/", {}, Action.PASS_THROUGH),
@@ -136,7 +138,6 @@ def test_classify(method: str, raw: str, headers: dict[str, str], action: Action
         ("PUT", "/b1/k?somethingnew", {}),
         ("GET", "/b1/k?attributes", {}),
         ("GET", "/b1/k?torrent", {}),
-        ("GET", "/b1/k?partNumber=1", {}),
         ("PATCH", "/b1/k", {}),
     ],
 )
