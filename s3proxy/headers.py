@@ -12,6 +12,8 @@ Headers = list[tuple[str, str]]
 # The metadata key that marks an object as written by s3proxy (see docs/format.md).
 MARKER_HEADER = "x-amz-meta-s3proxy-encryption"
 OWN_METADATA_PREFIX = "x-amz-meta-s3proxy-"
+# The plaintext's full-object checksum, as "<algorithm>:<base64>", when the client sent one.
+CHECKSUM_METADATA = "x-amz-meta-s3proxy-checksum"
 
 HOP_BY_HOP = frozenset(
     {

@@ -247,6 +247,8 @@ class Reader:
             )
             if content_range:
                 resp.headers["Content-Range"] = content_range
+            elif _checksum_mode(request):
+                add_headers(resp, marker.checksum_headers())
             resp.content_length = length
             await resp.prepare(request)
             await resp.write_eof()
@@ -276,6 +278,7 @@ class Reader:
             layout = await self.layout(
                 target, upstream_resp.headers.get("ETag"), stored_total, parse_header(head), marker
             )
+            checksums = marker.checksum_headers() if _checksum_mode(request) else []
             return await self._send_plan(
                 request,
                 upstream_resp,
@@ -283,6 +286,7 @@ class Reader:
                 status=200,
                 content_range=None,
                 source_headers=upstream_resp.headers.items(),
+                extra=checksums,
                 prefix=head,
             )
 
@@ -340,6 +344,7 @@ class Reader:
         status: int,
         content_range: str | None,
         source_headers: object,
+        extra: Headers | None = None,
         prefix: bytes = b"",
     ) -> web.StreamResponse:
         """Decrypt the fetched stored bytes into the client's response. The first segment is
@@ -371,6 +376,7 @@ class Reader:
             raise IntegrityError("The upstream response broke off.") from exc
         resp = web.StreamResponse(status=status)
         add_headers(resp, client_response_headers(source_headers, decrypted=True))  # type: ignore[arg-type]
+        add_headers(resp, extra or [])
         if content_range:
             resp.headers["Content-Range"] = content_range
         resp.content_length = plan.length
@@ -468,7 +474,8 @@ class Reader:
                 plan,
                 status=206,
                 content_range=f"bytes {first}-{last}/{total}",
-                source_headers=[*probe.headers.items(), *extra],
+                source_headers=probe.headers.items(),
+                extra=extra,
             )
 
     # ---- ListParts ---------------------------------------------------------------------------
@@ -549,6 +556,10 @@ class Reader:
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async for chunk in resp.content.iter_chunked(READ_CHUNK):
         yield count_upstream(chunk)
+
+
+def _checksum_mode(request: web.Request) -> bool:
+    return request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
 
 
 def _single_stream_length(stored: int, segment_size: int) -> int:

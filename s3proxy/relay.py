@@ -10,7 +10,13 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.errors import IntegrityError
-from s3proxy.headers import MARKER_HEADER, Headers, client_response_headers, parse_marker
+from s3proxy.headers import (
+    CHECKSUM_METADATA,
+    MARKER_HEADER,
+    Headers,
+    client_response_headers,
+    parse_marker,
+)
 
 log = logging.getLogger("s3proxy")
 
@@ -34,9 +40,17 @@ class Aborted(Exception):
 class Marker:
     """The fields of an object's ``x-amz-meta-s3proxy-encryption`` metadata."""
 
-    def __init__(self, segment_size: int, multipart: bool) -> None:
+    def __init__(self, segment_size: int, multipart: bool, checksum: str | None = None) -> None:
         self.segment_size = segment_size
         self.multipart = multipart
+        self.checksum = checksum  # "<algorithm>:<base64>" of the whole plaintext, if known
+
+    def checksum_headers(self) -> list[tuple[str, str]]:
+        """The plaintext's checksum as S3 reports a full-object checksum."""
+        if self.checksum is None or ":" not in self.checksum:
+            return []
+        algorithm, _, value = self.checksum.partition(":")
+        return [(f"x-amz-checksum-{algorithm}", value), ("x-amz-checksum-type", "FULL_OBJECT")]
 
     @classmethod
     def of(cls, resp: aiohttp.ClientResponse) -> Marker | None:
@@ -49,7 +63,7 @@ class Marker:
             raise IntegrityError(
                 "The stored object carries an s3proxy marker this version cannot read."
             )
-        return cls(int(seg), fields.get("mp") == "1")
+        return cls(int(seg), fields.get("mp") == "1", resp.headers.get(CHECKSUM_METADATA))
 
 
 def content_length(resp: aiohttp.ClientResponse) -> int | None:

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
-from s3proxy.checksums import verifier_for
+from s3proxy.checksums import CHECKSUM_ALGORITHMS, verifier_for
 from s3proxy.config import Config
 from s3proxy.errors import (
     IncompleteBody,
@@ -21,7 +21,12 @@ from s3proxy.errors import (
     S3ProxyError,
 )
 from s3proxy.format import StreamEncryptor
-from s3proxy.headers import MARKER_HEADER, marker_value, upstream_request_headers
+from s3proxy.headers import (
+    CHECKSUM_METADATA,
+    MARKER_HEADER,
+    marker_value,
+    upstream_request_headers,
+)
 from s3proxy.keys import KeyService
 from s3proxy.relay import READ_CHUNK, Marker, relay, relay_body
 from s3proxy.request import Target, parse_target
@@ -39,6 +44,16 @@ def is_aws_chunked(headers: Mapping[str, str]) -> bool:
     if sha.startswith("STREAMING-") and sha not in STREAMING_PAYLOADS:
         raise NotImplementedByProxy(f"s3proxy does not support the payload type {sha}.")
     return sha in STREAMING_PAYLOADS or "aws-chunked" in encoding
+
+
+def _declared_checksum(headers: Mapping[str, str]) -> str | None:
+    """The first full-object checksum the client sent as a header, as "<algorithm>:<value>"
+    (verified against the plaintext before the upload completes)."""
+    for algorithm in CHECKSUM_ALGORITHMS:
+        value = headers.get(f"x-amz-checksum-{algorithm}")
+        if value:
+            return f"{algorithm}:{value.strip()}"
+    return None
 
 
 def _plaintext_length(request: web.Request, chunked: bool) -> int:
@@ -72,6 +87,9 @@ class Writer:
         headers = upstream_request_headers(request.headers.items(), encrypting=True)
         if not target.has("uploadId"):
             headers.append((MARKER_HEADER, marker_value(seg)))
+            checksum = _declared_checksum(request.headers)
+            if checksum is not None:
+                headers.append((CHECKSUM_METADATA, checksum))
         failure: list[S3ProxyError] = []
 
         async def body() -> AsyncIterator[bytes]:
@@ -177,6 +195,8 @@ class Writer:
             if marker is not None:
                 value = marker_value(marker.segment_size, multipart=marker.multipart)
                 headers.append((MARKER_HEADER, value))
+                if marker.checksum is not None:
+                    headers.append((CHECKSUM_METADATA, marker.checksum))
         await request.read()
         upstream_resp = await self.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:

@@ -450,3 +450,53 @@ def test_content_encoding_is_stored_not_interpreted(client: Any, bucket: str) ->
     got = client.get_object(Bucket=bucket, Key="z.gz")
     assert got["ContentEncoding"] == "gzip"
     assert got["Body"].read() == body
+
+
+def test_conditional_requests_behave_as_on_s3(client: Any, bucket: str) -> None:
+    client.put_object(Bucket=bucket, Key="c", Body=b"0123456789" * 10_000)
+    head = client.head_object(Bucket=bucket, Key="c")
+    etag, modified = head["ETag"], head["LastModified"]
+    assert client.get_object(Bucket=bucket, Key="c", IfMatch=etag)["ContentLength"] == 100_000
+    ranged = client.get_object(Bucket=bucket, Key="c", IfMatch=etag, Range="bytes=5-14")
+    assert ranged["Body"].read() == b"5678901234"
+    for kwargs, status in [
+        ({"IfMatch": '"0000"'}, 412),
+        ({"IfMatch": '"0000"', "Range": "bytes=0-1"}, 412),
+        ({"IfNoneMatch": etag}, 304),
+        ({"IfNoneMatch": etag, "Range": "bytes=0-1"}, 304),
+        ({"IfModifiedSince": modified}, 304),
+        ({"IfUnmodifiedSince": modified.replace(year=2000)}, 412),
+    ]:
+        with pytest.raises(ClientError) as err:
+            client.get_object(Bucket=bucket, Key="c", **kwargs)
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status, kwargs
+        with pytest.raises(ClientError) as err:
+            client.head_object(
+                Bucket=bucket, Key="c", **{k: v for k, v in kwargs.items() if k != "Range"}
+            )
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status, kwargs
+
+
+def test_plaintext_checksum_is_kept_and_validated_by_the_sdk(
+    client: Any, raw: Any, bucket: str
+) -> None:
+    data = os.urandom(2 * S + 9)
+    put = client.put_object(Bucket=bucket, Key="ck", Body=data)  # boto3 sends CRC32 by default
+    got = client.get_object(Bucket=bucket, Key="ck", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32"] == put["ChecksumCRC32"]
+    assert got["Body"].read() == data  # botocore validated the CRC32 of the decrypted body
+    head = client.head_object(Bucket=bucket, Key="ck", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == put["ChecksumCRC32"]
+    # The stored checksum is never the ciphertext's: corrupt it and the SDK objects.
+    meta = raw.head_object(Bucket=bucket, Key="ck")["Metadata"]
+    meta["s3proxy-checksum"] = "crc32:AAAAAA=="
+    raw.copy_object(
+        Bucket=bucket,
+        Key="ck",
+        CopySource={"Bucket": bucket, "Key": "ck"},
+        Metadata=meta,
+        MetadataDirective="REPLACE",
+    )
+    with pytest.raises(Exception) as err:
+        client.get_object(Bucket=bucket, Key="ck", ChecksumMode="ENABLED")["Body"].read()
+    assert "checksum" in str(err.value).lower()
