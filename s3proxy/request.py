@@ -250,6 +250,8 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
             return Classification(Action.UPLOAD_PART, "UploadPart")
         if names - {"x-id"}:
             raise _refuse(f"unknown object subresource {sorted(names)!r}")
+        if headers.get("x-amz-write-offset-bytes") is not None:
+            raise _refuse("appending to an object would mix streams the proxy cannot mark")
         if copy_source is not None:
             return Classification(Action.COPY_OBJECT, "CopyObject")
         return Classification(Action.PUT_OBJECT, "PutObject")

@@ -139,6 +139,7 @@ def test_classify(method: str, raw: str, headers: dict[str, str], action: Action
         ("GET", "/b1/k?attributes", {}),
         ("GET", "/b1/k?torrent", {}),
         ("PATCH", "/b1/k", {}),
+        ("PUT", "/b1/k", {"x-amz-write-offset-bytes": "100"}),
     ],
 )
 def test_refused_requests(method: str, raw: str, headers: dict[str, str]) -> None:
