@@ -315,6 +315,24 @@ class Reader:
             first, last = first_last
             plan = layout.plan_range(first, last)
             status, content_range = 206, f"bytes {first}-{last}/{total}"
+        return await self._send_span(
+            request, target, headers, probe, plan, status=status, content_range=content_range
+        )
+
+    async def _send_span(
+        self,
+        request: web.Request,
+        target: Target,
+        headers: Headers,
+        probe: aiohttp.ClientResponse,
+        plan: ReadPlan,
+        *,
+        status: int,
+        content_range: str | None,
+        extra: Headers | None = None,
+    ) -> web.StreamResponse:
+        """Fetch the stored bytes of ``plan`` from the object the probe saw (``If-Match`` its
+        ETag; the client's own conditions were checked by the probe) and send the plaintext."""
         span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
         etag = probe.headers.get("ETag")
         if etag:
@@ -333,6 +351,7 @@ class Reader:
                 status=status,
                 content_range=content_range,
                 source_headers=probe.headers.items(),
+                extra=extra,
             )
 
     async def _send_plan(
@@ -457,26 +476,16 @@ class Reader:
             await resp.prepare(request)
             await resp.write_eof()
             return resp
-        plan = layout.plan_range(first, last)
-        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
-        if etag:
-            span_headers.append(("If-Match", etag))
-        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
-        upstream_resp = await self.upstream.send("GET", whole, span_headers)
-        async with upstream_resp:
-            if upstream_resp.status == 412:
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            if upstream_resp.status != 206:
-                raise IntegrityError("The upstream did not return the requested ciphertext range.")
-            return await self._send_plan(
-                request,
-                upstream_resp,
-                plan,
-                status=206,
-                content_range=f"bytes {first}-{last}/{total}",
-                source_headers=probe.headers.items(),
-                extra=extra,
-            )
+        return await self._send_span(
+            request,
+            whole,
+            headers,
+            probe,
+            layout.plan_range(first, last),
+            status=206,
+            content_range=f"bytes {first}-{last}/{total}",
+            extra=extra,
+        )
 
     # ---- ListParts ---------------------------------------------------------------------------
 
