@@ -67,22 +67,18 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
     """The client's headers as the proxy forwards them, before it adds its own and signs.
 
     Always dropped: the client's signing, hop-by-hop headers (and those named by
-    ``Connection``), ``Host``, ``Content-Length``, ``Expect`` and ``Accept-Encoding``. When the
-    body is encrypted, also everything that describes the plaintext body (digests, checksums,
-    aws-chunked declarations) and any ``x-amz-meta-s3proxy-*`` the client tried to set.
+    ``Connection``), ``Host``, ``Content-Length``, ``Expect``, ``Accept-Encoding``, and any
+    ``x-amz-meta-s3proxy-*`` the client tried to set. When the body is encrypted, also everything
+    that describes the plaintext body (digests, checksums, aws-chunked declarations).
     """
     items = list(headers)
     drop = HOP_BY_HOP | _CLIENT_SIGNING | _SET_BY_PROXY | _connection_tokens(items)
     out: Headers = []
     for name, value in items:
         lname = name.lower()
-        if lname in drop:
+        if lname in drop or lname.startswith(OWN_METADATA_PREFIX):
             continue
-        if encrypting and (
-            lname in _PLAINTEXT_BODY_HEADERS
-            or is_checksum_header(lname)
-            or lname.startswith(OWN_METADATA_PREFIX)
-        ):
+        if encrypting and (lname in _PLAINTEXT_BODY_HEADERS or is_checksum_header(lname)):
             continue
         if lname == "content-encoding":
             # aws-chunked is the framing of this request, not how the object is stored.
@@ -97,23 +93,19 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
 def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bool) -> Headers:
     """The upstream's response headers as the client gets them.
 
-    Hop-by-hop headers never pass, nor ``Content-Length``: the caller sets the length of the
-    body it actually sends. For a decrypted object, headers that describe the ciphertext
-    (length, range, checksums) are removed for the caller to set for the plaintext, and the
-    proxy's own metadata is hidden.
+    Hop-by-hop headers never pass, nor ``Content-Length`` (the caller sets the length of the
+    body it actually sends), nor the proxy's own metadata. For a decrypted object, headers that
+    describe the ciphertext (range, checksums) are removed for the caller to set for the
+    plaintext.
     """
     items = list(headers)
     drop = HOP_BY_HOP | {"content-length"} | _connection_tokens(items)
     out: Headers = []
     for name, value in items:
         lname = name.lower()
-        if lname in drop:
+        if lname in drop or lname.startswith(OWN_METADATA_PREFIX):
             continue
-        if decrypted and (
-            lname in _CIPHERTEXT_RESPONSE_HEADERS
-            or is_checksum_header(lname)
-            or lname.startswith(OWN_METADATA_PREFIX)
-        ):
+        if decrypted and (lname in _CIPHERTEXT_RESPONSE_HEADERS or is_checksum_header(lname)):
             continue
         out.append((name, value))
     return out
