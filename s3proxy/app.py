@@ -25,10 +25,11 @@ from s3proxy.errors import (
     error_document,
 )
 from s3proxy.headers import upstream_request_headers
+from s3proxy.identity import WHOAMI_PATH, Identity
 from s3proxy.keys import KeyService
 from s3proxy.reads import RangeError, Reader
 from s3proxy.relay import READ_CHUNK, Aborted, relay, upstream_bytes
-from s3proxy.request import Action, Target, classify, parse_target
+from s3proxy.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.upstream import Upstream
 from s3proxy.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
 
@@ -40,9 +41,16 @@ Handler = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
 
 class Proxy:
-    def __init__(self, config: Config, keys: KeyService, upstream: Upstream) -> None:
+    def __init__(
+        self,
+        config: Config,
+        keys: KeyService,
+        upstream: Upstream,
+        identity: Identity | None = None,
+    ) -> None:
         self.config = config
         self.upstream = upstream
+        self.identity = identity
         reader = Reader(config, keys, upstream)
         writer = Writer(config, keys, upstream)
         self._handlers: dict[Action, Handler] = {
@@ -61,6 +69,8 @@ class Proxy:
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._is_whoami(request) and self.identity is not None:
+            return await self.identity.whoami(request)
         request_id = secrets.token_hex(8).upper()
         started = time.monotonic()
         resource = request.path
@@ -110,6 +120,15 @@ class Proxy:
                 (time.monotonic() - started) * 1000,
                 extra={"request_id": request_id, "upstream_bytes": received[0]},
             )
+
+    def _is_whoami(self, request: web.Request) -> bool:
+        # "_s3proxy" is no valid bucket name, so path-style S3 requests never look like this.
+        host = request.headers.get("Host")
+        return (
+            request.method == "GET"
+            and request.path == WHOAMI_PATH
+            and virtual_host_bucket(host, self.config.virtual_host_suffixes) is None
+        )
 
     async def _pass_through(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)

@@ -17,8 +17,10 @@ from aiohttp import web
 from s3proxy import __version__
 from s3proxy.app import Proxy, build_app
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
+from s3proxy.credentials import CredentialSource, resolve
+from s3proxy.identity import Identity
 from s3proxy.keys import VaultTransit
-from s3proxy.upstream import CredentialSource, Upstream
+from s3proxy.upstream import Upstream
 
 log = logging.getLogger("s3proxy")
 
@@ -55,8 +57,11 @@ def setup_logging(level: str) -> None:
 
 async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or sent SIGTERM/SIGINT."""
-    credentials = CredentialSource.from_default_chain()
-    upstream = Upstream(config.s3_endpoint, config.s3_region, credentials)
+    credentials = CredentialSource(lambda: resolve(config.credentials))
+    await credentials.start()
+    upstream = Upstream(
+        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
+    )
     keys = VaultTransit(
         config.vault_addr,
         config.vault_token,
@@ -66,9 +71,10 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
         namespace=config.vault_namespace,
         timeout=config.vault_timeout,
     )
+    identity = Identity(config, credentials)
     await upstream.start()
     runner = web.AppRunner(
-        build_app(Proxy(config, keys, upstream)),
+        build_app(Proxy(config, keys, upstream, identity)),
         access_log=None,
         handler_cancellation=True,
         max_line_size=16384,
@@ -79,15 +85,18 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     await site.start()
+    described = await identity.describe()
     log.info(
-        "s3proxy %s listening on %s:%d; upstream %s (region %s, credentials: %s); "
-        "vault %s key %s/%s",
+        "s3proxy %s listening on %s:%d; upstream %s (region %s); credentials: %s (key %s, "
+        "identity %s); vault %s key %s/%s",
         __version__,
         config.listen_host,
         config.listen_port,
         config.s3_endpoint,
         config.s3_region,
         credentials.description,
+        described["credentials"]["access_key_id"],
+        described["caller_identity"],
         config.vault_addr,
         config.transit_mount,
         config.transit_key,
@@ -105,6 +114,7 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
     finally:
         await runner.cleanup()
         await upstream.close()
+        await credentials.close()
         keys.close()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from s3proxy.credentials import CredentialSettings
 from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
 
 
@@ -39,6 +40,39 @@ SETTINGS: tuple[Setting, ...] = (
         "--s3-region",
         "upstream signing region (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1); "
         "'auto' for GCS",
+    ),
+    Setting(
+        "S3PROXY_S3_ACCESS_KEY_ID",
+        "--s3-access-key-id",
+        "the proxy's own static upstream key (default: botocore's credential chain)",
+    ),
+    Setting(
+        "S3PROXY_S3_SECRET_ACCESS_KEY",
+        "--s3-secret-access-key",
+        "secret of S3PROXY_S3_ACCESS_KEY_ID",
+    ),
+    Setting("S3PROXY_S3_SESSION_TOKEN", "--s3-session-token", "session token of the static key"),
+    Setting(
+        "S3PROXY_S3_ROLE_ARN",
+        "--s3-role-arn",
+        "AssumeRole into this role with the credentials found first",
+    ),
+    Setting("S3PROXY_S3_EXTERNAL_ID", "--s3-external-id", "external ID for S3PROXY_S3_ROLE_ARN"),
+    Setting(
+        "S3PROXY_S3_ROLE_SESSION_NAME",
+        "--s3-role-session-name",
+        "session name for S3PROXY_S3_ROLE_ARN",
+        "s3proxy",
+    ),
+    Setting(
+        "S3PROXY_STS_ENDPOINT",
+        "--sts-endpoint",
+        "STS endpoint for the proxy's own credential calls (default: AWS's)",
+    ),
+    Setting(
+        "S3PROXY_S3_CA_BUNDLE",
+        "--s3-ca-bundle",
+        "CA bundle (PEM) that signs the upstream's TLS certificate (default: system CAs)",
     ),
     Setting("S3PROXY_VAULT_TRANSIT_KEY", "--vault-transit-key", "transit key name (required)"),
     Setting(
@@ -101,6 +135,8 @@ class Config:
     segment_size: int
     exact_list_sizes: bool
     log_level: str
+    credentials: CredentialSettings
+    s3_ca_bundle: str | None
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +229,28 @@ def load(
         for s in _require(values, "S3PROXY_VIRTUAL_HOST_SUFFIX").split(",")
         if s.strip()
     )
+    access_key = values["S3PROXY_S3_ACCESS_KEY_ID"]
+    secret_key = values["S3PROXY_S3_SECRET_ACCESS_KEY"]
+    if access_key and not secret_key:
+        raise ConfigError("S3PROXY_S3_SECRET_ACCESS_KEY is required with S3PROXY_S3_ACCESS_KEY_ID")
+    if secret_key and not access_key:
+        raise ConfigError("S3PROXY_S3_ACCESS_KEY_ID is required with S3PROXY_S3_SECRET_ACCESS_KEY")
+    if values["S3PROXY_S3_EXTERNAL_ID"] and not values["S3PROXY_S3_ROLE_ARN"]:
+        raise ConfigError("S3PROXY_S3_EXTERNAL_ID needs S3PROXY_S3_ROLE_ARN")
+    sts_endpoint = values["S3PROXY_STS_ENDPOINT"]
+    ca_bundle = values["S3PROXY_S3_CA_BUNDLE"]
+    if ca_bundle and not os.path.isfile(ca_bundle):
+        raise ConfigError(f"S3PROXY_S3_CA_BUNDLE is not a readable file: {ca_bundle!r}")
+    credentials = CredentialSettings(
+        region=region,
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        session_token=values["S3PROXY_S3_SESSION_TOKEN"],
+        role_arn=values["S3PROXY_S3_ROLE_ARN"],
+        external_id=values["S3PROXY_S3_EXTERNAL_ID"],
+        role_session_name=_require(values, "S3PROXY_S3_ROLE_SESSION_NAME"),
+        sts_endpoint=_http_url("S3PROXY_STS_ENDPOINT", sts_endpoint) if sts_endpoint else None,
+    )
     return Config(
         listen_host=host,
         listen_port=port,
@@ -210,6 +268,8 @@ def load(
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
         log_level=level,
+        credentials=credentials,
+        s3_ca_bundle=ca_bundle,
     )
 
 

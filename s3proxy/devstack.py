@@ -224,11 +224,11 @@ def start_s3(workdir: Path, *, port: int | None = None) -> S3Server:
         iam.create_user(UserName="s3proxy")
         iam.put_user_policy(
             UserName="s3proxy",
-            PolicyName="s3-all",
+            PolicyName="everything",
             PolicyDocument=json.dumps(
                 {
                     "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
                 }
             ),
         )

@@ -117,7 +117,8 @@ def _parse_query(query: str) -> Query:
     return tuple(out)
 
 
-def _host_bucket(host: str | None, suffixes: Iterable[str]) -> str | None:
+def virtual_host_bucket(host: str | None, suffixes: Iterable[str]) -> str | None:
+    """The bucket a virtual-hosted style Host names, if it is one."""
     if not host:
         return None
     name = host.strip().lower()
@@ -135,7 +136,7 @@ def parse_target(raw_target: str, host: str | None, virtual_host_suffixes: Itera
     """Bucket, key and query of a request, path-style or virtual-hosted style."""
     raw_path, raw_query = _split_request_target(raw_target)
     query = _parse_query(raw_query)
-    bucket = _host_bucket(host, virtual_host_suffixes)
+    bucket = virtual_host_bucket(host, virtual_host_suffixes)
     if bucket is not None:
         key: str | None = _unquote(raw_path[1:]) or None
     else:

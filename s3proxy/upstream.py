@@ -6,21 +6,20 @@ Requests always go to the configured endpoint, path-style; the caller hands over
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import botocore.session
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from yarl import URL
 
-from s3proxy.errors import CredentialsUnavailable, UpstreamUnavailable
+from s3proxy.credentials import CredentialSource
+from s3proxy.errors import UpstreamUnavailable
 from s3proxy.headers import Headers
 from s3proxy.request import Target
 
@@ -36,50 +35,16 @@ class _Signer(S3SigV4Auth):  # type: ignore[misc]
         return str(request.context.get("payload_hash", UNSIGNED_PAYLOAD))
 
 
-class CredentialSource:
-    """The proxy's credentials from botocore's default chain.
-
-    Reading refreshable credentials can block on STS or a credentials endpoint; that happens in
-    a worker thread, never on the event loop.
-    """
-
-    def __init__(self, credentials: Credentials | None, description: str) -> None:
-        self._credentials = credentials
-        self.description = description
-
-    @classmethod
-    def from_default_chain(cls) -> CredentialSource:
-        session = botocore.session.get_session()
-        # The workload's AWS_ENDPOINT_URL* point at this proxy; the proxy's own STS and
-        # credential calls must not follow them.
-        session.set_config_variable("ignore_configured_endpoint_urls", True)
-        credentials = session.get_credentials()
-        method = getattr(credentials, "method", "none") if credentials else "none"
-        return cls(credentials, method)
-
-    async def current(self) -> ReadOnlyCredentials:
-        creds = self._credentials
-        if creds is None:
-            raise CredentialsUnavailable("The proxy has no upstream credentials.")
-        try:
-            if isinstance(creds, RefreshableCredentials) and creds.refresh_needed():
-                loop = asyncio.get_running_loop()
-                frozen: ReadOnlyCredentials = await loop.run_in_executor(
-                    None, creds.get_frozen_credentials
-                )
-                return frozen
-            return creds.get_frozen_credentials()
-        except Exception as exc:
-            log.error("refreshing upstream credentials failed: %s", type(exc).__name__)
-            raise CredentialsUnavailable(
-                "The proxy could not refresh its upstream credentials."
-            ) from exc
-
-
 class Upstream:
     """Signs and sends requests to the one configured S3 endpoint."""
 
-    def __init__(self, endpoint: str, region: str, credentials: CredentialSource) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        credentials: CredentialSource,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
         default_port = 443 if parts.scheme == "https" else 80
@@ -90,10 +55,15 @@ class Upstream:
             self._host = parts.netloc
         self.region = region
         self.credentials = credentials
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, limit_per_host=256, ttl_dns_cache=60)
+        connector = aiohttp.TCPConnector(
+            limit=256, limit_per_host=256, ttl_dns_cache=60, ssl=self._ssl
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,

@@ -7,10 +7,9 @@ import socket
 import threading
 from collections.abc import AsyncIterator
 
-from botocore.credentials import Credentials
-
+from s3proxy.credentials import CredentialSource
 from s3proxy.request import Target
-from s3proxy.upstream import CredentialSource, Upstream
+from s3proxy.upstream import Upstream
 
 
 class _Recorder:
@@ -55,7 +54,8 @@ def test_streamed_bodies_go_with_their_exact_length_never_chunked() -> None:
             await asyncio.sleep(0)
 
     async def main() -> int:
-        creds = CredentialSource(Credentials("AKIDEXAMPLE", "secret"), "static")
+        creds = CredentialSource.static("AKIDEXAMPLE", "secret")
+        await creds.start()
         upstream = Upstream(f"http://127.0.0.1:{peer.port}", "eu-central-1", creds)
         await upstream.start()
         try:
@@ -64,6 +64,7 @@ def test_streamed_bodies_go_with_their_exact_length_never_chunked() -> None:
             return resp.status
         finally:
             await upstream.close()
+            await creds.close()
 
     assert asyncio.run(main()) == 200
     lines = peer.head.split("\r\n")

@@ -1,0 +1,227 @@
+"""The proxy's own upstream credentials: where they come from and how they stay fresh.
+
+Order (docs/credentials.md): ``S3PROXY_S3_ACCESS_KEY_ID``/``S3PROXY_S3_SECRET_ACCESS_KEY``, else
+botocore's default chain (environment, web identity/IRSA, container credentials/EKS Pod Identity,
+shared files, IMDS). Then, with ``S3PROXY_S3_ROLE_ARN``, AssumeRole into that role (with
+``S3PROXY_S3_EXTERNAL_ID``) using whatever came before.
+
+Temporary credentials are refreshed by a background task ahead of expiry; requests only read the
+current snapshot and never wait on STS or a credentials endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.session
+from botocore.config import Config as BotoConfig
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    Credentials,
+    DeferredRefreshableCredentials,
+    ReadOnlyCredentials,
+    RefreshableCredentials,
+)
+
+from s3proxy.errors import CredentialsUnavailable
+
+log = logging.getLogger("s3proxy.credentials")
+
+# Refresh this long before expiry at the most (botocore refreshes within 15 minutes of expiry),
+# and at a third of the remaining lifetime for short-lived credentials.
+REFRESH_MARGIN = dt.timedelta(minutes=12)
+MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True)
+class CredentialSettings:
+    region: str
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    role_session_name: str = "s3proxy"
+    sts_endpoint: str | None = None
+
+
+def _session(settings: CredentialSettings) -> Any:
+    session = botocore.session.get_session()
+    # The workload's AWS_ENDPOINT_URL* point at this proxy; the proxy's own calls must not.
+    session.set_config_variable("ignore_configured_endpoint_urls", True)
+    if settings.region and settings.region != "auto":
+        session.set_config_variable("region", settings.region)
+    if settings.sts_endpoint:
+        create_client = session.create_client
+
+        def with_sts_endpoint(service_name: str, *args: Any, **kwargs: Any) -> Any:
+            if service_name == "sts":
+                kwargs["endpoint_url"] = settings.sts_endpoint
+            return create_client(service_name, *args, **kwargs)
+
+        session.create_client = with_sts_endpoint
+    return session
+
+
+def resolve(settings: CredentialSettings) -> tuple[Credentials | None, str]:
+    """The credentials object and a description of where it came from. Blocking (it may read
+    files); call it off the event loop."""
+    session = _session(settings)
+    credentials: Credentials | None
+    if settings.access_key_id:
+        credentials = Credentials(
+            settings.access_key_id,
+            settings.secret_access_key,
+            settings.session_token,
+            method="s3proxy-static",
+        )
+        source = "S3PROXY_S3_ACCESS_KEY_ID"
+    else:
+        credentials = session.get_credentials()
+        source = getattr(credentials, "method", None) or "none"
+    if settings.role_arn and credentials is not None:
+        extra: dict[str, Any] = {"RoleSessionName": settings.role_session_name}
+        if settings.external_id:
+            extra["ExternalId"] = settings.external_id
+        fetcher = AssumeRoleCredentialFetcher(
+            client_creator=session.create_client,
+            source_credentials=credentials,
+            role_arn=settings.role_arn,
+            extra_args=extra,
+        )
+        credentials = DeferredRefreshableCredentials(
+            method="assume-role", refresh_using=fetcher.fetch_credentials
+        )
+        source = f"{source} then AssumeRole {settings.role_arn}"
+    return credentials, source
+
+
+def _expiry(credentials: Credentials) -> dt.datetime | None:
+    if isinstance(credentials, RefreshableCredentials):
+        expiry: dt.datetime | None = getattr(credentials, "_expiry_time", None)
+        return expiry
+    return None
+
+
+class CredentialSource:
+    """The current credentials snapshot, kept fresh in the background."""
+
+    def __init__(self, resolver: Callable[[], tuple[Credentials | None, str]]) -> None:
+        self._resolver = resolver
+        self._credentials: Credentials | None = None
+        self._snapshot: ReadOnlyCredentials | None = None
+        self.expiry: dt.datetime | None = None
+        self.description = "unresolved"
+        self.refreshes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def static(cls, access_key: str, secret_key: str, token: str | None = None) -> CredentialSource:
+        return cls(lambda: (Credentials(access_key, secret_key, token, method="static"), "static"))
+
+    def _load(self) -> tuple[ReadOnlyCredentials, dt.datetime | None]:
+        if self._credentials is None:
+            self._credentials, self.description = self._resolver()
+            if self._credentials is None:
+                raise CredentialsUnavailable("The proxy found no upstream credentials.")
+        frozen = self._credentials.get_frozen_credentials()
+        return frozen, _expiry(self._credentials)
+
+    async def _fetch(self) -> None:
+        loop = asyncio.get_running_loop()
+        snapshot, expiry = await loop.run_in_executor(None, self._load)
+        self._snapshot, self.expiry = snapshot, expiry
+        self.refreshes += 1
+
+    async def start(self) -> None:
+        """Resolve the credentials once; then refresh them in the background. A failure here is
+        logged and retried: requests get 503 until credentials arrive."""
+        try:
+            await self._fetch()
+        except Exception as exc:
+            log.error("getting upstream credentials failed: %s", _describe(exc))
+        self._task = asyncio.create_task(self._refresh_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _seconds_until_refresh(self) -> float | None:
+        if self._snapshot is None:
+            return 0.0
+        if self.expiry is None:
+            return None  # static credentials never need refreshing
+        now = dt.datetime.now(dt.UTC)
+        remaining = self.expiry - now
+        margin = min(REFRESH_MARGIN, remaining / 3)
+        return max(0.2, (remaining - margin).total_seconds())
+
+    async def _refresh_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            delay = self._seconds_until_refresh()
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+            previous = self.expiry
+            try:
+                await self._fetch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "refreshing upstream credentials failed (retry in %.0fs): %s",
+                    backoff,
+                    _describe(exc),
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 1.0
+            if previous is not None and self.expiry is not None and self.expiry <= previous:
+                await asyncio.sleep(1.0)  # the source handed back the same credentials
+            else:
+                log.info("upstream credentials refreshed; valid until %s", self.expiry)
+
+    async def current(self) -> ReadOnlyCredentials:
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise CredentialsUnavailable("The proxy has no upstream credentials yet.")
+        if self.expiry is not None and self.expiry <= dt.datetime.now(dt.UTC):
+            raise CredentialsUnavailable("The proxy's upstream credentials expired.")
+        return snapshot
+
+
+def caller_identity(
+    settings: CredentialSettings, credentials: ReadOnlyCredentials
+) -> dict[str, str]:
+    """STS GetCallerIdentity for these credentials (blocking)."""
+    session = _session(settings)
+    client = session.create_client(
+        "sts",
+        region_name=settings.region if settings.region != "auto" else "us-east-1",
+        aws_access_key_id=credentials.access_key,
+        aws_secret_access_key=credentials.secret_key,
+        aws_session_token=credentials.token,
+        config=BotoConfig(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=10),
+    )
+    found = client.get_caller_identity()
+    return {"arn": found["Arn"], "account": found["Account"], "user_id": found["UserId"]}
+
+
+def _describe(exc: Exception) -> str:
+    """An error without secrets: its type and botocore's error code, if any."""
+    code = (
+        getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if hasattr(exc, "response")
+        else None
+    )
+    return f"{type(exc).__name__}{f' ({code})' if code else ''}"
