@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,7 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
-    buckets: list[str] = field(default_factory=list)
+    verify: str | bool = True
 
     def stop(self) -> None:
         self.process.stop()
@@ -196,30 +196,41 @@ class S3Server:
             "aws_secret_access_key": self.secret_key,
             "region_name": self.region,
             "config": BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+            "verify": self.verify,
         }
         kwargs.update(overrides)
         return boto3.session.Session().client(service, **kwargs)
 
 
-def start_s3(workdir: Path, *, port: int | None = None) -> S3Server:
+def start_s3(
+    workdir: Path,
+    *,
+    port: int | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> S3Server:
+    """A moto server; with ``tls`` = (certificate, key, CA bundle) it serves https on
+    ``localhost`` with that certificate."""
     import boto3
 
     port = port or free_port()
-    endpoint = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    if tls:
+        cmd += ["-c", str(tls[0]), "-k", str(tls[1])]
+        endpoint = f"https://localhost:{port}"
+    else:
+        endpoint = f"http://127.0.0.1:{port}"
     env = clean_env({"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS), "MOTO_PORT": str(port)})
-    process = _spawn(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env,
-        workdir / f"moto-{port}.log",
-    )
+    process = _spawn(cmd, env, workdir / f"moto-{port}.log")
+    verify: str | bool = str(tls[2]) if tls else True
     try:
-        wait_for(lambda: _http("GET", f"{endpoint}/moto-api/data.json")[0] == 200, "moto")
+        wait_for(lambda: _moto_ready(endpoint, verify), "moto")
         iam = boto3.session.Session().client(
             "iam",
             endpoint_url=endpoint,
             aws_access_key_id="setup",
             aws_secret_access_key="setup",
             region_name="us-east-1",
+            verify=verify,
         )
         iam.create_user(UserName="s3proxy")
         iam.put_user_policy(
@@ -236,7 +247,17 @@ def start_s3(workdir: Path, *, port: int | None = None) -> S3Server:
     except Exception:
         process.stop()
         raise
-    return S3Server(process, endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    server = S3Server(process, endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    server.verify = verify
+    return server
+
+
+def _moto_ready(endpoint: str, verify: str | bool) -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else None
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=5, context=context) as r:
+        return bool(r.status == 200)
 
 
 def proxy_env(

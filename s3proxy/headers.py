@@ -35,6 +35,9 @@ _CLIENT_SIGNING = frozenset(
     {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
 )
 _SET_BY_PROXY = frozenset({"host", "content-length", "expect", "accept-encoding"})
+# SDK bookkeeping about the client's own attempts against the proxy (SDKs add these after
+# signing); the proxy's request upstream is another attempt of its own.
+_CLIENT_HOP = frozenset({"amz-sdk-invocation-id", "amz-sdk-request"})
 
 # Headers that describe or check the body as the client sent it: they would be wrong for the
 # ciphertext the proxy sends instead.
@@ -72,7 +75,7 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
     that describes the plaintext body (digests, checksums, aws-chunked declarations).
     """
     items = list(headers)
-    drop = HOP_BY_HOP | _CLIENT_SIGNING | _SET_BY_PROXY | _connection_tokens(items)
+    drop = HOP_BY_HOP | _CLIENT_SIGNING | _SET_BY_PROXY | _CLIENT_HOP | _connection_tokens(items)
     out: Headers = []
     for name, value in items:
         lname = name.lower()

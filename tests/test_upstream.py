@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import botocore.auth
+import botocore.session
+import pytest
+from botocore.config import Config as BotoConfig
 
 from s3proxy.credentials import CredentialSource
-from s3proxy.request import Target
-from s3proxy.upstream import Upstream
+from s3proxy.headers import upstream_request_headers
+from s3proxy.request import Target, parse_target
+from s3proxy.upstream import EMPTY_SHA256, Upstream
 
 
 class _Recorder:
@@ -80,3 +89,54 @@ def test_streamed_bodies_go_with_their_exact_length_never_chunked() -> None:
     )
     assert "accept-encoding" not in headers
     assert peer.body == b"0123456789" * 10
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_gcs_signing_equals_a_gcs_hmac_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request the proxy signs for region ``auto`` at storage.googleapis.com has the same
+    canonical request (so the same signature) as botocore configured as a GCS HMAC client."""
+    gcs = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url="https://storage.googleapis.com",
+        region_name="auto",
+        aws_access_key_id="GOOG1EXAMPLEHMACKEY",
+        aws_secret_access_key="hmac-secret",
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+    captured: dict[str, Any] = {}
+
+    def capture(request: Any, **_: Any) -> None:
+        captured["request"] = request
+        raise _Captured()
+
+    gcs.meta.events.register("before-send.s3", capture)
+    with pytest.raises(_Captured):
+        gcs.get_object(Bucket="eu-bucket", Key="dir/a b+c.txt", Range="bytes=0-99")
+    sent = captured["request"]
+    expected = {k: v.decode() if isinstance(v, bytes) else v for k, v in sent.headers.items()}
+    # Sign at the client's own moment (botocore may sign through awscrt, with its own clock).
+    moment = dt.datetime.strptime(expected["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: moment)
+    # What the proxy receives from that client, plus an Accept-Encoding as the Go SDK signs it
+    # (Google rewrites that header, so the proxy must neither forward nor sign it).
+    parts = urlsplit(sent.url)
+    target = parse_target(parts.path + ("?" + parts.query if parts.query else ""), None, ())
+    inbound = [*expected.items(), ("Accept-Encoding", "identity")]
+
+    async def sign() -> dict[str, str]:
+        creds = CredentialSource.static("GOOG1EXAMPLEHMACKEY", "hmac-secret")
+        await creds.start()
+        upstream = Upstream("https://storage.googleapis.com", "auto", creds)
+        _, headers = await upstream.sign(
+            "GET", target, upstream_request_headers(inbound, encrypting=False), EMPTY_SHA256
+        )
+        await creds.close()
+        return headers
+
+    ours = asyncio.run(sign())
+    assert "/auto/s3/aws4_request" in ours["Authorization"]
+    assert ours["Authorization"] == expected["Authorization"]
+    assert "accept-encoding" not in ours["Authorization"]
