@@ -34,7 +34,7 @@ from s3proxy.errors import CredentialsUnavailable
 log = logging.getLogger("s3proxy.credentials")
 
 # Refresh this long before expiry at the most (botocore refreshes within 15 minutes of expiry),
-# and at a third of the remaining lifetime for short-lived credentials.
+# and at half the remaining lifetime for short-lived credentials, leaving room for retries.
 REFRESH_MARGIN = dt.timedelta(minutes=12)
 MAX_BACKOFF = 60.0
 
@@ -161,7 +161,7 @@ class CredentialSource:
             return None  # static credentials never need refreshing
         now = dt.datetime.now(dt.UTC)
         remaining = self.expiry - now
-        margin = min(REFRESH_MARGIN, remaining / 3)
+        margin = min(REFRESH_MARGIN, remaining / 2)
         return max(0.2, (remaining - margin).total_seconds())
 
     async def _refresh_loop(self) -> None:

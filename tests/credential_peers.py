@@ -54,6 +54,13 @@ class _ContainerHandler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         time.sleep(owner.delay)
+        if owner.fail_next > 0:
+            owner.fail_next -= 1
+            owner.failures += 1
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         creds = owner.mint(owner.role_arn)
         expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=owner.lifetime)
         body = json.dumps(
@@ -80,6 +87,8 @@ class ContainerCredentials(_Server):
         self.lifetime = lifetime
         self.delay = delay
         self.fetches = 0
+        self.failures = 0
+        self.fail_next = 0  # answer this many calls with 500
         super().__init__(_ContainerHandler)
 
     @property

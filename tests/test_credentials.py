@@ -295,6 +295,39 @@ def test_short_lived_credentials_refresh_in_the_background(
         endpoint.close()
 
 
+def test_failed_refreshes_are_retried_while_credentials_stay_valid(
+    run_proxy: Any, iam: Iam, bucket: str, tmp_path: Path
+) -> None:
+    """The credentials endpoint fails the next refresh (botocore tries 3 times); the proxy
+    logs it, keeps signing with the still-valid credentials, and retries with backoff."""
+    (tmp_path / "token").write_text("t")
+    endpoint = ContainerCredentials(iam.mint, iam.pod_arn, "t", lifetime=12)
+    try:
+        proxy = run_proxy(
+            {
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.uri,
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "token"),
+            }
+        )
+        client = proxy.client(retries={"max_attempts": 1})
+        first_key = whoami(proxy)["credentials"]["access_key_id"]
+        endpoint.fail_next = 3
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            client.put_object(Bucket=bucket, Key="during", Body=b"still signing")
+            if (
+                endpoint.failures >= 3
+                and whoami(proxy)["credentials"]["access_key_id"] != first_key
+            ):
+                break
+            time.sleep(0.2)
+        assert endpoint.failures >= 3
+        assert "refreshing upstream credentials failed" in proxy.log_text()
+        assert whoami(proxy)["credentials"]["access_key_id"] != first_key  # recovered
+    finally:
+        endpoint.close()
+
+
 def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     """A private CA and a certificate it signs for localhost."""
     now = dt.datetime.now(dt.UTC)
