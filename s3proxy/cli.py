@@ -19,6 +19,7 @@ from s3proxy.app import Proxy, build_app
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
 from s3proxy.credentials import CredentialSource, resolve
 from s3proxy.identity import Identity
+from s3proxy.keycache import CachingKeyService
 from s3proxy.keys import VaultTransit
 from s3proxy.upstream import Upstream
 
@@ -62,16 +63,10 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
     upstream = Upstream(
         config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
     )
-    keys = VaultTransit(
-        config.vault_addr,
-        config.vault_token,
-        config.transit_key,
-        config.transit_mount,
-        cacert=config.vault_cacert,
-        namespace=config.vault_namespace,
-        timeout=config.vault_timeout,
-    )
-    identity = Identity(config, credentials)
+    vault = vault_from(config)
+    await vault.auth.start(config.vault_check_interval)
+    keys = CachingKeyService(vault, config.cache_limits, healthy=lambda: vault.auth.available)
+    identity = Identity(config, credentials, vault.auth)
     await upstream.start()
     runner = web.AppRunner(
         build_app(Proxy(config, keys, upstream, identity)),
@@ -115,7 +110,21 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
         await runner.cleanup()
         await upstream.close()
         await credentials.close()
-        keys.close()
+        await vault.auth.close()
+        vault.close()
+
+
+def vault_from(config: Config) -> VaultTransit:
+    return VaultTransit(
+        config.vault_addr,
+        config.vault_auth,
+        config.transit_key,
+        config.transit_mount,
+        cacert=config.vault_cacert,
+        client_cert=config.vault_client_cert,
+        namespace=config.vault_namespace,
+        timeout=config.vault_timeout,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from s3proxy.credentials import CredentialSettings
+from s3proxy.keycache import CacheLimits
 from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
+from s3proxy.vaultauth import METHODS, VaultAuthSettings
 
 
 class ConfigError(Exception):
@@ -79,7 +81,71 @@ SETTINGS: tuple[Setting, ...] = (
         "S3PROXY_VAULT_TRANSIT_MOUNT", "--vault-transit-mount", "transit mount path", "transit"
     ),
     Setting("VAULT_ADDR", "--vault-addr", "Vault address (required)"),
-    Setting("VAULT_TOKEN", "--vault-token", "Vault token (required)"),
+    Setting(
+        "S3PROXY_VAULT_AUTH",
+        "--vault-auth",
+        "token, kubernetes, jwt or approle",
+        "token",
+    ),
+    Setting("VAULT_TOKEN", "--vault-token", "Vault token (auth 'token')"),
+    Setting(
+        "S3PROXY_VAULT_TOKEN_FILE",
+        "--vault-token-file",
+        "file holding the Vault token, re-read when the token is refused (auth 'token')",
+    ),
+    Setting("S3PROXY_VAULT_ROLE", "--vault-role", "role to log in as (kubernetes, jwt)"),
+    Setting(
+        "S3PROXY_VAULT_AUTH_MOUNT",
+        "--vault-auth-mount",
+        "auth method mount path (default: the method's name)",
+    ),
+    Setting(
+        "S3PROXY_VAULT_JWT_FILE",
+        "--vault-jwt-file",
+        "service account JWT (kubernetes, jwt)",
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+    ),
+    Setting("S3PROXY_VAULT_ROLE_ID", "--vault-role-id", "AppRole role ID (approle)"),
+    Setting("S3PROXY_VAULT_SECRET_ID", "--vault-secret-id", "AppRole secret ID (approle)"),
+    Setting("S3PROXY_VAULT_SECRET_ID_FILE", "--vault-secret-id-file", "file holding the secret ID"),
+    Setting("VAULT_CLIENT_CERT", "--vault-client-cert", "client certificate for Vault (PEM)"),
+    Setting("VAULT_CLIENT_KEY", "--vault-client-key", "its private key (PEM)"),
+    Setting(
+        "S3PROXY_VAULT_CHECK_INTERVAL",
+        "--vault-check-interval",
+        "seconds between Vault reachability checks; writes fail while the last check failed",
+        "5",
+    ),
+    Setting(
+        "S3PROXY_DATAKEY_REUSE_SECONDS",
+        "--datakey-reuse-seconds",
+        "reuse one Vault data key for new objects this long (0: a data key per object)",
+        "300",
+    ),
+    Setting(
+        "S3PROXY_DATAKEY_REUSE_STREAMS",
+        "--datakey-reuse-streams",
+        "... for at most this many objects/parts",
+        "100000",
+    ),
+    Setting(
+        "S3PROXY_DATAKEY_REUSE_BYTES",
+        "--datakey-reuse-bytes",
+        "... and at most this many plaintext bytes",
+        str(64 * 1024**3),
+    ),
+    Setting(
+        "S3PROXY_KEY_CACHE_SECONDS",
+        "--key-cache-seconds",
+        "keep unwrapped data keys for reads this long (0: unwrap at every read)",
+        "300",
+    ),
+    Setting(
+        "S3PROXY_KEY_CACHE_ENTRIES",
+        "--key-cache-entries",
+        "... at most this many of them",
+        "10000",
+    ),
     Setting("VAULT_CACERT", "--vault-cacert", "CA bundle for Vault's TLS certificate"),
     Setting("VAULT_NAMESPACE", "--vault-namespace", "Vault namespace"),
     Setting(
@@ -124,7 +190,10 @@ class Config:
     s3_endpoint: str
     s3_region: str
     vault_addr: str
-    vault_token: str
+    vault_auth: VaultAuthSettings
+    vault_client_cert: tuple[str, str] | None
+    vault_check_interval: float
+    cache_limits: CacheLimits
     vault_cacert: str | None
     vault_namespace: str | None
     transit_key: str
@@ -257,7 +326,16 @@ def load(
         s3_endpoint=endpoint,
         s3_region=region,
         vault_addr=_http_url("VAULT_ADDR", _require(values, "VAULT_ADDR")),
-        vault_token=_require(values, "VAULT_TOKEN"),
+        vault_auth=_vault_auth(values),
+        vault_client_cert=_client_cert(values),
+        vault_check_interval=_number(values, "S3PROXY_VAULT_CHECK_INTERVAL", positive=True),
+        cache_limits=CacheLimits(
+            datakey_max_age=_number(values, "S3PROXY_DATAKEY_REUSE_SECONDS"),
+            datakey_max_streams=int(_number(values, "S3PROXY_DATAKEY_REUSE_STREAMS")),
+            datakey_max_bytes=int(_number(values, "S3PROXY_DATAKEY_REUSE_BYTES")),
+            unwrapped_ttl=_number(values, "S3PROXY_KEY_CACHE_SECONDS"),
+            unwrapped_entries=int(_number(values, "S3PROXY_KEY_CACHE_ENTRIES")),
+        ),
         vault_cacert=values["VAULT_CACERT"],
         vault_namespace=values["VAULT_NAMESPACE"],
         transit_key=_require(values, "S3PROXY_VAULT_TRANSIT_KEY"),
@@ -271,6 +349,50 @@ def load(
         credentials=credentials,
         s3_ca_bundle=ca_bundle,
     )
+
+
+def _number(values: Mapping[str, str | None], name: str, *, positive: bool = False) -> float:
+    text = _require(values, name)
+    try:
+        number = float(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {text!r}") from exc
+    if number < 0 or (positive and number == 0):
+        raise ConfigError(f"{name} must be {'positive' if positive else 'zero or more'}")
+    return number
+
+
+def _vault_auth(values: Mapping[str, str | None]) -> VaultAuthSettings:
+    method = _require(values, "S3PROXY_VAULT_AUTH").lower()
+    if method not in METHODS:
+        raise ConfigError(f"S3PROXY_VAULT_AUTH must be one of {', '.join(METHODS)}, got {method!r}")
+    settings = VaultAuthSettings(
+        method=method,
+        token=values["VAULT_TOKEN"],
+        token_file=values["S3PROXY_VAULT_TOKEN_FILE"],
+        role=values["S3PROXY_VAULT_ROLE"],
+        mount=(values["S3PROXY_VAULT_AUTH_MOUNT"] or "").strip("/") or None,
+        jwt_file=_require(values, "S3PROXY_VAULT_JWT_FILE"),
+        role_id=values["S3PROXY_VAULT_ROLE_ID"],
+        secret_id=values["S3PROXY_VAULT_SECRET_ID"],
+        secret_id_file=values["S3PROXY_VAULT_SECRET_ID_FILE"],
+    )
+    if method == "token" and not (settings.token or settings.token_file):
+        raise ConfigError("VAULT_TOKEN is required (or S3PROXY_VAULT_TOKEN_FILE)")
+    if method in ("kubernetes", "jwt") and not settings.role:
+        raise ConfigError(f"S3PROXY_VAULT_ROLE is required with S3PROXY_VAULT_AUTH={method}")
+    if method == "approle" and not settings.role_id:
+        raise ConfigError("S3PROXY_VAULT_ROLE_ID is required with S3PROXY_VAULT_AUTH=approle")
+    if method == "approle" and not (settings.secret_id or settings.secret_id_file):
+        raise ConfigError("S3PROXY_VAULT_SECRET_ID is required (or S3PROXY_VAULT_SECRET_ID_FILE)")
+    return settings
+
+
+def _client_cert(values: Mapping[str, str | None]) -> tuple[str, str] | None:
+    cert, key = values["VAULT_CLIENT_CERT"], values["VAULT_CLIENT_KEY"]
+    if bool(cert) != bool(key):
+        raise ConfigError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together")
+    return (cert, key) if cert and key else None
 
 
 def flag_values(

@@ -15,6 +15,7 @@ from aiohttp import web
 from s3proxy import __version__
 from s3proxy.config import Config
 from s3proxy.credentials import CredentialSource, caller_identity
+from s3proxy.vaultauth import VaultAuth
 
 log = logging.getLogger("s3proxy")
 
@@ -23,9 +24,12 @@ IDENTITY_TTL = 60.0
 
 
 class Identity:
-    def __init__(self, config: Config, credentials: CredentialSource) -> None:
+    def __init__(
+        self, config: Config, credentials: CredentialSource, vault_auth: VaultAuth | None = None
+    ) -> None:
         self._config = config
         self._credentials = credentials
+        self._vault_auth = vault_auth
         self._cached: tuple[float, str, dict[str, str] | None] | None = None
 
     @property
@@ -76,6 +80,10 @@ class Identity:
                 "mount": config.transit_mount,
                 "key": config.transit_key,
                 "namespace": config.vault_namespace,
+                "auth": config.vault_auth.method,
+                "available": self._vault_auth.available if self._vault_auth else None,
+                "logins": self._vault_auth.logins if self._vault_auth else None,
+                "renewals": self._vault_auth.renewals if self._vault_auth else None,
             },
         }
 

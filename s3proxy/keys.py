@@ -20,6 +20,7 @@ import hvac.exceptions
 import requests
 
 from s3proxy.errors import IntegrityError, KeyServiceUnavailable
+from s3proxy.vaultauth import VaultAuth, VaultAuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,54 +35,72 @@ class DataKey:
 
 
 class KeyService(Protocol):
-    async def new_data_key(self) -> DataKey: ...
+    async def new_data_key(self, plaintext_bytes: int = 0) -> DataKey: ...
 
     async def unwrap(self, wrapped: str) -> bytes: ...
 
 
 class VaultTransit:
-    """Vault Transit through hvac; every call runs in a small thread pool with a timeout."""
+    """Vault Transit through hvac; every call runs in a small thread pool with a timeout, with
+    the token :class:`VaultAuth` keeps fresh."""
 
     def __init__(
         self,
         addr: str,
-        token: str,
+        auth_settings: VaultAuthSettings,
         key: str,
         mount: str = "transit",
         *,
         cacert: str | None = None,
+        client_cert: tuple[str, str] | None = None,
         namespace: str | None = None,
         timeout: float = 10.0,
         max_workers: int = 8,
     ) -> None:
         self._addr = addr
-        self._token = token
         self._key = key
         self._mount = mount
         self._verify: bool | str = cacert or True
+        self._cert = client_cert
         self._namespace = namespace
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vault")
         self._local = threading.local()
+        self.auth = VaultAuth(auth_settings, self.make_client)
+
+    def make_client(self, token: str | None) -> Any:
+        return hvac.Client(
+            url=self._addr,
+            token=token,
+            verify=self._verify,
+            cert=self._cert,
+            namespace=self._namespace,
+            timeout=self._timeout,
+        )
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = hvac.Client(
-                url=self._addr,
-                token=self._token,
-                verify=self._verify,
-                namespace=self._namespace,
-                timeout=self._timeout,
-            )
+            client = self.make_client(self.auth.token)
             self._local.client = client
+        client.token = self.auth.token
         return client
+
+    def _with_relogin(self, fn: Any, *args: Any) -> Any:
+        token = self.auth.token
+        try:
+            return fn(*args)
+        except hvac.exceptions.Forbidden:
+            if not self.auth.relogin_after_denial(token):
+                raise
+            return fn(*args)
 
     async def _call(self, what: str, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
-                loop.run_in_executor(self._pool, fn, *args), self._timeout + 1
+                loop.run_in_executor(self._pool, self._with_relogin, fn, *args),
+                self._timeout + 1,
             )
         except (TimeoutError, requests.exceptions.Timeout) as exc:
             log.error("vault %s timed out after %.1fs", what, self._timeout)
@@ -124,7 +143,7 @@ class VaultTransit:
         )
         return base64.b64decode(resp["data"]["plaintext"])
 
-    async def new_data_key(self) -> DataKey:
+    async def new_data_key(self, plaintext_bytes: int = 0) -> DataKey:
         key: DataKey = await self._call("datakey", self._datakey)
         if len(key.plaintext) != 32:
             raise KeyServiceUnavailable(
@@ -143,6 +162,30 @@ class VaultTransit:
         if len(plaintext) != 32:
             raise IntegrityError("The stored object's wrapped data key does not hold a data key.")
         return plaintext
+
+    def _rewrap(self, wrapped: str) -> str:
+        resp = self._client().secrets.transit.rewrap_data(
+            name=self._key, ciphertext=wrapped, mount_point=self._mount
+        )
+        rewrapped: str = resp["data"]["ciphertext"]
+        return rewrapped
+
+    def _latest_version(self) -> int:
+        resp = self._client().secrets.transit.read_key(name=self._key, mount_point=self._mount)
+        return int(resp["data"]["latest_version"])
+
+    async def rewrap(self, wrapped: str) -> str:
+        """The same data key wrapped with the transit key's latest version (Vault never
+        returns the data key itself)."""
+        try:
+            rewrapped: str = await self._call("rewrap", self._rewrap, wrapped)
+        except hvac.exceptions.InvalidRequest as exc:
+            raise IntegrityError("Vault refused to rewrap a stored wrapped data key.") from exc
+        return rewrapped
+
+    async def latest_version(self) -> int:
+        version: int = await self._call("read key", self._latest_version)
+        return version
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

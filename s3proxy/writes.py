@@ -82,7 +82,7 @@ class Writer:
         verifier = verifier_for(request.headers.items())
         decoder = AwsChunkedDecoder(length) if chunked else None
         seg = self.config.segment_size
-        data_key = await self.keys.new_data_key()
+        data_key = await self.keys.new_data_key(length)
         encryptor = StreamEncryptor(data_key.plaintext, data_key.wrapped, length, seg)
         headers = upstream_request_headers(request.headers.items(), encrypting=True)
         if not target.has("uploadId"):

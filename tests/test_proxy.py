@@ -162,7 +162,8 @@ def test_vault_down_put_fails_with_503_and_writes_nothing(
     workdir: Path, s3: S3Server, bucket: str, raw: Any
 ) -> None:
     own_vault = start_vault(workdir)
-    p = start_proxy(workdir, own_vault, s3, {"S3PROXY_VAULT_TIMEOUT": "3"})
+    no_caches = {"S3PROXY_DATAKEY_REUSE_SECONDS": "0", "S3PROXY_KEY_CACHE_SECONDS": "0"}
+    p = start_proxy(workdir, own_vault, s3, {"S3PROXY_VAULT_TIMEOUT": "3", **no_caches})
     try:
         c = p.client(retries={"max_attempts": 1})
         c.put_object(Bucket=bucket, Key="before", Body=b"ok")
