@@ -20,7 +20,7 @@ from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
 from s3proxy.credentials import CredentialSource, resolve
 from s3proxy.identity import Identity
 from s3proxy.keycache import CachingKeyService
-from s3proxy.keys import VaultTransit
+from s3proxy.tools import decrypt, rewrap, vault_from
 from s3proxy.upstream import Upstream
 
 log = logging.getLogger("s3proxy")
@@ -114,19 +114,6 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
         vault.close()
 
 
-def vault_from(config: Config) -> VaultTransit:
-    return VaultTransit(
-        config.vault_addr,
-        config.vault_auth,
-        config.transit_key,
-        config.transit_mount,
-        cacert=config.vault_cacert,
-        client_cert=config.vault_client_cert,
-        namespace=config.vault_namespace,
-        timeout=config.vault_timeout,
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = load(flags=flag_values(args))
@@ -145,6 +132,36 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> Config | None:
+    try:
+        return load(flags=flag_values(args))
+    except ConfigError as exc:
+        print(f"s3proxy: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def _decrypt(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return 2
+    setup_logging("WARNING")
+    src = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    dst = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    try:
+        return asyncio.run(decrypt(config, src, dst))
+    finally:
+        src.close()
+        dst.close()
+
+
+def _rewrap(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return 2
+    setup_logging("WARNING")
+    return asyncio.run(rewrap(config, args.bucket, args.prefix, args.start_after))
+
+
 def _dev(args: argparse.Namespace) -> int:
     from s3proxy.devstack import run_dev
 
@@ -158,6 +175,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the proxy (configured by environment or flags)")
     add_flags(serve)
     serve.set_defaults(func=_serve)
+    dec = sub.add_parser(
+        "decrypt",
+        help="break-glass: decrypt an object downloaded raw from the bucket, with Vault only",
+    )
+    add_flags(dec)
+    dec.add_argument("--in", dest="input", default="-", help="stored object (default stdin)")
+    dec.add_argument("--out", dest="output", default="-", help="plaintext (default stdout)")
+    dec.set_defaults(func=_decrypt)
+    rew = sub.add_parser(
+        "rewrap",
+        help="re-wrap the data keys of stored objects with the latest transit key version",
+    )
+    add_flags(rew)
+    rew.add_argument("--bucket", required=True)
+    rew.add_argument("--prefix", default="", help="only objects under this prefix")
+    rew.add_argument("--start-after", default="", help="resume after this key")
+    rew.set_defaults(func=_rewrap)
     dev = sub.add_parser(
         "dev", help="run the proxy with a local moto S3 and OpenBao Vault, for trying it out"
     )

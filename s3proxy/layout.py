@@ -269,3 +269,52 @@ class PlanDecryptor:
             raise IntegrityError(
                 "The stored object ended before the read was complete (truncated)."
             )
+
+
+class SequentialDecryptor:
+    """Decrypts a stored object read from its first byte to its last, finding each stream's
+    header as it comes (for break-glass decryption of a downloaded object; no layout needed).
+
+    The same protocol as :class:`PlanDecryptor`: when :attr:`needs_key` is set, provide the key
+    and call ``feed(b"")``. :meth:`finish` raises unless the input ended exactly after a stream.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._header: Header | None = None
+        self._decryptor: StreamDecryptor | None = None
+        self.needs_key: Header | None = None
+        self.streams = 0
+
+    def provide_key(self, data_key: bytes) -> None:
+        if self.needs_key is None:
+            raise RuntimeError("no key was asked for")
+        self._decryptor = StreamDecryptor(self.needs_key, data_key)
+        self.needs_key = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        self._buffer += data
+        out = []
+        while self.needs_key is None:
+            if self._decryptor is None:
+                if len(self._buffer) < HEADER_SIZE:
+                    break
+                self.needs_key = parse_header(bytes(self._buffer[:HEADER_SIZE]))
+                del self._buffer[:HEADER_SIZE]
+                break
+            out.append(self._decryptor.feed(self._buffer))
+            self._buffer = bytearray()
+            if not self._decryptor.done:
+                break
+            self._buffer = bytearray(self._decryptor.unused)
+            self._decryptor = None
+            self.streams += 1
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if self._decryptor is not None or self.needs_key is not None or self._buffer:
+            raise IntegrityError(
+                "The object ends inside a stream (truncated or not an s3proxy object)."
+            )
+        if self.streams == 0:
+            raise IntegrityError("The input holds no s3proxy stream.")

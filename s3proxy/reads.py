@@ -177,7 +177,7 @@ class Reader:
             self._layouts.put(cache_key, layout)
         return layout
 
-    async def _layout_from_probe(
+    async def probe_layout(
         self, target: Target, headers: Headers
     ) -> tuple[Layout, aiohttp.ClientResponse] | aiohttp.ClientResponse:
         """GET the first 256 bytes (with the client's conditions). Returns the layout and the
@@ -227,7 +227,7 @@ class Reader:
             if marker.multipart:
                 etag = upstream_resp.headers.get("ETag")
                 probe_headers: Headers = [("If-Match", etag)] if etag else []
-                found = await self._layout_from_probe(target, probe_headers)
+                found = await self.probe_layout(target, probe_headers)
                 if isinstance(found, aiohttp.ClientResponse):
                     found.release()
                     raise PreconditionChanged("The object changed while s3proxy read it; retry.")
@@ -295,7 +295,7 @@ class Reader:
     ) -> web.StreamResponse:
         """Ranged GET: the first 256 bytes tell whether the object is ours, its size and ETag;
         a second request with ``If-Match`` fetches exactly the segments of the range."""
-        found = await self._layout_from_probe(target, headers)
+        found = await self.probe_layout(target, headers)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
@@ -439,7 +439,7 @@ class Reader:
         number = int(number_text)
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         whole = target.without("partNumber")
-        found = await self._layout_from_probe(whole, headers)
+        found = await self.probe_layout(whole, headers)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
@@ -555,7 +555,7 @@ class Reader:
             return stored
         if not marker.multipart:
             return _single_stream_length(length, marker.segment_size)
-        found = await self._layout_from_probe(target, [("If-Match", etag)] if etag else [])
+        found = await self.probe_layout(target, [("If-Match", etag)] if etag else [])
         if isinstance(found, aiohttp.ClientResponse):
             found.release()
             return stored

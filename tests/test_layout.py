@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from s3proxy.errors import IntegrityError
 from s3proxy.format import Header, parse_header, seal
-from s3proxy.layout import Discovery, Layout, PlanDecryptor, ReadPlan, discover
+from s3proxy.layout import (
+    Discovery,
+    Layout,
+    PlanDecryptor,
+    ReadPlan,
+    SequentialDecryptor,
+    discover,
+)
 from s3proxy.sizes import HEADER_SIZE
 
 KEYS = {f"vault:v1:key{i}": os.urandom(32) for i in range(4)}
@@ -142,3 +149,28 @@ def test_truncated_fetch_is_detected() -> None:
     dec.feed(stored[HEADER_SIZE:-1])
     with pytest.raises(IntegrityError):
         dec.finish()
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=parts_strategy, seg=st.integers(1, 64), chunk=st.integers(1, 500))
+def test_sequential_decryption_of_a_whole_stored_object(
+    sizes: list[int], seg: int, chunk: int
+) -> None:
+    parts = [os.urandom(n) for n in sizes]
+    stored = _object(parts, seg)
+    dec = SequentialDecryptor()
+    out = []
+    for i in range(0, len(stored), chunk):
+        out.append(dec.feed(stored[i : i + chunk]))
+        while dec.needs_key is not None:
+            dec.provide_key(KEYS[dec.needs_key.wrapped_key])
+            out.append(dec.feed(b""))
+    dec.finish()
+    assert b"".join(out) == b"".join(parts) and dec.streams == len(parts)
+    truncated = SequentialDecryptor()
+    truncated.feed(stored[:-1])
+    while truncated.needs_key is not None:
+        truncated.provide_key(KEYS[truncated.needs_key.wrapped_key])
+        truncated.feed(b"")
+    with pytest.raises(IntegrityError):
+        truncated.finish()

@@ -1,0 +1,325 @@
+"""Operator commands: ``s3proxy decrypt`` (break-glass, Vault only) and ``s3proxy rewrap``
+(re-wrap stored data keys with the latest transit key version). See docs/keys.md."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+from urllib.parse import quote
+
+from s3proxy.config import Config
+from s3proxy.credentials import CredentialSource, resolve
+from s3proxy.errors import IntegrityError, S3ProxyError
+from s3proxy.format import Header
+from s3proxy.keys import VaultTransit
+from s3proxy.layout import Layout, SequentialDecryptor
+from s3proxy.reads import Reader
+from s3proxy.relay import Marker
+from s3proxy.request import Target
+from s3proxy.s3xml import listed_objects
+from s3proxy.sizes import HEADER_SIZE
+from s3proxy.upstream import Upstream
+
+log = logging.getLogger("s3proxy.tools")
+
+CHUNK = 1024 * 1024
+_VERSION = re.compile(r"^vault:v(\d+):")
+
+
+def vault_from(config: Config) -> VaultTransit:
+    return VaultTransit(
+        config.vault_addr,
+        config.vault_auth,
+        config.transit_key,
+        config.transit_mount,
+        cacert=config.vault_cacert,
+        client_cert=config.vault_client_cert,
+        namespace=config.vault_namespace,
+        timeout=config.vault_timeout,
+    )
+
+
+async def _login(vault: VaultTransit) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, vault.auth.login)
+
+
+# ---- decrypt ---------------------------------------------------------------------------------
+
+
+async def decrypt(config: Config, src: BinaryIO, dst: BinaryIO) -> int:
+    """Turn a stored object (as downloaded raw from the bucket) into its plaintext."""
+    vault = vault_from(config)
+    try:
+        await _login(vault)
+        decryptor = SequentialDecryptor()
+        keys: dict[str, bytes] = {}
+        while True:
+            chunk = src.read(CHUNK)
+            out = decryptor.feed(chunk) if chunk else b""
+            while decryptor.needs_key is not None:
+                wrapped = decryptor.needs_key.wrapped_key
+                if wrapped not in keys:
+                    keys[wrapped] = await vault.unwrap(wrapped)
+                decryptor.provide_key(keys[wrapped])
+                out += decryptor.feed(b"")
+            dst.write(out)
+            if not chunk:
+                break
+        decryptor.finish()
+        dst.flush()
+    except S3ProxyError as exc:
+        print(f"s3proxy decrypt: {exc.message} The output is incomplete.", file=sys.stderr)
+        return 1
+    finally:
+        vault.close()
+    return 0
+
+
+# ---- rewrap ----------------------------------------------------------------------------------
+
+# Headers of a stored object that a rewritten copy must carry again.
+_KEPT = (
+    "Content-Type",
+    "Content-Encoding",
+    "Content-Disposition",
+    "Content-Language",
+    "Cache-Control",
+    "Expires",
+    "x-amz-storage-class",
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-website-redirect-location",
+)
+
+
+def key_version(wrapped: str) -> int:
+    found = _VERSION.match(wrapped)
+    if found is None:
+        raise IntegrityError("A stored wrapped data key is not a Vault transit ciphertext.")
+    return int(found.group(1))
+
+
+@dataclass
+class RewrapReport:
+    rewritten: list[str] = field(default_factory=list)
+    current: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # not written by the proxy
+    failed: list[str] = field(default_factory=list)
+
+
+class Rewrapper:
+    def __init__(self, config: Config, vault: VaultTransit, upstream: Upstream) -> None:
+        self.vault = vault
+        self.upstream = upstream
+        self.reader = Reader(config, vault, upstream)
+
+    async def _objects(self, bucket: str, prefix: str, start_after: str) -> AsyncIterator[str]:
+        token: str | None = None
+        while True:
+            query: list[tuple[str, str | None]] = [("list-type", "2"), ("prefix", prefix)]
+            if token:
+                query.append(("continuation-token", token))
+            elif start_after:
+                query.append(("start-after", start_after))
+            resp = await self.upstream.send("GET", Target(bucket, None, tuple(query)), [])
+            async with resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise S3ProxyError(f"listing {bucket} failed with HTTP {resp.status}")
+            for obj in listed_objects(body):
+                yield obj.key
+            match = re.search(rb"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
+            if match is None:
+                return
+            token = match.group(1).decode()
+
+    async def run(self, bucket: str, prefix: str = "", start_after: str = "") -> RewrapReport:
+        latest = await self.vault.latest_version()
+        report = RewrapReport()
+        async for key in self._objects(bucket, prefix, start_after):
+            try:
+                outcome = await self._one(Target(bucket, key, ()), latest)
+            except (S3ProxyError, OSError) as exc:
+                print(f"failed    {key}: {exc}", file=sys.stderr, flush=True)
+                report.failed.append(key)
+                continue
+            getattr(report, outcome).append(key)
+            print(f"{outcome:<9} {key}", file=sys.stderr, flush=True)
+        return report
+
+    async def _one(self, target: Target, latest: int) -> str:
+        head = await self.upstream.send("HEAD", target, [])
+        async with head:
+            marker = Marker.of(head) if head.status == 200 else None
+            kept = [(h, head.headers[h]) for h in _KEPT if h in head.headers]
+            kept += [(h, v) for h, v in head.headers.items() if h.lower().startswith("x-amz-meta-")]
+            etag = head.headers.get("ETag", "")
+        if marker is None:
+            return "skipped"
+        found = await self.reader.probe_layout(target, [("If-Match", etag)])
+        if not isinstance(found, tuple):
+            found.release()
+            raise S3ProxyError("the object changed while it was examined")
+        layout = found[0]
+        if all(key_version(s.header.wrapped_key) >= latest for s in layout.streams):
+            return "current"
+        rewrapped: dict[str, str] = {}
+        for s in layout.streams:
+            wrapped = s.header.wrapped_key
+            if wrapped not in rewrapped:
+                rewrapped[wrapped] = await self.vault.rewrap(wrapped)
+        tagging = await self._tagging(target)
+        if tagging:
+            kept.append(("x-amz-tagging", tagging))
+        if marker.multipart:
+            await self._rewrite_multipart(target, layout, rewrapped, kept, etag)
+        else:
+            await self._rewrite_single(target, layout, rewrapped, kept, etag)
+        return "rewritten"
+
+    async def _tagging(self, target: Target) -> str:
+        resp = await self.upstream.send(
+            "GET", Target(target.bucket, target.key, (("tagging", None),)), []
+        )
+        async with resp:
+            body = await resp.read()
+        pairs = re.findall(rb"<Tag><Key>([^<]*)</Key><Value>([^<]*)</Value></Tag>", body)
+        return "&".join(f"{quote(k.decode())}={quote(v.decode())}" for k, v in pairs)
+
+    async def _stream_bytes(
+        self, target: Target, etag: str, first: int, last: int
+    ) -> AsyncIterator[bytes]:
+        resp = await self.upstream.send(
+            "GET", target, [("If-Match", etag), ("Range", f"bytes={first}-{last}")]
+        )
+        async with resp:
+            if resp.status != 206:
+                raise S3ProxyError(f"reading the stored object failed with HTTP {resp.status}")
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                yield chunk
+
+    def _new_header(self, header: Header, rewrapped: dict[str, str]) -> bytes:
+        return Header(
+            header.segment_size,
+            header.plaintext_length,
+            header.salt,
+            header.nonce_prefix,
+            rewrapped[header.wrapped_key],
+        ).encode()
+
+    async def _rewrite_single(
+        self,
+        target: Target,
+        layout: Layout,
+        rewrapped: dict[str, str],
+        kept: list[tuple[str, str]],
+        etag: str,
+    ) -> None:
+        stream = layout.streams[0]
+        header = self._new_header(stream.header, rewrapped)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield header
+            async for chunk in self._stream_bytes(
+                target, etag, HEADER_SIZE, layout.stored_length - 1
+            ):
+                yield chunk
+
+        resp = await self.upstream.send("PUT", target, kept, body(), layout.stored_length)
+        async with resp:
+            if resp.status != 200:
+                raise S3ProxyError(f"rewriting failed with HTTP {resp.status}: {await resp.text()}")
+
+    async def _rewrite_multipart(
+        self,
+        target: Target,
+        layout: Layout,
+        rewrapped: dict[str, str],
+        kept: list[tuple[str, str]],
+        etag: str,
+    ) -> None:
+        create = await self.upstream.send(
+            "POST", Target(target.bucket, target.key, (("uploads", None),)), kept, b""
+        )
+        async with create:
+            text = await create.text()
+            if create.status != 200:
+                raise S3ProxyError(f"starting the rewrite failed with HTTP {create.status}")
+        upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", text)
+        if upload_id is None:
+            raise S3ProxyError("the upstream returned no upload ID")
+        uid = upload_id.group(1)
+        parts = []
+        try:
+            for number, stream in enumerate(layout.streams, start=1):
+                header = self._new_header(stream.header, rewrapped)
+                start = stream.stored_offset + HEADER_SIZE
+                end = stream.stored_offset + stream.stored_length - 1
+
+                async def body(
+                    h: bytes = header, a: int = start, b: int = end
+                ) -> AsyncIterator[bytes]:
+                    yield h
+                    async for chunk in self._stream_bytes(target, etag, a, b):
+                        yield chunk
+
+                part = Target(
+                    target.bucket, target.key, (("partNumber", str(number)), ("uploadId", uid))
+                )
+                resp = await self.upstream.send("PUT", part, [], body(), stream.stored_length)
+                async with resp:
+                    if resp.status != 200:
+                        raise S3ProxyError(
+                            f"rewriting part {number} failed with HTTP {resp.status}"
+                        )
+                    parts.append((number, resp.headers["ETag"]))
+            xml = "".join(
+                f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in parts
+            )
+            complete = await self.upstream.send(
+                "POST",
+                Target(target.bucket, target.key, (("uploadId", uid),)),
+                [("Content-Type", "application/xml")],
+                f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode(),
+            )
+            async with complete:
+                body_text = await complete.text()
+                if complete.status != 200 or "<Error>" in body_text:
+                    raise S3ProxyError(f"completing the rewrite failed: HTTP {complete.status}")
+        except BaseException:
+            abort = await self.upstream.send(
+                "DELETE", Target(target.bucket, target.key, (("uploadId", uid),)), []
+            )
+            abort.release()
+            raise
+
+
+async def rewrap(config: Config, bucket: str, prefix: str, start_after: str) -> int:
+    vault = vault_from(config)
+    credentials = CredentialSource(lambda: resolve(config.credentials))
+    upstream = Upstream(
+        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
+    )
+    try:
+        await _login(vault)
+        await credentials.start()
+        await upstream.start()
+        report = await Rewrapper(config, vault, upstream).run(bucket, prefix, start_after)
+    except S3ProxyError as exc:
+        print(f"s3proxy rewrap: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await upstream.close()
+        await credentials.close()
+        vault.close()
+    print(
+        f"rewrapped {len(report.rewritten)}, already current {len(report.current)}, "
+        f"not encrypted {len(report.skipped)}, failed {len(report.failed)}",
+        file=sys.stderr,
+    )
+    return 1 if report.failed else 0
