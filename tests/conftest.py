@@ -160,3 +160,18 @@ def cli_env(proxy: ProxyProcess) -> dict[str, str]:
 
 def aws_cli() -> str:
     return str(Path(sys.executable).parent / "aws")
+
+
+def upload_multipart(client: Any, bucket: str, key: str, parts: list[bytes]) -> None:
+    """A multipart upload of ``parts`` in order, through whatever endpoint ``client`` uses."""
+    uid = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etags = [
+        client.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=i + 1, Body=p)["ETag"]
+        for i, p in enumerate(parts)
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
+    )

@@ -16,7 +16,7 @@ from s3proxy.devstack import S3Server, Vault, proxy_env, start_vault
 from s3proxy.format import parse_header
 from s3proxy.layout import Layout
 from s3proxy.sizes import HEADER_SIZE, ciphertext_length
-from tests.conftest import start_proxy
+from tests.conftest import start_proxy, upload_multipart
 
 MiB = 1024 * 1024
 NO_REUSE = {"S3PROXY_DATAKEY_REUSE_SECONDS": "0", "S3PROXY_KEY_CACHE_SECONDS": "0"}
@@ -34,27 +34,13 @@ def _command(
     )
 
 
-def _multipart(client: Any, bucket: str, key: str, parts: list[bytes]) -> None:
-    uid = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    etags = [
-        client.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=i + 1, Body=p)["ETag"]
-        for i, p in enumerate(parts)
-    ]
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=uid,
-        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
-    )
-
-
 def test_break_glass_decrypt_needs_only_vault(
     workdir: Path, vault: Vault, s3: S3Server, client: Any, raw: Any, bucket: str, tmp_path: Path
 ) -> None:
     single = os.urandom(3 * 65536 + 7)
     parts = [os.urandom(5 * MiB), os.urandom(1234)]
     client.put_object(Bucket=bucket, Key="single", Body=single)
-    _multipart(client, bucket, "multi", parts)
+    upload_multipart(client, bucket, "multi", parts)
     env = proxy_env(vault, s3, port=1)  # only the Vault settings matter here
     env.update({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "S3PROXY_S3_ENDPOINT": ""})
     for key, plaintext in [("single", single), ("multi", b"".join(parts))]:
@@ -109,7 +95,7 @@ def test_rotation_rewrap_and_min_decryption_version(
                 Tagging="team=a",
             )
         parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(99)]
-        _multipart(client, bucket, "old/multi", parts)
+        upload_multipart(client, bucket, "old/multi", parts)
         objects["old/multi"] = b"".join(parts)
         raw.put_object(Bucket=bucket, Key="plain", Body=b"not ours")
         assert own_vault.api("POST", "transit/keys/s3proxy/rotate")[0] in (200, 204)

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from s3proxy.devstack import S3Server, Vault
 from s3proxy.format import parse_header
 from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, ciphertext_length
-from tests.conftest import ProxyProcess, aws_cli, cli_env, start_proxy
+from tests.conftest import ProxyProcess, aws_cli, cli_env, start_proxy, upload_multipart
 
 MiB = 1024 * 1024
 S = DEFAULT_SEGMENT_SIZE
@@ -167,17 +167,7 @@ def test_random_ranges_across_segment_and_part_boundaries(proxy: ProxyProcess, b
     part_sizes = [5 * MiB + 17, 5 * MiB + 17, 5 * MiB + 17, 3 * S + 1]
     parts = [os.urandom(n) for n in part_sizes]
     plaintext = b"".join(parts)
-    uid = client.create_multipart_upload(Bucket=bucket, Key="r")["UploadId"]
-    etags = [
-        client.upload_part(Bucket=bucket, Key="r", UploadId=uid, PartNumber=i + 1, Body=p)["ETag"]
-        for i, p in enumerate(parts)
-    ]
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key="r",
-        UploadId=uid,
-        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
-    )
+    upload_multipart(client, bucket, "r", parts)
     client.head_object(Bucket=bucket, Key="r")  # discovers and caches the layout
     n = len(plaintext)
     rng = random.Random(7)
@@ -267,19 +257,7 @@ def test_listings_report_plaintext_sizes(client: Any, raw: Any, bucket: str) -> 
     for key, size in sizes.items():
         client.put_object(Bucket=bucket, Key=key, Body=os.urandom(size))
     parts = [os.urandom(5 * MiB), os.urandom(777)]
-    uid = client.create_multipart_upload(Bucket=bucket, Key="multi")["UploadId"]
-    etags = [
-        client.upload_part(Bucket=bucket, Key="multi", UploadId=uid, PartNumber=i + 1, Body=p)[
-            "ETag"
-        ]
-        for i, p in enumerate(parts)
-    ]
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key="multi",
-        UploadId=uid,
-        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
-    )
+    upload_multipart(client, bucket, "multi", parts)
     sizes["multi"] = sum(len(p) for p in parts)
     raw.put_object(Bucket=bucket, Key="plain", Body=b"x" * 5000)  # not written by the proxy
     sizes["plain"] = 5000
@@ -311,17 +289,7 @@ def test_version_listings_report_plaintext_sizes(client: Any, bucket: str) -> No
 
 def test_part_number_reads(client: Any, bucket: str) -> None:
     parts = [os.urandom(5 * MiB + 3), os.urandom(5 * MiB + 3), os.urandom(1000)]
-    uid = client.create_multipart_upload(Bucket=bucket, Key="p")["UploadId"]
-    etags = [
-        client.upload_part(Bucket=bucket, Key="p", UploadId=uid, PartNumber=i + 1, Body=b)["ETag"]
-        for i, b in enumerate(parts)
-    ]
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key="p",
-        UploadId=uid,
-        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
-    )
+    upload_multipart(client, bucket, "p", parts)
     total = sum(len(p) for p in parts)
     start = len(parts[0])
     got = client.get_object(Bucket=bucket, Key="p", PartNumber=2)
