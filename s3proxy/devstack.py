@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -58,13 +59,24 @@ def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s ({last!r})")
 
 
-def _http(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+def _http(
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: Any = None,
+    *,
+    cafile: str | None = None,
+    namespace: str | None = None,
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if token:
         req.add_header("X-Vault-Token", token)
+    if namespace:
+        req.add_header("X-Vault-Namespace", namespace)
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as err:
@@ -120,12 +132,21 @@ class Vault:
     token: str
     transit_key: str
     mount: str = "transit"
+    cacert: str | None = None  # the dev CA, when it serves TLS
+    namespace: str | None = None  # where the transit engine lives
 
     def stop(self) -> None:
         self.process.stop()
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return _http(method, f"{self.addr}/v1/{path}", self.token, body)
+        return _http(
+            method,
+            f"{self.addr}/v1/{path}",
+            self.token,
+            body,
+            cafile=self.cacert,
+            namespace=self.namespace,
+        )
 
 
 def start_vault(
@@ -135,9 +156,13 @@ def start_vault(
     token: str = "root",
     transit_key: str = "s3proxy",
     extra_config: str | None = None,
+    tls: bool = False,
+    namespace: str | None = None,
 ) -> Vault:
+    """An OpenBao dev server with a transit key; with ``tls`` it serves https with a CA of its
+    own (``Vault.cacert``), with ``namespace`` the transit engine lives in that namespace."""
     port = port or free_port()
-    addr = f"http://127.0.0.1:{port}"
+    addr = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     cmd = [
         _binary("bao"),
         "server",
@@ -146,15 +171,26 @@ def start_vault(
         f"-dev-listen-address=127.0.0.1:{port}",
         "-dev-no-store-token",
     ]
+    cacert = None
+    if tls:
+        cert_dir = workdir / f"bao-tls-{port}"
+        cert_dir.mkdir()
+        cmd += ["-dev-tls", f"-dev-tls-cert-dir={cert_dir}"]
+        cacert = str(cert_dir / "vault-ca.pem")
     if extra_config:
         config_path = workdir / f"bao-{port}.hcl"
         config_path.write_text(extra_config)
         cmd.append(f"-config={config_path}")
     env = clean_env({"HOME": str(workdir)})
     process = _spawn(cmd, env, workdir / f"bao-{port}.log")
-    vault = Vault(process, addr, token, transit_key)
+    vault = Vault(process, addr, token, transit_key, cacert=cacert)
     try:
-        wait_for(lambda: _http("GET", f"{addr}/v1/sys/health")[0] == 200, "OpenBao")
+        wait_for(lambda: _http("GET", f"{addr}/v1/sys/health", cafile=cacert)[0] == 200, "OpenBao")
+        if namespace:
+            status, body = vault.api("POST", f"sys/namespaces/{namespace}", {})
+            if status not in (200, 204):
+                raise RuntimeError(f"creating the namespace failed: {status} {body}")
+            vault.namespace = namespace
         status, body = vault.api("POST", "sys/mounts/transit", {"type": "transit"})
         if status not in (200, 204):
             raise RuntimeError(f"enabling transit failed: {status} {body}")
@@ -272,6 +308,8 @@ def proxy_env(
             "S3PROXY_VAULT_TRANSIT_KEY": vault.transit_key,
             "VAULT_ADDR": vault.addr,
             "VAULT_TOKEN": vault.token,
+            **({"VAULT_CACERT": vault.cacert} if vault.cacert else {}),
+            **({"VAULT_NAMESPACE": vault.namespace} if vault.namespace else {}),
             "AWS_ACCESS_KEY_ID": s3.access_key,
             "AWS_SECRET_ACCESS_KEY": s3.secret_key,
             "AWS_CONFIG_FILE": os.devnull,

@@ -247,3 +247,31 @@ def test_vault_stopped_writes_fail_closed_cached_reads_go_on(
     finally:
         proxy.stop()
         other.stop()
+
+
+def test_vault_over_tls_with_its_ca_and_in_a_namespace(
+    workdir: Path, s3: S3Server, bucket: str
+) -> None:
+    vault = start_vault(workdir, tls=True, namespace="team-a")
+    try:
+        assert vault.addr.startswith("https://") and vault.cacert
+        proxy = start_proxy(workdir, vault, s3)  # VAULT_CACERT and VAULT_NAMESPACE set
+        try:
+            client = proxy.client(retries={"max_attempts": 1})
+            client.put_object(Bucket=bucket, Key="ns", Body=b"namespaced key")
+            assert client.get_object(Bucket=bucket, Key="ns")["Body"].read() == b"namespaced key"
+        finally:
+            proxy.stop()
+        # Without the CA, or outside the namespace, the proxy cannot get a data key.
+        for drop in ("VAULT_CACERT", "VAULT_NAMESPACE"):
+            broken = start_proxy(workdir, vault, s3, {drop: ""})
+            try:
+                with pytest.raises(ClientError) as err:
+                    broken.client(retries={"max_attempts": 1}).put_object(
+                        Bucket=bucket, Key="no", Body=b"x"
+                    )
+                assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, drop
+            finally:
+                broken.stop()
+    finally:
+        vault.stop()
