@@ -359,6 +359,7 @@ def test_pass_through_operations(client: Any, raw: Any, bucket: str) -> None:
     client.put_object(Bucket=bucket, Key="a/2", Body=b"two")
     client.head_bucket(Bucket=bucket)
     assert bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]
+    assert "LocationConstraint" in client.get_bucket_location(Bucket=bucket)
     listed = client.list_objects_v2(Bucket=bucket, Prefix="a/")
     assert [o["Key"] for o in listed["Contents"]] == ["a/1", "a/2"]
     client.put_object_tagging(
