@@ -125,8 +125,3 @@ class CachingKeyService:
         while len(self._unwrapped) > self._limits.unwrapped_entries:
             self._unwrapped.popitem(last=False)
         return key
-
-    def forget(self) -> None:
-        """Drop every cached key (e.g. after the proxy loses access to Vault)."""
-        self._current = None
-        self._unwrapped.clear()

@@ -51,15 +51,6 @@ class Piece:
     skip: int  # plaintext bytes to drop from the start of the decrypted segments
     take: int  # plaintext bytes to deliver after that
 
-    @property
-    def segments_stored_length(self) -> int:
-        header = self.stream.header
-        total = 0
-        for i in range(self.first_segment, self.last_segment + 1):
-            total += segment_plaintext_length(i, header.plaintext_length, header.segment_size)
-            total += TAG_SIZE
-        return total
-
 
 @dataclass(frozen=True)
 class ReadPlan:
@@ -145,12 +136,6 @@ class Layout:
             - 1
         )
         return ReadPlan(stored_first, stored_last, tuple(pieces), last - first + 1)
-
-    def stream_at(self, stored_offset: int) -> StreamInfo | None:
-        for s in self.streams:
-            if s.stored_offset == stored_offset:
-                return s
-        return None
 
 
 def _last_segment(header: Header) -> int:
