@@ -191,7 +191,7 @@ class StreamEncryptor:
             out.append(self._seal(view[pos : pos + seg]))
             pos += seg
         self._buffer += view[pos:]
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> bytes:
         if self._received != self._header.plaintext_length:
@@ -277,7 +277,7 @@ class StreamDecryptor:
             self.unused = bytes(view[pos:])
         else:
             self._buffer += view[pos:]
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> None:
         if not self.done:

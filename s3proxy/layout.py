@@ -214,16 +214,21 @@ class PlanDecryptor:
         self.needs_key = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        self._buffer += data
+        pending: bytes | bytearray | memoryview
+        if self._buffer:
+            self._buffer += data
+            pending, self._buffer = self._buffer, bytearray()
+        else:
+            pending = data  # the common case: no copy into a buffer first
         out = []
         while not self.done and self.needs_key is None:
             piece = self._pieces[self._index]
             if self._decryptor is None:
                 if piece.with_header and not self._header_checked:
-                    if len(self._buffer) < HEADER_SIZE:
+                    if len(pending) < HEADER_SIZE:
                         break
-                    found = parse_header(bytes(self._buffer[:HEADER_SIZE]))
-                    del self._buffer[:HEADER_SIZE]
+                    found = parse_header(bytes(pending[:HEADER_SIZE]))
+                    pending = pending[HEADER_SIZE:]
                     if found != piece.stream.header:
                         raise IntegrityError(
                             "A stream header of the stored object changed while it was read."
@@ -231,23 +236,26 @@ class PlanDecryptor:
                 self._header_checked = True
                 self.needs_key = piece.stream.header
                 break
-            plain = self._decryptor.feed(self._buffer)
-            self._buffer = bytearray()
+            plain = self._decryptor.feed(pending)
+            pending = b""
             if plain:
                 cut = min(self._skip, len(plain))
                 self._skip -= cut
-                chunk = plain[cut : cut + self._take]
-                self._take -= len(chunk)
-                out.append(chunk)
+                if cut or self._take < len(plain):
+                    plain = plain[cut : cut + self._take]
+                self._take -= len(plain)
+                out.append(plain)
             if not self._decryptor.done:
                 break
-            self._buffer = bytearray(self._decryptor.unused)
+            pending = self._decryptor.unused
             self._decryptor = None
             self._header_checked = False
             self._index += 1
-        if self.done and self._buffer:
-            raise IntegrityError("The upstream sent more bytes than the read asked for.")
-        return b"".join(out)
+        if pending:
+            if self.done:
+                raise IntegrityError("The upstream sent more bytes than the read asked for.")
+            self._buffer += pending
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> None:
         if not self.done or self._buffer:
