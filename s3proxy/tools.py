@@ -17,7 +17,7 @@ from s3proxy.credentials import CredentialSource, resolve
 from s3proxy.errors import IntegrityError, S3ProxyError
 from s3proxy.format import Header
 from s3proxy.keys import VaultTransit
-from s3proxy.layout import Layout, SequentialDecryptor
+from s3proxy.layout import Layout, SequentialDecryptor, StreamInfo
 from s3proxy.reads import Reader
 from s3proxy.relay import Marker
 from s3proxy.request import Target
@@ -203,14 +203,23 @@ class Rewrapper:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 yield chunk
 
-    def _new_header(self, header: Header, rewrapped: dict[str, str]) -> bytes:
-        return Header(
-            header.segment_size,
-            header.plaintext_length,
-            header.salt,
-            header.nonce_prefix,
-            rewrapped[header.wrapped_key],
+    async def _rewrapped_stream(
+        self, target: Target, etag: str, stream: StreamInfo, rewrapped: dict[str, str]
+    ) -> AsyncIterator[bytes]:
+        """One stream as stored, with only its wrapped key replaced: the new header, then the
+        stored segments copied through unchanged."""
+        old = stream.header
+        yield Header(
+            old.segment_size,
+            old.plaintext_length,
+            old.salt,
+            old.nonce_prefix,
+            rewrapped[old.wrapped_key],
         ).encode()
+        first = stream.stored_offset + HEADER_SIZE
+        last = stream.stored_offset + stream.stored_length - 1
+        async for chunk in self._stream_bytes(target, etag, first, last):
+            yield chunk
 
     async def _rewrite_single(
         self,
@@ -220,17 +229,8 @@ class Rewrapper:
         kept: list[tuple[str, str]],
         etag: str,
     ) -> None:
-        stream = layout.streams[0]
-        header = self._new_header(stream.header, rewrapped)
-
-        async def body() -> AsyncIterator[bytes]:
-            yield header
-            async for chunk in self._stream_bytes(
-                target, etag, HEADER_SIZE, layout.stored_length - 1
-            ):
-                yield chunk
-
-        resp = await self.upstream.send("PUT", target, kept, body(), layout.stored_length)
+        body = self._rewrapped_stream(target, etag, layout.streams[0], rewrapped)
+        resp = await self.upstream.send("PUT", target, kept, body, layout.stored_length)
         async with resp:
             if resp.status != 200:
                 raise S3ProxyError(f"rewriting failed with HTTP {resp.status}: {await resp.text()}")
@@ -257,21 +257,11 @@ class Rewrapper:
         parts = []
         try:
             for number, stream in enumerate(layout.streams, start=1):
-                header = self._new_header(stream.header, rewrapped)
-                start = stream.stored_offset + HEADER_SIZE
-                end = stream.stored_offset + stream.stored_length - 1
-
-                async def body(
-                    h: bytes = header, a: int = start, b: int = end
-                ) -> AsyncIterator[bytes]:
-                    yield h
-                    async for chunk in self._stream_bytes(target, etag, a, b):
-                        yield chunk
-
                 part = Target(
                     target.bucket, target.key, (("partNumber", str(number)), ("uploadId", uid))
                 )
-                resp = await self.upstream.send("PUT", part, [], body(), stream.stored_length)
+                body = self._rewrapped_stream(target, etag, stream, rewrapped)
+                resp = await self.upstream.send("PUT", part, [], body, stream.stored_length)
                 async with resp:
                     if resp.status != 200:
                         raise S3ProxyError(
