@@ -305,3 +305,36 @@ def test_part_number_reads(client: Any, bucket: str) -> None:
     one = client.get_object(Bucket=bucket, Key="single", PartNumber=1)
     assert one["Body"].read() == b"just one part"
     assert one["ContentRange"] == "bytes 0-12/13"
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_memory_stays_bounded_whatever_the_object_size(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """A 192 MiB object up (one PutObject, streamed) and down through a fresh proxy: the proxy's
+    peak resident memory grows by far less than the object."""
+    proxy = start_proxy(workdir, vault, s3)
+    try:
+        client = proxy.client()
+        src = tmp_path / "big"
+        with src.open("wb") as f:
+            for _ in range(192):
+                f.write(os.urandom(MiB))
+        baseline = _peak_rss_mib(proxy.proc.pid)
+        with src.open("rb") as f:
+            client.put_object(Bucket=bucket, Key="big", Body=f)
+        got = client.get_object(Bucket=bucket, Key="big")
+        with (tmp_path / "back").open("wb") as out:
+            for chunk in got["Body"].iter_chunks(MiB):
+                out.write(chunk)
+        grown = _peak_rss_mib(proxy.proc.pid) - baseline
+        assert (tmp_path / "back").stat().st_size == 192 * MiB
+        assert grown < 48, f"proxy peak RSS grew by {grown:.0f} MiB"
+    finally:
+        proxy.stop()
