@@ -21,13 +21,14 @@ from s3proxy.errors import (
     InvalidRequest,
     MissingContentLength,
     NotImplementedByProxy,
+    RangeError,
     S3ProxyError,
     error_document,
 )
 from s3proxy.headers import upstream_request_headers
 from s3proxy.identity import WHOAMI_PATH, Identity
 from s3proxy.keys import KeyService
-from s3proxy.reads import RangeError, Reader
+from s3proxy.reads import Reader
 from s3proxy.relay import READ_CHUNK, Aborted, relay, upstream_bytes
 from s3proxy.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.upstream import Upstream

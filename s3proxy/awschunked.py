@@ -14,7 +14,7 @@ signature at all (it re-signs everything). Trailing checksums are handed to the 
 
 from __future__ import annotations
 
-from s3proxy.errors import IncompleteBody, InvalidRequest
+from s3proxy.errors import IncompleteBody, MalformedChunk
 
 STREAMING_PAYLOADS = frozenset(
     {
@@ -29,11 +29,6 @@ STREAMING_PAYLOADS = frozenset(
 MAX_LINE = 4096
 MAX_TRAILERS = 16 * 1024
 MAX_CHUNK = 1 << 40
-
-
-class MalformedChunk(InvalidRequest):
-    def __init__(self, why: str) -> None:
-        super().__init__(f"Malformed aws-chunked request body: {why}.")
 
 
 class AwsChunkedDecoder:

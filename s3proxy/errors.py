@@ -99,6 +99,37 @@ class CredentialsUnavailable(S3ProxyError):
     code = "ServiceUnavailable"
 
 
+class RangeError(S3ProxyError):
+    status = 416
+    code = "InvalidRange"
+
+    def __init__(self, total: int) -> None:
+        super().__init__("The requested range is not satisfiable")
+        self.total = total
+
+
+class InvalidPartNumber(S3ProxyError):
+    status = 416
+    code = "InvalidPartNumber"
+
+
+class PreconditionChanged(S3ProxyError):
+    """The object changed between two upstream reads of one client request."""
+
+    status = 412
+    code = "PreconditionFailed"
+
+
+class MalformedXML(S3ProxyError):
+    status = 400
+    code = "MalformedXML"
+
+
+class MalformedChunk(InvalidRequest):
+    def __init__(self, why: str) -> None:
+        super().__init__(f"Malformed aws-chunked request body: {why}.")
+
+
 def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
     """An S3 error document, as S3 itself writes it."""
     return (

@@ -18,8 +18,11 @@ from s3proxy.errors import (
     AccessDeniedByProxy,
     IntegrityError,
     InvalidArgument,
+    InvalidPartNumber,
     InvalidRequest,
     NotImplementedByProxy,
+    PreconditionChanged,
+    RangeError,
     S3ProxyError,
 )
 from s3proxy.format import Header, parse_header
@@ -61,27 +64,6 @@ LAYOUT_CACHE_ENTRIES = 4096
 SIZE_CACHE_ENTRIES = 65536
 HEADER_FETCH_CONCURRENCY = 16
 LIST_PROBE_CONCURRENCY = 32
-
-
-class RangeError(S3ProxyError):
-    status = 416
-    code = "InvalidRange"
-
-    def __init__(self, total: int) -> None:
-        super().__init__("The requested range is not satisfiable")
-        self.total = total
-
-
-class InvalidPartNumber(S3ProxyError):
-    status = 416
-    code = "InvalidPartNumber"
-
-
-class PreconditionChanged(S3ProxyError):
-    """The object changed between two upstream reads of one client request."""
-
-    status = 412
-    code = "PreconditionFailed"
 
 
 CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content

@@ -10,17 +10,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from s3proxy.errors import S3ProxyError
+from s3proxy.errors import MalformedXML
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _CHECKSUM_ELEMENTS = frozenset(
     {"ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256"}
 )
-
-
-class MalformedXML(S3ProxyError):
-    status = 400
-    code = "MalformedXML"
 
 
 def _local(tag: str) -> str:
