@@ -23,9 +23,9 @@ from typing import Any
 
 import boto3
 
+from s3proxy.core.format import StreamDecryptor, StreamEncryptor, parse_header
+from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.devstack import clean_env, free_port, peers, proxy_env, wait_for
-from s3proxy.format import StreamDecryptor, StreamEncryptor, parse_header
-from s3proxy.sizes import HEADER_SIZE
 
 MiB = 1024 * 1024
 

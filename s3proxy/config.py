@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from s3proxy.credentials import CredentialSettings
-from s3proxy.keycache import CacheLimits
-from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
-from s3proxy.vaultauth import METHODS, VaultAuthSettings
+from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
+from s3proxy.keys.cache import CacheLimits
+from s3proxy.keys.vaultauth import METHODS, VaultAuthSettings
+from s3proxy.upstream.credentials import CredentialSettings
 
 
 class ConfigError(Exception):

@@ -336,8 +336,8 @@ def peers(workdir: Path) -> Iterator[tuple[Vault, S3Server]]:
 
 def run_dev(port: int = 8190, bucket: str = "demo") -> int:
     """``s3proxy dev``: local S3 and Vault, the proxy in front, until Ctrl-C."""
-    from s3proxy.cli import run_proxy, setup_logging
     from s3proxy.config import load
+    from s3proxy.serve import run_proxy, setup_logging
 
     workdir = Path(tempfile.mkdtemp(prefix="s3proxy-dev-"))
     print("s3proxy dev: starting OpenBao and moto on 127.0.0.1 ...", flush=True)

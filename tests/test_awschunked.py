@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3proxy.awschunked import AwsChunkedDecoder
-from s3proxy.errors import IncompleteBody, MalformedChunk
+from s3proxy.core.awschunked import AwsChunkedDecoder
+from s3proxy.core.errors import IncompleteBody, MalformedChunk
 
 SIG = "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"
 ECDSA_SIG = "3045022100" + "ab" * 32 + "022037" + "cd" * 31

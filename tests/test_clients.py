@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
 from s3proxy.devstack import clean_env
-from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
 from tests.conftest import ProxyProcess
 from tests.test_awschunked import ECDSA_SIG, SIG, encode
 

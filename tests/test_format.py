@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3proxy.errors import IncompleteBody, IntegrityError
-from s3proxy.format import (
+from s3proxy.core.errors import IncompleteBody, IntegrityError
+from s3proxy.core.format import (
     Header,
     StreamDecryptor,
     StreamEncryptor,
@@ -21,7 +21,7 @@ from s3proxy.format import (
     parse_header,
     seal,
 )
-from s3proxy.sizes import HEADER_SIZE, TAG_SIZE, ciphertext_length, span_for_range
+from s3proxy.core.sizes import HEADER_SIZE, TAG_SIZE, ciphertext_length, span_for_range
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "format-v1.json").read_text())["vectors"]
 KEY = bytes(range(32))

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from s3proxy.core.format import parse_header
+from s3proxy.core.layout import Layout
+from s3proxy.core.sizes import HEADER_SIZE, ciphertext_length
 from s3proxy.devstack import S3Server, Vault, proxy_env, start_vault
-from s3proxy.format import parse_header
-from s3proxy.layout import Layout
-from s3proxy.sizes import HEADER_SIZE, ciphertext_length
 from tests.conftest import start_proxy, upload_multipart
 
 MiB = 1024 * 1024

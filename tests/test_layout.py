@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3proxy.errors import IntegrityError
-from s3proxy.format import Header, parse_header, seal
-from s3proxy.layout import (
+from s3proxy.core.errors import IntegrityError
+from s3proxy.core.format import Header, parse_header, seal
+from s3proxy.core.layout import (
     Discovery,
     Layout,
     PlanDecryptor,
@@ -19,7 +19,7 @@ from s3proxy.layout import (
     SequentialDecryptor,
     discover,
 )
-from s3proxy.sizes import HEADER_SIZE
+from s3proxy.core.sizes import HEADER_SIZE
 
 KEYS = {f"vault:v1:key{i}": os.urandom(32) for i in range(4)}
 

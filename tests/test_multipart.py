@@ -13,9 +13,9 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from s3proxy.core.format import parse_header
+from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, ciphertext_length
 from s3proxy.devstack import S3Server, Vault
-from s3proxy.format import parse_header
-from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, ciphertext_length
 from tests.conftest import ProxyProcess, aws_cli, cli_env, start_proxy, upload_multipart
 
 MiB = 1024 * 1024

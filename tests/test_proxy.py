@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from s3proxy.core.format import parse_header
+from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
 from s3proxy.devstack import S3Server, Vault, start_vault
-from s3proxy.format import parse_header
-from s3proxy.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
 from tests.conftest import ProxyProcess, aws_cli, cli_env, start_proxy
 
 S = DEFAULT_SEGMENT_SIZE

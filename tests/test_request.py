@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from s3proxy.errors import InvalidRequest, NotImplementedByProxy
-from s3proxy.headers import client_response_headers, upstream_request_headers
-from s3proxy.request import Action, Target, classify, parse_target
+from s3proxy.core.errors import InvalidRequest, NotImplementedByProxy
+from s3proxy.core.headers import client_response_headers, upstream_request_headers
+from s3proxy.core.request import Action, Target, classify, parse_target
 
 SUFFIXES = ("localhost",)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s3proxy.sizes import (
+from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
     RangeNotSatisfiable,

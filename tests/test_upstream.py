@@ -15,10 +15,10 @@ import botocore.session
 import pytest
 from botocore.config import Config as BotoConfig
 
-from s3proxy.credentials import CredentialSource
-from s3proxy.headers import upstream_request_headers
-from s3proxy.request import Target, parse_target
-from s3proxy.upstream import EMPTY_SHA256, Upstream
+from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.request import Target, parse_target
+from s3proxy.upstream.client import EMPTY_SHA256, Upstream
+from s3proxy.upstream.credentials import CredentialSource
 
 
 class _Recorder:

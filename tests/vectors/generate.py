@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from s3proxy.format import Header, derive_stream_key, seal
+from s3proxy.core.format import Header, derive_stream_key, seal
 
 DATA_KEY = bytes(range(32))
 SALT = bytes(range(0xA0, 0xB0))

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from s3proxy import __version__
 from s3proxy.config import Config
-from s3proxy.credentials import CredentialSource, caller_identity
-from s3proxy.vaultauth import VaultAuth
+from s3proxy.keys.vaultauth import VaultAuth
+from s3proxy.upstream.credentials import CredentialSource, caller_identity
 
 log = logging.getLogger("s3proxy")
 

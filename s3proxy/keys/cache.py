@@ -17,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from s3proxy.errors import KeyServiceUnavailable
-from s3proxy.keys import DataKey, KeyService
+from s3proxy.core.errors import KeyServiceUnavailable
+from s3proxy.keys.transit import DataKey, KeyService
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 
-from s3proxy.errors import CredentialsUnavailable
+from s3proxy.core.errors import CredentialsUnavailable
 
-log = logging.getLogger("s3proxy.credentials")
+log = logging.getLogger("s3proxy.upstream.credentials")
 
 # Refresh this long before expiry at the most (botocore refreshes within 15 minutes of expiry),
 # and at half the remaining lifetime for short-lived credentials, leaving room for retries.

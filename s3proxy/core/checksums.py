@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from awscrt import checksums as crt
 
-from s3proxy.errors import BadDigest, InvalidDigest, InvalidRequest
+from s3proxy.core.errors import BadDigest, InvalidDigest, InvalidRequest
 
 
 class _Crc:

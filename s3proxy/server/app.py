@@ -1,6 +1,6 @@
 """The HTTP shell: an aiohttp application that applies the pure core to real requests.
 
-Per request: parse and classify (s3proxy.request), then hand over to the writer (encrypting
+Per request: parse and classify (s3proxy.core.request), then hand over to the writer (encrypting
 uploads), the reader (decrypting downloads) or pass the request through with the proxy's own
 signature. Every :class:`S3ProxyError` becomes an S3 error document here, and only here.
 """
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.errors import (
+from s3proxy.core.errors import (
     IncompleteBody,
     IntegrityError,
     InvalidRequest,
@@ -25,14 +25,14 @@ from s3proxy.errors import (
     S3ProxyError,
     error_document,
 )
-from s3proxy.headers import upstream_request_headers
-from s3proxy.identity import WHOAMI_PATH, Identity
-from s3proxy.keys import KeyService
-from s3proxy.reads import Reader
-from s3proxy.relay import READ_CHUNK, Aborted, relay, upstream_bytes
-from s3proxy.request import Action, Target, classify, parse_target, virtual_host_bucket
-from s3proxy.upstream import Upstream
-from s3proxy.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
+from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
+from s3proxy.keys.transit import KeyService
+from s3proxy.server.identity import WHOAMI_PATH, Identity
+from s3proxy.server.reads import Reader
+from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
+from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
+from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.errors import (
+from s3proxy.core.errors import (
     AccessDeniedByProxy,
     IntegrityError,
     InvalidArgument,
@@ -25,11 +25,30 @@ from s3proxy.errors import (
     RangeError,
     S3ProxyError,
 )
-from s3proxy.format import Header, parse_header
-from s3proxy.headers import Headers, client_response_headers, get_header, upstream_request_headers
-from s3proxy.keys import KeyService
-from s3proxy.layout import Discovery, Layout, PlanDecryptor, ReadPlan, discover
-from s3proxy.relay import (
+from s3proxy.core.format import Header, parse_header
+from s3proxy.core.headers import (
+    Headers,
+    client_response_headers,
+    get_header,
+    upstream_request_headers,
+)
+from s3proxy.core.layout import Discovery, Layout, PlanDecryptor, ReadPlan, discover
+from s3proxy.core.request import Target
+from s3proxy.core.s3xml import (
+    ListedObject,
+    listed_objects,
+    rewrite_listed_sizes,
+    rewrite_part_sizes,
+)
+from s3proxy.core.sizes import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    RangeNotSatisfiable,
+    parse_range,
+    plaintext_length,
+)
+from s3proxy.keys.transit import KeyService
+from s3proxy.server.relay import (
     READ_CHUNK,
     Aborted,
     Marker,
@@ -41,21 +60,7 @@ from s3proxy.relay import (
     relay,
     relay_body,
 )
-from s3proxy.request import Target
-from s3proxy.s3xml import (
-    ListedObject,
-    listed_objects,
-    rewrite_listed_sizes,
-    rewrite_part_sizes,
-)
-from s3proxy.sizes import (
-    HEADER_SIZE,
-    TAG_SIZE,
-    RangeNotSatisfiable,
-    parse_range,
-    plaintext_length,
-)
-from s3proxy.upstream import Upstream
+from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 V = TypeVar("V")

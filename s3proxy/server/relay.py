@@ -9,8 +9,8 @@ from contextvars import ContextVar
 import aiohttp
 from aiohttp import web
 
-from s3proxy.errors import IntegrityError
-from s3proxy.headers import (
+from s3proxy.core.errors import IntegrityError
+from s3proxy.core.headers import (
     CHECKSUM_METADATA,
     MARKER_HEADER,
     Headers,

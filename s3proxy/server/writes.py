@@ -10,29 +10,29 @@ from urllib.parse import unquote
 import aiohttp
 from aiohttp import web
 
-from s3proxy.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
-from s3proxy.checksums import CHECKSUM_ALGORITHMS, verifier_for
 from s3proxy.config import Config
-from s3proxy.errors import (
+from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
+from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, verifier_for
+from s3proxy.core.errors import (
     IncompleteBody,
     InvalidArgument,
     MissingContentLength,
     NotImplementedByProxy,
     S3ProxyError,
 )
-from s3proxy.format import StreamEncryptor
-from s3proxy.headers import (
+from s3proxy.core.format import StreamEncryptor
+from s3proxy.core.headers import (
     CHECKSUM_METADATA,
     MARKER_HEADER,
     marker_value,
     upstream_request_headers,
 )
-from s3proxy.keys import KeyService
-from s3proxy.relay import READ_CHUNK, Marker, relay, relay_body
-from s3proxy.request import Target, parse_target
-from s3proxy.s3xml import strip_part_checksums
-from s3proxy.sizes import ciphertext_length
-from s3proxy.upstream import Upstream
+from s3proxy.core.request import Target, parse_target
+from s3proxy.core.s3xml import strip_part_checksums
+from s3proxy.core.sizes import ciphertext_length
+from s3proxy.keys.transit import KeyService
+from s3proxy.server.relay import READ_CHUNK, Marker, relay, relay_body
+from s3proxy.upstream.client import Upstream
 
 COMPLETE_BODY_LIMIT = 8 * 1024 * 1024
 

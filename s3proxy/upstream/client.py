@@ -1,7 +1,7 @@
 """The upstream side: the proxy's own credentials, SigV4 signing with botocore, and sending.
 
 Requests always go to the configured endpoint, path-style; the caller hands over a
-:class:`~s3proxy.request.Target`, never a URL.
+:class:`~s3proxy.core.request.Target`, never a URL.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from yarl import URL
 
-from s3proxy.credentials import CredentialSource
-from s3proxy.errors import UpstreamUnavailable
-from s3proxy.headers import Headers
-from s3proxy.request import Target
+from s3proxy.core.errors import UpstreamUnavailable
+from s3proxy.core.headers import Headers
+from s3proxy.core.request import Target
+from s3proxy.upstream.credentials import CredentialSource
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from s3proxy.errors import InvalidRequest, NotImplementedByProxy
+from s3proxy.core.errors import InvalidRequest, NotImplementedByProxy
 
 # The workload's own signing travels in these query parameters (SigV4 and SigV2 presigning).
 PRESIGN_PARAMS = frozenset(

@@ -14,7 +14,7 @@ signature at all (it re-signs everything). Trailing checksums are handed to the 
 
 from __future__ import annotations
 
-from s3proxy.errors import IncompleteBody, MalformedChunk
+from s3proxy.core.errors import IncompleteBody, MalformedChunk
 
 STREAMING_PAYLOADS = frozenset(
     {

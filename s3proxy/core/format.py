@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from s3proxy.errors import IncompleteBody, IntegrityError
-from s3proxy.sizes import (
+from s3proxy.core.errors import IncompleteBody, IntegrityError
+from s3proxy.core.sizes import (
     DEFAULT_SEGMENT_SIZE,
     HEADER_SIZE,
     MAX_SEGMENT_SIZE,

@@ -19,8 +19,8 @@ import hvac
 import hvac.exceptions
 import requests
 
-from s3proxy.errors import IntegrityError, KeyServiceUnavailable
-from s3proxy.vaultauth import VaultAuth, VaultAuthSettings
+from s3proxy.core.errors import IntegrityError, KeyServiceUnavailable
+from s3proxy.keys.vaultauth import VaultAuth, VaultAuthSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,35 +13,23 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from s3proxy.config import Config
-from s3proxy.credentials import CredentialSource, resolve
-from s3proxy.errors import IntegrityError, S3ProxyError
-from s3proxy.format import Header
-from s3proxy.keys import VaultTransit
-from s3proxy.layout import Layout, SequentialDecryptor, StreamInfo
-from s3proxy.reads import Reader
-from s3proxy.relay import Marker
-from s3proxy.request import Target
-from s3proxy.s3xml import listed_objects
-from s3proxy.sizes import HEADER_SIZE
-from s3proxy.upstream import Upstream
+from s3proxy.core.errors import IntegrityError, S3ProxyError
+from s3proxy.core.format import Header
+from s3proxy.core.layout import Layout, SequentialDecryptor, StreamInfo
+from s3proxy.core.request import Target
+from s3proxy.core.s3xml import listed_objects
+from s3proxy.core.sizes import HEADER_SIZE
+from s3proxy.keys.transit import VaultTransit
+from s3proxy.serve import vault_from
+from s3proxy.server.reads import Reader
+from s3proxy.server.relay import Marker
+from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.credentials import CredentialSource, resolve
 
-log = logging.getLogger("s3proxy.tools")
+log = logging.getLogger("s3proxy.ops.tools")
 
 CHUNK = 1024 * 1024
 _VERSION = re.compile(r"^vault:v(\d+):")
-
-
-def vault_from(config: Config) -> VaultTransit:
-    return VaultTransit(
-        config.vault_addr,
-        config.vault_auth,
-        config.transit_key,
-        config.transit_mount,
-        cacert=config.vault_cacert,
-        client_cert=config.vault_client_cert,
-        namespace=config.vault_namespace,
-        timeout=config.vault_timeout,
-    )
 
 
 async def _login(vault: VaultTransit) -> None:

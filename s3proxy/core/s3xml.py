@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from s3proxy.errors import MalformedXML
+from s3proxy.core.errors import MalformedXML
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _CHECKSUM_ELEMENTS = frozenset(

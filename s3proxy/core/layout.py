@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
-from s3proxy.errors import IntegrityError
-from s3proxy.format import Header, StreamDecryptor, parse_header
-from s3proxy.sizes import (
+from s3proxy.core.errors import IntegrityError
+from s3proxy.core.format import Header, StreamDecryptor, parse_header
+from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
     ciphertext_length,

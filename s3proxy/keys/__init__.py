@@ -1,0 +1,1 @@
+"""Keys: Vault authentication, Transit data keys, and the data-key caches."""

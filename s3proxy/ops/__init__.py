@@ -1,0 +1,1 @@
+"""Operator commands: break-glass decryption and rewrapping after key rotation."""

@@ -1,0 +1,1 @@
+"""The aiohttp shell: the application, the read and write handlers, relaying, whoami."""
