@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint install-dev install-test
+.PHONY: dev test lint install-dev install-test system-deps conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,20 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	cd tests/js && npm ci --silent --no-audit --no-fund
 	touch $@
 
-test: lint tests/js/node_modules/.installed
+# Debian programs the tests drive (tests/test_backup_tools.py); installed only when missing.
+SYSTEM_DEPS := rclone s3cmd
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+test: lint tests/js/node_modules/.installed system-deps
 	$(BIN)/pytest
+
+# ceph/s3-tests directly against moto and through the proxy; writes docs/compatibility.md.
+# Not part of `make test`: make conformance S3TESTS_DIR=/path/to/s3-tests
+conformance: $(VENV)/.installed-dev
+	$(BIN)/python bench/conformance.py

@@ -175,9 +175,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "S3PROXY_LIST_SIZES",
         "--list-sizes",
-        "'exact' reports plaintext sizes in listings (one HEAD per object, cached); "
-        "'stored' reports stored sizes with no extra requests",
+        "'exact' reports plaintext sizes and ETags in listings (two small reads per object "
+        "not seen before, cached); 'stored' reports stored values with no extra requests",
         "exact",
+    ),
+    Setting(
+        "S3PROXY_UPSTREAM_CHECKSUM",
+        "--upstream-checksum",
+        "checksum of the bytes sent with every upload, in an aws-chunked trailer the upstream "
+        "verifies: crc32, crc32c or crc64nvme; 'off' for upstreams that refuse it (GCS)",
+        "crc32",
     ),
     Setting("S3PROXY_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO"),
 )
@@ -203,6 +210,7 @@ class Config:
     allow_unencrypted: bool
     segment_size: int
     exact_list_sizes: bool
+    upstream_checksum: str | None  # algorithm of the trailing checksum sent upstream
     log_level: str
     credentials: CredentialSettings
     s3_ca_bundle: str | None
@@ -290,6 +298,12 @@ def load(
     list_sizes = _require(values, "S3PROXY_LIST_SIZES").lower()
     if list_sizes not in ("exact", "stored"):
         raise ConfigError(f"S3PROXY_LIST_SIZES must be exact or stored, got {list_sizes!r}")
+    upstream_checksum = _require(values, "S3PROXY_UPSTREAM_CHECKSUM").lower()
+    if upstream_checksum not in ("crc32", "crc32c", "crc64nvme", "off"):
+        raise ConfigError(
+            "S3PROXY_UPSTREAM_CHECKSUM must be crc32, crc32c, crc64nvme or off, "
+            f"got {upstream_checksum!r}"
+        )
     level = _require(values, "S3PROXY_LOG_LEVEL").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"S3PROXY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -345,6 +359,7 @@ def load(
         allow_unencrypted=unencrypted == "allow",
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
+        upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,

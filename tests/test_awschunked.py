@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3proxy.core.awschunked import AwsChunkedDecoder
+from s3proxy.core.checksums import new_hasher
 from s3proxy.core.errors import IncompleteBody, MalformedChunk
+from s3proxy.core.trailing import TrailingChecksumFramer, encoded_length
 
 SIG = "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"
 ECDSA_SIG = "3045022100" + "ab" * 32 + "022037" + "cd" * 31
@@ -108,3 +112,44 @@ def test_decoded_length_is_enforced() -> None:
         decode(body, 100, decoded_length=12)
     with pytest.raises(MalformedChunk):
         decode(body, 100, decoded_length=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(0, 3000),
+    chunk=st.integers(1, 700),
+    pieces=st.lists(st.integers(1, 900), min_size=1, max_size=6),
+    algorithm=st.sampled_from(["crc32", "crc32c", "crc64nvme"]),
+)
+def test_the_upstream_framing_decodes_to_the_body_and_its_checksum(
+    size: int, chunk: int, pieces: list[int], algorithm: str
+) -> None:
+    body = bytes(i % 253 for i in range(size))
+    framer = TrailingChecksumFramer(algorithm, size, chunk)
+    out, pos, i = [], 0, 0
+    while pos < size:
+        n = pieces[i % len(pieces)]
+        out.append(framer.frame(body[pos : pos + n]))
+        pos, i = pos + n, i + 1
+    out.append(framer.finish())
+    framed = b"".join(out)
+    assert len(framed) == framer.length == encoded_length(size, algorithm, chunk)
+    decoder = AwsChunkedDecoder(size)
+    assert decoder.feed(framed) == body
+    decoder.finish()
+    hasher = new_hasher(algorithm)
+    hasher.update(body)
+    expected = base64.b64encode(hasher.digest()).decode()
+    assert decoder.trailers == {f"x-amz-checksum-{algorithm}": expected}
+    # Every chunk but the last has the fixed size.
+    sizes = [int(line.split(b"\r\n")[0], 16) for line in framed.split(b"\r\n")[0:1]]
+    assert not size or sizes[0] == min(chunk, size)
+
+
+def test_the_upstream_framing_refuses_a_body_of_another_length() -> None:
+    framer = TrailingChecksumFramer("crc32", 10)
+    with pytest.raises(ValueError):
+        framer.frame(b"x" * 11)
+    framer.frame(b"x" * 9)
+    with pytest.raises(ValueError):
+        framer.finish()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,42 +19,84 @@ from s3proxy.core.format import (
     StreamDecryptor,
     StreamEncryptor,
     derive_stream_key,
+    name_binding,
     open_sealed,
+    open_trailer,
     parse_header,
     seal,
 )
-from s3proxy.core.sizes import HEADER_SIZE, TAG_SIZE, ciphertext_length, span_for_range
+from s3proxy.core.sizes import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    TRAILER_SIZE,
+    ciphertext_length,
+    span_for_range,
+)
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "format-v1.json").read_text())["vectors"]
+VECTOR_DIR = Path(__file__).parent / "vectors"
+VECTORS_V1 = json.loads((VECTOR_DIR / "format-v1.json").read_text())["vectors"]
+VECTORS_V2 = json.loads((VECTOR_DIR / "format-v2.json").read_text())["vectors"]
+VECTORS = [(1, v) for v in VECTORS_V1] + [(2, v) for v in VECTORS_V2]
+IDS = [f"v{n}-{v['name']}" for n, v in VECTORS]
 KEY = bytes(range(32))
 WRAPPED = "vault:v1:c29tZSB3cmFwcGVkIGtleQ=="
 
 
-@pytest.mark.parametrize("v", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_stored_vectors_still_read(v: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("version", "v"), VECTORS, ids=IDS)
+def test_stored_vectors_still_read(version: int, v: dict[str, Any]) -> None:
     stream = bytes.fromhex(v["stream"])
     header = parse_header(stream)
+    assert header.version == version
     assert header.wrapped_key == v["wrapped_key"]
     assert header.segment_size == v["segment_size"]
     assert derive_stream_key(bytes.fromhex(v["data_key"]), header).hex() == v["stream_key"]
     assert open_sealed(stream, bytes.fromhex(v["data_key"])) == bytes.fromhex(v["plaintext"])
+    if version >= 2:
+        sealed = stream[-TRAILER_SIZE:]
+        trailer = open_trailer(bytes.fromhex(v["data_key"]), header, sealed)
+        assert trailer.md5.hex() == v["md5"]
+        assert trailer.checksum_algorithm == v.get("checksum_algorithm")
+        assert trailer.checksum.hex() == v.get("checksum", "")
+        if "bucket" in v:
+            assert header.name_bound and header.name_binding == name_binding(v["bucket"], v["key"])
 
 
-@pytest.mark.parametrize("v", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_stored_vectors_are_what_this_release_writes(v: dict[str, Any]) -> None:
-    stream = seal(
+@pytest.mark.parametrize(("version", "v"), VECTORS, ids=IDS)
+def test_stored_vectors_are_what_this_release_writes(version: int, v: dict[str, Any]) -> None:
+    binding = name_binding(v["bucket"], v["key"]) if "bucket" in v else None
+    enc = StreamEncryptor(
         bytes.fromhex(v["data_key"]),
         v["wrapped_key"],
-        bytes.fromhex(v["plaintext"]),
+        len(bytes.fromhex(v["plaintext"])),
         v["segment_size"],
         salt=bytes.fromhex(v["salt"]),
         nonce_prefix=bytes.fromhex(v["nonce_prefix"]),
+        version=version,
+        binding=binding,
     )
-    assert stream.hex() == v["stream"]
+    body = enc.feed(bytes.fromhex(v["plaintext"]))
+    checksum = v.get("checksum_algorithm")
+    tail = enc.finish(checksum, bytes.fromhex(v["checksum"])) if checksum else enc.finish()
+    assert (enc.header + body + tail).hex() == v["stream"]
+
+
+def test_v2_header_and_trailer_layout_is_as_documented() -> None:
+    v = next(v for v in VECTORS_V2 if v["name"] == "bound to its name")
+    stream = bytes.fromhex(v["stream"])
+    assert stream[0:4] == b"S3PE" and stream[4] == 2 and stream[5] == 1
+    assert int.from_bytes(stream[8:12], "big") == 65536
+    assert int.from_bytes(stream[12:20], "big") == 12
+    assert stream[20:36].hex() == v["salt"] and stream[36:43].hex() == v["nonce_prefix"]
+    assert stream[43] == 1  # flags: bound to its name
+    assert stream[44:60] == name_binding("b", "k/1")
+    n = int.from_bytes(stream[60:62], "big")
+    assert stream[62 : 62 + n].decode() == v["wrapped_key"]
+    assert not any(stream[62 + n : HEADER_SIZE])
+    assert len(stream) == ciphertext_length(12, 65536, 2) == HEADER_SIZE + 12 + 16 + 80
 
 
 def test_header_layout_is_as_documented() -> None:
-    v = next(v for v in VECTORS if v["name"] == "hello")
+    v = next(v for v in VECTORS_V1 if v["name"] == "hello")
     stream = bytes.fromhex(v["stream"])
     assert stream[0:4] == b"S3PE"
     assert stream[4] == 1 and stream[5] == 1
@@ -64,7 +108,7 @@ def test_header_layout_is_as_documented() -> None:
     n = int.from_bytes(stream[44:46], "big")
     assert stream[46 : 46 + n].decode() == v["wrapped_key"]
     assert not any(stream[46 + n : HEADER_SIZE])
-    assert len(stream) == ciphertext_length(12, 65536)
+    assert len(stream) == ciphertext_length(12, 65536, 1)
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,7 +127,7 @@ def test_any_size_and_chunking_round_trips(plaintext: bytes, seg: int, chunks: l
         pos, i = pos + n, i + 1
     out.append(enc.finish())
     stream = b"".join(out)
-    assert len(stream) == ciphertext_length(len(plaintext), seg)
+    assert len(stream) == ciphertext_length(len(plaintext), seg, 2)
     header = parse_header(stream[:HEADER_SIZE])
     dec = StreamDecryptor(header, KEY)
     got = []
@@ -92,6 +136,8 @@ def test_any_size_and_chunking_round_trips(plaintext: bytes, seg: int, chunks: l
         got.append(dec.feed(body[start : start + chunks[0]]))
     dec.finish()
     assert b"".join(got) == plaintext and dec.unused == b""
+    assert dec.trailer is not None and dec.trailer.md5 == hashlib.md5(plaintext).digest()
+    assert enc.md5 == hashlib.md5(plaintext).digest()
 
 
 @settings(max_examples=200, deadline=None)
@@ -103,18 +149,22 @@ def test_ranges_decrypt_from_only_their_segments(data: st.DataObject, seg: int, 
     last = data.draw(st.integers(first, size - 1))
     span = span_for_range(first, last, size, seg)
     dec = StreamDecryptor(parse_header(stream), KEY, span.first_segment, span.last_segment)
-    out = dec.feed(stream[span.ciphertext_start : span.ciphertext_end + 1])
+    end = span.ciphertext_end + 1
+    if span.last_segment == (size - 1) // seg:
+        end += TRAILER_SIZE  # a read to the end of a v2 stream takes its trailer too
+    out = dec.feed(stream[span.ciphertext_start : end])
     dec.finish()
     assert out[span.skip : span.skip + span.length] == plaintext[first : last + 1]
 
 
-def _sealed(n: int = 100, seg: int = 16) -> tuple[bytes, bytes]:
+def _sealed(n: int = 100, seg: int = 16, version: int = 2) -> tuple[bytes, bytes]:
     plaintext = bytes(i % 256 for i in range(n))
-    return plaintext, seal(KEY, WRAPPED, plaintext, seg)
+    return plaintext, seal(KEY, WRAPPED, plaintext, seg, version=version)
 
 
-def test_every_bit_flip_is_detected_or_changes_the_wrapped_key() -> None:
-    _, stream = _sealed(50, 16)
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_bit_flip_is_detected_or_changes_the_wrapped_key(version: int) -> None:
+    _, stream = _sealed(50, 16, version)
     for pos in range(len(stream)):
         for bit in (0x01, 0x80):
             tampered = bytearray(stream)
@@ -130,17 +180,20 @@ def test_every_bit_flip_is_detected_or_changes_the_wrapped_key() -> None:
                 open_sealed(bytes(tampered), KEY)
 
 
-def test_every_truncation_is_detected() -> None:
-    _, stream = _sealed(70, 16)
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_truncation_is_detected(version: int) -> None:
+    _, stream = _sealed(70, 16, version)
     for n in range(len(stream)):
         with pytest.raises(IntegrityError):
             open_sealed(stream[:n], KEY)
 
 
-def test_removed_reordered_and_duplicated_segments_are_detected() -> None:
-    _, stream = _sealed(64, 16)  # four full segments
+@pytest.mark.parametrize("version", [1, 2])
+def test_removed_reordered_and_duplicated_segments_are_detected(version: int) -> None:
+    _, stream = _sealed(64, 16, version)  # four full segments
     seg = 16 + TAG_SIZE
-    head, body = stream[:HEADER_SIZE], stream[HEADER_SIZE:]
+    trailer = stream[len(stream) - TRAILER_SIZE :] if version == 2 else b""
+    head, body = stream[:HEADER_SIZE], stream[HEADER_SIZE : len(stream) - len(trailer)]
     segs = [body[i : i + seg] for i in range(0, len(body), seg)]
     assert len(segs) == 4
     variants = [
@@ -152,7 +205,7 @@ def test_removed_reordered_and_duplicated_segments_are_detected() -> None:
     ]
     for v in variants:
         with pytest.raises(IntegrityError):
-            open_sealed(head + b"".join(v), KEY)
+            open_sealed(head + b"".join(v) + trailer, KEY)
 
 
 def test_headers_do_not_move_between_streams_even_with_the_same_data_key() -> None:
@@ -196,15 +249,60 @@ def test_encryptor_enforces_the_declared_length() -> None:
 def test_encryptor_withholds_the_last_segment_until_finish() -> None:
     enc = StreamEncryptor(KEY, WRAPPED, 32, 16)
     assert len(enc.feed(b"y" * 32)) == 16 + TAG_SIZE  # only the first of two segments
-    assert len(enc.finish()) == 16 + TAG_SIZE
+    assert len(enc.finish()) == 16 + TAG_SIZE + TRAILER_SIZE  # the last segment and the trailer
 
 
 def test_unknown_versions_and_bad_fields_are_rejected() -> None:
-    _, stream = _sealed(10, 16)
-    for pos, value in [(4, 2), (5, 9), (6, 0), (43, 1)]:
+    _, stream = _sealed(10, 16, 1)
+    for pos, value in [(4, 3), (4, 0), (5, 9), (6, 0), (43, 1)]:
         tampered = bytearray(stream)
         tampered[pos] = value
         with pytest.raises(IntegrityError):
             parse_header(bytes(tampered))
     with pytest.raises(IntegrityError):
         parse_header(stream[:100])
+
+
+def test_v2_bad_flags_and_stray_bindings_are_rejected() -> None:
+    _, stream = _sealed(10, 16, 2)
+    for pos, value in [(4, 3), (43, 2), (43, 0x81), (50, 1)]:
+        tampered = bytearray(stream)
+        tampered[pos] = value
+        with pytest.raises(IntegrityError):
+            parse_header(bytes(tampered))
+
+
+def test_v2_trailer_records_md5_and_checksum_and_is_authenticated() -> None:
+    plaintext = b"the plaintext" * 10
+    crc = zlib.crc32(plaintext).to_bytes(4, "big")
+    a = seal(KEY, WRAPPED, plaintext, 16, checksum_algorithm="crc32", checksum=crc)
+    b = seal(KEY, WRAPPED, b"other", 16)
+    header = parse_header(a)
+    trailer = open_trailer(KEY, header, a[-TRAILER_SIZE:])
+    assert trailer.md5 == hashlib.md5(plaintext).digest()
+    assert (trailer.checksum_algorithm, trailer.checksum) == ("crc32", crc)
+    with pytest.raises(IntegrityError):  # another stream's trailer
+        open_trailer(KEY, header, b[-TRAILER_SIZE:])
+    with pytest.raises(IntegrityError):  # the stream without its trailer
+        open_sealed(a[:-TRAILER_SIZE], KEY)
+    with pytest.raises(IntegrityError):  # another stream's trailer in place of its own
+        open_sealed(a[:-TRAILER_SIZE] + b[-TRAILER_SIZE:], KEY)
+    flipped = bytearray(a)
+    flipped[-30] ^= 1
+    with pytest.raises(IntegrityError):
+        open_trailer(KEY, header, bytes(flipped[-TRAILER_SIZE:]))
+
+
+def test_a_ranged_read_to_the_end_authenticates_the_trailer() -> None:
+    plaintext = os.urandom(100)
+    stream = seal(KEY, WRAPPED, plaintext, 16)
+    header = parse_header(stream)
+    dec = StreamDecryptor(header, KEY, 3, 6)
+    start = HEADER_SIZE + 3 * (16 + TAG_SIZE)
+    out = dec.feed(stream[start:])
+    dec.finish()
+    assert out == plaintext[48:] and dec.trailer is not None and dec.unused == b""
+    dec = StreamDecryptor(header, KEY, 3, 5)  # not to the end: no trailer
+    dec.feed(stream[start : start + 3 * (16 + TAG_SIZE)])
+    dec.finish()
+    assert dec.trailer is None

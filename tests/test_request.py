@@ -107,7 +107,15 @@ def _classify(method: str, raw: str, headers: dict[str, str] | None = None) -> A
             {"x-amz-copy-source": "b/o"},
             Action.UPLOAD_PART_COPY,
         ),
+        (
+            "PUT",
+            "/b1/k?partNumber=1&uploadId=u",
+            {"x-amz-copy-source": "b/o", "x-amz-copy-source-range": "bytes=0-9"},
+            Action.UPLOAD_PART_COPY,
+        ),
         ("POST", "/b1/k?uploadId=u", {}, Action.COMPLETE_MULTIPART),
+        ("GET", "/b1/k?attributes", {}, Action.GET_ATTRIBUTES),
+        ("GET", "/b1/k?attributes&versionId=v", {}, Action.GET_ATTRIBUTES),
         ("GET", "/b1/k?uploadId=u", {}, Action.LIST_PARTS),
         ("DELETE", "/b1/k?uploadId=u", {}, Action.PASS_THROUGH),
         ("GET", "/b1?uploads", {}, Action.PASS_THROUGH),
@@ -129,14 +137,9 @@ def test_classify(method: str, raw: str, headers: dict[str, str], action: Action
     [
         ("POST", "/b1", {}),  # browser form upload
         ("POST", "/b1/k?select&select-type=2", {}),
-        (
-            "PUT",
-            "/b1/k?partNumber=1&uploadId=u",
-            {"x-amz-copy-source": "b/o", "x-amz-copy-source-range": "bytes=0-9"},
-        ),
         ("PUT", "/b1/k?partNumber=1", {}),
         ("PUT", "/b1/k?somethingnew", {}),
-        ("GET", "/b1/k?attributes", {}),
+        ("HEAD", "/b1/k?attributes", {}),
         ("GET", "/b1/k?torrent", {}),
         ("PATCH", "/b1/k", {}),
         ("PUT", "/b1/k", {"x-amz-write-offset-bytes": "100"}),

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
+    TRAILER_SIZE,
     RangeNotSatisfiable,
     ciphertext_length,
     parse_range,
@@ -19,26 +20,29 @@ from s3proxy.core.sizes import (
 )
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("seg", [1, 2, 3, 16, 17, 64])
-def test_lengths_invert_and_every_other_size_is_rejected(seg: int) -> None:
+def test_lengths_invert_and_every_other_size_is_rejected(seg: int, version: int) -> None:
     valid = {}
     for p in range(0, 20 * seg + 3):
-        c = ciphertext_length(p, seg)
-        assert plaintext_length(c, seg) == p
+        c = ciphertext_length(p, seg, version)
+        assert plaintext_length(c, seg, version) == p
         valid[c] = p
     for c in range(0, max(valid) + 1):
         if c in valid:
             continue
         with pytest.raises(ValueError):
-            plaintext_length(c, seg)
+            plaintext_length(c, seg, version)
 
 
 def test_known_sizes_for_default_segments() -> None:
     s = 65536
-    assert ciphertext_length(0, s) == HEADER_SIZE + TAG_SIZE == 272
-    assert ciphertext_length(1, s) == 273
-    assert ciphertext_length(s, s) == HEADER_SIZE + s + TAG_SIZE
-    assert ciphertext_length(s + 1, s) == HEADER_SIZE + s + 1 + 2 * TAG_SIZE
+    assert ciphertext_length(0, s, 1) == HEADER_SIZE + TAG_SIZE == 272
+    assert ciphertext_length(1, s, 1) == 273
+    assert ciphertext_length(s, s, 1) == HEADER_SIZE + s + TAG_SIZE
+    assert ciphertext_length(s + 1, s, 1) == HEADER_SIZE + s + 1 + 2 * TAG_SIZE
+    assert ciphertext_length(0, s, 2) == HEADER_SIZE + TAG_SIZE + TRAILER_SIZE == 352
+    assert ciphertext_length(s + 1, s, 2) == HEADER_SIZE + s + 1 + 2 * TAG_SIZE + 80
     assert segment_count(0, s) == 1
     assert segment_count(3 * s + 5, s) == 4
 
@@ -57,7 +61,7 @@ def test_span_covers_exactly_the_range(seg: int, size: int, data: st.DataObject)
     segments = range(span.first_segment, span.last_segment + 1)
     assert fetched == sum(segment_plaintext_length(i, size, seg) + TAG_SIZE for i in segments)
     assert span.ciphertext_start == HEADER_SIZE + span.first_segment * (seg + TAG_SIZE)
-    assert span.ciphertext_end < ciphertext_length(size, seg)
+    assert span.ciphertext_end < ciphertext_length(size, seg, 1)
     assert span.skip == first % seg and span.length == last - first + 1
 
 

@@ -12,6 +12,7 @@ import hashlib
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from awscrt import checksums as crt
 
@@ -19,19 +20,19 @@ from s3proxy.core.errors import BadDigest, InvalidDigest, InvalidRequest
 
 
 class _Crc:
-    def __init__(self, fn: Callable[[bytes, int], int], size: int) -> None:
+    def __init__(self, fn: Callable[[Any, int], int], size: int) -> None:
         self._fn = fn
         self._size = size
         self._value = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         self._value = self._fn(data, self._value)
 
     def digest(self) -> bytes:
         return self._value.to_bytes(self._size, "big")
 
 
-def _hasher(algorithm: str) -> _Crc | hashlib._Hash:
+def new_hasher(algorithm: str) -> _Crc | hashlib._Hash:
     if algorithm == "crc32":
         return _Crc(zlib.crc32, 4)
     if algorithm == "crc32c":
@@ -70,7 +71,7 @@ class BodyVerifier:
             if algorithm == "md5":
                 raise InvalidDigest("The Content-MD5 you specified was invalid.") from exc
             raise InvalidRequest(f"Value for {header} header is invalid.") from exc
-        hasher = _hasher(algorithm)
+        hasher = new_hasher(algorithm)
         if len(value) != len(hasher.digest()):
             if algorithm == "md5":
                 raise InvalidDigest("The Content-MD5 you specified was invalid.")
@@ -82,7 +83,7 @@ class BodyVerifier:
         algorithm = header.lower().removeprefix("x-amz-checksum-")
         if not header.lower().startswith("x-amz-checksum-") or algorithm not in CHECKSUM_ALGORITHMS:
             raise InvalidRequest(f"Unsupported trailer {header}.")
-        self._expected.append(_Expected(header.lower(), None, _hasher(algorithm)))
+        self._expected.append(_Expected(header.lower(), None, new_hasher(algorithm)))
 
     def trailers_arrived(self, trailers: dict[str, str]) -> None:
         for e in self._expected:
@@ -117,6 +118,14 @@ class BodyVerifier:
                     raise BadDigest("The Content-MD5 you specified did not match what we received.")
                 algo = e.header.removeprefix("x-amz-checksum-").upper()
                 raise BadDigest(f"The {algo} you specified did not match the calculated checksum.")
+
+    def declared_checksum(self) -> tuple[str, bytes] | None:
+        """The first full-object ``x-amz-checksum-*`` the client declared (header or trailer,
+        once it arrived), as (algorithm, binary value): what the stream's trailer records."""
+        for e in self._expected:
+            if e.header.startswith("x-amz-checksum-") and e.value is not None:
+                return e.header.removeprefix("x-amz-checksum-"), e.value
+        return None
 
     def computed(self) -> dict[str, str]:
         """Header name -> base64 value of every digest computed so far."""

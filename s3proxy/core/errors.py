@@ -113,11 +113,18 @@ class InvalidPartNumber(S3ProxyError):
     code = "InvalidPartNumber"
 
 
-class PreconditionChanged(S3ProxyError):
-    """The object changed between two upstream reads of one client request."""
-
+class PreconditionFailed(S3ProxyError):
     status = 412
     code = "PreconditionFailed"
+
+    def __init__(
+        self, message: str = "At least one of the pre-conditions you specified did not hold"
+    ) -> None:
+        super().__init__(message)
+
+
+class PreconditionChanged(PreconditionFailed):
+    """The object changed between two upstream reads of one client request."""
 
 
 class MalformedXML(S3ProxyError):

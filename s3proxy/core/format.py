@@ -1,12 +1,14 @@
-"""The at-rest format, version 1: a sans-IO streaming AES-256-GCM encryptor and decryptor.
+"""The at-rest format: a sans-IO streaming AES-256-GCM encryptor and decryptor.
 
-docs/format.md is the specification; this module is its reference implementation. It holds no
-I/O: bytes go in, bytes come out. The data key arrives from the caller (the key service) and the
-wrapped data key is carried in the header as an opaque string.
+docs/format.md is the specification; this module is its reference implementation. It writes
+version 2 (a stream ends with a sealed record of its plaintext MD5 and checksum) and reads
+versions 1 and 2. It holds no I/O: bytes go in, bytes come out. The data key arrives from the
+caller (the key service) and the wrapped data key is carried in the header as an opaque string.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -23,25 +25,82 @@ from s3proxy.core.sizes import (
     MAX_SEGMENT_SIZE,
     MAX_SEGMENTS,
     TAG_SIZE,
+    TRAILER_PLAINTEXT_SIZE,
+    TRAILER_SIZE,
+    ciphertext_length,
     segment_count,
     segment_plaintext_length,
 )
 
 MAGIC = b"S3PE"
 VERSION_1 = 1
+VERSION_2 = 2
+WRITE_VERSION = VERSION_2
 ALGORITHM_AES256GCM_HKDF_SHA256 = 1
 DATA_KEY_SIZE = 32
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
-AUTHENTICATED_SIZE = 44  # header bytes bound into the stream key
-MAX_WRAPPED_KEY_SIZE = HEADER_SIZE - AUTHENTICATED_SIZE - 2
-KDF_INFO_LABEL = b"s3proxy stream key v1"
+NAME_BINDING_SIZE = 16
+FLAG_NAME_BOUND = 0x01
+_KDF_LABELS = {VERSION_1: b"s3proxy stream key v1", VERSION_2: b"s3proxy stream key v2"}
 
-# magic, version, algorithm, header size, segment size, plaintext length, salt, nonce prefix,
-# reserved byte
-_FIXED = struct.Struct(">4sBBHIQ16s7sx")
+# v1: magic, version, algorithm, header size, segment size, plaintext length, salt, nonce
+# prefix, reserved byte. v2 turns the reserved byte into flags and adds the name binding.
+_FIXED_V1 = struct.Struct(">4sBBHIQ16s7sx")
+_FIXED_V2 = struct.Struct(">4sBBHIQ16s7sB16s")
+_FIXED = {VERSION_1: _FIXED_V1, VERSION_2: _FIXED_V2}
 _WRAPPED_LEN = struct.Struct(">H")
-assert _FIXED.size == AUTHENTICATED_SIZE
+AUTHENTICATED_SIZE_V1 = _FIXED_V1.size  # 44 header bytes bound into the stream key
+AUTHENTICATED_SIZE_V2 = _FIXED_V2.size  # 60
+assert (AUTHENTICATED_SIZE_V1, AUTHENTICATED_SIZE_V2) == (44, 60)
+MAX_WRAPPED_KEY_SIZE = {
+    VERSION_1: HEADER_SIZE - AUTHENTICATED_SIZE_V1 - _WRAPPED_LEN.size,
+    VERSION_2: HEADER_SIZE - AUTHENTICATED_SIZE_V2 - _WRAPPED_LEN.size,
+}
+
+# The sealed record that ends a v2 stream: plaintext MD5, checksum algorithm, checksum length,
+# checksum (zero padded to 32 bytes), 14 reserved zero bytes.
+_TRAILER = struct.Struct(">16sBB32s14x")
+assert _TRAILER.size == TRAILER_PLAINTEXT_SIZE
+TRAILER_FLAG = 2  # the last nonce byte of the record (segments use 0 and 1)
+CHECKSUM_CODES = {"crc32": 1, "crc32c": 2, "crc64nvme": 3, "sha1": 4, "sha256": 5}
+CHECKSUM_SIZES = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32}
+_CHECKSUM_NAMES = {code: name for name, code in CHECKSUM_CODES.items()}
+
+
+def name_binding(bucket: str, key: str) -> bytes:
+    """The 16 bytes that bind a stream to the object name it was written under."""
+    b = bucket.encode()
+    digest = hashlib.sha256(b"s3proxy object name v2\x00" + struct.pack(">H", len(b)) + b)
+    digest.update(key.encode())
+    return digest.digest()[:NAME_BINDING_SIZE]
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """What a v2 stream records about its plaintext after the last segment."""
+
+    md5: bytes
+    checksum_algorithm: str | None = None  # one of CHECKSUM_CODES, if the client sent one
+    checksum: bytes = b""
+
+    def encode(self) -> bytes:
+        code = 0 if self.checksum_algorithm is None else CHECKSUM_CODES[self.checksum_algorithm]
+        if len(self.md5) != 16 or len(self.checksum) != CHECKSUM_SIZES.get(
+            self.checksum_algorithm or "", 0
+        ):
+            raise ValueError("trailer digest of the wrong size")
+        return _TRAILER.pack(self.md5, code, len(self.checksum), self.checksum)
+
+
+def parse_trailer(data: bytes) -> Trailer:
+    md5, code, size, checksum = _TRAILER.unpack(data)
+    name = _CHECKSUM_NAMES.get(code)
+    if code and name is None:
+        raise IntegrityError("s3proxy stream trailer names an unknown checksum algorithm")
+    if size != CHECKSUM_SIZES.get(name or "", 0) or any(checksum[size:]) or any(data[50:]):
+        raise IntegrityError("malformed s3proxy stream trailer")
+    return Trailer(md5, name, checksum[:size])
 
 
 @dataclass(frozen=True)
@@ -53,11 +112,26 @@ class Header:
     salt: bytes
     nonce_prefix: bytes
     wrapped_key: str
-    version: int = VERSION_1
+    version: int = WRITE_VERSION
     algorithm: int = ALGORITHM_AES256GCM_HKDF_SHA256
+    flags: int = 0  # v2 only
+    name_binding: bytes = bytes(NAME_BINDING_SIZE)  # v2 only; meaningful with FLAG_NAME_BOUND
+
+    @property
+    def stored_length(self) -> int:
+        """The exact stored size of this stream."""
+        return ciphertext_length(self.plaintext_length, self.segment_size, self.version)
+
+    @property
+    def has_trailer(self) -> bool:
+        return self.version >= VERSION_2
+
+    @property
+    def name_bound(self) -> bool:
+        return bool(self.flags & FLAG_NAME_BOUND)
 
     def authenticated_bytes(self) -> bytes:
-        return _FIXED.pack(
+        fields = (
             MAGIC,
             self.version,
             self.algorithm,
@@ -67,33 +141,50 @@ class Header:
             self.salt,
             self.nonce_prefix,
         )
+        if self.version == VERSION_1:
+            return _FIXED_V1.pack(*fields)
+        return _FIXED_V2.pack(*fields, self.flags, self.name_binding)
 
     def encode(self) -> bytes:
         wrapped = self.wrapped_key.encode("ascii")
-        if len(wrapped) > MAX_WRAPPED_KEY_SIZE:
-            raise ValueError(f"wrapped key longer than {MAX_WRAPPED_KEY_SIZE} bytes")
+        limit = MAX_WRAPPED_KEY_SIZE[self.version]
+        if len(wrapped) > limit:
+            raise ValueError(f"wrapped key longer than {limit} bytes")
         out = self.authenticated_bytes() + _WRAPPED_LEN.pack(len(wrapped)) + wrapped
         return out + bytes(HEADER_SIZE - len(out))
 
 
 def parse_header(data: bytes) -> Header:
-    """Parse and check a stream header; :class:`IntegrityError` if it is not a valid v1 header."""
+    """Parse and check a stream header of any version this release reads; :class:`IntegrityError`
+    if it is not one."""
     if len(data) < HEADER_SIZE:
         raise IntegrityError("stored object is shorter than an encryption header")
-    magic, version, algorithm, header_size, seg, length, salt, prefix = _FIXED.unpack_from(data)
-    if magic != MAGIC:
+    if data[0:4] != MAGIC:
         raise IntegrityError("stored object does not start with the s3proxy format magic")
-    if version != VERSION_1:
+    version = data[4]
+    fixed = _FIXED.get(version)
+    if fixed is None:
         raise IntegrityError(f"unknown s3proxy format version {version}")
+    flags, binding = 0, bytes(NAME_BINDING_SIZE)
+    if version == VERSION_1:
+        _, _, algorithm, header_size, seg, length, salt, prefix = fixed.unpack_from(data)
+        malformed = data[fixed.size - 1] != 0
+    else:
+        _, _, algorithm, header_size, seg, length, salt, prefix, flags, binding = fixed.unpack_from(
+            data
+        )
+        unbound_with_binding = not flags & FLAG_NAME_BOUND and any(binding)
+        malformed = bool(flags & ~FLAG_NAME_BOUND) or unbound_with_binding
     if algorithm != ALGORITHM_AES256GCM_HKDF_SHA256:
         raise IntegrityError(f"unknown s3proxy algorithm {algorithm}")
-    if header_size != HEADER_SIZE or data[AUTHENTICATED_SIZE - 1] != 0:
+    if header_size != HEADER_SIZE or malformed:
         raise IntegrityError("malformed s3proxy header")
     if not 1 <= seg <= MAX_SEGMENT_SIZE or segment_count(length, seg) > MAX_SEGMENTS:
         raise IntegrityError("s3proxy header has an impossible segment size or length")
-    (wrapped_len,) = _WRAPPED_LEN.unpack_from(data, AUTHENTICATED_SIZE)
-    start = AUTHENTICATED_SIZE + _WRAPPED_LEN.size
-    if not 0 < wrapped_len <= MAX_WRAPPED_KEY_SIZE or any(data[start + wrapped_len : HEADER_SIZE]):
+    (wrapped_len,) = _WRAPPED_LEN.unpack_from(data, fixed.size)
+    start = fixed.size + _WRAPPED_LEN.size
+    limit = MAX_WRAPPED_KEY_SIZE[version]
+    if not 0 < wrapped_len <= limit or any(data[start + wrapped_len : HEADER_SIZE]):
         raise IntegrityError("malformed wrapped key field in s3proxy header")
     try:
         wrapped = bytes(data[start : start + wrapped_len]).decode("ascii")
@@ -107,6 +198,8 @@ def parse_header(data: bytes) -> Header:
         wrapped_key=wrapped,
         version=version,
         algorithm=algorithm,
+        flags=flags,
+        name_binding=bytes(binding),
     )
 
 
@@ -118,7 +211,7 @@ def derive_stream_key(data_key: bytes, header: Header) -> bytes:
         algorithm=hashes.SHA256(),
         length=32,
         salt=header.salt,
-        info=KDF_INFO_LABEL + header.authenticated_bytes(),
+        info=_KDF_LABELS[header.version] + header.authenticated_bytes(),
     )
     return hkdf.derive(data_key)
 
@@ -127,13 +220,35 @@ def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:
     return nonce_prefix + struct.pack(">IB", index, 1 if last else 0)
 
 
+def trailer_nonce(header: Header) -> bytes:
+    """The record after the last segment: the index one past it, and its own flag byte."""
+    count = segment_count(header.plaintext_length, header.segment_size)
+    return header.nonce_prefix + struct.pack(">IB", count, TRAILER_FLAG)
+
+
+def open_trailer(data_key: bytes, header: Header, sealed: bytes) -> Trailer:
+    """Authenticate and parse the sealed record that ends a v2 stream."""
+    if not header.has_trailer or len(sealed) != TRAILER_SIZE:
+        raise IntegrityError("the stream has no trailer of that size")
+    return _open_trailer(AESGCM(derive_stream_key(data_key, header)), header, sealed)
+
+
+def _open_trailer(aead: AESGCM, header: Header, sealed: bytes | bytearray | memoryview) -> Trailer:
+    try:
+        plain = aead.decrypt(trailer_nonce(header), bytes(sealed), None)
+    except InvalidTag as exc:
+        raise IntegrityError("the stored object's stream trailer failed authentication") from exc
+    return parse_trailer(plain)
+
+
 class StreamEncryptor:
     """Encrypts one stream of a known plaintext length.
 
     ``header`` is the first output; :meth:`feed` returns the ciphertext of every completed
-    segment except the last, which only :meth:`finish` returns, after checking the plaintext
-    had exactly the declared length. A caller can therefore withhold the end of the stream (and
-    so the whole object) until it has verified the body.
+    segment except the last, which only :meth:`finish` returns (with the v2 trailer), after
+    checking the plaintext had exactly the declared length. A caller can therefore withhold the
+    end of the stream (and so the whole object) until it has verified the body. :attr:`md5` is
+    the plaintext's MD5 once :meth:`finish` has run (v2).
     """
 
     def __init__(
@@ -145,6 +260,8 @@ class StreamEncryptor:
         *,
         salt: bytes | None = None,
         nonce_prefix: bytes | None = None,
+        version: int = WRITE_VERSION,
+        binding: bytes | None = None,
     ) -> None:
         if not 1 <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError("segment size out of range")
@@ -156,13 +273,24 @@ class StreamEncryptor:
             salt=os.urandom(SALT_SIZE) if salt is None else salt,
             nonce_prefix=os.urandom(NONCE_PREFIX_SIZE) if nonce_prefix is None else nonce_prefix,
             wrapped_key=wrapped_key,
+            version=version,
+            flags=0 if binding is None else FLAG_NAME_BOUND,
+            name_binding=bytes(NAME_BINDING_SIZE) if binding is None else binding,
         )
+        if version not in _FIXED or (binding is not None and version == VERSION_1):
+            raise ValueError("unknown format version, or a binding v1 cannot hold")
         self.header = self._header.encode()
         self._aead = AESGCM(derive_stream_key(data_key, self._header))
         self._last_index = segment_count(plaintext_length, segment_size) - 1
         self._index = 0
         self._received = 0
         self._buffer = bytearray()
+        self._md5 = hashlib.md5() if self._header.has_trailer else None
+        self.md5: bytes | None = None
+
+    @property
+    def parsed_header(self) -> Header:
+        return self._header
 
     def _seal(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         last = self._index == self._last_index
@@ -174,6 +302,8 @@ class StreamEncryptor:
         self._received += len(data)
         if self._received > self._header.plaintext_length:
             raise IncompleteBody("request body is longer than its declared length")
+        if self._md5 is not None:
+            self._md5.update(data)
         seg = self._header.segment_size
         view = memoryview(data)
         out = []
@@ -193,7 +323,9 @@ class StreamEncryptor:
         self._buffer += view[pos:]
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def finish(self) -> bytes:
+    def finish(self, checksum_algorithm: str | None = None, checksum: bytes = b"") -> bytes:
+        """The last segment and, in v2, the trailer recording the plaintext's MD5 and the
+        client's verified checksum of it (if any)."""
         if self._received != self._header.plaintext_length:
             raise IncompleteBody(
                 "request body ended before its declared length "
@@ -201,16 +333,22 @@ class StreamEncryptor:
             )
         if self._index != self._last_index:
             raise RuntimeError("finish() called twice")
-        return self._seal(self._buffer)
+        last = self._seal(self._buffer)
+        if self._md5 is None:
+            return last
+        self.md5 = self._md5.digest()
+        record = Trailer(self.md5, checksum_algorithm, checksum).encode()
+        return last + self._aead.encrypt(trailer_nonce(self._header), record, None)
 
 
 class StreamDecryptor:
     """Decrypts and authenticates segments ``first_segment..last_segment`` of one stream.
 
     :meth:`feed` takes ciphertext starting at ``first_segment`` and returns plaintext only for
-    segments whose tag verified. Bytes past ``last_segment`` are kept in :attr:`unused` (the
-    next stream, for a caller that reads several). :meth:`finish` raises unless every wanted
-    segment arrived.
+    segments whose tag verified. A read that reaches the final segment of a v2 stream also takes
+    the stream's trailer and authenticates it (:attr:`trailer`). Bytes past that are kept in
+    :attr:`unused` (the next stream, for a caller that reads several). :meth:`finish` raises
+    unless every wanted segment arrived.
     """
 
     def __init__(
@@ -224,23 +362,32 @@ class StreamDecryptor:
         self._aead = AESGCM(derive_stream_key(data_key, header))
         self._final_index = segment_count(header.plaintext_length, header.segment_size) - 1
         self._index = first_segment
-        self._stop = self._final_index if last_segment is None else last_segment
-        if not 0 <= first_segment <= self._stop <= self._final_index:
+        stop = self._final_index if last_segment is None else last_segment
+        if not 0 <= first_segment <= stop <= self._final_index:
             raise ValueError("segment range outside the stream")
+        # The trailer is read as one more unit, after the final segment.
+        self._stop = stop + 1 if header.has_trailer and stop == self._final_index else stop
         self._buffer = bytearray()
         self.unused = b""
+        self.trailer: Trailer | None = None
 
     @property
     def done(self) -> bool:
         return self._index > self._stop
 
     def _segment_size(self) -> int:
+        if self._index > self._final_index:
+            return TRAILER_SIZE
         plain = segment_plaintext_length(
             self._index, self._header.plaintext_length, self._header.segment_size
         )
         return plain + TAG_SIZE
 
     def _open(self, segment: bytes | bytearray | memoryview) -> bytes:
+        if self._index > self._final_index:
+            self.trailer = _open_trailer(self._aead, self._header, segment)
+            self._index += 1
+            return b""
         last = self._index == self._final_index
         nonce = segment_nonce(self._header.nonce_prefix, self._index, last)
         try:
@@ -292,12 +439,21 @@ def seal(
     *,
     salt: bytes | None = None,
     nonce_prefix: bytes | None = None,
+    version: int = WRITE_VERSION,
+    checksum_algorithm: str | None = None,
+    checksum: bytes = b"",
 ) -> bytes:
     """Encrypt a whole plaintext held in memory into one stream."""
     enc = StreamEncryptor(
-        data_key, wrapped_key, len(plaintext), segment_size, salt=salt, nonce_prefix=nonce_prefix
+        data_key,
+        wrapped_key,
+        len(plaintext),
+        segment_size,
+        salt=salt,
+        nonce_prefix=nonce_prefix,
+        version=version,
     )
-    return enc.header + enc.feed(plaintext) + enc.finish()
+    return enc.header + enc.feed(plaintext) + enc.finish(checksum_algorithm, checksum)
 
 
 def open_sealed(stream: bytes, data_key: bytes) -> bytes:

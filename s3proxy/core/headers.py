@@ -114,8 +114,18 @@ def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bo
     return out
 
 
-def marker_value(segment_size: int, *, multipart: bool = False) -> str:
-    return f"v=1;seg={segment_size}" + (";mp=1" if multipart else "")
+def marker_value(
+    segment_size: int,
+    *,
+    version: int,
+    multipart: bool = False,
+    checksum: tuple[str, str] | None = None,
+) -> str:
+    """The marker's fields; ``checksum`` is a multipart upload's (algorithm, type)."""
+    value = f"v={version};seg={segment_size}" + (";mp=1" if multipart else "")
+    if checksum is not None:
+        value += f";ck={checksum[0]};ct={checksum[1]}"
+    return value
 
 
 def parse_marker(value: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from s3proxy.core.format import Header, StreamDecryptor, parse_header
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
-    ciphertext_length,
+    TRAILER_SIZE,
     segment_offset,
     segment_plaintext_length,
     span_for_range,
@@ -37,7 +37,14 @@ class StreamInfo:
 
     @property
     def stored_length(self) -> int:
-        return ciphertext_length(self.header.plaintext_length, self.header.segment_size)
+        return self.header.stored_length
+
+    @property
+    def trailer_offset(self) -> int | None:
+        """Where the stream's sealed trailer starts in the object (v2 streams)."""
+        if not self.header.has_trailer:
+            return None
+        return self.stored_offset + self.stored_length - TRAILER_SIZE
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,11 @@ class Layout:
             + TAG_SIZE
             - 1
         )
+        if (
+            tail.last_segment == _last_segment(tail.stream.header)
+            and tail.stream.header.has_trailer
+        ):
+            stored_last += TRAILER_SIZE  # a read that reaches a stream's end authenticates it
         return ReadPlan(stored_first, stored_last, tuple(pieces), last - first + 1)
 
 
@@ -158,11 +170,11 @@ def discover(stored_total: int, first: Header) -> Discovery:
     headers do not tile the object exactly.
     """
     headers = [first]
-    offset = ciphertext_length(first.plaintext_length, first.segment_size)
+    offset = first.stored_length
     known: dict[int, Header | None] = {}
     while offset < stored_total:
         if offset not in known:
-            step = ciphertext_length(headers[-1].plaintext_length, headers[-1].segment_size)
+            step = headers[-1].stored_length
             guesses = [offset]
             while len(guesses) < MAX_GUESSES and guesses[-1] + step < stored_total:
                 guesses.append(guesses[-1] + step)
@@ -174,7 +186,7 @@ def discover(stored_total: int, first: Header) -> Discovery:
                 f"The stored object has no valid stream header at offset {offset}."
             )
         headers.append(header)
-        offset += ciphertext_length(header.plaintext_length, header.segment_size)
+        offset += header.stored_length
     if offset != stored_total:
         raise IntegrityError("The stored object's streams do not add up to its size.")
     return Layout.from_headers(headers)

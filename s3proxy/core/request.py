@@ -161,11 +161,12 @@ class Action(enum.Enum):
     HEAD_OBJECT = "head-object"  # report plaintext sizes
     READ_PART = "read-part"  # GET or HEAD ?partNumber=N: the plaintext part
     CREATE_MULTIPART = "create-multipart"  # mark the object-to-be as encrypted
-    COMPLETE_MULTIPART = "complete-multipart"  # drop the parts' plaintext checksums
+    COMPLETE_MULTIPART = "complete-multipart"  # map the parts' plaintext ETags to stored ones
     LIST_PARTS = "list-parts"  # report plaintext part sizes
     LIST_OBJECTS = "list-objects"  # report plaintext object sizes
     COPY_OBJECT = "copy-object"  # keep the source's encryption marker
-    UPLOAD_PART_COPY = "upload-part-copy"  # only whole encrypted sources
+    UPLOAD_PART_COPY = "upload-part-copy"  # copy whole streams, re-encrypt other ranges
+    GET_ATTRIBUTES = "get-attributes"  # report plaintext size, ETag, checksum and parts
 
 
 # ListObjects, ListObjectsV2 and ListObjectVersions parameters.
@@ -243,10 +244,6 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
             }:
                 raise _refuse(f"unknown multipart request {sorted(names)!r}")
             if copy_source is not None:
-                if headers.get("x-amz-copy-source-range") is not None:
-                    raise _refuse(
-                        "UploadPartCopy with a byte range would cut through encrypted segments"
-                    )
                 return Classification(Action.UPLOAD_PART_COPY, "UploadPartCopy")
             return Classification(Action.UPLOAD_PART, "UploadPart")
         if names - {"x-id"}:
@@ -259,6 +256,8 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
     if method in ("GET", "HEAD"):
         if "uploadId" in names and method == "GET":
             return Classification(Action.LIST_PARTS, "ListParts")
+        if "attributes" in names and method == "GET" and not names - _GET_PARAMS - {"attributes"}:
+            return Classification(Action.GET_ATTRIBUTES, "GetObjectAttributes")
         if names - _GET_PARAMS - {"partNumber"}:
             raise _refuse(f"unknown object subresource {sorted(names)!r}")
         if "partNumber" in names:

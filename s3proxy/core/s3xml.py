@@ -40,19 +40,6 @@ def _serialize(root: ET.Element) -> bytes:
     return data
 
 
-def strip_part_checksums(body: bytes) -> bytes:
-    """A CompleteMultipartUpload body without the parts' checksums (they are the plaintext's;
-    the stored parts are ciphertext the upstream has no checksum for)."""
-    root = _parse(body)
-    for part in root:
-        if _local(part.tag) != "Part":
-            continue
-        for child in list(part):
-            if _local(child.tag) in _CHECKSUM_ELEMENTS:
-                part.remove(child)
-    return _serialize(root)
-
-
 def rewrite_part_sizes(body: bytes, plaintext_size: Callable[[int], int]) -> bytes:
     """A ListParts response with each part's ``Size`` mapped from stored to plaintext."""
     root = _parse(body)
@@ -102,9 +89,9 @@ def listed_objects(body: bytes) -> list[ListedObject]:
     return out
 
 
-def rewrite_listed_sizes(body: bytes, sizes: list[int]) -> bytes:
-    """The listing with the ``Size`` of its i-th listed object (as :func:`listed_objects`
-    counts them) replaced by ``sizes[i]``."""
+def rewrite_listing(body: bytes, found: list[tuple[int, str | None]]) -> bytes:
+    """The listing with the ``Size`` and ``ETag`` of its i-th listed object (as
+    :func:`listed_objects` counts them) replaced by ``found[i]`` (an ETag of ``None`` is kept)."""
     root = _parse(body)
     index = 0
     for entry in root:
@@ -114,8 +101,159 @@ def rewrite_listed_sizes(body: bytes, sizes: list[int]) -> bytes:
         key = _child_text(entry, "Key")
         if size_element is None or key is None or not (size_element.text or "").strip().isdigit():
             continue
-        size_element.text = str(sizes[index])
+        size, etag = found[index]
+        size_element.text = str(size)
+        etag_element = next((c for c in entry if _local(c.tag) == "ETag"), None)
+        if etag is not None and etag_element is not None:
+            etag_element.text = etag
         index += 1
-    if index != len(sizes):
+    if index != len(found):
         raise ValueError("sizes do not match the listing")
+    return _serialize(root)
+
+
+def completion_parts(body: bytes) -> list[tuple[int, str]]:
+    """The (PartNumber, ETag) pairs of a CompleteMultipartUpload request body, in order."""
+    out = []
+    for part in _parse(body):
+        if _local(part.tag) != "Part":
+            continue
+        number = _child_text(part, "PartNumber")
+        etag = _child_text(part, "ETag")
+        if number is None or etag is None or not number.strip().isdigit():
+            raise MalformedXML(
+                "The XML you provided was not well-formed or did not validate against our "
+                "published schema."
+            )
+        out.append((int(number.strip()), etag.strip()))
+    return out
+
+
+def rewrite_completion(body: bytes, stored_etags: dict[int, str]) -> bytes:
+    """A CompleteMultipartUpload body for the upstream: each part's ETag replaced by the stored
+    part's (where known) and the parts' plaintext checksums removed."""
+    root = _parse(body)
+    for part in root:
+        if _local(part.tag) != "Part":
+            continue
+        number = (_child_text(part, "PartNumber") or "").strip()
+        for child in list(part):
+            name = _local(child.tag)
+            if name in _CHECKSUM_ELEMENTS:
+                part.remove(child)
+            elif name == "ETag" and number.isdigit() and int(number) in stored_etags:
+                child.text = stored_etags[int(number)]
+    return _serialize(root)
+
+
+@dataclass(frozen=True)
+class PartsPage:
+    parts: list[tuple[int, str, int]]  # PartNumber, ETag, Size
+    next_marker: str | None  # NextPartNumberMarker when the listing is truncated
+
+
+def listed_parts(body: bytes) -> PartsPage:
+    """The parts of a ListParts response page."""
+    root = _parse(body)
+    parts = []
+    for part in root:
+        if _local(part.tag) != "Part":
+            continue
+        number = (_child_text(part, "PartNumber") or "").strip()
+        size = (_child_text(part, "Size") or "").strip()
+        if number.isdigit() and size.isdigit():
+            parts.append((int(number), (_child_text(part, "ETag") or "").strip(), int(size)))
+    truncated = (_child_text(root, "IsTruncated") or "").strip().lower() == "true"
+    marker = _child_text(root, "NextPartNumberMarker")
+    return PartsPage(parts, marker.strip() if truncated and marker else None)
+
+
+def replace_text(body: bytes, element: str, value: str) -> bytes:
+    """The document with the text of every child element ``element`` of its root replaced."""
+    root = _parse(body)
+    for child in root:
+        if _local(child.tag) == element:
+            child.text = value
+    return _serialize(root)
+
+
+@dataclass(frozen=True)
+class PlaintextAttributes:
+    """What GetObjectAttributes reports of an encrypted object, for the plaintext."""
+
+    etag: str | None  # without quotes; None keeps the stored one (a v1 object)
+    size: int
+    checksum: tuple[str, str, str] | None  # (algorithm, base64, type) of a kept checksum
+    part_sizes: list[int] | None  # plaintext size of each part of a multipart object
+
+
+def rewrite_object_attributes(
+    body: bytes,
+    found: PlaintextAttributes,
+    requested: set[str],
+    max_parts: int = 1000,
+    part_number_marker: int = 0,
+) -> bytes:
+    """A GetObjectAttributes response with the stored object's ETag, size, checksums and parts
+    replaced by the plaintext's (never a stored value that describes the ciphertext)."""
+    root = _parse(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    kept = {_local(c.tag): c for c in root}
+    for child in list(root):
+        root.remove(child)
+
+    def add(name: str, text: str | None = None) -> ET.Element:
+        element = ET.SubElement(root, ns + name)
+        element.text = text
+        return element
+
+    if "ETag" in requested:
+        etag = (
+            found.etag
+            if found.etag is not None
+            else (kept["ETag"].text if "ETag" in kept else None)
+        )
+        if etag is not None:
+            add("ETag", etag)
+    if "Checksum" in requested and found.checksum is not None:
+        checksum = add("Checksum")
+        algorithm, value, kind = found.checksum
+        ET.SubElement(checksum, ns + f"Checksum{algorithm.upper()}").text = value
+        ET.SubElement(checksum, ns + "ChecksumType").text = kind
+    if "ObjectParts" in requested and found.part_sizes is not None:
+        parts = add("ObjectParts")
+        total = len(found.part_sizes)
+        shown = [
+            (number, size)
+            for number, size in enumerate(found.part_sizes, start=1)
+            if number > part_number_marker
+        ][:max_parts]
+        truncated = bool(shown) and shown[-1][0] < total
+        ET.SubElement(parts, ns + "PartsCount").text = str(total)
+        ET.SubElement(parts, ns + "PartNumberMarker").text = str(part_number_marker)
+        next_marker = str(shown[-1][0]) if shown else str(part_number_marker)
+        ET.SubElement(parts, ns + "NextPartNumberMarker").text = next_marker
+        ET.SubElement(parts, ns + "MaxParts").text = str(max_parts)
+        ET.SubElement(parts, ns + "IsTruncated").text = "true" if truncated else "false"
+        for number, size in shown:
+            part = ET.SubElement(parts, ns + "Part")
+            ET.SubElement(part, ns + "PartNumber").text = str(number)
+            ET.SubElement(part, ns + "Size").text = str(size)
+    if "StorageClass" in kept:
+        root.append(kept["StorageClass"])
+    if "ObjectSize" in requested:
+        add("ObjectSize", str(found.size))
+    return _serialize(root)
+
+
+def set_checksum(body: bytes, algorithm: str, value: str, checksum_type: str) -> bytes:
+    """A CompleteMultipartUpload result with the object's checksum (and its type) set, every
+    checksum of another algorithm the upstream reported removed."""
+    root = _parse(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    for child in list(root):
+        if _local(child.tag) in _CHECKSUM_ELEMENTS or _local(child.tag) == "ChecksumType":
+            root.remove(child)
+    ET.SubElement(root, ns + f"Checksum{algorithm.upper()}").text = value
+    ET.SubElement(root, ns + "ChecksumType").text = checksum_type
     return _serialize(root)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 HEADER_SIZE = 256
 TAG_SIZE = 16
+# Format v2 ends every stream with a sealed record of this many bytes (64 + a 16-byte tag).
+TRAILER_PLAINTEXT_SIZE = 64
+TRAILER_SIZE = TRAILER_PLAINTEXT_SIZE + TAG_SIZE
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 MAX_SEGMENT_SIZE = 8 * 1024 * 1024
 MAX_SEGMENTS = 2**32
@@ -23,14 +26,20 @@ def segment_count(plaintext_length: int, segment_size: int) -> int:
     return max(1, -(-plaintext_length // segment_size))
 
 
-def ciphertext_length(plaintext_length: int, segment_size: int) -> int:
-    """Exact stored size of a stream holding ``plaintext_length`` bytes."""
-    return HEADER_SIZE + plaintext_length + TAG_SIZE * segment_count(plaintext_length, segment_size)
+def trailer_size(version: int) -> int:
+    """Bytes of the sealed record after the last segment: none in v1, 80 in v2."""
+    return 0 if version == 1 else TRAILER_SIZE
 
 
-def plaintext_length(ciphertext_len: int, segment_size: int) -> int:
+def ciphertext_length(plaintext_length: int, segment_size: int, version: int) -> int:
+    """Exact stored size of a stream of format ``version`` holding ``plaintext_length`` bytes."""
+    segments = segment_count(plaintext_length, segment_size)
+    return HEADER_SIZE + plaintext_length + TAG_SIZE * segments + trailer_size(version)
+
+
+def plaintext_length(ciphertext_len: int, segment_size: int, version: int) -> int:
     """Inverse of :func:`ciphertext_length`; ``ValueError`` if no plaintext length maps to it."""
-    body = ciphertext_len - HEADER_SIZE
+    body = ciphertext_len - HEADER_SIZE - trailer_size(version)
     if body < TAG_SIZE:
         raise ValueError(f"{ciphertext_len} bytes is too short for an encrypted stream")
     full, rest = divmod(body, segment_size + TAG_SIZE)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import sys
@@ -14,14 +15,13 @@ from urllib.parse import quote
 
 from s3proxy.config import Config
 from s3proxy.core.errors import IntegrityError, S3ProxyError
-from s3proxy.core.format import Header
 from s3proxy.core.layout import Layout, SequentialDecryptor, StreamInfo
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import listed_objects
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.keys.transit import VaultTransit
 from s3proxy.serve import vault_from
-from s3proxy.server.reads import Reader
+from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.relay import Marker
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
@@ -104,7 +104,7 @@ class Rewrapper:
     def __init__(self, config: Config, vault: VaultTransit, upstream: Upstream) -> None:
         self.vault = vault
         self.upstream = upstream
-        self.reader = Reader(config, vault, upstream)
+        self.objects = ObjectInspector(vault, upstream)
 
     async def _objects(self, bucket: str, prefix: str, start_after: str) -> AsyncIterator[str]:
         token: str | None = None
@@ -149,11 +149,11 @@ class Rewrapper:
             etag = head.headers.get("ETag", "")
         if marker is None:
             return "skipped"
-        found = await self.reader.probe_layout(target, [("If-Match", etag)])
+        found = await self.objects.probe(target, [("If-Match", etag)])
         if not isinstance(found, tuple):
             found.release()
             raise S3ProxyError("the object changed while it was examined")
-        layout = found[0]
+        layout = found[0].layout
         if all(key_version(s.header.wrapped_key) >= latest for s in layout.streams):
             return "current"
         rewrapped: dict[str, str] = {}
@@ -197,13 +197,7 @@ class Rewrapper:
         """One stream as stored, with only its wrapped key replaced: the new header, then the
         stored segments copied through unchanged."""
         old = stream.header
-        yield Header(
-            old.segment_size,
-            old.plaintext_length,
-            old.salt,
-            old.nonce_prefix,
-            rewrapped[old.wrapped_key],
-        ).encode()
+        yield dataclasses.replace(old, wrapped_key=rewrapped[old.wrapped_key]).encode()
         first = stream.stored_offset + HEADER_SIZE
         last = stream.stored_offset + stream.stored_length - 1
         async for chunk in self._stream_bytes(target, etag, first, last):

@@ -28,8 +28,11 @@ from s3proxy.core.errors import (
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.keys.transit import KeyService
+from s3proxy.server.attributes import Attributes
+from s3proxy.server.copies import Copier
 from s3proxy.server.identity import WHOAMI_PATH, Identity
-from s3proxy.server.reads import Reader
+from s3proxy.server.objects import ObjectInspector
+from s3proxy.server.reads import NotModified, Reader
 from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
 from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
 from s3proxy.upstream.client import Upstream
@@ -52,21 +55,25 @@ class Proxy:
         self.config = config
         self.upstream = upstream
         self.identity = identity
-        reader = Reader(config, keys, upstream)
-        writer = Writer(config, keys, upstream)
+        objects = ObjectInspector(keys, upstream)
+        reader = Reader(config, keys, upstream, objects)
+        writer = Writer(config, keys, upstream, objects)
+        copier = Copier(config, upstream, objects, writer)
+        attributes = Attributes(config, upstream, objects)
         self._handlers: dict[Action, Handler] = {
             Action.PASS_THROUGH: self._pass_through,
             Action.PUT_OBJECT: writer.encrypt_upload,
             Action.UPLOAD_PART: writer.encrypt_upload,
             Action.CREATE_MULTIPART: writer.create_multipart,
             Action.COMPLETE_MULTIPART: writer.complete_multipart,
-            Action.COPY_OBJECT: writer.copy_object,
-            Action.UPLOAD_PART_COPY: writer.upload_part_copy,
+            Action.COPY_OBJECT: copier.copy_object,
+            Action.UPLOAD_PART_COPY: copier.upload_part_copy,
             Action.GET_OBJECT: reader.get_object,
             Action.HEAD_OBJECT: reader.head_object,
             Action.READ_PART: reader.read_part,
             Action.LIST_PARTS: reader.list_parts,
             Action.LIST_OBJECTS: reader.list_objects,
+            Action.GET_ATTRIBUTES: attributes.get_object_attributes,
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -97,6 +104,9 @@ class Proxy:
             return resp
         except Aborted:
             raise
+        except NotModified as answer:
+            status = 304
+            return web.Response(status=304, headers=answer.headers)
         except S3ProxyError as err:
             status = err.status
             integrity = isinstance(err, IntegrityError)

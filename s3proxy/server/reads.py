@@ -1,19 +1,21 @@
 """Handlers that read objects: GetObject (whole or ranged) and HeadObject report and return the
-plaintext; ListParts reports plaintext part sizes. See docs/design.md, Reading."""
+plaintext, with its ETag and checksum; listings and ListParts report plaintext sizes and ETags.
+See docs/design.md, Reading."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Iterable
+from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
+from s3proxy.core.conditions import CONDITION_HEADERS, evaluate
 from s3proxy.core.errors import (
     AccessDeniedByProxy,
     IntegrityError,
@@ -22,24 +24,20 @@ from s3proxy.core.errors import (
     InvalidRequest,
     NotImplementedByProxy,
     PreconditionChanged,
+    PreconditionFailed,
     RangeError,
     S3ProxyError,
 )
-from s3proxy.core.format import Header, parse_header
+from s3proxy.core.format import WRITE_VERSION, parse_header
 from s3proxy.core.headers import (
     Headers,
     client_response_headers,
     get_header,
     upstream_request_headers,
 )
-from s3proxy.core.layout import Discovery, Layout, PlanDecryptor, ReadPlan, discover
+from s3proxy.core.layout import PlanDecryptor, ReadPlan
 from s3proxy.core.request import Target
-from s3proxy.core.s3xml import (
-    ListedObject,
-    listed_objects,
-    rewrite_listed_sizes,
-    rewrite_part_sizes,
-)
+from s3proxy.core.s3xml import ListedObject, listed_objects, rewrite_listing, rewrite_part_sizes
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
@@ -48,6 +46,7 @@ from s3proxy.core.sizes import (
     plaintext_length,
 )
 from s3proxy.keys.transit import KeyService
+from s3proxy.server.objects import LruCache, ObjectInfo, ObjectInspector, cache_key
 from s3proxy.server.relay import (
     READ_CHUNK,
     Aborted,
@@ -55,7 +54,6 @@ from s3proxy.server.relay import (
     abort,
     add_headers,
     content_length,
-    content_range_total,
     count_upstream,
     relay,
     relay_body,
@@ -63,44 +61,20 @@ from s3proxy.server.relay import (
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
-V = TypeVar("V")
 
-LAYOUT_CACHE_ENTRIES = 4096
-SIZE_CACHE_ENTRIES = 65536
-HEADER_FETCH_CONCURRENCY = 16
+LIST_CACHE_ENTRIES = 65536
 LIST_PROBE_CONCURRENCY = 32
 
 
-CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
-
-
-class _Cache(Generic[V]):
-    """A bounded LRU map."""
-
-    def __init__(self, entries: int) -> None:
-        self._entries = entries
-        self._items: OrderedDict[CacheKey, V] = OrderedDict()
-
-    def get(self, key: CacheKey) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: CacheKey, layout: V) -> None:
-        self._items[key] = layout
-        self._items.move_to_end(key)
-        while len(self._items) > self._entries:
-            self._items.popitem(last=False)
-
-
 class Reader:
-    def __init__(self, config: Config, keys: KeyService, upstream: Upstream) -> None:
+    def __init__(
+        self, config: Config, keys: KeyService, upstream: Upstream, objects: ObjectInspector
+    ) -> None:
         self.config = config
         self.keys = keys
         self.upstream = upstream
-        self._layouts: _Cache[Layout] = _Cache(LAYOUT_CACHE_ENTRIES)
-        self._sizes: _Cache[int] = _Cache(SIZE_CACHE_ENTRIES)
+        self.objects = objects
+        self._listed: LruCache[tuple[int, str | None]] = LruCache(LIST_CACHE_ENTRIES)
 
     def _check_unencrypted_allowed(self) -> None:
         if not self.config.allow_unencrypted:
@@ -109,145 +83,91 @@ class Reader:
                 "S3PROXY_UNENCRYPTED_OBJECTS=refuse."
             )
 
-    # ---- layouts -----------------------------------------------------------------------------
-
-    async def _fetch_header(self, target: Target, offset: int, etag: str | None) -> Header | None:
-        headers: Headers = [("Range", f"bytes={offset}-{offset + HEADER_SIZE - 1}")]
-        if etag:
-            headers.append(("If-Match", etag))
-        resp = await self.upstream.send("GET", target, headers)
-        async with resp:
-            if resp.status == 412:
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            if resp.status != 206:
-                return None
-            data = count_upstream(await resp.read())
-        try:
-            return parse_header(data)
-        except IntegrityError:
-            return None
-
-    async def layout(
-        self, target: Target, etag: str | None, stored_total: int, first: Header, marker: Marker
-    ) -> Layout:
-        """Where the streams of an object lie; multipart objects take extra header reads
-        (parallel, cached per ETag)."""
-        if not marker.multipart:
-            single = Layout.from_headers([first])
-            if single.stored_length != stored_total:
-                raise IntegrityError("The stored object's header does not match its size.")
-            return single
-        cache_key = (
-            target.bucket or "",
-            target.key or "",
-            target.param("versionId") or "",
-            etag or "",
-        )
-        cached = self._layouts.get(cache_key) if etag else None
-        if cached is not None and cached.streams[0].header == first:
-            return cached
-        gate = asyncio.Semaphore(HEADER_FETCH_CONCURRENCY)
-
-        async def fetch(offset: int) -> tuple[int, Header | None]:
-            async with gate:
-                return offset, await self._fetch_header(target, offset, etag)
-
-        gen: Discovery = discover(stored_total, first)
-        try:
-            wanted = next(gen)
-            while True:
-                found = dict(await asyncio.gather(*(fetch(o) for o in wanted)))
-                wanted = gen.send(found)
-        except StopIteration as stop:
-            layout: Layout = stop.value
-        if etag:
-            self._layouts.put(cache_key, layout)
-        return layout
-
     async def probe_layout(
         self, target: Target, headers: Headers
-    ) -> tuple[Layout, aiohttp.ClientResponse] | aiohttp.ClientResponse:
-        """GET the first 256 bytes (with the client's conditions). Returns the layout and the
-        probe response if the object is ours, else the probe response to relay or retry."""
-        probe = await self.upstream.send(
-            "GET", target, [*headers, ("Range", f"bytes=0-{HEADER_SIZE - 1}")]
-        )
-        try:
-            marker = Marker.of(probe) if probe.status == 206 else None
-            if marker is None:
-                return probe  # the caller relays or releases it
-            stored_total = content_range_total(probe)
-            if stored_total is None:
-                raise IntegrityError("The upstream did not report the stored object's size.")
-            try:
-                first = parse_header(count_upstream(await probe.content.readexactly(HEADER_SIZE)))
-            except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-                raise IntegrityError("The stored object is shorter than its header.") from exc
-        except BaseException:
-            probe.release()
-            raise
-        probe.release()
-        layout = await self.layout(target, probe.headers.get("ETag"), stored_total, first, marker)
-        return layout, probe
+    ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
+        return await self.objects.probe(target, headers)
 
     # ---- HeadObject --------------------------------------------------------------------------
 
     async def head_object(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         range_value = _pop_header(headers, "Range")
+        conditions = _pop_conditions(headers)
         upstream_resp = await self.upstream.send("HEAD", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
             if marker is None:
-                if upstream_resp.status == 200:
-                    self._check_unencrypted_allowed()
-                    if range_value is not None:
-                        again = await self.upstream.send(
-                            "HEAD", target, [*headers, ("Range", range_value)]
-                        )
-                        async with again:
-                            return await relay(request, again)
-                return await relay(request, upstream_resp)
-            stored_total = content_length(upstream_resp)
-            if stored_total is None:
-                raise IntegrityError("The upstream did not report the stored object's size.")
-            if marker.multipart:
-                etag = upstream_resp.headers.get("ETag")
-                probe_headers: Headers = [("If-Match", etag)] if etag else []
-                found = await self.probe_layout(target, probe_headers)
-                if isinstance(found, aiohttp.ClientResponse):
-                    found.release()
-                    raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-                total = found[0].plaintext_length
+                if upstream_resp.status != 200:
+                    return await relay(request, upstream_resp)
+                self._check_unencrypted_allowed()
+                if range_value is None and not conditions:
+                    return await relay(request, upstream_resp)
             else:
-                total = _single_stream_length(stored_total, marker.segment_size)
-            status, length, content_range = 200, total, None
-            if range_value is not None:
-                first_last = _client_range(range_value, total)
-                if first_last is not None:
-                    first, last = first_last
-                    status, length = 206, last - first + 1
-                    content_range = f"bytes {first}-{last}/{total}"
-            resp = web.StreamResponse(status=status)
-            add_headers(
-                resp, client_response_headers(upstream_resp.headers.items(), decrypted=True)
+                return await self._head_encrypted(
+                    request, target, upstream_resp, marker, range_value, conditions
+                )
+        again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
+        plain = await self.upstream.send("HEAD", target, again)
+        async with plain:
+            return await relay(request, plain)
+
+    async def _head_encrypted(
+        self,
+        request: web.Request,
+        target: Target,
+        upstream_resp: aiohttp.ClientResponse,
+        marker: Marker,
+        range_value: str | None,
+        conditions: Headers,
+    ) -> web.StreamResponse:
+        stored_total = content_length(upstream_resp)
+        if stored_total is None:
+            raise IntegrityError("The upstream did not report the stored object's size.")
+        stored_etag = upstream_resp.headers.get("ETag")
+        if marker.version == 1 and not marker.multipart:
+            total = _single_stream_length(stored_total, marker)
+            etag, checksums = stored_etag, marker.checksum_headers()
+        else:
+            found = await self.objects.probe(
+                target, [("If-Match", stored_etag)] if stored_etag else []
             )
-            if content_range:
-                resp.headers["Content-Range"] = content_range
-            elif _checksum_mode(request):
-                add_headers(resp, marker.checksum_headers())
-            resp.content_length = length
-            await resp.prepare(request)
-            await resp.write_eof()
-            return resp
+            if isinstance(found, aiohttp.ClientResponse):
+                found.release()
+                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+            info = found[0]
+            total, etag, checksums = (
+                info.size,
+                info.etag or stored_etag,
+                _checksum_headers(info, marker),
+            )
+        _check_conditions(request, conditions, etag, upstream_resp)
+        status, length, content_range = 200, total, None
+        if range_value is not None:
+            first_last = _client_range(range_value, total)
+            if first_last is not None:
+                first, last = first_last
+                status, length = 206, last - first + 1
+                content_range = f"bytes {first}-{last}/{total}"
+        resp = web.StreamResponse(status=status)
+        add_headers(resp, _plaintext_headers(upstream_resp.headers.items(), etag))
+        if content_range:
+            resp.headers["Content-Range"] = content_range
+        elif _checksum_mode(request):
+            add_headers(resp, checksums)
+        resp.content_length = length
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
 
     # ---- GetObject ---------------------------------------------------------------------------
 
     async def get_object(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         range_value = _pop_header(headers, "Range")
-        if range_value is not None:
-            return await self._get_range(request, target, headers, range_value)
+        conditions = _pop_conditions(headers)
+        if range_value is not None or conditions:
+            return await self._get_probed(request, target, headers, range_value, conditions)
         upstream_resp = await self.upstream.send("GET", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
@@ -262,48 +182,75 @@ class Reader:
                 head = count_upstream(await upstream_resp.content.readexactly(HEADER_SIZE))
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 raise IntegrityError("The stored object is shorter than its header.") from exc
-            layout = await self.layout(
-                target, upstream_resp.headers.get("ETag"), stored_total, parse_header(head), marker
+            stored_etag = upstream_resp.headers.get("ETag")
+            keys: dict[str, bytes] = {}
+            info = await self.objects.info(
+                target, stored_etag, stored_total, parse_header(head), marker, keys
             )
-            checksums = marker.checksum_headers() if _checksum_mode(request) else []
+            checksums = _checksum_headers(info, marker) if _checksum_mode(request) else []
             return await self._send_plan(
                 request,
                 upstream_resp,
-                layout.plan_all(),
+                info.layout.plan_all(),
                 status=200,
                 content_range=None,
                 source_headers=upstream_resp.headers.items(),
+                etag=info.etag or stored_etag,
                 extra=checksums,
                 prefix=head,
+                keys=keys,
             )
 
-    async def _get_range(
-        self, request: web.Request, target: Target, headers: Headers, range_value: str
+    async def _get_probed(
+        self,
+        request: web.Request,
+        target: Target,
+        headers: Headers,
+        range_value: str | None,
+        conditions: Headers,
     ) -> web.StreamResponse:
-        """Ranged GET: the first 256 bytes tell whether the object is ours, its size and ETag;
-        a second request with ``If-Match`` fetches exactly the segments of the range."""
-        found = await self.probe_layout(target, headers)
+        """Ranged or conditional GET: the first 256 bytes tell whether the object is ours, its
+        size and stored ETag; the proxy evaluates the conditions on the plaintext ETag, then a
+        second request with ``If-Match`` fetches exactly the segments of the range."""
+        keys: dict[str, bytes] = {}
+        found = await self.objects.probe(target, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
-            # Not ours (or empty): the upstream answers the client's own range.
-            plain = await self.upstream.send("GET", target, [*headers, ("Range", range_value)])
+            # Not ours (or empty): the upstream answers the client's own range and conditions.
+            again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
+            plain = await self.upstream.send("GET", target, again)
             async with plain:
                 if plain.status in (200, 206):
                     self._check_unencrypted_allowed()
                 return await relay(request, plain)
-        layout, probe = found
-        total = layout.plaintext_length
-        first_last = _client_range(range_value, total)
+        info, probe = found
+        marker = Marker.of(probe)
+        etag = info.etag or probe.headers.get("ETag")
+        _check_conditions(request, conditions, etag, probe)
+        total = info.size
+        first_last = None if range_value is None else _client_range(range_value, total)
+        extra: Headers = []
         if first_last is None:
-            plan, status, content_range = layout.plan_all(), 200, None
+            plan, status, content_range = info.layout.plan_all(), 200, None
+            if _checksum_mode(request) and marker is not None:
+                extra = _checksum_headers(info, marker)
         else:
             first, last = first_last
-            plan = layout.plan_range(first, last)
+            plan = info.layout.plan_range(first, last)
             status, content_range = 206, f"bytes {first}-{last}/{total}"
         return await self._send_span(
-            request, target, headers, probe, plan, status=status, content_range=content_range
+            request,
+            target,
+            headers,
+            probe,
+            plan,
+            status=status,
+            content_range=content_range,
+            etag=etag,
+            extra=extra,
+            keys=keys,
         )
 
     async def _send_span(
@@ -316,21 +263,15 @@ class Reader:
         *,
         status: int,
         content_range: str | None,
+        etag: str | None,
         extra: Headers | None = None,
+        keys: dict[str, bytes] | None = None,
     ) -> web.StreamResponse:
         """Fetch the stored bytes of ``plan`` from the object the probe saw (``If-Match`` its
-        ETag; the client's own conditions were checked by the probe) and send the plaintext."""
-        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
-        etag = probe.headers.get("ETag")
-        if etag:
-            span_headers.append(("If-Match", etag))
-        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
-        upstream_resp = await self.upstream.send("GET", target, span_headers)
+        stored ETag; the client's own conditions were checked already) and send the plaintext."""
+        stored_etag = probe.headers.get("ETag")
+        upstream_resp = await self.objects.fetch_span(target, headers, stored_etag, plan)
         async with upstream_resp:
-            if upstream_resp.status == 412:
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            if upstream_resp.status != 206:
-                raise IntegrityError("The upstream did not return the requested ciphertext range.")
             return await self._send_plan(
                 request,
                 upstream_resp,
@@ -338,7 +279,9 @@ class Reader:
                 status=status,
                 content_range=content_range,
                 source_headers=probe.headers.items(),
+                etag=etag,
                 extra=extra,
+                keys=keys,
             )
 
     async def _send_plan(
@@ -350,22 +293,22 @@ class Reader:
         status: int,
         content_range: str | None,
         source_headers: object,
+        etag: str | None,
         extra: Headers | None = None,
         prefix: bytes = b"",
+        keys: dict[str, bytes] | None = None,
     ) -> web.StreamResponse:
         """Decrypt the fetched stored bytes into the client's response. The first segment is
         authenticated before the response starts, so most failures become a proper S3 error;
         a later failure cuts the connection short of the announced Content-Length."""
         decryptor = PlanDecryptor(plan)
-        keys: dict[str, bytes] = {}
+        request_keys: dict[str, bytes] = {} if keys is None else keys
 
         async def step(data: bytes) -> bytes:
             out = [decryptor.feed(data)]
             while decryptor.needs_key is not None:
                 wrapped = decryptor.needs_key.wrapped_key
-                if wrapped not in keys:
-                    keys[wrapped] = await self.keys.unwrap(wrapped)
-                decryptor.provide_key(keys[wrapped])
+                decryptor.provide_key(await self.objects.unwrap(wrapped, request_keys))
                 out.append(decryptor.feed(b""))
             return b"".join(out)
 
@@ -381,7 +324,7 @@ class Reader:
         except aiohttp.ClientError as exc:
             raise IntegrityError("The upstream response broke off.") from exc
         resp = web.StreamResponse(status=status)
-        add_headers(resp, client_response_headers(source_headers, decrypted=True))  # type: ignore[arg-type]
+        add_headers(resp, _plaintext_headers(source_headers, etag))  # type: ignore[arg-type]
         add_headers(resp, extra or [])
         if content_range:
             resp.headers["Content-Range"] = content_range
@@ -425,27 +368,32 @@ class Reader:
             raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
         number = int(number_text)
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
+        conditions = _pop_conditions(headers)
         whole = target.without("partNumber")
-        found = await self.probe_layout(whole, headers)
+        keys: dict[str, bytes] = {}
+        found = await self.objects.probe(whole, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
-            plain = await self.upstream.send(request.method, target, headers)
+            plain = await self.upstream.send(request.method, target, [*headers, *conditions])
             async with plain:
                 if plain.status in (200, 206):
                     self._check_unencrypted_allowed()
                 return await relay(request, plain)
-        layout, probe = found
+        info, probe = found
+        layout = info.layout
         marker = Marker.of(probe)
         parts = len(layout.streams)
-        etag = probe.headers.get("ETag", "")
-        suffix = etag.strip('"').rpartition("-")[2]
+        stored_etag = probe.headers.get("ETag", "")
+        suffix = stored_etag.strip('"').rpartition("-")[2]
         if marker is not None and marker.multipart and suffix.isdigit() and int(suffix) != parts:
             raise NotImplementedByProxy(
                 "s3proxy does not support this request: partNumber reads of an object whose "
                 "parts were copied from other multipart objects"
             )
+        etag = info.etag or stored_etag
+        _check_conditions(request, conditions, etag, probe)
         if number > parts:
             raise InvalidPartNumber("The requested partnumber is not satisfiable")
         stream = layout.streams[number - 1]
@@ -453,9 +401,12 @@ class Reader:
         last = first + stream.plaintext_length - 1
         total = layout.plaintext_length
         extra = [("x-amz-mp-parts-count", str(parts))] if marker and marker.multipart else []
+        part_checksum = info.part_checksum(number - 1)
+        if _checksum_mode(request) and part_checksum is not None:
+            extra.append((f"x-amz-checksum-{part_checksum[0]}", part_checksum[1]))
         if request.method == "HEAD" or stream.plaintext_length == 0:
             resp = web.StreamResponse(status=206)
-            add_headers(resp, client_response_headers(probe.headers.items(), decrypted=True))
+            add_headers(resp, _plaintext_headers(probe.headers.items(), etag))
             add_headers(resp, extra)
             if stream.plaintext_length:
                 resp.headers["Content-Range"] = f"bytes {first}-{last}/{total}"
@@ -471,7 +422,9 @@ class Reader:
             layout.plan_range(first, last),
             status=206,
             content_range=f"bytes {first}-{last}/{total}",
+            etag=etag,
             extra=extra,
+            keys=keys,
         )
 
     # ---- ListParts ---------------------------------------------------------------------------
@@ -484,7 +437,8 @@ class Reader:
                 return await relay(request, upstream_resp)
             seg = self.config.segment_size
             body = rewrite_part_sizes(
-                await upstream_resp.read(), lambda n: _single_stream_length(n, seg)
+                await upstream_resp.read(),
+                lambda n: _stream_length(n, seg, WRITE_VERSION),
             )
             return relay_body(upstream_resp, body)
 
@@ -501,52 +455,42 @@ class Reader:
         url_encoded = target.param("encoding-type") == "url"
         gate = asyncio.Semaphore(LIST_PROBE_CONCURRENCY)
 
-        async def size_of(obj: ListedObject) -> int:
+        async def plaintext_of(obj: ListedObject) -> tuple[int, str | None]:
             async with gate:
-                return await self._listed_size(target.bucket or "", obj, url_encoded)
+                return await self._listed_plaintext(target.bucket or "", obj, url_encoded)
 
-        sizes = await asyncio.gather(*(size_of(o) for o in objects))
-        return relay_body(upstream_resp, rewrite_listed_sizes(body, list(sizes)))
+        found = await asyncio.gather(*(plaintext_of(o) for o in objects))
+        return relay_body(upstream_resp, rewrite_listing(body, list(found)))
 
-    async def _listed_size(self, bucket: str, obj: ListedObject, url_encoded: bool) -> int:
-        """The plaintext size of a listed object: stored size for objects not written by the
-        proxy; else from a HEAD (and, for multipart objects, their stream headers). Cached by
-        ETag. A failed look-up reports the stored size rather than failing the listing."""
+    async def _listed_plaintext(
+        self, bucket: str, obj: ListedObject, url_encoded: bool
+    ) -> tuple[int, str | None]:
+        """The plaintext size and ETag of a listed object (``None``: keep the listed ETag):
+        stored values for objects not written by the proxy; else from its first 256 bytes and
+        its streams' trailers. Cached by ETag. A failed look-up reports the stored values rather
+        than failing the listing."""
         if obj.size < HEADER_SIZE + TAG_SIZE:
-            return obj.size  # too small to be an encrypted stream
+            return obj.size, None  # too small to be an encrypted stream
         key = unquote_plus(obj.key) if url_encoded else obj.key
-        version = obj.version_id
-        cache_key = (bucket, key, version or "", obj.etag or "")
-        cached = self._sizes.get(cache_key)
+        query = (("versionId", obj.version_id),) if obj.version_id else ()
+        target = Target(bucket, key, query)
+        ck = cache_key(target, obj.etag)
+        cached = self._listed.get(ck)
         if cached is not None:
             return cached
-        query = (("versionId", version),) if version else ()
-        target = Target(bucket, key, query)
         try:
-            size = await self._plaintext_size(target, obj.size)
+            found = await self.objects.probe(target, [("If-Match", obj.etag)] if obj.etag else [])
         except (S3ProxyError, aiohttp.ClientError) as exc:
             log.warning("listing reports the stored size of %s/%s: %s", bucket, key, exc)
-            return obj.size
-        self._sizes.put(cache_key, size)
-        return size
-
-    async def _plaintext_size(self, target: Target, stored: int) -> int:
-        head = await self.upstream.send("HEAD", target, [])
-        async with head:
-            if head.status != 200:
-                return stored
-            marker = Marker.of(head)
-            etag = head.headers.get("ETag")
-            length = content_length(head)
-        if marker is None or length is None:
-            return stored
-        if not marker.multipart:
-            return _single_stream_length(length, marker.segment_size)
-        found = await self.probe_layout(target, [("If-Match", etag)] if etag else [])
+            return obj.size, None
         if isinstance(found, aiohttp.ClientResponse):
             found.release()
-            return stored
-        return found[0].plaintext_length
+            result: tuple[int, str | None] = (obj.size, None)
+        else:
+            info = found[0]
+            result = (info.size, info.etag)
+        self._listed.put(ck, result)
+        return result
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -558,11 +502,76 @@ def _checksum_mode(request: web.Request) -> bool:
     return request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
 
 
-def _single_stream_length(stored: int, segment_size: int) -> int:
+def _checksum_headers(info: ObjectInfo, marker: Marker) -> Headers:
+    """The plaintext's full-object checksum as S3 reports it (v2: from the trailer; v1: from
+    the proxy's metadata)."""
+    if info.checksum is None:
+        return marker.checksum_headers() if marker.version == 1 else []
+    return info.checksum.headers
+
+
+def _plaintext_headers(source: Iterable[tuple[str, str]], etag: str | None) -> Headers:
+    """The upstream's headers as the client sees them for a decrypted object, with the
+    plaintext ETag in place of the stored one."""
+    out = client_response_headers(source, decrypted=True)
+    if etag is None:
+        return out
+    return [(k, etag if k.lower() == "etag" else v) for k, v in out]
+
+
+def _pop_conditions(headers: Headers) -> Headers:
+    """Remove and return the conditional headers (the proxy evaluates them on the plaintext
+    ETag; the upstream only ever sees its own ETag)."""
+    taken = [(k, v) for k, v in headers if k.lower() in CONDITION_HEADERS]
+    headers[:] = [(k, v) for k, v in headers if k.lower() not in CONDITION_HEADERS]
+    return taken
+
+
+def _last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
+    value = resp.headers.get("Last-Modified")
+    if value is None:
+        return None
     try:
-        return plaintext_length(stored, segment_size)
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_conditions(
+    request: web.Request, conditions: Headers, etag: str | None, resp: aiohttp.ClientResponse
+) -> None:
+    """Raise for a failed precondition (412) or an unmodified object (304)."""
+    if not conditions:
+        return
+    verdict = evaluate(dict(conditions), etag or "", _last_modified(resp))
+    if verdict == 412:
+        raise PreconditionFailed()
+    if verdict == 304:
+        kept = [
+            (k, v)
+            for k, v in _plaintext_headers(resp.headers.items(), etag)
+            if k.lower() in ("etag", "last-modified", "cache-control", "expires", "vary")
+        ]
+        raise NotModified(kept)
+
+
+class NotModified(Exception):
+    """304 Not Modified: not an error; the application answers it with these headers."""
+
+    def __init__(self, headers: Headers) -> None:
+        super().__init__("not modified")
+        self.headers = headers
+
+
+def _stream_length(stored: int, segment_size: int, version: int) -> int:
+    try:
+        return plaintext_length(stored, segment_size, version)
     except ValueError as exc:
         raise IntegrityError(f"The stored object has an impossible size: {exc}.") from exc
+
+
+def _single_stream_length(stored: int, marker: Marker) -> int:
+    return _stream_length(stored, marker.segment_size, marker.version)
 
 
 def _client_range(value: str, total: int) -> tuple[int, int] | None:

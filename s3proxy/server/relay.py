@@ -40,10 +40,22 @@ class Aborted(Exception):
 class Marker:
     """The fields of an object's ``x-amz-meta-s3proxy-encryption`` metadata."""
 
-    def __init__(self, segment_size: int, multipart: bool, checksum: str | None = None) -> None:
+    def __init__(
+        self,
+        segment_size: int,
+        multipart: bool,
+        checksum: str | None = None,
+        version: int = 1,
+        checksum_algorithm: str | None = None,
+        checksum_type: str | None = None,
+    ) -> None:
         self.segment_size = segment_size
         self.multipart = multipart
-        self.checksum = checksum  # "<algorithm>:<base64>" of the whole plaintext, if known
+        self.checksum = checksum  # v1: "<algorithm>:<base64>" of the whole plaintext, if known
+        self.version = version  # the format version the object's streams were written in
+        # Multipart: the checksum algorithm and type the client chose at CreateMultipartUpload.
+        self.checksum_algorithm = checksum_algorithm
+        self.checksum_type = checksum_type
 
     def checksum_headers(self) -> list[tuple[str, str]]:
         """The plaintext's checksum as S3 reports a full-object checksum."""
@@ -59,11 +71,18 @@ class Marker:
             return None
         fields = parse_marker(value)
         seg = fields.get("seg", "")
-        if fields.get("v") != "1" or not seg.isdigit() or int(seg) < 1:
+        if fields.get("v") not in ("1", "2") or not seg.isdigit() or int(seg) < 1:
             raise IntegrityError(
                 "The stored object carries an s3proxy marker this version cannot read."
             )
-        return cls(int(seg), fields.get("mp") == "1", resp.headers.get(CHECKSUM_METADATA))
+        return cls(
+            int(seg),
+            fields.get("mp") == "1",
+            resp.headers.get(CHECKSUM_METADATA),
+            int(fields["v"]),
+            fields.get("ck") or None,
+            fields.get("ct") or None,
+        )
 
 
 def content_length(resp: aiohttp.ClientResponse) -> int | None:
@@ -111,8 +130,13 @@ def relay_body(
     upstream_resp: aiohttp.ClientResponse, body: bytes, extra: Headers | None = None
 ) -> web.Response:
     """A small upstream response with a replaced body (and its stored-object checksums and
-    the proxy's metadata removed), plus ``extra`` headers."""
-    headers = client_response_headers(upstream_resp.headers.items(), decrypted=True)
+    the proxy's metadata removed), plus ``extra`` headers, which replace any of their names."""
+    replaced = {name.lower() for name, _ in extra or []}
+    headers = [
+        (name, value)
+        for name, value in client_response_headers(upstream_resp.headers.items(), decrypted=True)
+        if name.lower() not in replaced
+    ]
     resp = web.Response(status=upstream_resp.status, reason=upstream_resp.reason, body=body)
     add_headers(resp, [*headers, *(extra or [])])
     return resp

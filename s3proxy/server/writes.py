@@ -1,40 +1,60 @@
-"""Handlers that write objects: PutObject and UploadPart (encrypt while streaming),
-CreateMultipartUpload and CompleteMultipartUpload (keep the upstream from expecting plaintext
-checksums), CopyObject and UploadPartCopy (keep copies decryptable)."""
+"""Handlers that write objects: PutObject and UploadPart (encrypt while streaming, answer the
+plaintext's MD5 as ETag), CreateMultipartUpload, and CompleteMultipartUpload (the client's
+plaintext part ETags mapped to the stored parts', the plaintext ETag of the result)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from urllib.parse import unquote
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
 from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
-from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, verifier_for
+from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, verifier_for
+from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
     IncompleteBody,
     InvalidArgument,
+    InvalidRequest,
     MissingContentLength,
     NotImplementedByProxy,
+    PreconditionFailed,
     S3ProxyError,
 )
-from s3proxy.core.format import StreamEncryptor
+from s3proxy.core.etags import md5_of_etag, same_etag, single_etag
+from s3proxy.core.format import WRITE_VERSION, StreamEncryptor
 from s3proxy.core.headers import (
-    CHECKSUM_METADATA,
     MARKER_HEADER,
+    Headers,
+    get_header,
     marker_value,
     upstream_request_headers,
 )
-from s3proxy.core.request import Target, parse_target
-from s3proxy.core.s3xml import strip_part_checksums
+from s3proxy.core.objectsums import default_type, valid_type
+from s3proxy.core.request import Target
+from s3proxy.core.s3xml import (
+    completion_parts,
+    listed_parts,
+    replace_text,
+    rewrite_completion,
+    set_checksum,
+)
 from s3proxy.core.sizes import ciphertext_length
+from s3proxy.core.trailing import PAYLOAD as TRAILING_PAYLOAD
+from s3proxy.core.trailing import TrailingChecksumFramer
 from s3proxy.keys.transit import KeyService
-from s3proxy.server.relay import READ_CHUNK, Marker, relay, relay_body
+from s3proxy.server.objects import ObjectInfo, ObjectInspector
+from s3proxy.server.relay import READ_CHUNK, relay_body
 from s3proxy.upstream.client import Upstream
 
+log = logging.getLogger("s3proxy")
+
 COMPLETE_BODY_LIMIT = 8 * 1024 * 1024
+MAX_PARTS = 10000
+
+Checksum = tuple[str, bytes] | None
 
 
 def is_aws_chunked(headers: Mapping[str, str]) -> bool:
@@ -44,16 +64,6 @@ def is_aws_chunked(headers: Mapping[str, str]) -> bool:
     if sha.startswith("STREAMING-") and sha not in STREAMING_PAYLOADS:
         raise NotImplementedByProxy(f"s3proxy does not support the payload type {sha}.")
     return sha in STREAMING_PAYLOADS or "aws-chunked" in encoding
-
-
-def _declared_checksum(headers: Mapping[str, str]) -> str | None:
-    """The first full-object checksum the client sent as a header, as "<algorithm>:<value>"
-    (verified against the plaintext before the upload completes)."""
-    for algorithm in CHECKSUM_ALGORITHMS:
-        value = headers.get(f"x-amz-checksum-{algorithm}")
-        if value:
-            return f"{algorithm}:{value.strip()}"
-    return None
 
 
 def _plaintext_length(request: web.Request, chunked: bool) -> int:
@@ -69,11 +79,126 @@ def _plaintext_length(request: web.Request, chunked: bool) -> int:
     return request.content_length
 
 
+async def _client_plaintext(
+    request: web.Request, decoder: AwsChunkedDecoder | None, verifier: BodyVerifier
+) -> AsyncIterator[bytes]:
+    """The request body as plaintext, fed to the client's digests; it ends only after every
+    digest (header or trailer) has matched."""
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            plain = decoder.feed(chunk) if decoder is not None else chunk
+            verifier.update(plain)
+            yield plain
+    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
+        raise IncompleteBody("The request body was cut off.") from exc
+    if decoder is not None:
+        decoder.finish()
+        verifier.trailers_arrived(decoder.trailers)
+    verifier.verify()
+
+
+def _with_aws_chunked(headers: Headers) -> Headers:
+    """The headers with ``aws-chunked`` first in ``Content-Encoding`` (S3 removes it again)."""
+    encoding = get_header(headers, "Content-Encoding")
+    rest = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
+    value = "aws-chunked" + (f",{encoding}" if encoding else "")
+    return [*rest, ("Content-Encoding", value)]
+
+
+def _requested_checksum(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The (algorithm, type) a CreateMultipartUpload asks for, checked as S3 checks it."""
+    algorithm = headers.get("x-amz-checksum-algorithm")
+    if algorithm is None:
+        return None
+    name = algorithm.strip().lower()
+    if name not in CHECKSUM_ALGORITHMS:
+        raise InvalidRequest(f"Checksum algorithm {algorithm} is not supported.")
+    kind = (headers.get("x-amz-checksum-type") or default_type(name)).strip().upper()
+    if not valid_type(name, kind):
+        raise InvalidRequest(f"The {kind} checksum type cannot be used with {algorithm}.")
+    return name, kind
+
+
+def _unframed(data: bytes) -> bytes:
+    return data
+
+
 class Writer:
-    def __init__(self, config: Config, keys: KeyService, upstream: Upstream) -> None:
+    def __init__(
+        self, config: Config, keys: KeyService, upstream: Upstream, objects: ObjectInspector
+    ) -> None:
         self.config = config
         self.keys = keys
         self.upstream = upstream
+        self.objects = objects
+
+    async def put_stream(
+        self,
+        target: Target,
+        headers: Headers,
+        length: int,
+        plaintext: AsyncIterator[bytes],
+        checksum: Callable[[], Checksum] = lambda: None,
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        """PUT ``length`` bytes of plaintext upstream as one stream. The final segment (and so
+        a complete upstream request) is sent only after ``plaintext`` ended without error; the
+        stream's trailer records ``checksum()``. Returns the upstream response (to be released
+        by the caller) and the plaintext's ETag."""
+        seg = self.config.segment_size
+        data_key = await self.keys.new_data_key(length)
+        encryptor = StreamEncryptor(data_key.plaintext, data_key.wrapped, length, seg)
+        failure: list[S3ProxyError] = []
+        framer = None
+        stored = ciphertext_length(length, seg, WRITE_VERSION)
+        sent, payload = stored, None
+        if self.config.upstream_checksum is not None:
+            framer = TrailingChecksumFramer(self.config.upstream_checksum, stored)
+            sent = framer.length
+            payload = TRAILING_PAYLOAD
+            headers = [*_with_aws_chunked(headers), *framer.headers]
+            headers.append(("x-amz-decoded-content-length", str(stored)))
+        frame = framer.frame if framer is not None else _unframed
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield frame(encryptor.header)
+                async for plain in plaintext:
+                    out = encryptor.feed(plain)
+                    if out:
+                        yield frame(out)
+                found = checksum()
+                last = encryptor.finish(*found) if found is not None else encryptor.finish()
+            except S3ProxyError as err:
+                failure.append(err)
+                raise
+            # Only a fully received and verified body gets its final segment: without it the
+            # upstream never sees a complete request, so nothing is stored.
+            yield frame(last) + (framer.finish() if framer is not None else b"")
+
+        try:
+            resp = await self.upstream.send("PUT", target, headers, body(), sent, payload)
+        except Exception:
+            if failure:
+                raise failure[0] from None
+            raise
+        if failure:
+            resp.release()
+            raise failure[0]
+        return resp, single_etag(encryptor.md5 or b"")
+
+    async def if_match_for_upstream(self, target: Target, headers: Headers) -> None:
+        """A conditional write's ``If-Match`` names the plaintext ETag the client saw: check it
+        here and make the upstream write conditional on the stored ETag of that same object."""
+        value = get_header(headers, "If-Match")
+        if value is None:
+            return
+        current = await self.objects.current(target)
+        if current is None:
+            return  # the upstream answers for a missing object, as S3 would
+        headers[:] = [(k, v) for k, v in headers if k.lower() != "if-match"]
+        if not etag_matches(value, current.etag):
+            raise PreconditionFailed()
+        headers.append(("If-Match", current.stored_etag))
 
     async def encrypt_upload(self, request: web.Request, target: Target) -> web.StreamResponse:
         """PutObject or UploadPart: the body becomes one stream (docs/design.md, Writing)."""
@@ -81,135 +206,139 @@ class Writer:
         length = _plaintext_length(request, chunked)
         verifier = verifier_for(request.headers.items())
         decoder = AwsChunkedDecoder(length) if chunked else None
-        seg = self.config.segment_size
-        data_key = await self.keys.new_data_key(length)
-        encryptor = StreamEncryptor(data_key.plaintext, data_key.wrapped, length, seg)
         headers = upstream_request_headers(request.headers.items(), encrypting=True)
         if not target.has("uploadId"):
-            headers.append((MARKER_HEADER, marker_value(seg)))
-            checksum = _declared_checksum(request.headers)
-            if checksum is not None:
-                headers.append((CHECKSUM_METADATA, checksum))
-        failure: list[S3ProxyError] = []
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                yield encryptor.header
-                async for chunk in request.content.iter_chunked(READ_CHUNK):
-                    plain = decoder.feed(chunk) if decoder is not None else chunk
-                    verifier.update(plain)
-                    out = encryptor.feed(plain)
-                    if out:
-                        yield out
-                if decoder is not None:
-                    decoder.finish()
-                    verifier.trailers_arrived(decoder.trailers)
-                last = encryptor.finish()
-                verifier.verify()
-            except S3ProxyError as err:
-                failure.append(err)
-                raise
-            except (aiohttp.ClientPayloadError, ConnectionError) as exc:
-                failure.append(IncompleteBody("The request body was cut off."))
-                raise failure[-1] from exc
-            # Only a fully received and verified body gets its final segment: without it the
-            # upstream never sees a complete request, so nothing is stored.
-            yield last
-
-        try:
-            upstream_resp = await self.upstream.send(
-                "PUT", target, headers, body(), ciphertext_length(length, seg)
-            )
-        except Exception:
-            if failure:
-                raise failure[0] from None
-            raise
-        async with upstream_resp:
-            if failure:
-                raise failure[0]
+            marker = marker_value(self.config.segment_size, version=WRITE_VERSION)
+            headers.append((MARKER_HEADER, marker))
+            await self.if_match_for_upstream(target, headers)
+        plaintext = _client_plaintext(request, decoder, verifier)
+        resp, etag = await self.put_stream(
+            target, headers, length, plaintext, verifier.declared_checksum
+        )
+        async with resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return relay_body(resp, body)
             checksums = [
                 (name, value)
                 for name, value in verifier.computed().items()
                 if name.startswith("x-amz-checksum-")
             ]
-            body_bytes = await upstream_resp.read()
-            return relay_body(
-                upstream_resp, body_bytes, checksums if upstream_resp.status == 200 else None
-            )
+            return relay_body(resp, body, [("ETag", etag), *checksums])
 
     async def create_multipart(self, request: web.Request, target: Target) -> web.StreamResponse:
-        # Checksum algorithm and type headers go too: the upstream would then demand checksums
-        # of the ciphertext parts, which the proxy does not send.
+        """The marker records the checksum algorithm and type the client chose, for the
+        object's checksum at Complete; the upstream is not told them (it would then demand
+        checksums of the ciphertext parts in a form the proxy does not send)."""
         headers = upstream_request_headers(request.headers.items(), encrypting=True)
-        headers.append((MARKER_HEADER, marker_value(self.config.segment_size, multipart=True)))
+        checksum = _requested_checksum(request.headers)
+        marker = marker_value(
+            self.config.segment_size, version=WRITE_VERSION, multipart=True, checksum=checksum
+        )
+        headers.append((MARKER_HEADER, marker))
         await request.read()
         upstream_resp = await self.upstream.send("POST", target, headers, b"")
         async with upstream_resp:
-            return relay_body(upstream_resp, await upstream_resp.read())
+            body = await upstream_resp.read()
+            extra: Headers = []
+            if checksum is not None and upstream_resp.status == 200:
+                extra = [
+                    ("x-amz-checksum-algorithm", checksum[0].upper()),
+                    ("x-amz-checksum-type", checksum[1]),
+                ]
+            return relay_body(upstream_resp, body, extra)
+
+    async def _stored_parts(self, target: Target) -> dict[int, str]:
+        """Part number -> stored ETag of every part uploaded so far (ListParts, all pages)."""
+        upload = target.param("uploadId") or ""
+        found: dict[int, str] = {}
+        marker = ""
+        for _ in range(MAX_PARTS // 1000 + 1):
+            query: list[tuple[str, str | None]] = [("uploadId", upload), ("max-parts", "1000")]
+            if marker:
+                query.append(("part-number-marker", marker))
+            page_target = Target(target.bucket, target.key, tuple(query))
+            resp = await self.upstream.send("GET", page_target, [])
+            async with resp:
+                if resp.status != 200:
+                    return found  # Complete itself will report the problem, as S3 would
+                page = listed_parts(await resp.read())
+            found.update({number: etag for number, etag, _ in page.parts})
+            if page.next_marker is None:
+                break
+            marker = page.next_marker
+        return found
 
     async def complete_multipart(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """The client lists each part with the plaintext ETag it was given; the upstream needs
+        the stored part's. The result's ETag is the plaintext's, from the streams' trailers."""
         length = request.content_length
         if length is None:
             raise MissingContentLength("You must provide the Content-Length HTTP header.")
         if length > COMPLETE_BODY_LIMIT:
             raise InvalidArgument("The CompleteMultipartUpload body is too large.")
-        body = strip_part_checksums(await request.read())
+        raw = await request.read()
+        claimed = completion_parts(raw)
+        stored = await self._stored_parts(target)
+        mapping: dict[int, str] = {}
+        plaintext_claims: dict[int, bytes] = {}
+        for number, etag in claimed:
+            stored_etag = stored.get(number)
+            if stored_etag is None:
+                continue  # the upstream answers InvalidPart
+            md5 = md5_of_etag(etag)
+            if same_etag(etag, stored_etag) or md5 is not None:
+                mapping[number] = stored_etag
+            if md5 is not None and not same_etag(etag, stored_etag):
+                plaintext_claims[number] = md5
+        # x-amz-mp-object-size is the plaintext's size; the upstream sums ciphertext.
         headers = [
             (k, v)
             for k, v in upstream_request_headers(request.headers.items(), encrypting=True)
-            if k.lower()
-            != "x-amz-mp-object-size"  # the plaintext size; the upstream sums ciphertext
+            if k.lower() != "x-amz-mp-object-size"
         ]
+        await self.if_match_for_upstream(target.without("uploadId"), headers)
+        body = rewrite_completion(raw, mapping)
         upstream_resp = await self.upstream.send("POST", target, headers, body)
         async with upstream_resp:
-            return await relay(request, upstream_resp)
+            data = await upstream_resp.read()
+            if upstream_resp.status != 200 or b"CompleteMultipartUploadResult" not in data:
+                return relay_body(upstream_resp, data)
+            version = upstream_resp.headers.get("x-amz-version-id")
+            result = target.without("uploadId")
+            if version and version != "null":
+                result = Target(result.bucket, result.key, (("versionId", version),))
+            numbers = [n for n, _ in claimed]
+            info = await self._completed(result, numbers, plaintext_claims)
+            if info is not None and info.etag is not None:
+                data = replace_text(data, "ETag", info.etag)
+            if info is not None and info.checksum is not None:
+                checksum = info.checksum
+                data = set_checksum(data, checksum.algorithm, checksum.value, checksum.type)
+            return relay_body(upstream_resp, data)
 
-    async def _source_marker(self, request: web.Request) -> Marker | None:
-        """The encryption marker of an ``x-amz-copy-source``, from a HEAD of that object."""
-        source = request.headers.get("x-amz-copy-source", "")
-        path, _, query = source.partition("?")
-        if not path.startswith("/"):
-            path = "/" + path
-        version = None
-        for pair in query.split("&"):
-            name, _, value = pair.partition("=")
-            if name == "versionId":
-                version = unquote(value)
-        src = parse_target(path, None, ())
-        if src.key is None:
-            raise InvalidArgument("Copy Source must mention the source bucket and key.")
-        src = Target(src.bucket, src.key, (("versionId", version),) if version else ())
-        head = await self.upstream.send("HEAD", src, [])
-        async with head:
-            if head.status != 200:
-                return None  # the copy itself will report the problem, as S3 would
-            return Marker.of(head)
-
-    async def copy_object(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
-        if directive == "REPLACE":
-            # The client's new metadata replaces all of it; the proxy's marker must survive.
-            headers = upstream_request_headers(request.headers.items(), encrypting=True)
-            marker = await self._source_marker(request)
-            if marker is not None:
-                value = marker_value(marker.segment_size, multipart=marker.multipart)
-                headers.append((MARKER_HEADER, value))
-                if marker.checksum is not None:
-                    headers.append((CHECKSUM_METADATA, marker.checksum))
-        await request.read()
-        upstream_resp = await self.upstream.send("PUT", target, headers, b"")
-        async with upstream_resp:
-            return relay_body(upstream_resp, await upstream_resp.read())
-
-    async def upload_part_copy(self, request: web.Request, target: Target) -> web.StreamResponse:
-        if await self._source_marker(request) is None:
-            raise NotImplementedByProxy(
-                "s3proxy does not support this request: UploadPartCopy from an object that is "
-                "not encrypted by s3proxy would mix plaintext into an encrypted object"
-            )
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        await request.read()
-        upstream_resp = await self.upstream.send("PUT", target, headers, b"")
-        async with upstream_resp:
-            return await relay(request, upstream_resp)
+    async def _completed(
+        self, target: Target, numbers: list[int], claims: dict[int, bytes]
+    ) -> ObjectInfo | None:
+        """The completed object's plaintext ETag (this also caches its layout for the first
+        read). A part whose recorded MD5 differs from the ETag the client completed it with is
+        logged: the upstream kept the part's latest upload, as S3 does."""
+        try:
+            current = await self.objects.current(target)
+        except S3ProxyError as exc:
+            log.warning("completed %s, but could not read its layout: %s", target.resource, exc)
+            return None
+        if current is None or current.info is None:
+            return None
+        trailers = current.info.trailers
+        if len(trailers) == len(numbers):
+            for number, trailer in zip(numbers, trailers, strict=True):
+                claim = claims.get(number)
+                if claim is not None and trailer is not None and trailer.md5 != claim:
+                    log.error(
+                        "%s: part %d was completed with an ETag its stored bytes do not have",
+                        target.resource,
+                        number,
+                        extra={"integrity": True},
+                    )
+        return current.info

@@ -98,9 +98,11 @@ class Upstream:
         headers: Headers,
         body: bytes | AsyncIterator[bytes] | None = None,
         content_length: int | None = None,
+        payload_hash: str | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a signed request; ``body`` is bytes (its hash is signed) or a stream of exactly
-        ``content_length`` bytes (sent as UNSIGNED-PAYLOAD)."""
+        ``content_length`` bytes (sent as UNSIGNED-PAYLOAD, or as the given ``payload_hash``,
+        such as an aws-chunked framing with a trailing checksum)."""
         if self._session is None:
             raise RuntimeError("Upstream.start() was not awaited")
         out = list(headers)
@@ -113,7 +115,7 @@ class Upstream:
         else:
             if content_length is None:
                 raise ValueError("a streamed body needs its length")
-            payload_hash = UNSIGNED_PAYLOAD
+            payload_hash = payload_hash or UNSIGNED_PAYLOAD
             out.append(("Content-Length", str(content_length)))
         url, signed = await self.sign(method, target, out, payload_hash)
         data: Any = body

@@ -1,15 +1,24 @@
-"""Prints the v1 test vectors (tests/vectors/format-v1.json) from fixed inputs.
+"""Prints the test vectors of a format version (tests/vectors/format-v<N>.json) from fixed
+inputs.
 
 The committed JSON is the reference: once a format version is released its vectors never change,
 and tests check that this release still writes and reads them byte for byte. Run this only to
-add vectors for a new format version:  python tests/vectors/generate.py > new.json
+add vectors for a new format version:  python tests/vectors/generate.py 2 > new.json
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
+import zlib
 
-from s3proxy.core.format import Header, derive_stream_key, seal
+from s3proxy.core.format import (
+    StreamEncryptor,
+    derive_stream_key,
+    name_binding,
+    parse_header,
+)
 
 DATA_KEY = bytes(range(32))
 SALT = bytes(range(0xA0, 0xB0))
@@ -21,32 +30,72 @@ WRAPPED_V12 = WRAPPED.replace("vault:v1:", "vault:v12:")
 
 
 def vector(
-    name: str, plaintext: bytes, segment_size: int, wrapped: str = WRAPPED
+    version: int,
+    name: str,
+    plaintext: bytes,
+    segment_size: int,
+    wrapped: str = WRAPPED,
+    checksum: tuple[str, bytes] | None = None,
+    bound_to: tuple[str, str] | None = None,
 ) -> dict[str, object]:
-    stream = seal(DATA_KEY, wrapped, plaintext, segment_size, salt=SALT, nonce_prefix=NONCE_PREFIX)
-    header = Header(segment_size, len(plaintext), SALT, NONCE_PREFIX, wrapped)
-    return {
+    binding = name_binding(*bound_to) if bound_to else None
+    out: dict[str, object] = {
         "name": name,
+        "version": version,
         "data_key": DATA_KEY.hex(),
         "wrapped_key": wrapped,
         "salt": SALT.hex(),
         "nonce_prefix": NONCE_PREFIX.hex(),
         "segment_size": segment_size,
         "plaintext": plaintext.hex(),
-        "stream_key": derive_stream_key(DATA_KEY, header).hex(),
-        "stream": stream.hex(),
     }
+    enc = StreamEncryptor(
+        DATA_KEY,
+        wrapped,
+        len(plaintext),
+        segment_size,
+        salt=SALT,
+        nonce_prefix=NONCE_PREFIX,
+        version=version,
+        binding=binding,
+    )
+    body = enc.feed(plaintext)
+    tail = enc.finish(*checksum) if checksum else enc.finish()
+    stream = enc.header + body + tail
+    out["stream_key"] = derive_stream_key(DATA_KEY, parse_header(stream)).hex()
+    if version >= 2:
+        out["md5"] = hashlib.md5(plaintext).hexdigest()
+        if checksum:
+            out["checksum_algorithm"], out["checksum"] = checksum[0], checksum[1].hex()
+        if bound_to:
+            out["bucket"], out["key"] = bound_to
+    out["stream"] = stream.hex()
+    return out
+
+
+def vectors(version: int) -> list[dict[str, object]]:
+    found = [
+        vector(version, "empty", b"", 65536),
+        vector(version, "hello", b"hello, world", 65536),
+        vector(version, "two full segments", bytes(i % 251 for i in range(64)), 32),
+        vector(version, "partial last segment", bytes(i % 251 for i in range(100)), 32),
+        vector(version, "key version 12", b"rotated", 16, WRAPPED_V12),
+    ]
+    if version >= 2:
+        crc32 = zlib.crc32(b"hello, world").to_bytes(4, "big")
+        sha256 = hashlib.sha256(b"hello, world").digest()
+        found += [
+            vector(version, "with crc32", b"hello, world", 65536, checksum=("crc32", crc32)),
+            vector(version, "with sha256", b"hello, world", 8, checksum=("sha256", sha256)),
+            vector(version, "bound to its name", b"hello, world", 65536, bound_to=("b", "k/1")),
+        ]
+    return found
 
 
 def main() -> None:
-    vectors = [
-        vector("empty", b"", 65536),
-        vector("hello", b"hello, world", 65536),
-        vector("two full segments", bytes(i % 251 for i in range(64)), 32),
-        vector("partial last segment", bytes(i % 251 for i in range(100)), 32),
-        vector("key version 12", b"rotated", 16, WRAPPED_V12),
-    ]
-    print(json.dumps({"format": "s3proxy at-rest format v1", "vectors": vectors}, indent=1))
+    version = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+    doc = {"format": f"s3proxy at-rest format v{version}", "vectors": vectors(version)}
+    print(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

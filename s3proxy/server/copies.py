@@ -1,0 +1,212 @@
+"""Handlers that copy objects: CopyObject and UploadPartCopy keep copies decryptable, answer the
+plaintext ETag, and take the client's plaintext ETags in ``x-amz-copy-source-if-*``. A copy
+range that is exactly one source stream is copied by the upstream (no object bytes pass through
+the proxy); any other range is read, authenticated, decrypted and encrypted anew as the part."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from s3proxy.config import Config
+from s3proxy.core.conditions import etag_matches
+from s3proxy.core.errors import (
+    InvalidArgument,
+    NotImplementedByProxy,
+    PreconditionFailed,
+    RangeError,
+)
+from s3proxy.core.etags import single_etag
+from s3proxy.core.headers import (
+    CHECKSUM_METADATA,
+    MARKER_HEADER,
+    Headers,
+    marker_value,
+    upstream_request_headers,
+)
+from s3proxy.core.layout import StreamInfo
+from s3proxy.core.request import Target, parse_target
+from s3proxy.core.s3xml import replace_text
+from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
+from s3proxy.server.relay import relay, relay_body
+from s3proxy.server.writes import Writer
+from s3proxy.upstream.client import Upstream
+
+_SOURCE_ETAG_CONDITIONS = ("x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
+_INVALID_RANGE = (
+    "The x-amz-copy-source-range value must be of the form bytes=first-last where first and "
+    "last are the zero-based offsets of the first and last bytes to copy"
+)
+
+
+def source_target(request: web.Request) -> Target:
+    """The object named by ``x-amz-copy-source`` (``bucket/key[?versionId=…]``)."""
+    source = request.headers.get("x-amz-copy-source", "")
+    path, _, query = source.partition("?")
+    if not path.startswith("/"):
+        path = "/" + path
+    version = None
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "versionId":
+            version = unquote(value)
+    src = parse_target(path, None, ())
+    if src.key is None:
+        raise InvalidArgument("Copy Source must mention the source bucket and key.")
+    return Target(src.bucket, src.key, (("versionId", version),) if version else ())
+
+
+def parse_copy_range(value: str, total: int) -> tuple[int, int]:
+    """The inclusive plaintext range of ``x-amz-copy-source-range`` (strict, as S3 parses it)."""
+    unit, eq, spec = value.strip().partition("=")
+    first_text, dash, last_text = spec.partition("-")
+    if unit != "bytes" or not eq or not dash or not first_text.isdigit():
+        raise InvalidArgument(_INVALID_RANGE)
+    if not last_text.isdigit():
+        raise InvalidArgument(_INVALID_RANGE)
+    first, last = int(first_text), int(last_text)
+    if first > last:
+        raise InvalidArgument(_INVALID_RANGE)
+    if last >= total:
+        raise RangeError(total)
+    return first, last
+
+
+def _whole_stream(info: ObjectInfo, first: int, last: int) -> tuple[StreamInfo, int] | None:
+    """The v2 stream whose plaintext is exactly ``first..last``, with its index."""
+    for index, stream in enumerate(info.layout.streams):
+        end = stream.plaintext_offset + stream.plaintext_length - 1
+        if stream.plaintext_offset == first and end == last and stream.header.has_trailer:
+            return stream, index
+    return None
+
+
+class Copier:
+    def __init__(
+        self, config: Config, upstream: Upstream, objects: ObjectInspector, writer: Writer
+    ) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.objects = objects
+        self.writer = writer
+
+    async def _source(self, request: web.Request, headers: Headers) -> Current | None:
+        """The copy source as the client sees it; its ETag conditions are checked here and
+        replaced by a condition on the stored ETag of the object they were checked against."""
+        current = await self.objects.current(source_target(request))
+        if current is None:
+            return None  # the copy itself reports the missing source, as S3 would
+        conditions = {k.lower(): v for k, v in headers if k.lower() in _SOURCE_ETAG_CONDITIONS}
+        headers[:] = [(k, v) for k, v in headers if k.lower() not in _SOURCE_ETAG_CONDITIONS]
+        if_match = conditions.get("x-amz-copy-source-if-match")
+        if_none_match = conditions.get("x-amz-copy-source-if-none-match")
+        if if_match is not None and not etag_matches(if_match, current.etag):
+            raise PreconditionFailed()
+        if if_none_match is not None and etag_matches(if_none_match, current.etag):
+            raise PreconditionFailed()
+        if current.stored_etag:
+            headers.append(("x-amz-copy-source-if-match", current.stored_etag))
+        return current
+
+    async def copy_object(self, request: web.Request, target: Target) -> web.StreamResponse:
+        directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+        # With REPLACE the client's new metadata replaces all of it; the proxy's marker must
+        # survive, so the client's own headers go through the same filter as an upload's.
+        headers = upstream_request_headers(
+            request.headers.items(), encrypting=directive == "REPLACE"
+        )
+        current = await self._source(request, headers)
+        info = current.info if current is not None else None
+        marker = current.marker if current is not None else None
+        if directive == "REPLACE" and marker is not None:
+            value = marker_value(
+                marker.segment_size, version=marker.version, multipart=marker.multipart
+            )
+            headers.append((MARKER_HEADER, value))
+            if marker.checksum is not None:  # v1 objects keep their checksum in metadata
+                headers.append((CHECKSUM_METADATA, marker.checksum))
+        await request.read()
+        upstream_resp = await self.upstream.send("PUT", target, headers, b"")
+        async with upstream_resp:
+            body = await upstream_resp.read()
+            if upstream_resp.status == 200 and info is not None and info.etag is not None:
+                body = replace_text(body, "ETag", info.etag)
+            return relay_body(upstream_resp, body)
+
+    async def upload_part_copy(self, request: web.Request, target: Target) -> web.StreamResponse:
+        headers = upstream_request_headers(request.headers.items(), encrypting=False)
+        current = await self._source(request, headers)
+        if current is None:
+            await request.read()
+            upstream_resp = await self.upstream.send("PUT", target, headers, b"")
+            async with upstream_resp:
+                return await relay(request, upstream_resp)
+        info = current.info
+        if info is None:
+            raise NotImplementedByProxy(
+                "s3proxy does not support this request: UploadPartCopy from an object that is "
+                "not encrypted by s3proxy would mix plaintext into an encrypted object"
+            )
+        await request.read()
+        range_value = request.headers.get("x-amz-copy-source-range")
+        if range_value is None:
+            first, last = 0, info.size - 1
+        else:
+            first, last = parse_copy_range(range_value, info.size)
+        whole = _whole_stream(info, first, last) if info.size else None
+        if info.size == 0 and info.layout.streams[0].header.has_trailer:
+            whole = info.layout.streams[0], 0
+        if whole is not None:
+            return await self._copy_stream(request, target, headers, info, *whole)
+        return await self._reencrypt(target, current, info, first, last)
+
+    async def _copy_stream(
+        self,
+        request: web.Request,
+        target: Target,
+        headers: Headers,
+        info: ObjectInfo,
+        stream: StreamInfo,
+        index: int,
+    ) -> web.StreamResponse:
+        """The upstream copies the stream's stored bytes; its trailer already holds the MD5."""
+        headers = [(k, v) for k, v in headers if k.lower() != "x-amz-copy-source-range"]
+        end = stream.stored_offset + stream.stored_length - 1
+        headers.append(("x-amz-copy-source-range", f"bytes={stream.stored_offset}-{end}"))
+        upstream_resp = await self.upstream.send("PUT", target, headers, b"")
+        async with upstream_resp:
+            body = await upstream_resp.read()
+            trailer = info.trailers[index]
+            if upstream_resp.status == 200 and trailer is not None:
+                body = replace_text(body, "ETag", single_etag(trailer.md5))
+            return relay_body(upstream_resp, body)
+
+    async def _reencrypt(
+        self, target: Target, current: Current, info: ObjectInfo, first: int, last: int
+    ) -> web.StreamResponse:
+        """Any other range: decrypted (authenticated) and encrypted as a new part stream."""
+        if info.size == 0:
+            plaintext: AsyncIterator[bytes] = _nothing()
+        else:
+            plan = info.layout.plan_range(first, last)
+            plaintext = self.objects.plaintext(current.target, current.stored_etag, plan)
+        resp, etag = await self.writer.put_stream(target, [], last - first + 1, plaintext)
+        async with resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return relay_body(resp, body)
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            result = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<CopyPartResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                f"<LastModified>{now}</LastModified><ETag>{etag}</ETag></CopyPartResult>"
+            ).encode()
+            return relay_body(resp, result, [("Content-Type", "application/xml")])
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""

@@ -1,0 +1,316 @@
+"""What is stored under a key: an object's stream layout, its streams' trailers and so its
+plaintext size, ETag and checksum, found with small ranged reads and cached per upstream ETag.
+See docs/design.md, Multipart objects, and docs/format.md."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import aiohttp
+
+from s3proxy.core.errors import IntegrityError, PreconditionChanged
+from s3proxy.core.etags import object_etag
+from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
+from s3proxy.core.headers import Headers
+from s3proxy.core.layout import Discovery, Layout, PlanDecryptor, ReadPlan, discover
+from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
+from s3proxy.core.request import Target
+from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
+from s3proxy.keys.transit import KeyService
+from s3proxy.server.relay import READ_CHUNK, Marker, content_range_total, count_upstream
+from s3proxy.upstream.client import Upstream
+
+V = TypeVar("V")
+
+INFO_CACHE_ENTRIES = 4096
+FETCH_CONCURRENCY = 16
+
+CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
+
+
+class LruCache(Generic[V]):
+    """A bounded LRU map."""
+
+    def __init__(self, entries: int) -> None:
+        self._entries = entries
+        self._items: OrderedDict[CacheKey, V] = OrderedDict()
+
+    def get(self, key: CacheKey) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: CacheKey, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._entries:
+            self._items.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class ObjectChecksum:
+    """The plaintext checksum S3 would report for the whole object."""
+
+    algorithm: str
+    value: str  # base64, with -N for a COMPOSITE multipart checksum
+    type: str  # FULL_OBJECT or COMPOSITE
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            (f"x-amz-checksum-{self.algorithm}", self.value),
+            ("x-amz-checksum-type", self.type),
+        ]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An encrypted object as the client sees it."""
+
+    layout: Layout
+    trailers: tuple[Trailer | None, ...]  # per stream; None for v1 streams
+    etag: str | None  # the plaintext ETag; None: a v1 object keeps its stored ETag
+    checksum: ObjectChecksum | None = None
+
+    @property
+    def size(self) -> int:
+        return self.layout.plaintext_length
+
+    def part_checksum(self, index: int) -> tuple[str, str] | None:
+        """(algorithm, base64) of the checksum the client sent with one part, if any."""
+        trailer = self.trailers[index]
+        if trailer is None or trailer.checksum_algorithm is None:
+            return None
+        return trailer.checksum_algorithm, base64.b64encode(trailer.checksum).decode()
+
+
+def object_checksum(
+    layout: Layout, trailers: tuple[Trailer | None, ...], marker: Marker
+) -> ObjectChecksum | None:
+    """Single stream: the checksum the client sent with it. Multipart: the composite or
+    full-object checksum of the algorithm and type chosen at CreateMultipartUpload, when every
+    part was sent with a checksum of that algorithm."""
+    if not marker.multipart:
+        trailer = trailers[0] if len(trailers) == 1 else None
+        if trailer is None or trailer.checksum_algorithm is None:
+            return None
+        value = base64.b64encode(trailer.checksum).decode()
+        return ObjectChecksum(trailer.checksum_algorithm, value, FULL_OBJECT)
+    algorithm, kind = marker.checksum_algorithm, marker.checksum_type
+    if not algorithm or not kind:
+        return None
+    parts = []
+    for stream, trailer in zip(layout.streams, trailers, strict=True):
+        if trailer is None or trailer.checksum_algorithm != algorithm:
+            return None
+        parts.append((trailer.checksum, stream.plaintext_length))
+    combined = multipart_checksum(algorithm, kind, parts)
+    return None if combined is None else ObjectChecksum(algorithm, combined, kind)
+
+
+def cache_key(target: Target, etag: str | None) -> CacheKey:
+    return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
+
+
+class ObjectInspector:
+    def __init__(self, keys: KeyService, upstream: Upstream) -> None:
+        self.keys = keys
+        self.upstream = upstream
+        self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_ENTRIES)
+
+    async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:
+        """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the
+        upstream has no such range."""
+        headers: Headers = [("Range", f"bytes={first}-{last}")]
+        if etag:
+            headers.append(("If-Match", etag))
+        resp = await self.upstream.send("GET", target, headers)
+        async with resp:
+            if resp.status == 412:
+                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+            if resp.status != 206:
+                return None
+            data = count_upstream(await resp.read())
+        return data if len(data) == last - first + 1 else None
+
+    async def _fetch_header(self, target: Target, offset: int, etag: str | None) -> Header | None:
+        data = await self._fetch(target, offset, offset + HEADER_SIZE - 1, etag)
+        if data is None:
+            return None
+        try:
+            return parse_header(data)
+        except IntegrityError:
+            return None
+
+    async def _layout(
+        self, target: Target, etag: str | None, stored_total: int, first: Header, marker: Marker
+    ) -> Layout:
+        if not marker.multipart:
+            single = Layout.from_headers([first])
+            if single.stored_length != stored_total:
+                raise IntegrityError("The stored object's header does not match its size.")
+            return single
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def fetch(offset: int) -> tuple[int, Header | None]:
+            async with gate:
+                return offset, await self._fetch_header(target, offset, etag)
+
+        gen: Discovery = discover(stored_total, first)
+        try:
+            wanted = next(gen)
+            while True:
+                found = dict(await asyncio.gather(*(fetch(o) for o in wanted)))
+                wanted = gen.send(found)
+        except StopIteration as stop:
+            layout: Layout = stop.value
+        return layout
+
+    async def unwrap(self, wrapped: str, keys: dict[str, bytes] | None) -> bytes:
+        """A stream's data key, remembered in ``keys`` (one request's keys) when given."""
+        if keys is not None and wrapped in keys:
+            return keys[wrapped]
+        key = await self.keys.unwrap(wrapped)
+        if keys is not None:
+            keys[wrapped] = key
+        return key
+
+    async def _trailers(
+        self, target: Target, etag: str | None, layout: Layout, keys: dict[str, bytes] | None
+    ) -> tuple[Trailer | None, ...]:
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def one(index: int) -> Trailer | None:
+            stream = layout.streams[index]
+            offset = stream.trailer_offset
+            if offset is None:
+                return None
+            async with gate:
+                sealed = await self._fetch(target, offset, offset + TRAILER_SIZE - 1, etag)
+            if sealed is None:
+                raise IntegrityError("The stored object's stream trailer could not be read.")
+            key = await self.unwrap(stream.header.wrapped_key, keys)
+            return open_trailer(key, stream.header, sealed)
+
+        return tuple(await asyncio.gather(*(one(i) for i in range(len(layout.streams)))))
+
+    async def info(
+        self,
+        target: Target,
+        etag: str | None,
+        stored_total: int,
+        first: Header,
+        marker: Marker,
+        keys: dict[str, bytes] | None = None,
+    ) -> ObjectInfo:
+        """The object's layout, trailers and plaintext ETag (parallel reads, cached per ETag).
+        Data keys unwrapped on the way are left in ``keys`` for the rest of the request."""
+        if first.version != marker.version or first.segment_size != marker.segment_size:
+            raise IntegrityError("The stored object's header does not match its metadata.")
+        key = cache_key(target, etag)
+        cached = self._infos.get(key) if etag else None
+        if cached is not None and cached.layout.streams[0].header == first:
+            return cached
+        layout = await self._layout(target, etag, stored_total, first, marker)
+        trailers = await self._trailers(target, etag, layout, keys)
+        md5s = [t.md5 if t is not None else None for t in trailers]
+        etag = object_etag(md5s, marker.multipart)
+        info = ObjectInfo(layout, trailers, etag, object_checksum(layout, trailers, marker))
+        if etag:
+            self._infos.put(key, info)
+        return info
+
+    async def probe(
+        self, target: Target, headers: Headers, keys: dict[str, bytes] | None = None
+    ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
+        """GET the first 256 bytes. Returns the object's info and the probe response if the
+        object is ours, else the probe response to relay or retry (released by the caller)."""
+        probe = await self.upstream.send(
+            "GET", target, [*headers, ("Range", f"bytes=0-{HEADER_SIZE - 1}")]
+        )
+        try:
+            marker = Marker.of(probe) if probe.status == 206 else None
+            if marker is None:
+                return probe
+            stored_total = content_range_total(probe)
+            if stored_total is None:
+                raise IntegrityError("The upstream did not report the stored object's size.")
+            try:
+                first = parse_header(count_upstream(await probe.content.readexactly(HEADER_SIZE)))
+            except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+                raise IntegrityError("The stored object is shorter than its header.") from exc
+        except BaseException:
+            probe.release()
+            raise
+        probe.release()
+        stored_etag = probe.headers.get("ETag")
+        info = await self.info(target, stored_etag, stored_total, first, marker, keys)
+        return info, probe
+
+    async def current(self, target: Target) -> Current | None:
+        """What a client would see of the object now: its stored ETag, and the plaintext ETag
+        and info if the proxy wrote it; ``None`` if there is no such object."""
+        found = await self.probe(target, [])
+        if isinstance(found, aiohttp.ClientResponse):
+            async with found:
+                if found.status not in (200, 206, 416):
+                    return None
+                stored = found.headers.get("ETag", "")
+                return Current(target, stored, stored, None, None)
+        info, probe = found
+        stored = probe.headers.get("ETag", "")
+        return Current(target, stored, info.etag or stored, info, Marker.of(probe))
+
+    async def fetch_span(
+        self, target: Target, headers: Headers, stored_etag: str | None, plan: ReadPlan
+    ) -> aiohttp.ClientResponse:
+        """GET exactly the stored bytes ``plan`` needs, from the object whose stored ETag is
+        ``stored_etag`` (the caller releases the response)."""
+        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
+        if stored_etag:
+            span_headers.append(("If-Match", stored_etag))
+        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
+        resp = await self.upstream.send("GET", target, span_headers)
+        if resp.status != 206:
+            resp.release()
+            if resp.status == 412:
+                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+            raise IntegrityError("The upstream did not return the requested ciphertext range.")
+        return resp
+
+    async def plaintext(
+        self, target: Target, stored_etag: str, plan: ReadPlan
+    ) -> AsyncIterator[bytes]:
+        """The authenticated plaintext of ``plan``, read from the object with ``stored_etag``."""
+        resp = await self.fetch_span(target, [], stored_etag, plan)
+        async with resp:
+            decryptor = PlanDecryptor(plan)
+            keys: dict[str, bytes] = {}
+            try:
+                async for chunk in resp.content.iter_chunked(READ_CHUNK):
+                    out = [decryptor.feed(count_upstream(chunk))]
+                    while decryptor.needs_key is not None:
+                        wrapped = decryptor.needs_key.wrapped_key
+                        decryptor.provide_key(await self.unwrap(wrapped, keys))
+                        out.append(decryptor.feed(b""))
+                    data = b"".join(out)
+                    if data:
+                        yield data
+            except aiohttp.ClientError as exc:
+                raise IntegrityError("The upstream response broke off.") from exc
+            decryptor.finish()
+
+
+@dataclass(frozen=True)
+class Current:
+    target: Target
+    stored_etag: str
+    etag: str  # as the client sees it: the plaintext ETag of an object the proxy wrote
+    info: ObjectInfo | None  # None: not written by the proxy
+    marker: Marker | None
