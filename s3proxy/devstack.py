@@ -243,9 +243,11 @@ def start_s3(
     *,
     port: int | None = None,
     tls: tuple[Path, Path, Path] | None = None,
+    enforce_signatures: bool = True,
 ) -> S3Server:
     """A moto server; with ``tls`` = (certificate, key, CA bundle) it serves https on
-    ``localhost`` with that certificate."""
+    ``localhost`` with that certificate. Without ``enforce_signatures`` it checks none (for
+    tests that put a man in the middle who changes signed headers)."""
     import boto3
 
     port = port or free_port()
@@ -255,7 +257,9 @@ def start_s3(
         endpoint = f"https://localhost:{port}"
     else:
         endpoint = f"http://127.0.0.1:{port}"
-    env = clean_env({"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS), "MOTO_PORT": str(port)})
+    env = clean_env({"MOTO_PORT": str(port)})
+    if enforce_signatures:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(SETUP_ACTIONS)
     process = _spawn(cmd, env, workdir / f"moto-{port}.log")
     verify: str | bool = str(tls[2]) if tls else True
     try:

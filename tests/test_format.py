@@ -59,6 +59,8 @@ def test_stored_vectors_still_read(version: int, v: dict[str, Any]) -> None:
         assert trailer.checksum.hex() == v.get("checksum", "")
         if "bucket" in v:
             assert header.name_bound and header.name_binding == name_binding(v["bucket"], v["key"])
+        assert header.whole_object == v.get("whole_object", False)
+        assert header.flags == (4 if "whole_object" in v else 0) | (1 if "bucket" in v else 0)
 
 
 @pytest.mark.parametrize(("version", "v"), VECTORS, ids=IDS)
@@ -73,6 +75,7 @@ def test_stored_vectors_are_what_this_release_writes(version: int, v: dict[str, 
         nonce_prefix=bytes.fromhex(v["nonce_prefix"]),
         version=version,
         binding=binding,
+        whole_object=v.get("whole_object", False),
     )
     body = enc.feed(bytes.fromhex(v["plaintext"]))
     checksum = v.get("checksum_algorithm")

@@ -17,6 +17,7 @@ from s3proxy.core.layout import (
     PlanDecryptor,
     ReadPlan,
     SequentialDecryptor,
+    check_object_shape,
     discover,
 )
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
@@ -182,3 +183,20 @@ def test_sequential_decryption_of_a_whole_stored_object(
         truncated.feed(b"")
     with pytest.raises(IntegrityError):
         truncated.finish()
+
+
+def test_a_whole_objects_stream_is_never_one_of_several_nor_a_part_alone() -> None:
+    key, wrapped = KEYS["vault:v1:key0"], "vault:v1:key0"
+    whole = seal(key, wrapped, b"a whole object", 16, whole_object=True)
+    part = seal(key, wrapped, b"one part", 16)
+    single, _ = _run_discovery(whole)
+    check_object_shape(single, multipart=False)
+    joined, _ = _run_discovery(whole + part)
+    with pytest.raises(IntegrityError):
+        check_object_shape(joined, multipart=True)
+    alone, _ = _run_discovery(part)
+    with pytest.raises(IntegrityError):
+        check_object_shape(alone, multipart=False)
+    check_object_shape(alone, multipart=True)
+    old = seal(key, wrapped, b"v1 objects carry no flags", 16, version=1)
+    check_object_shape(_run_discovery(old)[0], multipart=False)

@@ -70,3 +70,18 @@ def evaluate(
 
 def has_conditions(headers: Mapping[str, str]) -> bool:
     return any(_get(headers, name) is not None for name in CONDITION_HEADERS)
+
+
+def range_applies(if_range: str | None, etag: str, last_modified: dt.datetime | None) -> bool:
+    """Whether a Range is honoured under ``If-Range`` (RFC 9110 §13.1.5): the validator must be
+    the current (strong) ETag or exactly the Last-Modified date; if not, the whole object is
+    served with 200."""
+    if if_range is None:
+        return True
+    value = if_range.strip()
+    if value.startswith("W/"):
+        return False  # a weak validator never matches
+    date = None if value.startswith('"') else _date(value)
+    if date is None:
+        return same_etag(value, etag)
+    return last_modified is not None and last_modified == date

@@ -41,7 +41,10 @@ DATA_KEY_SIZE = 32
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 NAME_BINDING_SIZE = 16
-FLAG_NAME_BOUND = 0x01
+FLAG_NAME_BOUND = 0x01  # the stream is bound to its object's name
+FLAG_MANIFEST_PART = 0x02  # reserved: a part of a multipart object that carries a manifest
+FLAG_WHOLE_OBJECT = 0x04  # a PutObject stream: the whole object, never one of several
+KNOWN_FLAGS = FLAG_NAME_BOUND | FLAG_WHOLE_OBJECT
 _KDF_LABELS = {VERSION_1: b"s3proxy stream key v1", VERSION_2: b"s3proxy stream key v2"}
 
 # v1: magic, version, algorithm, header size, segment size, plaintext length, salt, nonce
@@ -130,6 +133,10 @@ class Header:
     def name_bound(self) -> bool:
         return bool(self.flags & FLAG_NAME_BOUND)
 
+    @property
+    def whole_object(self) -> bool:
+        return bool(self.flags & FLAG_WHOLE_OBJECT)
+
     def authenticated_bytes(self) -> bytes:
         fields = (
             MAGIC,
@@ -174,7 +181,7 @@ def parse_header(data: bytes) -> Header:
             data
         )
         unbound_with_binding = not flags & FLAG_NAME_BOUND and any(binding)
-        malformed = bool(flags & ~FLAG_NAME_BOUND) or unbound_with_binding
+        malformed = bool(flags & ~KNOWN_FLAGS) or unbound_with_binding
     if algorithm != ALGORITHM_AES256GCM_HKDF_SHA256:
         raise IntegrityError(f"unknown s3proxy algorithm {algorithm}")
     if header_size != HEADER_SIZE or malformed:
@@ -262,6 +269,7 @@ class StreamEncryptor:
         nonce_prefix: bytes | None = None,
         version: int = WRITE_VERSION,
         binding: bytes | None = None,
+        whole_object: bool = False,
     ) -> None:
         if not 1 <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError("segment size out of range")
@@ -274,11 +282,14 @@ class StreamEncryptor:
             nonce_prefix=os.urandom(NONCE_PREFIX_SIZE) if nonce_prefix is None else nonce_prefix,
             wrapped_key=wrapped_key,
             version=version,
-            flags=0 if binding is None else FLAG_NAME_BOUND,
+            flags=(0 if binding is None else FLAG_NAME_BOUND)
+            | (FLAG_WHOLE_OBJECT if whole_object else 0),
             name_binding=bytes(NAME_BINDING_SIZE) if binding is None else binding,
         )
-        if version not in _FIXED or (binding is not None and version == VERSION_1):
-            raise ValueError("unknown format version, or a binding v1 cannot hold")
+        if version not in _FIXED or (
+            (binding is not None or whole_object) and version == VERSION_1
+        ):
+            raise ValueError("unknown format version, or flags v1 cannot hold")
         self.header = self._header.encode()
         self._aead = AESGCM(derive_stream_key(data_key, self._header))
         self._last_index = segment_count(plaintext_length, segment_size) - 1
@@ -442,6 +453,7 @@ def seal(
     version: int = WRITE_VERSION,
     checksum_algorithm: str | None = None,
     checksum: bytes = b"",
+    whole_object: bool = False,
 ) -> bytes:
     """Encrypt a whole plaintext held in memory into one stream."""
     enc = StreamEncryptor(
@@ -452,6 +464,7 @@ def seal(
         salt=salt,
         nonce_prefix=nonce_prefix,
         version=version,
+        whole_object=whole_object,
     )
     return enc.header + enc.feed(plaintext) + enc.finish(checksum_algorithm, checksum)
 

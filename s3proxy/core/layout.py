@@ -155,6 +155,20 @@ def _last_segment(header: Header) -> int:
     return max(0, -(-size // header.segment_size) - 1)
 
 
+def check_object_shape(layout: Layout, multipart: bool) -> None:
+    """A v2 PutObject stream says it is a whole object: it must be alone, under a marker that
+    says so; a v2 part never says so. Catches a part served as a whole object and a whole
+    object's stream joined to others (docs/format.md, flags)."""
+    for stream in layout.streams:
+        header = stream.header
+        if header.version < 2:
+            continue
+        if multipart and header.whole_object:
+            raise IntegrityError("The stored object joins a whole object's stream to others.")
+        if not multipart and not header.whole_object:
+            raise IntegrityError("The stored object is a part of another object, not a whole one.")
+
+
 # Requests in one round of speculative header fetches.
 MAX_GUESSES = 64
 

@@ -76,11 +76,13 @@ def parse_copy_range(value: str, total: int) -> tuple[int, int]:
 
 
 def _whole_stream(info: ObjectInfo, first: int, last: int) -> tuple[StreamInfo, int] | None:
-    """The v2 stream whose plaintext is exactly ``first..last``, with its index."""
+    """The v2 part stream whose plaintext is exactly ``first..last``, with its index (a whole
+    object's stream says so in its header, and cannot become a part)."""
     for index, stream in enumerate(info.layout.streams):
         end = stream.plaintext_offset + stream.plaintext_length - 1
-        if stream.plaintext_offset == first and end == last and stream.header.has_trailer:
-            return stream, index
+        header = stream.header
+        if stream.plaintext_offset == first and end == last and header.has_trailer:
+            return None if header.whole_object else (stream, index)
     return None
 
 
@@ -157,8 +159,6 @@ class Copier:
         else:
             first, last = parse_copy_range(range_value, info.size)
         whole = _whole_stream(info, first, last) if info.size else None
-        if info.size == 0 and info.layout.streams[0].header.has_trailer:
-            whole = info.layout.streams[0], 0
         if whole is not None:
             return await self._copy_stream(request, target, headers, info, *whole)
         return await self._reencrypt(target, current, info, first, last)
@@ -193,7 +193,9 @@ class Copier:
         else:
             plan = info.layout.plan_range(first, last)
             plaintext = self.objects.plaintext(current.target, current.stored_etag, plan)
-        resp, etag = await self.writer.put_stream(target, [], last - first + 1, plaintext)
+        resp, etag = await self.writer.put_stream(
+            target, [], last - first + 1, plaintext, whole_object=False
+        )
         async with resp:
             body = await resp.read()
             if resp.status != 200:

@@ -17,12 +17,25 @@ from s3proxy.core.errors import IntegrityError, PreconditionChanged
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
 from s3proxy.core.headers import Headers
-from s3proxy.core.layout import Discovery, Layout, PlanDecryptor, ReadPlan, discover
+from s3proxy.core.layout import (
+    Discovery,
+    Layout,
+    PlanDecryptor,
+    ReadPlan,
+    check_object_shape,
+    discover,
+)
 from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
 from s3proxy.keys.transit import KeyService
-from s3proxy.server.relay import READ_CHUNK, Marker, content_range_total, count_upstream
+from s3proxy.server.relay import (
+    READ_CHUNK,
+    Marker,
+    content_length,
+    content_range_total,
+    count_upstream,
+)
 from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")
@@ -126,7 +139,8 @@ class ObjectInspector:
 
     async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:
         """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the
-        upstream has no such range."""
+        upstream has no such range. (An upstream that ignores ``Range`` sends the whole object;
+        the range is cut out of it.)"""
         headers: Headers = [("Range", f"bytes={first}-{last}")]
         if etag:
             headers.append(("If-Match", etag))
@@ -134,9 +148,11 @@ class ObjectInspector:
         async with resp:
             if resp.status == 412:
                 raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            if resp.status != 206:
+            if resp.status not in (200, 206):
                 return None
-            data = count_upstream(await resp.read())
+            skip = first if resp.status == 200 else 0
+            span = Span(resp, skip, last - first + 1)
+            data = b"".join([chunk async for chunk in span.chunks()])
         return data if len(data) == last - first + 1 else None
 
     async def _fetch_header(self, target: Target, offset: int, etag: str | None) -> Header | None:
@@ -218,6 +234,7 @@ class ObjectInspector:
         if cached is not None and cached.layout.streams[0].header == first:
             return cached
         layout = await self._layout(target, etag, stored_total, first, marker)
+        check_object_shape(layout, marker.multipart)
         trailers = await self._trailers(target, etag, layout, keys)
         md5s = [t.md5 if t is not None else None for t in trailers]
         etag = object_etag(md5s, marker.multipart)
@@ -235,10 +252,14 @@ class ObjectInspector:
             "GET", target, [*headers, ("Range", f"bytes=0-{HEADER_SIZE - 1}")]
         )
         try:
-            marker = Marker.of(probe) if probe.status == 206 else None
+            # A 200 is an upstream that ignored the Range: the body is still the stored object.
+            marker = Marker.of(probe) if probe.status in (200, 206) else None
             if marker is None:
                 return probe
-            stored_total = content_range_total(probe)
+            if probe.status == 206:
+                stored_total = content_range_total(probe)
+            else:
+                stored_total = content_length(probe)
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             try:
@@ -269,32 +290,36 @@ class ObjectInspector:
 
     async def fetch_span(
         self, target: Target, headers: Headers, stored_etag: str | None, plan: ReadPlan
-    ) -> aiohttp.ClientResponse:
+    ) -> Span:
         """GET exactly the stored bytes ``plan`` needs, from the object whose stored ETag is
-        ``stored_etag`` (the caller releases the response)."""
+        ``stored_etag`` (the caller releases ``Span.resp``). An upstream that ignores ``Range``
+        sends the whole object; the span is then cut out of it."""
         span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
         if stored_etag:
             span_headers.append(("If-Match", stored_etag))
         span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
         resp = await self.upstream.send("GET", target, span_headers)
-        if resp.status != 206:
-            resp.release()
-            if resp.status == 412:
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            raise IntegrityError("The upstream did not return the requested ciphertext range.")
-        return resp
+        length = plan.stored_last - plan.stored_first + 1
+        if resp.status == 206:
+            return Span(resp, 0, length)
+        if resp.status == 200:
+            return Span(resp, plan.stored_first, length)
+        resp.release()
+        if resp.status == 412:
+            raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+        raise IntegrityError("The upstream did not return the requested ciphertext range.")
 
     async def plaintext(
         self, target: Target, stored_etag: str, plan: ReadPlan
     ) -> AsyncIterator[bytes]:
         """The authenticated plaintext of ``plan``, read from the object with ``stored_etag``."""
-        resp = await self.fetch_span(target, [], stored_etag, plan)
-        async with resp:
+        span = await self.fetch_span(target, [], stored_etag, plan)
+        async with span.resp:
             decryptor = PlanDecryptor(plan)
             keys: dict[str, bytes] = {}
             try:
-                async for chunk in resp.content.iter_chunked(READ_CHUNK):
-                    out = [decryptor.feed(count_upstream(chunk))]
+                async for chunk in span.chunks():
+                    out = [decryptor.feed(chunk)]
                     while decryptor.needs_key is not None:
                         wrapped = decryptor.needs_key.wrapped_key
                         decryptor.provide_key(await self.unwrap(wrapped, keys))
@@ -305,6 +330,30 @@ class ObjectInspector:
             except aiohttp.ClientError as exc:
                 raise IntegrityError("The upstream response broke off.") from exc
             decryptor.finish()
+
+
+@dataclass(frozen=True)
+class Span:
+    """A fetched stored range: ``length`` bytes after the first ``skip`` of the response."""
+
+    resp: aiohttp.ClientResponse
+    skip: int
+    length: int
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        skip, left = self.skip, self.length
+        async for chunk in self.resp.content.iter_chunked(READ_CHUNK):
+            count_upstream(chunk)
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            if skip or len(chunk) - skip > left:
+                chunk = chunk[skip : skip + left]
+                skip = 0
+            left -= len(chunk)
+            yield chunk
+            if not left:
+                return
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.core.conditions import CONDITION_HEADERS, evaluate
+from s3proxy.core.conditions import CONDITION_HEADERS, evaluate, range_applies
 from s3proxy.core.errors import (
     AccessDeniedByProxy,
     IntegrityError,
@@ -108,7 +108,7 @@ class Reader:
                     request, target, upstream_resp, marker, range_value, conditions
                 )
         again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
-        plain = await self.upstream.send("HEAD", target, again)
+        plain = await self.upstream.send("HEAD", target, [*again, *_if_range(request)])
         async with plain:
             return await relay(request, plain)
 
@@ -125,24 +125,24 @@ class Reader:
         if stored_total is None:
             raise IntegrityError("The upstream did not report the stored object's size.")
         stored_etag = upstream_resp.headers.get("ETag")
-        if marker.version == 1 and not marker.multipart:
-            total = _single_stream_length(stored_total, marker)
-            etag, checksums = stored_etag, marker.checksum_headers()
-        else:
-            found = await self.objects.probe(
-                target, [("If-Match", stored_etag)] if stored_etag else []
-            )
-            if isinstance(found, aiohttp.ClientResponse):
-                found.release()
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            info = found[0]
-            total, etag, checksums = (
-                info.size,
-                info.etag or stored_etag,
-                _checksum_headers(info, marker),
-            )
+        # Always the header too (and the trailer in v2): the marker alone must never decide
+        # the size a client is told (docs/design.md, Reading).
+        same = [("If-Match", stored_etag)] if stored_etag else []
+        found = await self.objects.probe(target, same)
+        if isinstance(found, aiohttp.ClientResponse):
+            found.release()
+            raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+        info = found[0]
+        if info.layout.stored_length != stored_total:
+            raise IntegrityError("The stored object's streams do not add up to its size.")
+        total, etag = info.size, info.etag or stored_etag
+        checksums = _checksum_headers(info, marker)
         _check_conditions(request, conditions, etag, upstream_resp)
         status, length, content_range = 200, total, None
+        if not range_applies(
+            request.headers.get("If-Range"), etag or "", _last_modified(upstream_resp)
+        ):
+            range_value = None
         if range_value is not None:
             first_last = _client_range(range_value, total)
             if first_last is not None:
@@ -168,6 +168,8 @@ class Reader:
         conditions = _pop_conditions(headers)
         if range_value is not None or conditions:
             return await self._get_probed(request, target, headers, range_value, conditions)
+        # Without a Range, If-Range means nothing; it never goes upstream (the upstream would
+        # compare it with its own ETag and answer a whole stored object).
         upstream_resp = await self.upstream.send("GET", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
@@ -190,7 +192,7 @@ class Reader:
             checksums = _checksum_headers(info, marker) if _checksum_mode(request) else []
             return await self._send_plan(
                 request,
-                upstream_resp,
+                _chunks(upstream_resp),
                 info.layout.plan_all(),
                 status=200,
                 content_range=None,
@@ -219,6 +221,7 @@ class Reader:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
             # Not ours (or empty): the upstream answers the client's own range and conditions.
+            conditions = [*conditions, *_if_range(request)]
             again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
             plain = await self.upstream.send("GET", target, again)
             async with plain:
@@ -230,6 +233,9 @@ class Reader:
         etag = info.etag or probe.headers.get("ETag")
         _check_conditions(request, conditions, etag, probe)
         total = info.size
+        if_range = request.headers.get("If-Range")
+        if not range_applies(if_range, etag or "", _last_modified(probe)):
+            range_value = None  # a stale If-Range: the whole object, 200, decrypted as ever
         first_last = None if range_value is None else _client_range(range_value, total)
         extra: Headers = []
         if first_last is None:
@@ -270,11 +276,11 @@ class Reader:
         """Fetch the stored bytes of ``plan`` from the object the probe saw (``If-Match`` its
         stored ETag; the client's own conditions were checked already) and send the plaintext."""
         stored_etag = probe.headers.get("ETag")
-        upstream_resp = await self.objects.fetch_span(target, headers, stored_etag, plan)
-        async with upstream_resp:
+        span = await self.objects.fetch_span(target, headers, stored_etag, plan)
+        async with span.resp:
             return await self._send_plan(
                 request,
-                upstream_resp,
+                span.chunks(),
                 plan,
                 status=status,
                 content_range=content_range,
@@ -287,7 +293,7 @@ class Reader:
     async def _send_plan(
         self,
         request: web.Request,
-        upstream_resp: aiohttp.ClientResponse,
+        chunks: AsyncIterator[bytes],
         plan: ReadPlan,
         *,
         status: int,
@@ -312,7 +318,6 @@ class Reader:
                 out.append(decryptor.feed(b""))
             return b"".join(out)
 
-        chunks = _chunks(upstream_resp)
         try:
             pending = await step(prefix)
             while not pending and not decryptor.done:
@@ -521,10 +526,19 @@ def _plaintext_headers(source: Iterable[tuple[str, str]], etag: str | None) -> H
 
 def _pop_conditions(headers: Headers) -> Headers:
     """Remove and return the conditional headers (the proxy evaluates them on the plaintext
-    ETag; the upstream only ever sees its own ETag)."""
+    ETag; the upstream only ever sees its own ETag). ``If-Range`` is removed too; it is read
+    from the request where it applies (:func:`range_applies`)."""
     taken = [(k, v) for k, v in headers if k.lower() in CONDITION_HEADERS]
-    headers[:] = [(k, v) for k, v in headers if k.lower() not in CONDITION_HEADERS]
+    dropped = {*CONDITION_HEADERS, "if-range"}
+    headers[:] = [(k, v) for k, v in headers if k.lower() not in dropped]
     return taken
+
+
+def _if_range(request: web.Request) -> Headers:
+    """The client's own If-Range, for a request relayed about an object the proxy did not
+    write (the upstream's ETag is then the client's)."""
+    value = request.headers.get("If-Range")
+    return [("If-Range", value)] if value is not None else []
 
 
 def _last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
@@ -568,10 +582,6 @@ def _stream_length(stored: int, segment_size: int, version: int) -> int:
         return plaintext_length(stored, segment_size, version)
     except ValueError as exc:
         raise IntegrityError(f"The stored object has an impossible size: {exc}.") from exc
-
-
-def _single_stream_length(stored: int, marker: Marker) -> int:
-    return _stream_length(stored, marker.segment_size, marker.version)
 
 
 def _client_range(value: str, total: int) -> tuple[int, int] | None:

@@ -139,6 +139,8 @@ class Writer:
         length: int,
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum] = lambda: None,
+        *,
+        whole_object: bool,
     ) -> tuple[aiohttp.ClientResponse, str]:
         """PUT ``length`` bytes of plaintext upstream as one stream. The final segment (and so
         a complete upstream request) is sent only after ``plaintext`` ended without error; the
@@ -146,7 +148,9 @@ class Writer:
         by the caller) and the plaintext's ETag."""
         seg = self.config.segment_size
         data_key = await self.keys.new_data_key(length)
-        encryptor = StreamEncryptor(data_key.plaintext, data_key.wrapped, length, seg)
+        encryptor = StreamEncryptor(
+            data_key.plaintext, data_key.wrapped, length, seg, whole_object=whole_object
+        )
         failure: list[S3ProxyError] = []
         framer = None
         stored = ciphertext_length(length, seg, WRITE_VERSION)
@@ -213,7 +217,12 @@ class Writer:
             await self.if_match_for_upstream(target, headers)
         plaintext = _client_plaintext(request, decoder, verifier)
         resp, etag = await self.put_stream(
-            target, headers, length, plaintext, verifier.declared_checksum
+            target,
+            headers,
+            length,
+            plaintext,
+            verifier.declared_checksum,
+            whole_object=not target.has("uploadId"),
         )
         async with resp:
             body = await resp.read()

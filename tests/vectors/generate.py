@@ -37,6 +37,7 @@ def vector(
     wrapped: str = WRAPPED,
     checksum: tuple[str, bytes] | None = None,
     bound_to: tuple[str, str] | None = None,
+    whole_object: bool = False,
 ) -> dict[str, object]:
     binding = name_binding(*bound_to) if bound_to else None
     out: dict[str, object] = {
@@ -58,6 +59,7 @@ def vector(
         nonce_prefix=NONCE_PREFIX,
         version=version,
         binding=binding,
+        whole_object=whole_object,
     )
     body = enc.feed(plaintext)
     tail = enc.finish(*checksum) if checksum else enc.finish()
@@ -69,6 +71,8 @@ def vector(
             out["checksum_algorithm"], out["checksum"] = checksum[0], checksum[1].hex()
         if bound_to:
             out["bucket"], out["key"] = bound_to
+        if whole_object:
+            out["whole_object"] = True
     out["stream"] = stream.hex()
     return out
 
@@ -88,6 +92,7 @@ def vectors(version: int) -> list[dict[str, object]]:
             vector(version, "with crc32", b"hello, world", 65536, checksum=("crc32", crc32)),
             vector(version, "with sha256", b"hello, world", 8, checksum=("sha256", sha256)),
             vector(version, "bound to its name", b"hello, world", 65536, bound_to=("b", "k/1")),
+            vector(version, "whole object", b"hello, world", 65536, whole_object=True),
         ]
     return found
 
