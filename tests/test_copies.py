@@ -6,6 +6,7 @@ any other range goes through the proxy, decrypted and encrypted anew."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import time
@@ -94,6 +95,23 @@ def test_boto3_managed_copy_unaligned_goes_through_the_proxy(
     config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=6 * MiB)
     client.copy({"Bucket": bucket, "Key": "copied"}, bucket, "again", Config=config)
     assert client.get_object(Bucket=bucket, Key="again")["Body"].read() == data
+
+
+def test_boto3_managed_copy_of_a_multipart_object_to_another_bucket_is_server_side(
+    proxy: ProxyProcess, s3: Any, bucket: str
+) -> None:
+    client = proxy.client()
+    other = f"{bucket}-to"
+    s3.client().create_bucket(Bucket=other)
+    data = os.urandom(20 * MiB + 3)
+    client.upload_fileobj(io.BytesIO(data), bucket, "mp")  # 8 MiB parts, as s3transfer copies
+    seen = len(_copy_lines(proxy))
+    client.copy({"Bucket": bucket, "Key": "mp"}, other, "copy")
+    lines = _wait_for_copy_lines(proxy, seen + 3)[seen:]
+    assert all(int(line["upstream_bytes"]) < 64 * 1024 for line in lines), lines
+    got = client.get_object(Bucket=other, Key="copy")
+    assert got["Body"].read() == data
+    assert got["ETag"] == client.head_object(Bucket=bucket, Key="mp")["ETag"]
 
 
 def test_upload_part_copy_ranges_are_checked_as_s3_checks_them(
