@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint install-dev install-test system-deps conformance
+.PHONY: dev test lint install-dev install-test system-deps conformance localstack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,22 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-test: lint tests/js/node_modules/.installed system-deps
+# LocalStack's S3 verifies checksums (tests/localstack.py, tests/test_upstream_checksums.py). It
+# gets its own virtualenv so its pins never touch $(VENV); 4.13.1 is the last release that runs
+# on Python 3.11. The stamp names the version: changing it reinstalls.
+LOCALSTACK_VENV := .venv-localstack
+LOCALSTACK_VERSION := 4.13.1
+LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.installed-$(LOCALSTACK_VERSION)
+
+$(LOCALSTACK_STAMP):
+	$(PYTHON) -m venv $(LOCALSTACK_VENV)
+	$(LOCALSTACK_VENV)/bin/python -m pip install --quiet \
+		'localstack-core[base-runtime]==$(LOCALSTACK_VERSION)' 'cbor2<6' 'pyopenssl<25' service-identity
+	touch $@
+
+localstack: $(LOCALSTACK_STAMP)
+
+test: lint localstack tests/js/node_modules/.installed system-deps
 	$(BIN)/pytest
 
 # ceph/s3-tests directly against moto and through the proxy; writes docs/compatibility.md.
