@@ -26,6 +26,7 @@ STREAMING_PAYLOADS = frozenset(
     }
 )
 
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 MAX_LINE = 4096
 MAX_TRAILERS = 16 * 1024
 MAX_CHUNK = 1 << 40
@@ -61,8 +62,8 @@ class AwsChunkedDecoder:
     def _size_line(self, line: bytes) -> None:
         size_text, _, extension = line.partition(b";")
         size_text = size_text.strip()
-        if not size_text or len(size_text) > 16:
-            raise MalformedChunk("bad chunk size")
+        if not size_text or len(size_text) > 16 or size_text.strip(_HEX_DIGITS):
+            raise MalformedChunk("bad chunk size")  # only hex digits: no sign, prefix or "_"
         try:
             size = int(size_text, 16)
         except ValueError as exc:

@@ -8,6 +8,7 @@ Messages never contain key material, tokens or plaintext.
 
 from __future__ import annotations
 
+import re
 from xml.sax.saxutils import escape
 
 
@@ -137,11 +138,27 @@ class MalformedChunk(InvalidRequest):
         super().__init__(f"Malformed aws-chunked request body: {why}.")
 
 
+# Characters XML 1.0 cannot carry, even escaped (and lone surrogates, from undecodable bytes).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _percent(match: re.Match[str]) -> str:
+    char = match.group()
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # an undecodable byte kept by surrogateescape
+        return f"%{ord(char) - 0xDC00:02X}"
+    return "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
+
+
+def xml_text(text: str) -> str:
+    """Text for an XML element: escaped, and characters XML cannot hold percent-encoded."""
+    return escape(_NOT_XML.sub(_percent, text))
+
+
 def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
-    """An S3 error document, as S3 itself writes it."""
+    """An S3 error document, as S3 itself writes it; well-formed whatever the resource holds."""
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource><RequestId>{escape(request_id)}</RequestId>"
+        f"<Error><Code>{xml_text(code)}</Code><Message>{xml_text(message)}</Message>"
+        f"<Resource>{xml_text(resource)}</Resource><RequestId>{xml_text(request_id)}</RequestId>"
         "</Error>"
     ).encode()
