@@ -92,36 +92,22 @@ KNOWN_CAUSES: list[tuple[str, str, str]] = [
     (
         "test_list_buckets_*_auth",
         r"ClientError not raised",
-        BY_DESIGN + "the proxy discards the workload's signature and signs with its own identity",
-    ),
-    (
-        "*",
-        r"GetObjectAttributes: NotImplemented",
-        BY_DESIGN + "GetObjectAttributes is refused (501): it reports stored sizes and checksums",
-    ),
-    (
-        "*",
-        r"UploadPartCopy: NotImplemented",
-        BY_DESIGN + "UploadPartCopy with x-amz-copy-source-range is refused (501): a byte range "
-        "would cut through encrypted segments",
+        BY_DESIGN + "the proxy discards the workload's signature and signs with its own identity "
+        "(an opt-in mode that verifies the workload's signature is issue 9's work)",
     ),
     (
         "*",
         r"PutObject: MissingContentLength",
         BY_DESIGN + "a PutObject without Content-Length (Transfer-Encoding: chunked) gets 411, "
-        "as from AWS S3 (moto accepts it)",
-    ),
-    (
-        "*",
-        r"MissingUploadObjectWithObjectLockHeaders",
-        "the upstream demands Content-MD5 or a checksum on a PutObject with Object Lock "
-        "retention; the proxy does not forward the plaintext's and sends none of the ciphertext",
+        "as from AWS S3 (moto accepts it): a stream's header declares the plaintext length "
+        "before the first segment (docs/design.md, Writing)",
     ),
     (
         "test_multipart_upload_incorrect_etag",
         r"ClientError not raised",
-        "CompleteMultipartUpload with a part ETag no part has succeeds (S3: 400 InvalidPart): "
-        "the proxy maps an MD5-like part ETag to the stored part's and only logs the mismatch",
+        BY_DESIGN + "the plaintext MD5 of a part of an unfinished upload is sealed inside the "
+        "part, which S3 lets nobody read before completion, and the proxy keeps no state: a part "
+        "ETag no part has cannot be refused before completing (docs/design.md, ETags)",
     ),
 ]
 

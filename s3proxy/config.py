@@ -180,6 +180,12 @@ SETTINGS: tuple[Setting, ...] = (
         "exact",
     ),
     Setting(
+        "S3PROXY_MAX_REQUESTS",
+        "--max-requests",
+        "requests served at once; more are answered 503 SlowDown, as S3 does under load",
+        "256",
+    ),
+    Setting(
         "S3PROXY_UPSTREAM_CHECKSUM",
         "--upstream-checksum",
         "checksum of the bytes sent with every upload, in an aws-chunked trailer the upstream "
@@ -211,6 +217,7 @@ class Config:
     segment_size: int
     exact_list_sizes: bool
     upstream_checksum: str | None  # algorithm of the trailing checksum sent upstream
+    max_requests: int
     log_level: str
     credentials: CredentialSettings
     s3_ca_bundle: str | None
@@ -298,6 +305,9 @@ def load(
     list_sizes = _require(values, "S3PROXY_LIST_SIZES").lower()
     if list_sizes not in ("exact", "stored"):
         raise ConfigError(f"S3PROXY_LIST_SIZES must be exact or stored, got {list_sizes!r}")
+    max_requests = _require(values, "S3PROXY_MAX_REQUESTS")
+    if not max_requests.isdigit() or int(max_requests) < 1:
+        raise ConfigError(f"S3PROXY_MAX_REQUESTS must be a positive integer, got {max_requests!r}")
     upstream_checksum = _require(values, "S3PROXY_UPSTREAM_CHECKSUM").lower()
     if upstream_checksum not in ("crc32", "crc32c", "crc64nvme", "off"):
         raise ConfigError(
@@ -360,6 +370,7 @@ def load(
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
         upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
+        max_requests=int(max_requests),
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,

@@ -4,11 +4,16 @@ well-formed S3 error document."""
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ProxyProcess
+from s3proxy.devstack import S3Server, Vault
+from tests.conftest import ProxyProcess, start_proxy
 
 
 @pytest.mark.parametrize(
@@ -29,3 +34,70 @@ def test_odd_keys_get_well_formed_error_documents(proxy: ProxyProcess, path: str
     root = ET.fromstring(body)
     assert root.findtext("Code") == "NotImplemented"
     assert root.findtext("Resource", "").startswith("/some-bucket/")
+
+
+HOSTILE_CLIENTS = r"""
+import http.client, sys, threading, time
+port, bucket, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+parts = "".join(
+    f"<Part><PartNumber>{i}</PartNumber><ETag>\"{i:032x}\"</ETag>"
+    f"<ChecksumSHA256>{'A' * 43}=</ChecksumSHA256><ChecksumCRC32>AAAAAA==</ChecksumCRC32></Part>"
+    for i in range(1, 10001)
+)
+body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
+assert len(body) > 2_000_000, len(body)
+deadline = time.monotonic() + seconds
+sent = [0]
+def hostile():
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("POST", f"/{bucket}/big?uploadId=nosuchupload", body=body)
+            c.getresponse().read()
+            c.close()
+            sent[0] += 1
+        except OSError:
+            pass
+threads = [threading.Thread(target=hostile) for _ in range(50)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(sent[0])
+"""
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """50 clients sending CompleteMultipartUpload bodies of 10,000 parts (about 2 MB each)
+    as fast as they can: the proxy's peak RSS stays under the 256 MiB limit of
+    deploy/sidecar.yaml, and it keeps answering other requests within 100 ms."""
+    proxy = start_proxy(workdir, vault, s3)
+    try:
+        hostile = subprocess.Popen(
+            [sys.executable, "-c", HOSTILE_CLIENTS, str(proxy.port), bucket, "6"],
+            stdout=subprocess.PIPE,
+        )
+        time.sleep(1.5)  # let the load build up
+        latencies = []
+        while hostile.poll() is None and len(latencies) < 40:
+            started = time.monotonic()
+            connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+            connection.request("GET", f"/{bucket}/probe?torrent")
+            assert connection.getresponse().status == 501
+            connection.close()
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+        out, _ = hostile.communicate(timeout=120)
+        assert int(out) >= 50  # the hostile requests were really served meanwhile
+        assert len(latencies) >= 20
+        assert max(latencies) < 0.1, sorted(latencies)[-5:]
+        assert _peak_rss_mib(proxy.proc.pid) < 256
+    finally:
+        proxy.stop()

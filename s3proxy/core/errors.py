@@ -128,6 +128,16 @@ class PreconditionChanged(PreconditionFailed):
     """The object changed between two upstream reads of one client request."""
 
 
+class SlowDown(S3ProxyError):
+    """More requests in flight than the proxy is configured to take."""
+
+    status = 503
+    code = "SlowDown"
+
+    def __init__(self) -> None:
+        super().__init__("Please reduce your request rate.")
+
+
 class MalformedXML(S3ProxyError):
     status = 400
     code = "MalformedXML"

@@ -171,6 +171,8 @@ def check_object_shape(layout: Layout, multipart: bool) -> None:
 
 # Requests in one round of speculative header fetches.
 MAX_GUESSES = 64
+# S3 allows 10,000 parts, and the proxy writes one stream per part.
+MAX_STREAMS = 10_000
 
 Discovery = Generator[list[int], Mapping[int, Header | None], Layout]
 
@@ -200,6 +202,8 @@ def discover(stored_total: int, first: Header) -> Discovery:
                 f"The stored object has no valid stream header at offset {offset}."
             )
         headers.append(header)
+        if len(headers) > MAX_STREAMS:
+            raise IntegrityError(f"The stored object has more than {MAX_STREAMS} streams.")
         offset += header.stored_length
     if offset != stored_total:
         raise IntegrityError("The stored object's streams do not add up to its size.")

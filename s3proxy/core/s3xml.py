@@ -7,10 +7,12 @@ checksums) and response bodies that report stored sizes (ListParts) go through h
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from s3proxy.core.errors import MalformedXML
+from s3proxy.core.errors import xml_text as escape
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _CHECKSUM_ELEMENTS = frozenset(
@@ -23,6 +25,8 @@ def _local(tag: str) -> str:
 
 
 def _parse(body: bytes) -> ET.Element:
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:  # S3 XML never has them; entity expansion
+        raise MalformedXML("The XML you provided declares a document type or entities.")
     try:
         return ET.fromstring(body)
     except ET.ParseError as exc:
@@ -114,38 +118,83 @@ def rewrite_listing(body: bytes, found: list[tuple[int, str | None]]) -> bytes:
     return _serialize(root)
 
 
+_MALFORMED = (
+    "The XML you provided was not well-formed or did not validate against our published schema."
+)
+MAX_COMPLETION_PARTS = 10_000
+
+
+class CompletionParser:
+    """Parses a CompleteMultipartUpload request body as it arrives: :meth:`feed` it pieces,
+    :meth:`close` returns the (PartNumber, ETag) pairs in order. Keeps one ``Part`` element at a
+    time, so memory stays near the size of the result whatever the body holds, and each
+    :meth:`feed` costs time in proportion to its piece (the caller yields between pieces)."""
+
+    def __init__(self) -> None:
+        self._parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+        self._depth = 0
+        self._head = b""  # the first bytes, to refuse document type declarations
+        self.parts: list[tuple[int, str]] = []
+
+    def feed(self, data: bytes) -> None:
+        if len(self._head) < 4096:
+            self._head += data[:4096]
+        if b"<!DOCTYPE" in self._head or b"<!ENTITY" in data or b"<!DOCTYPE" in data:
+            raise MalformedXML(_MALFORMED)
+        try:
+            self._parser.feed(data)
+            self._collect()  # (a parse error surfaces here, from read_events)
+        except ET.ParseError as exc:
+            raise MalformedXML(_MALFORMED) from exc
+
+    def _collect(self) -> None:
+        events = cast(Iterator[tuple[str, object]], self._parser.read_events())
+        for event, found in events:
+            if not isinstance(found, ET.Element):
+                continue
+            if event == "start":
+                self._depth += 1
+                continue
+            self._depth -= 1
+            if self._depth == 1 and _local(found.tag) == "Part":
+                number = _child_text(found, "PartNumber")
+                etag = _child_text(found, "ETag")
+                if number is None or etag is None or not number.strip().isdigit():
+                    raise MalformedXML(_MALFORMED)
+                self.parts.append((int(number.strip()), etag.strip()))
+                if len(self.parts) > MAX_COMPLETION_PARTS:
+                    raise MalformedXML("The upload cannot have more than 10000 parts.")
+            if self._depth == 1:
+                found.clear()
+
+    def close(self) -> list[tuple[int, str]]:
+        try:
+            self._parser.close()
+            self._collect()
+        except ET.ParseError as exc:
+            raise MalformedXML(_MALFORMED) from exc
+        return self.parts
+
+
 def completion_parts(body: bytes) -> list[tuple[int, str]]:
-    """The (PartNumber, ETag) pairs of a CompleteMultipartUpload request body, in order."""
-    out = []
-    for part in _parse(body):
-        if _local(part.tag) != "Part":
-            continue
-        number = _child_text(part, "PartNumber")
-        etag = _child_text(part, "ETag")
-        if number is None or etag is None or not number.strip().isdigit():
-            raise MalformedXML(
-                "The XML you provided was not well-formed or did not validate against our "
-                "published schema."
-            )
-        out.append((int(number.strip()), etag.strip()))
-    return out
+    """The (PartNumber, ETag) pairs of a whole CompleteMultipartUpload request body."""
+    parser = CompletionParser()
+    for start in range(0, len(body), 65536):
+        parser.feed(body[start : start + 65536])
+    return parser.close()
 
 
-def rewrite_completion(body: bytes, stored_etags: dict[int, str]) -> bytes:
-    """A CompleteMultipartUpload body for the upstream: each part's ETag replaced by the stored
-    part's (where known) and the parts' plaintext checksums removed."""
-    root = _parse(body)
-    for part in root:
-        if _local(part.tag) != "Part":
-            continue
-        number = (_child_text(part, "PartNumber") or "").strip()
-        for child in list(part):
-            name = _local(child.tag)
-            if name in _CHECKSUM_ELEMENTS:
-                part.remove(child)
-            elif name == "ETag" and number.isdigit() and int(number) in stored_etags:
-                child.text = stored_etags[int(number)]
-    return _serialize(root)
+def completion_body(parts: list[tuple[int, str]]) -> bytes:
+    """A CompleteMultipartUpload body listing these parts (the parts' plaintext checksums, which
+    the stored ciphertext parts have no use for, are left out)."""
+    items = "".join(
+        f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag></Part>"
+        for number, etag in parts
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<CompleteMultipartUpload xmlns="{S3_NS}">{items}</CompleteMultipartUpload>'
+    ).encode()
 
 
 @dataclass(frozen=True)

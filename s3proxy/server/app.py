@@ -23,6 +23,7 @@ from s3proxy.core.errors import (
     NotImplementedByProxy,
     RangeError,
     S3ProxyError,
+    SlowDown,
     error_document,
 )
 from s3proxy.core.headers import upstream_request_headers
@@ -55,6 +56,7 @@ class Proxy:
         self.config = config
         self.upstream = upstream
         self.identity = identity
+        self._in_flight = 0
         objects = ObjectInspector(keys, upstream)
         reader = Reader(config, keys, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
@@ -86,7 +88,10 @@ class Proxy:
         status = 0
         received = [0]
         upstream_bytes.set(received)
+        self._in_flight += 1
         try:
+            if self._in_flight > self.config.max_requests:
+                raise SlowDown()
             target = parse_target(
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
             )
@@ -122,6 +127,7 @@ class Proxy:
             )
             return _error_response(request, err, resource, request_id)
         finally:
+            self._in_flight -= 1
             log.info(
                 "%s %s %s -> %s in %.1f ms",
                 request.method,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -40,30 +40,42 @@ from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")
 
-INFO_CACHE_ENTRIES = 4096
+# The cache of object layouts is bounded by the streams it holds (about 0.5 KiB each), so a few
+# objects of 10,000 parts cannot take more memory than many small ones.
+INFO_CACHE_STREAMS = 65_536
 FETCH_CONCURRENCY = 16
 
 CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
 
 
 class LruCache(Generic[V]):
-    """A bounded LRU map."""
+    """An LRU map bounded by the total weight of its values (1 each unless ``weigh`` says)."""
 
-    def __init__(self, entries: int) -> None:
-        self._entries = entries
-        self._items: OrderedDict[CacheKey, V] = OrderedDict()
+    def __init__(self, limit: int, weigh: Callable[[V], int] = lambda _: 1) -> None:
+        self._limit = limit
+        self._weigh = weigh
+        self._weight = 0
+        self._items: OrderedDict[CacheKey, tuple[V, int]] = OrderedDict()
 
     def get(self, key: CacheKey) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
+        found = self._items.get(key)
+        if found is None:
+            return None
+        self._items.move_to_end(key)
+        return found[0]
 
     def put(self, key: CacheKey, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._entries:
-            self._items.popitem(last=False)
+        weight = self._weigh(value)
+        if weight > self._limit:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._weight -= old[1]
+        self._items[key] = (value, weight)
+        self._weight += weight
+        while self._weight > self._limit:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._weight -= dropped
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,9 @@ class ObjectInspector:
     def __init__(self, keys: KeyService, upstream: Upstream) -> None:
         self.keys = keys
         self.upstream = upstream
-        self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_ENTRIES)
+        self._infos: LruCache[ObjectInfo] = LruCache(
+            INFO_CACHE_STREAMS, lambda info: len(info.layout.streams)
+        )
 
     async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:
         """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the

@@ -4,6 +4,7 @@ plaintext part ETags mapped to the stored parts', the plaintext ETag of the resu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 
@@ -35,10 +36,10 @@ from s3proxy.core.headers import (
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import (
-    completion_parts,
+    CompletionParser,
+    completion_body,
     listed_parts,
     replace_text,
-    rewrite_completion,
     set_checksum,
 )
 from s3proxy.core.sizes import ciphertext_length
@@ -51,7 +52,10 @@ from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 
-COMPLETE_BODY_LIMIT = 8 * 1024 * 1024
+# What a CompleteMultipartUpload of 10,000 parts needs, each with an ETag and two checksums.
+COMPLETE_BODY_LIMIT = 4 * 1024 * 1024
+COMPLETE_PIECE = 16 * 1024  # bytes parsed between two turns of the event loop
+COMPLETIONS_AT_ONCE = 2
 MAX_PARTS = 10000
 
 Checksum = tuple[str, bytes] | None
@@ -119,6 +123,20 @@ def _requested_checksum(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return name, kind
 
 
+async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
+    """The parts a CompleteMultipartUpload lists, parsed while the body arrives, a piece at a
+    time with the event loop free in between; the body is never held whole."""
+    parser = CompletionParser()
+    received = 0
+    async for piece in request.content.iter_chunked(COMPLETE_PIECE):
+        received += len(piece)
+        if received > COMPLETE_BODY_LIMIT:
+            raise InvalidArgument("The CompleteMultipartUpload body is too large.")
+        parser.feed(piece)
+        await asyncio.sleep(0)  # a client that sends fast still shares the loop
+    return parser.close()
+
+
 def _unframed(data: bytes) -> bytes:
     return data
 
@@ -131,6 +149,7 @@ class Writer:
         self.keys = keys
         self.upstream = upstream
         self.objects = objects
+        self._completions = asyncio.Semaphore(COMPLETIONS_AT_ONCE)
 
     async def put_stream(
         self,
@@ -286,8 +305,8 @@ class Writer:
             raise MissingContentLength("You must provide the Content-Length HTTP header.")
         if length > COMPLETE_BODY_LIMIT:
             raise InvalidArgument("The CompleteMultipartUpload body is too large.")
-        raw = await request.read()
-        claimed = completion_parts(raw)
+        async with self._completions:  # few parses share the loop at once, however many wait
+            claimed = await _completion_parts(request)
         stored = await self._stored_parts(target)
         mapping: dict[int, str] = {}
         plaintext_claims: dict[int, bytes] = {}
@@ -307,7 +326,7 @@ class Writer:
             if k.lower() != "x-amz-mp-object-size"
         ]
         await self.if_match_for_upstream(target.without("uploadId"), headers)
-        body = rewrite_completion(raw, mapping)
+        body = completion_body([(n, mapping.get(n, etag)) for n, etag in claimed])
         upstream_resp = await self.upstream.send("POST", target, headers, body)
         async with upstream_resp:
             data = await upstream_resp.read()

@@ -26,6 +26,7 @@ from s3proxy.upstream.credentials import CredentialSource
 log = logging.getLogger(__name__)
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+CONNECT_TIMEOUT = 30.0  # seconds a request may wait for an upstream connection
 
 
 class _Signer(S3SigV4Auth):  # type: ignore[misc]
@@ -68,7 +69,10 @@ class Upstream:
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300),
+            # connect: the wait for a pooled connection plus connecting; past it, 503.
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=CONNECT_TIMEOUT, sock_connect=10, sock_read=300
+            ),
         )
 
     async def close(self) -> None:
