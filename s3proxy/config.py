@@ -53,7 +53,17 @@ SETTINGS: tuple[Setting, ...] = (
         "--s3-secret-access-key",
         "secret of S3PROXY_S3_ACCESS_KEY_ID",
     ),
+    Setting(
+        "S3PROXY_S3_SECRET_ACCESS_KEY_FILE",
+        "--s3-secret-access-key-file",
+        "file holding S3PROXY_S3_SECRET_ACCESS_KEY (keeps it out of the environment and argv)",
+    ),
     Setting("S3PROXY_S3_SESSION_TOKEN", "--s3-session-token", "session token of the static key"),
+    Setting(
+        "S3PROXY_S3_SESSION_TOKEN_FILE",
+        "--s3-session-token-file",
+        "file holding S3PROXY_S3_SESSION_TOKEN",
+    ),
     Setting(
         "S3PROXY_S3_ROLE_ARN",
         "--s3-role-arn",
@@ -245,17 +255,47 @@ def _require(values: Mapping[str, str | None], name: str) -> str:
     return value
 
 
+def redact_url(value: str) -> str:
+    """A URL fit for logs and messages: any ``user:password@`` replaced by ``***@``."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
 def _http_url(name: str, value: str) -> str:
+    shown = redact_url(value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {shown!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{name} must not hold credentials ({shown!r}); give secrets with their own settings "
+            "or *_FILE settings"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"{name} must be a base URL without a path, got {value!r}")
+        raise ConfigError(f"{name} must be a base URL without a path, got {shown!r}")
     try:
         parts.port  # noqa: B018 - validates the port
     except ValueError as exc:
-        raise ConfigError(f"{name} has an invalid port: {value!r}") from exc
+        raise ConfigError(f"{name} has an invalid port: {shown!r}") from exc
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _from_file(values: Mapping[str, str | None], name: str) -> str | None:
+    """A secret given directly, or read from the file its ``<name>_FILE`` setting names."""
+    value = values.get(name)
+    path = values.get(f"{name}_FILE")
+    if value or not path:
+        return value
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -323,7 +363,7 @@ def load(
         if s.strip()
     )
     access_key = values["S3PROXY_S3_ACCESS_KEY_ID"]
-    secret_key = values["S3PROXY_S3_SECRET_ACCESS_KEY"]
+    secret_key = _from_file(values, "S3PROXY_S3_SECRET_ACCESS_KEY")
     if access_key and not secret_key:
         raise ConfigError("S3PROXY_S3_SECRET_ACCESS_KEY is required with S3PROXY_S3_ACCESS_KEY_ID")
     if secret_key and not access_key:
@@ -338,7 +378,7 @@ def load(
         region=region,
         access_key_id=access_key,
         secret_access_key=secret_key,
-        session_token=values["S3PROXY_S3_SESSION_TOKEN"],
+        session_token=_from_file(values, "S3PROXY_S3_SESSION_TOKEN"),
         role_arn=values["S3PROXY_S3_ROLE_ARN"],
         external_id=values["S3PROXY_S3_EXTERNAL_ID"],
         role_session_name=_require(values, "S3PROXY_S3_ROLE_SESSION_NAME"),

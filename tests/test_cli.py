@@ -52,11 +52,44 @@ def test_flags_override_environment() -> None:
         ({"S3PROXY_VAULT_TIMEOUT": "soon"}, "S3PROXY_VAULT_TIMEOUT"),
         ({"S3PROXY_UNENCRYPTED_OBJECTS": "maybe"}, "S3PROXY_UNENCRYPTED_OBJECTS"),
         ({"S3PROXY_SEGMENT_SIZE": "12"}, "S3PROXY_SEGMENT_SIZE"),
+        ({"S3PROXY_MAX_REQUESTS": "0"}, "S3PROXY_MAX_REQUESTS"),
+        ({"S3PROXY_UPSTREAM_CHECKSUM": "md5"}, "S3PROXY_UPSTREAM_CHECKSUM"),
     ],
 )
 def test_invalid_settings_name_the_variable(missing_or_bad: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load({**BASE, **missing_or_bad})
+
+
+@pytest.mark.parametrize("name", ["VAULT_ADDR", "S3PROXY_S3_ENDPOINT", "S3PROXY_STS_ENDPOINT"])
+def test_urls_with_credentials_are_refused_without_showing_them(name: str) -> None:
+    with pytest.raises(ConfigError, match=name) as err:
+        load({**BASE, name: "https://admin:hunter2@store.example:9000"})
+    assert "hunter2" not in str(err.value) and "admin" not in str(err.value)
+    assert "***@store.example:9000" in str(err.value)
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s3cr3t-from-file\n")
+    (tmp_path / "token").write_text("session-token\n")
+    config = load(
+        {
+            **BASE,
+            "S3PROXY_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "S3PROXY_S3_SECRET_ACCESS_KEY_FILE": str(tmp_path / "secret"),
+            "S3PROXY_S3_SESSION_TOKEN_FILE": str(tmp_path / "token"),
+        }
+    )
+    assert config.credentials.secret_access_key == "s3cr3t-from-file"
+    assert config.credentials.session_token == "session-token"
+    with pytest.raises(ConfigError, match="S3PROXY_S3_SECRET_ACCESS_KEY_FILE"):
+        load(
+            {
+                **BASE,
+                "S3PROXY_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+                "S3PROXY_S3_SECRET_ACCESS_KEY_FILE": str(tmp_path / "missing"),
+            }
+        )
 
 
 def test_serve_exits_nonzero_with_one_line_naming_the_variable() -> None:

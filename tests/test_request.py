@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from s3proxy.core.errors import InvalidRequest, NotImplementedByProxy
-from s3proxy.core.headers import client_response_headers, upstream_request_headers
+from s3proxy.core.headers import (
+    client_response_headers,
+    metadata_directive,
+    own_metadata,
+    upstream_request_headers,
+)
 from s3proxy.core.request import Action, Target, classify, parse_target
+from s3proxy.core.s3xml import without_checksums
 
 SUFFIXES = ("localhost",)
 
@@ -199,3 +205,39 @@ def test_client_response_headers_hide_ciphertext_facts() -> None:
         "x-amz-checksum-type",
         "x-amz-meta-user",
     ]
+
+
+def test_gcs_headers_are_handled_like_their_s3_twins() -> None:
+    sent = upstream_request_headers(
+        [("x-goog-meta-s3proxy-encryption", "v=1;seg=1"), ("x-goog-meta-user", "kept")],
+        encrypting=True,
+    )
+    assert sent == [("x-goog-meta-user", "kept")]
+    back = client_response_headers(
+        [
+            ("x-goog-hash", "crc32c=AAAAAA==,md5=AAAA"),
+            ("x-goog-stored-content-length", "1234"),
+            ("x-goog-meta-s3proxy-encryption", "v=2;seg=65536"),
+            ("x-goog-meta-user", "kept"),
+            ("x-goog-generation", "17"),
+        ],
+        decrypted=True,
+    )
+    assert back == [("x-goog-meta-user", "kept"), ("x-goog-generation", "17")]
+    assert (
+        own_metadata({"x-goog-meta-s3proxy-encryption": "v=2;seg=8"}, "encryption") == "v=2;seg=8"
+    )
+    assert metadata_directive({"x-goog-metadata-directive": "replace"}) == "REPLACE"
+    assert metadata_directive({}) == "COPY"
+
+
+def test_copy_results_lose_the_ciphertexts_checksums() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult '
+        b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><ETag>"e"</ETag>'
+        b"<LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+        b"<ChecksumCRC32>AAAAAA==</ChecksumCRC32><ChecksumType>FULL_OBJECT</ChecksumType>"
+        b"</CopyObjectResult>"
+    )
+    out = without_checksums(body)
+    assert b"Checksum" not in out and b"<ETag>" in out and b"LastModified" in out

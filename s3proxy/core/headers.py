@@ -12,6 +12,8 @@ Headers = list[tuple[str, str]]
 # The metadata key that marks an object as written by s3proxy (see docs/format.md).
 MARKER_HEADER = "x-amz-meta-s3proxy-encryption"
 OWN_METADATA_PREFIX = "x-amz-meta-s3proxy-"
+# GCS's XML API shows user metadata as x-goog-meta-* too: the same keys, another prefix.
+OWN_METADATA_PREFIXES = (OWN_METADATA_PREFIX, "x-goog-meta-s3proxy-")
 # The plaintext's full-object checksum, as "<algorithm>:<base64>", when the client sent one.
 CHECKSUM_METADATA = "x-amz-meta-s3proxy-checksum"
 
@@ -50,8 +52,11 @@ _PLAINTEXT_BODY_HEADERS = frozenset(
     }
 )
 
-# Response headers that describe the stored (ciphertext) body.
-_CIPHERTEXT_RESPONSE_HEADERS = frozenset({"content-range", "x-amz-checksum-type"})
+# Response headers that describe the stored (ciphertext) body (GCS's too: its hashes and the
+# stored length).
+_CIPHERTEXT_RESPONSE_HEADERS = frozenset(
+    {"content-range", "x-amz-checksum-type", "x-goog-hash", "x-goog-stored-content-length"}
+)
 
 
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -79,7 +84,7 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
     out: Headers = []
     for name, value in items:
         lname = name.lower()
-        if lname in drop or lname.startswith(OWN_METADATA_PREFIX):
+        if lname in drop or lname.startswith(OWN_METADATA_PREFIXES):
             continue
         if encrypting and (lname in _PLAINTEXT_BODY_HEADERS or is_checksum_header(lname)):
             continue
@@ -106,7 +111,7 @@ def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bo
     out: Headers = []
     for name, value in items:
         lname = name.lower()
-        if lname in drop or lname.startswith(OWN_METADATA_PREFIX):
+        if lname in drop or lname.startswith(OWN_METADATA_PREFIXES):
             continue
         if decrypted and (lname in _CIPHERTEXT_RESPONSE_HEADERS or is_checksum_header(lname)):
             continue
@@ -136,6 +141,22 @@ def parse_marker(value: str) -> dict[str, str]:
         if k:
             fields[k] = v
     return fields
+
+
+def own_metadata(headers: Mapping[str, str], name: str) -> str | None:
+    """The proxy's metadata ``name`` (``encryption``, ``checksum``) from a response, under
+    S3's prefix or GCS's."""
+    for prefix in OWN_METADATA_PREFIXES:
+        value = headers.get(prefix + name)
+        if value is not None:
+            return value
+    return None
+
+
+def metadata_directive(headers: Mapping[str, str]) -> str:
+    """A copy's metadata directive (``COPY`` unless ``REPLACE``), S3's header or GCS's."""
+    value = headers.get("x-amz-metadata-directive") or headers.get("x-goog-metadata-directive")
+    return (value or "COPY").strip().upper()
 
 
 def get_header(headers: Mapping[str, str] | Iterable[tuple[str, str]], name: str) -> str | None:

@@ -308,3 +308,13 @@ def set_checksum(body: bytes, algorithm: str, value: str, checksum_type: str) ->
     ET.SubElement(root, ns + f"Checksum{algorithm.upper()}").text = value
     ET.SubElement(root, ns + "ChecksumType").text = checksum_type
     return _serialize(root)
+
+
+def without_checksums(body: bytes) -> bytes:
+    """A copy result (CopyObjectResult, CopyPartResult) without the checksums the upstream
+    computed for the stored ciphertext."""
+    root = _parse(body)
+    for child in list(root):
+        if _local(child.tag) in _CHECKSUM_ELEMENTS or _local(child.tag) == "ChecksumType":
+            root.remove(child)
+    return _serialize(root)

@@ -25,11 +25,12 @@ from s3proxy.core.headers import (
     MARKER_HEADER,
     Headers,
     marker_value,
+    metadata_directive,
     upstream_request_headers,
 )
 from s3proxy.core.layout import StreamInfo
 from s3proxy.core.request import Target, parse_target
-from s3proxy.core.s3xml import replace_text
+from s3proxy.core.s3xml import replace_text, without_checksums
 from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
 from s3proxy.server.relay import relay, relay_body
 from s3proxy.server.writes import Writer
@@ -114,7 +115,7 @@ class Copier:
         return current
 
     async def copy_object(self, request: web.Request, target: Target) -> web.StreamResponse:
-        directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+        directive = metadata_directive(request.headers)
         # With REPLACE the client's new metadata replaces all of it; the proxy's marker must
         # survive, so the client's own headers go through the same filter as an upload's.
         headers = upstream_request_headers(
@@ -134,8 +135,10 @@ class Copier:
         upstream_resp = await self.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
-            if upstream_resp.status == 200 and info is not None and info.etag is not None:
-                body = replace_text(body, "ETag", info.etag)
+            if upstream_resp.status == 200 and info is not None:
+                body = without_checksums(body)  # they are the ciphertext's
+                if info.etag is not None:
+                    body = replace_text(body, "ETag", info.etag)
             return relay_body(upstream_resp, body)
 
     async def upload_part_copy(self, request: web.Request, target: Target) -> web.StreamResponse:
@@ -180,6 +183,8 @@ class Copier:
         async with upstream_resp:
             body = await upstream_resp.read()
             trailer = info.trailers[index]
+            if upstream_resp.status == 200:
+                body = without_checksums(body)  # they are the ciphertext's
             if upstream_resp.status == 200 and trailer is not None:
                 body = replace_text(body, "ETag", single_etag(trailer.md5))
             return relay_body(upstream_resp, body)

@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 import aiohttp
 
-from s3proxy.core.errors import IntegrityError, PreconditionChanged
+from s3proxy.core.errors import IntegrityError, PreconditionChanged, UpstreamUnavailable
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
 from s3proxy.core.headers import Headers
@@ -276,10 +276,13 @@ class ObjectInspector:
                 stored_total = content_length(probe)
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
+            if stored_total < HEADER_SIZE:
+                raise IntegrityError("The stored object is shorter than its header.")
             try:
                 first = parse_header(count_upstream(await probe.content.readexactly(HEADER_SIZE)))
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-                raise IntegrityError("The stored object is shorter than its header.") from exc
+                # Fewer bytes than the response announced: the connection, not the data.
+                raise UpstreamUnavailable("The upstream response broke off.") from exc
         except BaseException:
             probe.release()
             raise
@@ -342,7 +345,7 @@ class ObjectInspector:
                     if data:
                         yield data
             except aiohttp.ClientError as exc:
-                raise IntegrityError("The upstream response broke off.") from exc
+                raise UpstreamUnavailable("The upstream response broke off.") from exc
             decryptor.finish()
 
 

@@ -27,6 +27,7 @@ from s3proxy.core.errors import (
     PreconditionFailed,
     RangeError,
     S3ProxyError,
+    UpstreamUnavailable,
 )
 from s3proxy.core.format import WRITE_VERSION, parse_header
 from s3proxy.core.headers import (
@@ -180,10 +181,13 @@ class Reader:
             stored_total = content_length(upstream_resp)
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
+            if stored_total < HEADER_SIZE:
+                raise IntegrityError("The stored object is shorter than its header.")
             try:
                 head = count_upstream(await upstream_resp.content.readexactly(HEADER_SIZE))
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-                raise IntegrityError("The stored object is shorter than its header.") from exc
+                # Fewer bytes than the response announced: the connection, not the data.
+                raise UpstreamUnavailable("The upstream response broke off.") from exc
             stored_etag = upstream_resp.headers.get("ETag")
             keys: dict[str, bytes] = {}
             info = await self.objects.info(
@@ -327,7 +331,7 @@ class Reader:
                     break
                 pending = await step(chunk)
         except aiohttp.ClientError as exc:
-            raise IntegrityError("The upstream response broke off.") from exc
+            raise UpstreamUnavailable("The upstream response broke off.") from exc
         resp = web.StreamResponse(status=status)
         add_headers(resp, _plaintext_headers(source_headers, etag))  # type: ignore[arg-type]
         add_headers(resp, extra or [])
@@ -343,14 +347,18 @@ class Reader:
                 if out:
                     await resp.write(out)
             decryptor.finish()
-        except (IntegrityError, aiohttp.ClientError) as exc:
+        except IntegrityError as exc:
             log.error(
                 "integrity error while streaming %s: %s",
                 request.path,
-                exc.message
-                if isinstance(exc, IntegrityError)
-                else f"upstream broke off ({type(exc).__name__})",
+                exc.message,
                 extra={"integrity": True},
+            )
+            abort(request)
+            raise Aborted() from exc
+        except aiohttp.ClientError as exc:  # the network, not the stored data
+            log.error(
+                "upstream broke off while streaming %s (%s)", request.path, type(exc).__name__
             )
             abort(request)
             raise Aborted() from exc

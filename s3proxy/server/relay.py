@@ -11,10 +11,9 @@ from aiohttp import web
 
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.headers import (
-    CHECKSUM_METADATA,
-    MARKER_HEADER,
     Headers,
     client_response_headers,
+    own_metadata,
     parse_marker,
 )
 
@@ -66,7 +65,7 @@ class Marker:
 
     @classmethod
     def of(cls, resp: aiohttp.ClientResponse) -> Marker | None:
-        value = resp.headers.get(MARKER_HEADER)
+        value = own_metadata(resp.headers, "encryption")
         if value is None:
             return None
         fields = parse_marker(value)
@@ -78,7 +77,7 @@ class Marker:
         return cls(
             int(seg),
             fields.get("mp") == "1",
-            resp.headers.get(CHECKSUM_METADATA),
+            own_metadata(resp.headers, "checksum"),
             int(fields["v"]),
             fields.get("ck") or None,
             fields.get("ct") or None,
