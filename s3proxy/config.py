@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from s3proxy.core.access import hostname, is_loopback
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
 from s3proxy.keys.cache import CacheLimits
 from s3proxy.keys.vaultauth import METHODS, VaultAuthSettings
@@ -171,6 +172,25 @@ SETTINGS: tuple[Setting, ...] = (
         "localhost",
     ),
     Setting(
+        "S3PROXY_ALLOWED_HOSTS",
+        "--allowed-hosts",
+        "comma-separated Host names accepted besides loopback names and virtual-host suffixes "
+        "(e.g. a Service name); requests naming any other host get 403",
+    ),
+    Setting(
+        "S3PROXY_CORS_ORIGINS",
+        "--cors-origins",
+        "comma-separated browser origins allowed cross-origin requests (the proxy answers CORS "
+        "itself); none by default: requests with another Origin get 403",
+    ),
+    Setting(
+        "S3PROXY_ALLOW_REMOTE_CLIENTS",
+        "--allow-remote-clients",
+        "'true' to listen on a non-loopback address: anything that reaches it uses the proxy's "
+        "identity",
+        "false",
+    ),
+    Setting(
         "S3PROXY_UNENCRYPTED_OBJECTS",
         "--unencrypted-objects",
         "'allow' returns objects written without the proxy as they are; 'refuse' answers 403",
@@ -223,6 +243,8 @@ class Config:
     transit_mount: str
     vault_timeout: float
     virtual_host_suffixes: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]
+    cors_origins: tuple[str, ...]
     allow_unencrypted: bool
     segment_size: int
     exact_list_sizes: bool
@@ -246,6 +268,10 @@ def _raw(env: Mapping[str, str], flags: Mapping[str, str | None]) -> dict[str, s
         env_value = env.get(s.env) or None
         values[s.env] = flag_value if flag_value is not None else env_value or s.default
     return values
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
 
 
 def _require(values: Mapping[str, str | None], name: str) -> str:
@@ -312,6 +338,15 @@ def load(
     env = os.environ if env is None else env
     values = _raw(env, flags or {})
     host, port = _listen(_require(values, "S3PROXY_LISTEN"))
+    remote = _require(values, "S3PROXY_ALLOW_REMOTE_CLIENTS").lower()
+    if remote not in ("true", "false"):
+        raise ConfigError(f"S3PROXY_ALLOW_REMOTE_CLIENTS must be true or false, got {remote!r}")
+    if not is_loopback(hostname(host)) and remote != "true":
+        raise ConfigError(
+            f"S3PROXY_LISTEN {host}:{port} is not a loopback address: the proxy does not check "
+            "its clients, so anything that reaches it would use the proxy's identity. Listen on "
+            "127.0.0.1, or set S3PROXY_ALLOW_REMOTE_CLIENTS=true to accept that."
+        )
     region = (
         values["S3PROXY_S3_REGION"]
         or env.get("AWS_REGION")
@@ -406,6 +441,8 @@ def load(
         transit_mount=_require(values, "S3PROXY_VAULT_TRANSIT_MOUNT").strip("/"),
         vault_timeout=timeout,
         virtual_host_suffixes=suffixes,
+        allowed_hosts=_names(values.get("S3PROXY_ALLOWED_HOSTS")),
+        cors_origins=_names(values.get("S3PROXY_CORS_ORIGINS")),
         allow_unencrypted=unencrypted == "allow",
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",

@@ -34,6 +34,14 @@ def test_defaults() -> None:
     )
 
 
+def test_a_remote_listen_address_needs_explicit_consent() -> None:
+    config = load(
+        {**BASE, "S3PROXY_LISTEN": "0.0.0.0:8190", "S3PROXY_ALLOW_REMOTE_CLIENTS": "true"}
+    )
+    assert config.listen_host == "0.0.0.0"
+    assert load({**BASE, "S3PROXY_LISTEN": "[::1]:8190"}).listen_host == "::1"
+
+
 def test_flags_override_environment() -> None:
     config = load(BASE, {"S3PROXY_LISTEN": "127.0.0.1:9999", "S3PROXY_S3_REGION": "eu-west-1"})
     assert config.listen_port == 9999 and config.s3_region == "eu-west-1"
@@ -53,6 +61,8 @@ def test_flags_override_environment() -> None:
         ({"S3PROXY_UNENCRYPTED_OBJECTS": "maybe"}, "S3PROXY_UNENCRYPTED_OBJECTS"),
         ({"S3PROXY_SEGMENT_SIZE": "12"}, "S3PROXY_SEGMENT_SIZE"),
         ({"S3PROXY_MAX_REQUESTS": "0"}, "S3PROXY_MAX_REQUESTS"),
+        ({"S3PROXY_LISTEN": "0.0.0.0:8190"}, "S3PROXY_ALLOW_REMOTE_CLIENTS"),
+        ({"S3PROXY_LISTEN": "10.1.2.3:8190"}, "not a loopback address"),
         ({"S3PROXY_UPSTREAM_CHECKSUM": "md5"}, "S3PROXY_UPSTREAM_CHECKSUM"),
     ],
 )

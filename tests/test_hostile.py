@@ -9,6 +9,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,5 +100,75 @@ def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
         assert len(latencies) >= 20
         assert max(latencies) < 0.1, sorted(latencies)[-5:]
         assert _peak_rss_mib(proxy.proc.pid) < 256
+    finally:
+        proxy.stop()
+
+
+def _request(
+    proxy: ProxyProcess, method: str, path: str, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    connection.request(method, path, headers=headers)
+    resp = connection.getresponse()
+    body = resp.read()
+    connection.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def test_a_foreign_host_or_an_unknown_origin_gets_no_data(
+    proxy: ProxyProcess, client: Any, bucket: str
+) -> None:
+    secret = b"decrypted data no web page may read"
+    client.put_object(Bucket=bucket, Key="s", Body=secret)
+    path = f"/{bucket}/s"
+    assert _request(proxy, "GET", path, {"Host": f"127.0.0.1:{proxy.port}"})[2] == secret
+    assert _request(proxy, "GET", path, {"Host": f"{bucket}.localhost:{proxy.port}"})[0] == 404
+    for headers in (
+        {"Host": f"rebound.attacker.example:{proxy.port}"},  # DNS rebinding
+        {"Host": f"localhost:{proxy.port}", "Origin": "https://attacker.example"},
+    ):
+        status, got, body = _request(proxy, "GET", path, headers)
+        assert status == 403 and secret not in body, headers
+        assert ET.fromstring(body).findtext("Code") == "AccessDenied"
+        assert "access-control-allow-origin" not in got
+    status, _, body = _request(
+        proxy,
+        "OPTIONS",
+        path,
+        {"Origin": "https://attacker.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert status == 403
+
+
+def test_configured_origins_get_the_proxys_own_cors(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    proxy = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {"S3PROXY_CORS_ORIGINS": "https://app.example", "S3PROXY_ALLOWED_HOSTS": "s3proxy.svc"},
+    )
+    try:
+        proxy.client().put_object(Bucket=bucket, Key="c", Body=b"for the app")
+        origin = {"Origin": "https://app.example"}
+        status, got, body = _request(proxy, "GET", f"/{bucket}/c", origin)
+        assert (status, body) == (200, b"for the app")
+        assert got["access-control-allow-origin"] == "https://app.example"
+        assert "ETag" in got["access-control-expose-headers"]
+        status, got, _ = _request(
+            proxy,
+            "OPTIONS",
+            f"/{bucket}/c",
+            {
+                **origin,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "x-amz-date",
+            },
+        )
+        assert status == 200 and "PUT" in got["access-control-allow-methods"]
+        assert got["access-control-allow-headers"] == "x-amz-date"
+        status, _, body = _request(proxy, "GET", f"/{bucket}/c", {"Host": "s3proxy.svc:8190"})
+        assert (status, body) == (200, b"for the app")
     finally:
         proxy.stop()

@@ -37,6 +37,11 @@ _CLIENT_SIGNING = frozenset(
     {"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
 )
 _SET_BY_PROXY = frozenset({"host", "content-length", "expect", "accept-encoding"})
+# CORS is the proxy's own (core/access.py): a browser's origin never reaches the bucket's rules,
+# and the bucket's CORS answers never reach the browser.
+_CORS_REQUEST = frozenset(
+    {"origin", "access-control-request-method", "access-control-request-headers"}
+)
 # SDK bookkeeping about the client's own attempts against the proxy (SDKs add these after
 # signing); the proxy's request upstream is another attempt of its own.
 _CLIENT_HOP = frozenset({"amz-sdk-invocation-id", "amz-sdk-request"})
@@ -80,7 +85,14 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
     that describes the plaintext body (digests, checksums, aws-chunked declarations).
     """
     items = list(headers)
-    drop = HOP_BY_HOP | _CLIENT_SIGNING | _SET_BY_PROXY | _CLIENT_HOP | _connection_tokens(items)
+    drop = (
+        HOP_BY_HOP
+        | _CLIENT_SIGNING
+        | _SET_BY_PROXY
+        | _CLIENT_HOP
+        | _CORS_REQUEST
+        | _connection_tokens(items)
+    )
     out: Headers = []
     for name, value in items:
         lname = name.lower()
@@ -111,7 +123,7 @@ def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bo
     out: Headers = []
     for name, value in items:
         lname = name.lower()
-        if lname in drop or lname.startswith(OWN_METADATA_PREFIXES):
+        if lname in drop or lname.startswith((*OWN_METADATA_PREFIXES, "access-control-")):
             continue
         if decrypted and (lname in _CIPHERTEXT_RESPONSE_HEADERS or is_checksum_header(lname)):
             continue

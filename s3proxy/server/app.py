@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from s3proxy.config import Config
+from s3proxy.core.access import cors_headers, host_allowed, origin_allowed
 from s3proxy.core.errors import (
+    AccessDeniedByProxy,
     IncompleteBody,
     IntegrityError,
     InvalidRequest,
@@ -39,6 +41,7 @@ from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
+CORS_ORIGIN = "s3proxy.cors_origin"  # request key: the allowed Origin of a cross-origin request
 
 SIGNING_BUFFER_LIMIT = 1024 * 1024  # pass-through bodies up to this size are signed by hash
 
@@ -79,6 +82,11 @@ class Proxy:
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse_foreign(request)
+        if refused is not None:
+            return refused
+        if request.method == "OPTIONS":
+            return self._preflight(request)
         if self._is_whoami(request) and self.identity is not None:
             return await self.identity.whoami(request)
         request_id = secrets.token_hex(8).upper()
@@ -138,6 +146,48 @@ class Proxy:
                 extra={"request_id": request_id, "upstream_bytes": received[0]},
             )
 
+    def _refuse_foreign(self, request: web.Request) -> web.Response | None:
+        """403 for a request that names another host (DNS rebinding) or comes from a browser
+        origin nobody allowed; an allowed origin's responses carry CORS headers."""
+        config = self.config
+        host = request.headers.get("Host")
+        if not host_allowed(host, config.virtual_host_suffixes, config.allowed_hosts):
+            return _error_response(
+                request,
+                AccessDeniedByProxy(
+                    "The Host header names no address of this proxy (S3PROXY_ALLOWED_HOSTS)."
+                ),
+                request.path,
+                secrets.token_hex(8).upper(),
+            )
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        if not origin_allowed(origin, config.cors_origins):
+            return _error_response(
+                request,
+                AccessDeniedByProxy(
+                    "Cross-origin requests from this origin are not allowed (S3PROXY_CORS_ORIGINS)."
+                ),
+                request.path,
+                secrets.token_hex(8).upper(),
+            )
+        request[CORS_ORIGIN] = origin
+        return None
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        """CORS preflight, answered by the proxy (never the bucket's CORS rules)."""
+        origin = request.get(CORS_ORIGIN)
+        if origin is None or "Access-Control-Request-Method" not in request.headers:
+            return _error_response(
+                request,
+                AccessDeniedByProxy("CORS preflight without an allowed Origin."),
+                request.path,
+                secrets.token_hex(8).upper(),
+            )
+        requested = request.headers.get("Access-Control-Request-Headers", "")
+        return web.Response(status=200, headers=cors_headers(origin, requested))
+
     def _is_whoami(self, request: web.Request) -> bool:
         # "_s3proxy" is no valid bucket name, so path-style S3 requests never look like this.
         host = request.headers.get("Host")
@@ -188,7 +238,15 @@ async def _exact_body(request: web.Request, length: int) -> AsyncIterator[bytes]
         raise InvalidRequest("The request body does not match its Content-Length.")
 
 
+async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    origin = request.get(CORS_ORIGIN)
+    if origin is not None and request.method != "OPTIONS":
+        for name, value in cors_headers(origin):
+            response.headers[name] = value
+
+
 def build_app(proxy: Proxy) -> web.Application:
     app = web.Application(client_max_size=COMPLETE_BODY_LIMIT)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app.on_response_prepare.append(_add_cors_headers)
     return app
