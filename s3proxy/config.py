@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from s3proxy.core.access import hostname, is_loopback
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
+from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
 from s3proxy.keys.cache import CacheLimits
 from s3proxy.keys.vaultauth import METHODS, VaultAuthSettings
 from s3proxy.upstream.credentials import CredentialSettings
@@ -193,8 +194,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "S3PROXY_UNENCRYPTED_OBJECTS",
         "--unencrypted-objects",
-        "'allow' returns objects written without the proxy as they are; 'refuse' answers 403",
-        "allow",
+        "'refuse' answers 403 for objects written without the proxy (plaintext anyone with "
+        "access to the bucket could have put there); 'allow' returns them as they are "
+        "(migrations), narrowed by the next two settings",
+        "refuse",
+    ),
+    Setting(
+        "S3PROXY_UNENCRYPTED_PREFIXES",
+        "--unencrypted-prefixes",
+        "with 'allow': only objects under these comma-separated bucket/key-prefix entries",
+    ),
+    Setting(
+        "S3PROXY_UNENCRYPTED_BEFORE",
+        "--unencrypted-before",
+        "with 'allow': only objects last modified before this ISO 8601 time",
     ),
     Setting(
         "S3PROXY_SEGMENT_SIZE",
@@ -245,7 +258,7 @@ class Config:
     virtual_host_suffixes: tuple[str, ...]
     allowed_hosts: tuple[str, ...]
     cors_origins: tuple[str, ...]
-    allow_unencrypted: bool
+    unencrypted: UnencryptedPolicy
     segment_size: int
     exact_list_sizes: bool
     upstream_checksum: str | None  # algorithm of the trailing checksum sent upstream
@@ -268,6 +281,21 @@ def _raw(env: Mapping[str, str], flags: Mapping[str, str | None]) -> dict[str, s
         env_value = env.get(s.env) or None
         values[s.env] = flag_value if flag_value is not None else env_value or s.default
     return values
+
+
+def _unencrypted_policy(values: Mapping[str, str | None], mode: str) -> UnencryptedPolicy:
+    before_text = values.get("S3PROXY_UNENCRYPTED_BEFORE")
+    try:
+        before = parse_before(before_text) if before_text else None
+    except ValueError as exc:
+        raise ConfigError(
+            f"S3PROXY_UNENCRYPTED_BEFORE must be an ISO 8601 time, got {before_text!r}"
+        ) from exc
+    return UnencryptedPolicy(
+        allow=mode == "allow",
+        prefixes=_names(values.get("S3PROXY_UNENCRYPTED_PREFIXES")),
+        before=before,
+    )
 
 
 def _names(value: str | None) -> tuple[str, ...]:
@@ -443,7 +471,7 @@ def load(
         virtual_host_suffixes=suffixes,
         allowed_hosts=_names(values.get("S3PROXY_ALLOWED_HOSTS")),
         cors_origins=_names(values.get("S3PROXY_CORS_ORIGINS")),
-        allow_unencrypted=unencrypted == "allow",
+        unencrypted=_unencrypted_policy(values, unencrypted),
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
         upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,

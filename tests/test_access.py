@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from s3proxy.core.access import cors_headers, host_allowed, hostname, origin_allowed
 from s3proxy.core.headers import client_response_headers, upstream_request_headers
+from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
 
 
 @pytest.mark.parametrize(
@@ -55,3 +58,16 @@ def test_cors_never_crosses_the_proxy() -> None:
         [("Access-Control-Allow-Origin", "*"), ("ETag", '"e"')], decrypted=False
     )
     assert back == [("ETag", '"e"')]
+
+
+def test_unencrypted_policy() -> None:
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    assert not UnencryptedPolicy().allows("b", "k", now)
+    assert UnencryptedPolicy(allow=True).allows("b", "k", None)
+    narrow = UnencryptedPolicy(True, ("b/old/",), parse_before("2026-11-02T00:00:00Z"))
+    assert narrow.allows("b", "old/x", now)
+    assert not narrow.allows("b", "new/x", now)
+    assert not narrow.allows("c", "old/x", now)
+    assert not narrow.allows("b", "old/x", now + dt.timedelta(days=2))
+    assert not narrow.allows("b", "old/x", None)  # no date: not provably old
+    assert parse_before("2026-11-02") == dt.datetime(2026, 11, 2, tzinfo=dt.UTC)

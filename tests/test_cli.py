@@ -26,7 +26,7 @@ def test_defaults() -> None:
     config = load(BASE)
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8190)
     assert config.s3_endpoint == "https://s3.us-east-1.amazonaws.com"
-    assert config.transit_mount == "transit" and config.allow_unencrypted
+    assert config.transit_mount == "transit" and not config.unencrypted.allow
     gcs = load({**BASE, "S3PROXY_S3_REGION": "auto"})
     assert gcs.s3_endpoint == "https://storage.googleapis.com" and gcs.s3_region == "auto"
     assert load({**BASE, "AWS_REGION": "eu-central-1"}).s3_endpoint.endswith(
@@ -61,6 +61,7 @@ def test_flags_override_environment() -> None:
         ({"S3PROXY_UNENCRYPTED_OBJECTS": "maybe"}, "S3PROXY_UNENCRYPTED_OBJECTS"),
         ({"S3PROXY_SEGMENT_SIZE": "12"}, "S3PROXY_SEGMENT_SIZE"),
         ({"S3PROXY_MAX_REQUESTS": "0"}, "S3PROXY_MAX_REQUESTS"),
+        ({"S3PROXY_UNENCRYPTED_BEFORE": "yesterday"}, "S3PROXY_UNENCRYPTED_BEFORE"),
         ({"S3PROXY_LISTEN": "0.0.0.0:8190"}, "S3PROXY_ALLOW_REMOTE_CLIENTS"),
         ({"S3PROXY_LISTEN": "10.1.2.3:8190"}, "not a loopback address"),
         ({"S3PROXY_UPSTREAM_CHECKSUM": "md5"}, "S3PROXY_UPSTREAM_CHECKSUM"),

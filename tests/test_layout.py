@@ -10,13 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3proxy.core.errors import IntegrityError
-from s3proxy.core.format import Header, parse_header, seal
+from s3proxy.core.format import Header, StreamEncryptor, name_binding, parse_header, seal
 from s3proxy.core.layout import (
     Discovery,
     Layout,
     PlanDecryptor,
     ReadPlan,
     SequentialDecryptor,
+    check_name_binding,
     check_object_shape,
     discover,
 )
@@ -200,3 +201,16 @@ def test_a_whole_objects_stream_is_never_one_of_several_nor_a_part_alone() -> No
     check_object_shape(alone, multipart=True)
     old = seal(key, wrapped, b"v1 objects carry no flags", 16, version=1)
     check_object_shape(_run_discovery(old)[0], multipart=False)
+
+
+def test_a_name_bound_stream_reads_only_under_its_name() -> None:
+    key, wrapped = KEYS["vault:v1:key0"], "vault:v1:key0"
+    enc = StreamEncryptor(key, wrapped, 5, 16, binding=name_binding("b", "k"), whole_object=True)
+    bound = enc.header + enc.feed(b"bound") + enc.finish()
+    layout, _ = _run_discovery(bound)
+    check_name_binding(layout, "b", "k")
+    for bucket, other in (("b", "k2"), ("b2", "k"), ("bk", "")):
+        with pytest.raises(IntegrityError):
+            check_name_binding(layout, bucket, other)
+    unbound, _ = _run_discovery(seal(key, wrapped, b"free", 16, whole_object=True))
+    check_name_binding(unbound, "any", "name")

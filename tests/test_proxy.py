@@ -413,24 +413,49 @@ def test_unsupported_operations_are_refused_with_501(client: Any, bucket: str) -
     assert "SelectObjectContent" in err.value.response["Error"]["Message"]
 
 
-def test_unencrypted_objects_are_readable_by_default_and_refusable(
+def test_unencrypted_objects_are_refused_by_default_and_allowed_narrowly(
     workdir: Path, vault: Vault, s3: S3Server, client: Any, raw: Any, bucket: str
 ) -> None:
-    raw.put_object(Bucket=bucket, Key="legacy.txt", Body=b"written before the proxy")
-    assert client.get_object(Bucket=bucket, Key="legacy.txt")["Body"].read() == (
-        b"written before the proxy"
-    )
-    assert (
-        client.get_object(Bucket=bucket, Key="legacy.txt", Range="bytes=8-13")["Body"].read()
-        == b"before"
-    )
-    strict = start_proxy(workdir, vault, s3, {"S3PROXY_UNENCRYPTED_OBJECTS": "refuse"})
-    try:
+    """Plaintext in the bucket is what the provider could have put under any key: refused
+    unless a migration allows it, and then only under the prefixes and before the time given."""
+    raw.put_object(Bucket=bucket, Key="legacy/old.txt", Body=b"written before the proxy")
+    raw.put_object(Bucket=bucket, Key="other.txt", Body=b"elsewhere")
+    once = {"retries": {"total_max_attempts": 1}}
+    for call in (client.get_object, client.head_object):
         with pytest.raises(ClientError) as err:
-            strict.client(retries={"max_attempts": 1}).get_object(Bucket=bucket, Key="legacy.txt")
+            call(Bucket=bucket, Key="legacy/old.txt")
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    migrating = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {
+            "S3PROXY_UNENCRYPTED_OBJECTS": "allow",
+            "S3PROXY_UNENCRYPTED_PREFIXES": f"{bucket}/legacy/",
+            "S3PROXY_UNENCRYPTED_BEFORE": "2999-01-01T00:00:00Z",
+        },
+    )
+    too_late = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {"S3PROXY_UNENCRYPTED_OBJECTS": "allow", "S3PROXY_UNENCRYPTED_BEFORE": "2000-01-01"},
+    )
+    try:
+        allowed = migrating.client(**once)
+        got = allowed.get_object(Bucket=bucket, Key="legacy/old.txt")
+        assert got["Body"].read() == b"written before the proxy"
+        ranged = allowed.get_object(Bucket=bucket, Key="legacy/old.txt", Range="bytes=8-13")
+        assert ranged["Body"].read() == b"before"
+        with pytest.raises(ClientError) as err:
+            allowed.get_object(Bucket=bucket, Key="other.txt")  # outside the prefixes
+        assert err.value.response["Error"]["Code"] == "AccessDenied"
+        with pytest.raises(ClientError) as err:  # modified after the migration's start
+            too_late.client(**once).get_object(Bucket=bucket, Key="legacy/old.txt")
         assert err.value.response["Error"]["Code"] == "AccessDenied"
     finally:
-        strict.stop()
+        migrating.stop()
+        too_late.stop()
 
 
 def test_no_secrets_in_logs(proxy: ProxyProcess, s3: S3Server, vault: Vault) -> None:

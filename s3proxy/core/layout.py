@@ -14,7 +14,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
 from s3proxy.core.errors import IntegrityError
-from s3proxy.core.format import Header, StreamDecryptor, parse_header
+from s3proxy.core.format import Header, StreamDecryptor, name_binding, parse_header
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
@@ -167,6 +167,15 @@ def check_object_shape(layout: Layout, multipart: bool) -> None:
             raise IntegrityError("The stored object joins a whole object's stream to others.")
         if not multipart and not header.whole_object:
             raise IntegrityError("The stored object is a part of another object, not a whole one.")
+
+
+def check_name_binding(layout: Layout, bucket: str, key: str) -> None:
+    """A stream bound to its object's name (format v2, flag bit 0) reads only under that name:
+    ciphertext moved to another key by someone with access to the bucket is refused."""
+    expected = name_binding(bucket, key)
+    for stream in layout.streams:
+        if stream.header.name_bound and stream.header.name_binding != expected:
+            raise IntegrityError("The stored object was written under another name.")
 
 
 # Requests in one round of speculative header fetches.

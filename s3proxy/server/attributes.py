@@ -7,11 +7,12 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.core.errors import AccessDeniedByProxy, InvalidArgument
+from s3proxy.core.errors import InvalidArgument
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import PlaintextAttributes, rewrite_object_attributes
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
+from s3proxy.server.reads import check_unencrypted
 from s3proxy.server.relay import Marker, relay_body
 from s3proxy.upstream.client import Upstream
 
@@ -60,12 +61,8 @@ class Attributes:
         whole = Target(target.bucket, target.key, (("versionId", version),) if version else ())
         found = await self.objects.probe(whole, [])
         if isinstance(found, aiohttp.ClientResponse):
-            found.release()
-            if not self.config.allow_unencrypted:
-                raise AccessDeniedByProxy(
-                    "The object was not written through s3proxy (it is not encrypted) and "
-                    "S3PROXY_UNENCRYPTED_OBJECTS=refuse."
-                )
+            async with found:
+                check_unencrypted(self.config, whole, found)
             return relay_body(upstream_resp, body)
         info, probe = found
         requested = {

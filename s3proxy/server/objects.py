@@ -22,6 +22,7 @@ from s3proxy.core.layout import (
     Layout,
     PlanDecryptor,
     ReadPlan,
+    check_name_binding,
     check_object_shape,
     discover,
 )
@@ -249,6 +250,7 @@ class ObjectInspector:
             return cached
         layout = await self._layout(target, etag, stored_total, first, marker)
         check_object_shape(layout, marker.multipart)
+        check_name_binding(layout, target.bucket or "", target.key or "")
         trailers = await self._trailers(target, etag, layout, keys)
         md5s = [t.md5 if t is not None else None for t in trailers]
         etag = object_etag(md5s, marker.multipart)

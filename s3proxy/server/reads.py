@@ -77,12 +77,12 @@ class Reader:
         self.objects = objects
         self._listed: LruCache[tuple[int, str | None]] = LruCache(LIST_CACHE_ENTRIES)
 
-    def _check_unencrypted_allowed(self) -> None:
-        if not self.config.allow_unencrypted:
-            raise AccessDeniedByProxy(
-                "The object was not written through s3proxy (it is not encrypted) and "
-                "S3PROXY_UNENCRYPTED_OBJECTS=refuse."
-            )
+    def _check_unencrypted_allowed(self, target: Target, resp: aiohttp.ClientResponse) -> None:
+        """An object without the proxy's marker may be returned as stored only where the
+        policy allows; one that has the marker never (it changed under the request)."""
+        if Marker.of(resp) is not None:
+            raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+        check_unencrypted(self.config, target, resp)
 
     async def probe_layout(
         self, target: Target, headers: Headers
@@ -101,7 +101,7 @@ class Reader:
             if marker is None:
                 if upstream_resp.status != 200:
                     return await relay(request, upstream_resp)
-                self._check_unencrypted_allowed()
+                self._check_unencrypted_allowed(target, upstream_resp)
                 if range_value is None and not conditions:
                     return await relay(request, upstream_resp)
             else:
@@ -111,6 +111,8 @@ class Reader:
         again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
         plain = await self.upstream.send("HEAD", target, [*again, *_if_range(request)])
         async with plain:
+            if plain.status in (200, 206):
+                self._check_unencrypted_allowed(target, plain)
             return await relay(request, plain)
 
     async def _head_encrypted(
@@ -176,7 +178,7 @@ class Reader:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
             if marker is None:
                 if upstream_resp.status == 200:
-                    self._check_unencrypted_allowed()
+                    self._check_unencrypted_allowed(target, upstream_resp)
                 return await relay(request, upstream_resp)
             stored_total = content_length(upstream_resp)
             if stored_total is None:
@@ -230,7 +232,7 @@ class Reader:
             plain = await self.upstream.send("GET", target, again)
             async with plain:
                 if plain.status in (200, 206):
-                    self._check_unencrypted_allowed()
+                    self._check_unencrypted_allowed(target, plain)
                 return await relay(request, plain)
         info, probe = found
         marker = Marker.of(probe)
@@ -392,7 +394,7 @@ class Reader:
             plain = await self.upstream.send(request.method, target, [*headers, *conditions])
             async with plain:
                 if plain.status in (200, 206):
-                    self._check_unencrypted_allowed()
+                    self._check_unencrypted_allowed(target, plain)
                 return await relay(request, plain)
         info, probe = found
         layout = info.layout
@@ -530,6 +532,15 @@ def _plaintext_headers(source: Iterable[tuple[str, str]], etag: str | None) -> H
     if etag is None:
         return out
     return [(k, etag if k.lower() == "etag" else v) for k, v in out]
+
+
+def check_unencrypted(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:
+    """403 unless S3PROXY_UNENCRYPTED_* allow returning this object as it is stored."""
+    if not config.unencrypted.allows(target.bucket or "", target.key or "", _last_modified(resp)):
+        raise AccessDeniedByProxy(
+            "The object was not written through s3proxy (it is not encrypted), and "
+            "S3PROXY_UNENCRYPTED_OBJECTS does not allow returning it."
+        )
 
 
 def _pop_conditions(headers: Headers) -> Headers:
