@@ -17,7 +17,8 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_sidecar_manifest() -> None:
-    pod = yaml.safe_load(MANIFEST.read_text())["spec"]["template"]["spec"]
+    template = yaml.safe_load(MANIFEST.read_text())["spec"]["template"]
+    pod = template["spec"]
     (proxy,) = pod["initContainers"]
     (app,) = pod["containers"]
     assert proxy["restartPolicy"] == "Always"  # a native sidecar
@@ -29,3 +30,7 @@ def test_sidecar_manifest() -> None:
         ctx = container["securityContext"]
         assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # Only the proxy gets the IRSA role's token (docs/threat-model.md).
+    skipped = template["metadata"]["annotations"]["eks.amazonaws.com/skip-containers"]
+    assert skipped.split(",") == [app["name"]]
+    assert not config.unencrypted.allow
