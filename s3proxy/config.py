@@ -223,6 +223,14 @@ SETTINGS: tuple[Setting, ...] = (
         "exact",
     ),
     Setting(
+        "S3PROXY_MULTIPART_MANIFEST",
+        "--multipart-manifest",
+        "'tagging' records each multipart object's list of parts, authenticated, as an object tag "
+        "(needs s3:PutObjectTagging and s3:GetObjectTagging); 'off' for upstreams without object "
+        "tagging (GCS): dropped or reordered parts then go undetected",
+        "tagging",
+    ),
+    Setting(
         "S3PROXY_MAX_REQUESTS",
         "--max-requests",
         "requests served at once; more are answered 503 SlowDown, as S3 does under load",
@@ -263,6 +271,7 @@ class Config:
     exact_list_sizes: bool
     upstream_checksum: str | None  # algorithm of the trailing checksum sent upstream
     max_requests: int
+    multipart_manifest: bool
     log_level: str
     credentials: CredentialSettings
     s3_ca_bundle: str | None
@@ -408,6 +417,9 @@ def load(
     list_sizes = _require(values, "S3PROXY_LIST_SIZES").lower()
     if list_sizes not in ("exact", "stored"):
         raise ConfigError(f"S3PROXY_LIST_SIZES must be exact or stored, got {list_sizes!r}")
+    manifest = _require(values, "S3PROXY_MULTIPART_MANIFEST").lower()
+    if manifest not in ("tagging", "off"):
+        raise ConfigError(f"S3PROXY_MULTIPART_MANIFEST must be tagging or off, got {manifest!r}")
     max_requests = _require(values, "S3PROXY_MAX_REQUESTS")
     if not max_requests.isdigit() or int(max_requests) < 1:
         raise ConfigError(f"S3PROXY_MAX_REQUESTS must be a positive integer, got {max_requests!r}")
@@ -476,6 +488,7 @@ def load(
         exact_list_sizes=list_sizes == "exact",
         upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
         max_requests=int(max_requests),
+        multipart_manifest=manifest == "tagging",
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,

@@ -268,7 +268,7 @@ def test_unknown_versions_and_bad_fields_are_rejected() -> None:
 
 def test_v2_bad_flags_and_stray_bindings_are_rejected() -> None:
     _, stream = _sealed(10, 16, 2)
-    for pos, value in [(4, 3), (43, 2), (43, 0x81), (50, 1)]:
+    for pos, value in [(4, 3), (43, 8), (43, 6), (43, 0x81), (50, 1)]:
         tampered = bytearray(stream)
         tampered[pos] = value
         with pytest.raises(IntegrityError):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
 from s3proxy.devstack import S3Server, Vault, start_s3
 from tests.conftest import ProxyProcess, start_proxy, upload_multipart
 
@@ -180,3 +181,79 @@ def test_an_upstream_that_ignores_range_still_yields_the_right_plaintext(
         proxy.stop()
         relay.close()
         moto.stop()
+
+
+def _stored_with_tags(raw: Any, bucket: str, key: str) -> tuple[bytes, dict[str, str], str]:
+    body, meta = _stored(raw, bucket, key)
+    tags = raw.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    return body, meta, "&".join(f"{t['Key']}={t['Value']}" for t in tags)
+
+
+def test_multipart_objects_with_parts_dropped_reordered_duplicated_or_swapped_fail(
+    client: Any, raw: Any, bucket: str
+) -> None:
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(100)]
+    upload_multipart(client, bucket, "mp", parts)
+    upload_multipart(client, bucket, "other", [os.urandom(5 * MiB), os.urandom(100)])
+    assert client.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"".join(parts)
+    stored, meta, tags = _stored_with_tags(raw, bucket, "mp")
+    assert "s3proxy-manifest=" in tags  # recorded at CompleteMultipartUpload
+    big = ciphertext_length(5 * MiB, DEFAULT_SEGMENT_SIZE, 2)
+    s1, s2, s3 = stored[:big], stored[big : 2 * big], stored[2 * big :]
+    foreign = _stored(raw, bucket, "other")[0][big:]
+    variants = {
+        "last part dropped": s1 + s2,
+        "middle part dropped": s1 + s3,
+        "reordered": s2 + s1 + s3,
+        "duplicated": s1 + s1 + s2 + s3,
+        "another upload's part": s1 + s2 + foreign,
+    }
+    for name, body in variants.items():
+        raw.put_object(Bucket=bucket, Key=name, Body=body, Metadata=meta, Tagging=tags)
+        _read_fails(client, bucket, name)
+    raw.put_object(Bucket=bucket, Key="untagged", Body=stored, Metadata=meta)  # manifest gone
+    _read_fails(client, bucket, "untagged")
+    raw.put_object(Bucket=bucket, Key="intact", Body=stored, Metadata=meta, Tagging=tags)
+    assert client.get_object(Bucket=bucket, Key="intact")["Body"].read() == b"".join(parts)
+
+
+def test_clients_never_see_or_lose_the_manifest_tag(client: Any, raw: Any, bucket: str) -> None:
+    parts = [os.urandom(5 * MiB), os.urandom(10)]
+    uid = client.create_multipart_upload(Bucket=bucket, Key="t", Tagging="team=a")["UploadId"]
+    etags = [
+        client.upload_part(Bucket=bucket, Key="t", UploadId=uid, PartNumber=i + 1, Body=p)["ETag"]
+        for i, p in enumerate(parts)
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="t",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
+    )
+    assert client.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == [
+        {"Key": "team", "Value": "a"}
+    ]
+    assert client.head_object(Bucket=bucket, Key="t").get("TagCount") in (None, 1)
+    assert client.get_object(Bucket=bucket, Key="t", Range="bytes=0-9")["TagCount"] == 1
+    client.put_object_tagging(
+        Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "team", "Value": "b"}]}
+    )
+    assert client.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == [
+        {"Key": "team", "Value": "b"}
+    ]
+    client.delete_object_tagging(Bucket=bucket, Key="t")
+    assert client.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == []
+    stored_tags = raw.get_object_tagging(Bucket=bucket, Key="t")["TagSet"]
+    assert [t["Key"] for t in stored_tags] == ["s3proxy-manifest"]
+    assert client.get_object(Bucket=bucket, Key="t")["Body"].read() == b"".join(parts)
+    client.copy_object(
+        Bucket=bucket,
+        Key="t2",
+        CopySource={"Bucket": bucket, "Key": "t"},
+        TaggingDirective="REPLACE",
+        Tagging="x=y",
+    )
+    assert client.get_object(Bucket=bucket, Key="t2")["Body"].read() == b"".join(parts)
+    assert client.get_object_tagging(Bucket=bucket, Key="t2")["TagSet"] == [
+        {"Key": "x", "Value": "y"}
+    ]

@@ -72,6 +72,14 @@ class AccessDeniedByProxy(S3ProxyError):
     code = "AccessDenied"
 
 
+class InternalError(S3ProxyError):
+    """The proxy could not finish a request for a reason that is neither the client's nor the
+    stored data's (the message says which)."""
+
+    status = 500
+    code = "InternalError"
+
+
 class IntegrityError(S3ProxyError):
     """Stored ciphertext failed authentication or does not match its format."""
 

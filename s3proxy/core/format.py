@@ -42,9 +42,9 @@ SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 NAME_BINDING_SIZE = 16
 FLAG_NAME_BOUND = 0x01  # the stream is bound to its object's name
-FLAG_MANIFEST_PART = 0x02  # reserved: a part of a multipart object that carries a manifest
+FLAG_MANIFEST_PART = 0x02  # a part of a multipart object whose completion records a manifest
 FLAG_WHOLE_OBJECT = 0x04  # a PutObject stream: the whole object, never one of several
-KNOWN_FLAGS = FLAG_NAME_BOUND | FLAG_WHOLE_OBJECT
+KNOWN_FLAGS = FLAG_NAME_BOUND | FLAG_MANIFEST_PART | FLAG_WHOLE_OBJECT
 _KDF_LABELS = {VERSION_1: b"s3proxy stream key v1", VERSION_2: b"s3proxy stream key v2"}
 
 # v1: magic, version, algorithm, header size, segment size, plaintext length, salt, nonce
@@ -137,6 +137,10 @@ class Header:
     def whole_object(self) -> bool:
         return bool(self.flags & FLAG_WHOLE_OBJECT)
 
+    @property
+    def manifest_part(self) -> bool:
+        return bool(self.flags & FLAG_MANIFEST_PART)
+
     def authenticated_bytes(self) -> bytes:
         fields = (
             MAGIC,
@@ -181,7 +185,8 @@ def parse_header(data: bytes) -> Header:
             data
         )
         unbound_with_binding = not flags & FLAG_NAME_BOUND and any(binding)
-        malformed = bool(flags & ~KNOWN_FLAGS) or unbound_with_binding
+        both = FLAG_WHOLE_OBJECT | FLAG_MANIFEST_PART
+        malformed = bool(flags & ~KNOWN_FLAGS) or unbound_with_binding or flags & both == both
     if algorithm != ALGORITHM_AES256GCM_HKDF_SHA256:
         raise IntegrityError(f"unknown s3proxy algorithm {algorithm}")
     if header_size != HEADER_SIZE or malformed:
@@ -270,6 +275,7 @@ class StreamEncryptor:
         version: int = WRITE_VERSION,
         binding: bytes | None = None,
         whole_object: bool = False,
+        manifest_part: bool = False,
     ) -> None:
         if not 1 <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError("segment size out of range")
@@ -283,13 +289,16 @@ class StreamEncryptor:
             wrapped_key=wrapped_key,
             version=version,
             flags=(0 if binding is None else FLAG_NAME_BOUND)
-            | (FLAG_WHOLE_OBJECT if whole_object else 0),
+            | (FLAG_WHOLE_OBJECT if whole_object else 0)
+            | (FLAG_MANIFEST_PART if manifest_part else 0),
             name_binding=bytes(NAME_BINDING_SIZE) if binding is None else binding,
         )
         if version not in _FIXED or (
-            (binding is not None or whole_object) and version == VERSION_1
+            (binding is not None or whole_object or manifest_part) and version == VERSION_1
         ):
             raise ValueError("unknown format version, or flags v1 cannot hold")
+        if whole_object and manifest_part:
+            raise ValueError("a stream is a whole object or a part, not both")
         self.header = self._header.encode()
         self._aead = AESGCM(derive_stream_key(data_key, self._header))
         self._last_index = segment_count(plaintext_length, segment_size) - 1

@@ -167,6 +167,7 @@ class Action(enum.Enum):
     COPY_OBJECT = "copy-object"  # keep the source's encryption marker
     UPLOAD_PART_COPY = "upload-part-copy"  # copy whole streams, re-encrypt other ranges
     GET_ATTRIBUTES = "get-attributes"  # report plaintext size, ETag, checksum and parts
+    OBJECT_TAGGING = "object-tagging"  # keep the proxy's manifest tag, hidden from clients
 
 
 # ListObjects, ListObjectsV2 and ListObjectVersions parameters.
@@ -233,6 +234,8 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
 
     copy_source = headers.get("x-amz-copy-source")
     subresources = names - {"versionId", "x-id"}
+    if subresources == {"tagging"} and method in ("PUT", "GET", "DELETE"):
+        return Classification(Action.OBJECT_TAGGING, f"{method.title()}ObjectTagging")
     if subresources and subresources <= _OBJECT_PASS_THROUGH and method in ("PUT", "GET"):
         return Classification(Action.PASS_THROUGH, f"{method.title()}ObjectSubresource")
     if method == "PUT":

@@ -318,3 +318,22 @@ def without_checksums(body: bytes) -> bytes:
         if _local(child.tag) in _CHECKSUM_ELEMENTS or _local(child.tag) == "ChecksumType":
             root.remove(child)
     return _serialize(root)
+
+
+def tag_set(body: bytes) -> list[tuple[str, str]]:
+    """The (Key, Value) pairs of a Tagging document (GetObjectTagging, PutObjectTagging)."""
+    root = _parse(body)
+    out = []
+    for element in root.iter():
+        if _local(element.tag) == "Tag":
+            out.append((_child_text(element, "Key") or "", _child_text(element, "Value") or ""))
+    return out
+
+
+def tagging_body(tags: list[tuple[str, str]]) -> bytes:
+    """A Tagging document with these tags."""
+    items = "".join(f"<Tag><Key>{escape(k)}</Key><Value>{escape(v)}</Value></Tag>" for k, v in tags)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<Tagging xmlns="{S3_NS}"><TagSet>{items}</TagSet></Tagging>'
+    ).encode()

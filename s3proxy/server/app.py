@@ -79,6 +79,7 @@ class Proxy:
             Action.LIST_PARTS: reader.list_parts,
             Action.LIST_OBJECTS: reader.list_objects,
             Action.GET_ATTRIBUTES: attributes.get_object_attributes,
+            Action.OBJECT_TAGGING: objects.tags.handle,
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

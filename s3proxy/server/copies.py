@@ -29,6 +29,7 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.layout import StreamInfo
+from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
 from s3proxy.core.request import Target, parse_target
 from s3proxy.core.s3xml import replace_text, without_checksums
 from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
@@ -131,6 +132,8 @@ class Copier:
             headers.append((MARKER_HEADER, value))
             if marker.checksum is not None:  # v1 objects keep their checksum in metadata
                 headers.append((CHECKSUM_METADATA, marker.checksum))
+        if info is not None and needs_manifest(info.layout):
+            await self._keep_manifest(request, headers, info)
         await request.read()
         upstream_resp = await self.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
@@ -140,6 +143,22 @@ class Copier:
                 if info.etag is not None:
                     body = replace_text(body, "ETag", info.etag)
             return relay_body(upstream_resp, body)
+
+    async def _keep_manifest(
+        self, request: web.Request, headers: Headers, info: ObjectInfo
+    ) -> None:
+        """A copy holds the source's streams, so the source's manifest stays true for it; tags
+        are copied with the object unless the client replaces them, and then the proxy adds
+        the manifest to the client's tags."""
+        directive = request.headers.get("x-amz-tagging-directive", "COPY").strip().upper()
+        if directive != "REPLACE":
+            return
+        first = info.layout.streams[0].header
+        value = manifest_value(await self.objects.unwrap(first.wrapped_key, None), info.layout)
+        tagging = request.headers.get("x-amz-tagging", "")
+        headers[:] = [(k, v) for k, v in headers if k.lower() != "x-amz-tagging"]
+        own = f"{MANIFEST_TAG}={value}"
+        headers.append(("x-amz-tagging", f"{tagging}&{own}" if tagging else own))
 
     async def upload_part_copy(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)

@@ -26,6 +26,7 @@ from s3proxy.core.layout import (
     check_object_shape,
     discover,
 )
+from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
@@ -37,6 +38,7 @@ from s3proxy.server.relay import (
     content_range_total,
     count_upstream,
 )
+from s3proxy.server.tagging import Tags
 from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")
@@ -148,6 +150,7 @@ class ObjectInspector:
     def __init__(self, keys: KeyService, upstream: Upstream) -> None:
         self.keys = keys
         self.upstream = upstream
+        self.tags = Tags(upstream)
         self._infos: LruCache[ObjectInfo] = LruCache(
             INFO_CACHE_STREAMS, lambda info: len(info.layout.streams)
         )
@@ -239,9 +242,12 @@ class ObjectInspector:
         first: Header,
         marker: Marker,
         keys: dict[str, bytes] | None = None,
+        manifest: bool = True,
     ) -> ObjectInfo:
         """The object's layout, trailers and plaintext ETag (parallel reads, cached per ETag).
-        Data keys unwrapped on the way are left in ``keys`` for the rest of the request."""
+        Data keys unwrapped on the way are left in ``keys`` for the rest of the request.
+        ``manifest=False`` skips the manifest check (and the cache): for the object
+        CompleteMultipartUpload has just made, whose manifest is yet to be written."""
         if first.version != marker.version or first.segment_size != marker.segment_size:
             raise IntegrityError("The stored object's header does not match its metadata.")
         key = cache_key(target, etag)
@@ -251,16 +257,23 @@ class ObjectInspector:
         layout = await self._layout(target, etag, stored_total, first, marker)
         check_object_shape(layout, marker.multipart)
         check_name_binding(layout, target.bucket or "", target.key or "")
+        if marker.multipart and needs_manifest(layout) and manifest:
+            first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
+            check_manifest(first_key, layout, await self.tags.manifest(target))
         trailers = await self._trailers(target, etag, layout, keys)
         md5s = [t.md5 if t is not None else None for t in trailers]
         etag = object_etag(md5s, marker.multipart)
         info = ObjectInfo(layout, trailers, etag, object_checksum(layout, trailers, marker))
-        if etag:
+        if etag and manifest:
             self._infos.put(key, info)
         return info
 
     async def probe(
-        self, target: Target, headers: Headers, keys: dict[str, bytes] | None = None
+        self,
+        target: Target,
+        headers: Headers,
+        keys: dict[str, bytes] | None = None,
+        manifest: bool = True,
     ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
         """GET the first 256 bytes. Returns the object's info and the probe response if the
         object is ours, else the probe response to relay or retry (released by the caller)."""
@@ -290,13 +303,13 @@ class ObjectInspector:
             raise
         probe.release()
         stored_etag = probe.headers.get("ETag")
-        info = await self.info(target, stored_etag, stored_total, first, marker, keys)
+        info = await self.info(target, stored_etag, stored_total, first, marker, keys, manifest)
         return info, probe
 
-    async def current(self, target: Target) -> Current | None:
+    async def current(self, target: Target, manifest: bool = True) -> Current | None:
         """What a client would see of the object now: its stored ETag, and the plaintext ETag
         and info if the proxy wrote it; ``None`` if there is no such object."""
-        found = await self.probe(target, [])
+        found = await self.probe(target, [], manifest=manifest)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):

@@ -37,6 +37,7 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.layout import PlanDecryptor, ReadPlan
+from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import ListedObject, listed_objects, rewrite_listing, rewrite_part_sizes
 from s3proxy.core.sizes import (
@@ -153,7 +154,9 @@ class Reader:
                 status, length = 206, last - first + 1
                 content_range = f"bytes {first}-{last}/{total}"
         resp = web.StreamResponse(status=status)
-        add_headers(resp, _plaintext_headers(upstream_resp.headers.items(), etag))
+        add_headers(
+            resp, _plaintext_headers(upstream_resp.headers.items(), etag, _hidden_tags(info))
+        )
         if content_range:
             resp.headers["Content-Range"] = content_range
         elif _checksum_mode(request):
@@ -207,6 +210,7 @@ class Reader:
                 extra=checksums,
                 prefix=head,
                 keys=keys,
+                hidden_tags=_hidden_tags(info),
             )
 
     async def _get_probed(
@@ -263,6 +267,7 @@ class Reader:
             etag=etag,
             extra=extra,
             keys=keys,
+            hidden_tags=_hidden_tags(info),
         )
 
     async def _send_span(
@@ -278,6 +283,7 @@ class Reader:
         etag: str | None,
         extra: Headers | None = None,
         keys: dict[str, bytes] | None = None,
+        hidden_tags: int = 0,
     ) -> web.StreamResponse:
         """Fetch the stored bytes of ``plan`` from the object the probe saw (``If-Match`` its
         stored ETag; the client's own conditions were checked already) and send the plaintext."""
@@ -294,6 +300,7 @@ class Reader:
                 etag=etag,
                 extra=extra,
                 keys=keys,
+                hidden_tags=hidden_tags,
             )
 
     async def _send_plan(
@@ -309,6 +316,7 @@ class Reader:
         extra: Headers | None = None,
         prefix: bytes = b"",
         keys: dict[str, bytes] | None = None,
+        hidden_tags: int = 0,
     ) -> web.StreamResponse:
         """Decrypt the fetched stored bytes into the client's response. The first segment is
         authenticated before the response starts, so most failures become a proper S3 error;
@@ -335,7 +343,7 @@ class Reader:
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable("The upstream response broke off.") from exc
         resp = web.StreamResponse(status=status)
-        add_headers(resp, _plaintext_headers(source_headers, etag))  # type: ignore[arg-type]
+        add_headers(resp, _plaintext_headers(source_headers, etag, hidden_tags))  # type: ignore[arg-type]
         add_headers(resp, extra or [])
         if content_range:
             resp.headers["Content-Range"] = content_range
@@ -421,7 +429,7 @@ class Reader:
             extra.append((f"x-amz-checksum-{part_checksum[0]}", part_checksum[1]))
         if request.method == "HEAD" or stream.plaintext_length == 0:
             resp = web.StreamResponse(status=206)
-            add_headers(resp, _plaintext_headers(probe.headers.items(), etag))
+            add_headers(resp, _plaintext_headers(probe.headers.items(), etag, _hidden_tags(info)))
             add_headers(resp, extra)
             if stream.plaintext_length:
                 resp.headers["Content-Range"] = f"bytes {first}-{last}/{total}"
@@ -440,6 +448,7 @@ class Reader:
             etag=etag,
             extra=extra,
             keys=keys,
+            hidden_tags=_hidden_tags(info),
         )
 
     # ---- ListParts ---------------------------------------------------------------------------
@@ -525,13 +534,28 @@ def _checksum_headers(info: ObjectInfo, marker: Marker) -> Headers:
     return info.checksum.headers
 
 
-def _plaintext_headers(source: Iterable[tuple[str, str]], etag: str | None) -> Headers:
+def _plaintext_headers(
+    source: Iterable[tuple[str, str]], etag: str | None, hidden_tags: int = 0
+) -> Headers:
     """The upstream's headers as the client sees them for a decrypted object, with the
-    plaintext ETag in place of the stored one."""
-    out = client_response_headers(source, decrypted=True)
-    if etag is None:
-        return out
-    return [(k, etag if k.lower() == "etag" else v) for k, v in out]
+    plaintext ETag in place of the stored one, and a tag count without the proxy's own tags."""
+    out = []
+    for k, v in client_response_headers(source, decrypted=True):
+        name = k.lower()
+        if name == "etag" and etag is not None:
+            v = etag
+        elif name == "x-amz-tagging-count" and hidden_tags and v.strip().isdigit():
+            count = int(v) - hidden_tags
+            if count <= 0:
+                continue
+            v = str(count)
+        out.append((k, v))
+    return out
+
+
+def _hidden_tags(info: ObjectInfo) -> int:
+    """How many of the object's tags are the proxy's (its manifest)."""
+    return 1 if needs_manifest(info.layout) else 0
 
 
 def check_unencrypted(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:

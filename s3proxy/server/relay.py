@@ -126,7 +126,11 @@ async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> 
 
 
 def relay_body(
-    upstream_resp: aiohttp.ClientResponse, body: bytes, extra: Headers | None = None
+    upstream_resp: aiohttp.ClientResponse,
+    body: bytes,
+    extra: Headers | None = None,
+    *,
+    status: int | None = None,
 ) -> web.Response:
     """A small upstream response with a replaced body (and its stored-object checksums and
     the proxy's metadata removed), plus ``extra`` headers, which replace any of their names."""
@@ -136,6 +140,9 @@ def relay_body(
         for name, value in client_response_headers(upstream_resp.headers.items(), decrypted=True)
         if name.lower() not in replaced
     ]
-    resp = web.Response(status=upstream_resp.status, reason=upstream_resp.reason, body=body)
+    if status is None:
+        resp = web.Response(status=upstream_resp.status, reason=upstream_resp.reason, body=body)
+    else:
+        resp = web.Response(status=status, body=body or None)
     add_headers(resp, [*headers, *(extra or [])])
     return resp

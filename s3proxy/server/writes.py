@@ -17,6 +17,7 @@ from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, verifier_f
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
     IncompleteBody,
+    InternalError,
     InvalidArgument,
     InvalidRequest,
     MissingContentLength,
@@ -33,6 +34,7 @@ from s3proxy.core.headers import (
     marker_value,
     upstream_request_headers,
 )
+from s3proxy.core.manifest import manifest_value, needs_manifest
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import (
@@ -161,6 +163,8 @@ class Writer:
         *,
         whole_object: bool,
     ) -> tuple[aiohttp.ClientResponse, str]:
+        """(The stream is a whole object, or a part; parts carry the manifest flag when the
+        proxy records manifests.)"""
         """PUT ``length`` bytes of plaintext upstream as one stream. The final segment (and so
         a complete upstream request) is sent only after ``plaintext`` ended without error; the
         stream's trailer records ``checksum()``. Returns the upstream response (to be released
@@ -168,7 +172,12 @@ class Writer:
         seg = self.config.segment_size
         data_key = await self.keys.new_data_key(length)
         encryptor = StreamEncryptor(
-            data_key.plaintext, data_key.wrapped, length, seg, whole_object=whole_object
+            data_key.plaintext,
+            data_key.wrapped,
+            length,
+            seg,
+            whole_object=whole_object,
+            manifest_part=not whole_object and self.config.multipart_manifest,
         )
         failure: list[S3ProxyError] = []
         framer = None
@@ -352,12 +361,21 @@ class Writer:
         read). A part whose recorded MD5 differs from the ETag the client completed it with is
         logged: the upstream kept the part's latest upload, as S3 does."""
         try:
-            current = await self.objects.current(target)
+            current = await self.objects.current(target, manifest=False)
         except S3ProxyError as exc:
+            if self.config.multipart_manifest:
+                raise InternalError(
+                    "The object was completed, but its parts could not be read to record its "
+                    f"manifest: {exc.message}"
+                ) from exc
             log.warning("completed %s, but could not read its layout: %s", target.resource, exc)
             return None
         if current is None or current.info is None:
             return None
+        layout = current.info.layout
+        if needs_manifest(layout):  # the part list is known now: record it
+            first_key = await self.objects.unwrap(layout.streams[0].header.wrapped_key, None)
+            await self.objects.tags.write_manifest(target, manifest_value(first_key, layout))
         trailers = current.info.trailers
         if len(trailers) == len(numbers):
             for number, trailer in zip(numbers, trailers, strict=True):
