@@ -25,6 +25,8 @@ from s3proxy.core.format import (
     parse_header,
     seal,
 )
+from s3proxy.core.layout import Layout
+from s3proxy.core.manifest import check_manifest, manifest_value
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
@@ -35,7 +37,8 @@ from s3proxy.core.sizes import (
 
 VECTOR_DIR = Path(__file__).parent / "vectors"
 VECTORS_V1 = json.loads((VECTOR_DIR / "format-v1.json").read_text())["vectors"]
-VECTORS_V2 = json.loads((VECTOR_DIR / "format-v2.json").read_text())["vectors"]
+DOC_V2 = json.loads((VECTOR_DIR / "format-v2.json").read_text())
+VECTORS_V2 = DOC_V2["vectors"]
 VECTORS = [(1, v) for v in VECTORS_V1] + [(2, v) for v in VECTORS_V2]
 IDS = [f"v{n}-{v['name']}" for n, v in VECTORS]
 KEY = bytes(range(32))
@@ -60,7 +63,9 @@ def test_stored_vectors_still_read(version: int, v: dict[str, Any]) -> None:
         if "bucket" in v:
             assert header.name_bound and header.name_binding == name_binding(v["bucket"], v["key"])
         assert header.whole_object == v.get("whole_object", False)
-        assert header.flags == (4 if "whole_object" in v else 0) | (1 if "bucket" in v else 0)
+        assert header.manifest_part == v.get("manifest_part", False)
+        expected = (4 if "whole_object" in v else 0) | (1 if "bucket" in v else 0)
+        assert header.flags == expected | (2 if "manifest_part" in v else 0)
 
 
 @pytest.mark.parametrize(("version", "v"), VECTORS, ids=IDS)
@@ -76,6 +81,7 @@ def test_stored_vectors_are_what_this_release_writes(version: int, v: dict[str, 
         version=version,
         binding=binding,
         whole_object=v.get("whole_object", False),
+        manifest_part=v.get("manifest_part", False),
     )
     body = enc.feed(bytes.fromhex(v["plaintext"]))
     checksum = v.get("checksum_algorithm")
@@ -309,3 +315,18 @@ def test_a_ranged_read_to_the_end_authenticates_the_trailer() -> None:
     dec.feed(stream[start : start + 3 * (16 + TAG_SIZE)])
     dec.finish()
     assert dec.trailer is None
+
+
+@pytest.mark.parametrize("m", DOC_V2["manifests"], ids=[m["name"] for m in DOC_V2["manifests"]])
+def test_stored_manifest_vectors(m: dict[str, Any]) -> None:
+    by_name = {v["name"]: v for v in VECTORS_V2}
+    streams = [bytes.fromhex(by_name[name]["stream"]) for name in m["streams"]]
+    layout = Layout.from_headers([parse_header(s) for s in streams])
+    key = bytes.fromhex(m["first_data_key"])
+    assert manifest_value(key, layout) == m["manifest"]
+    check_manifest(key, layout, m["manifest"])
+    swapped = Layout.from_headers([parse_header(s) for s in reversed(streams)])
+    with pytest.raises(IntegrityError):
+        check_manifest(key, swapped, m["manifest"])
+    with pytest.raises(IntegrityError):
+        check_manifest(key, Layout.from_headers([parse_header(streams[0])]), m["manifest"])

@@ -19,6 +19,8 @@ from s3proxy.core.format import (
     name_binding,
     parse_header,
 )
+from s3proxy.core.layout import Layout
+from s3proxy.core.manifest import manifest_value
 
 DATA_KEY = bytes(range(32))
 SALT = bytes(range(0xA0, 0xB0))
@@ -38,6 +40,7 @@ def vector(
     checksum: tuple[str, bytes] | None = None,
     bound_to: tuple[str, str] | None = None,
     whole_object: bool = False,
+    manifest_part: bool = False,
 ) -> dict[str, object]:
     binding = name_binding(*bound_to) if bound_to else None
     out: dict[str, object] = {
@@ -60,6 +63,7 @@ def vector(
         version=version,
         binding=binding,
         whole_object=whole_object,
+        manifest_part=manifest_part,
     )
     body = enc.feed(plaintext)
     tail = enc.finish(*checksum) if checksum else enc.finish()
@@ -73,6 +77,8 @@ def vector(
             out["bucket"], out["key"] = bound_to
         if whole_object:
             out["whole_object"] = True
+        if manifest_part:
+            out["manifest_part"] = True
     out["stream"] = stream.hex()
     return out
 
@@ -93,13 +99,33 @@ def vectors(version: int) -> list[dict[str, object]]:
             vector(version, "with sha256", b"hello, world", 8, checksum=("sha256", sha256)),
             vector(version, "bound to its name", b"hello, world", 65536, bound_to=("b", "k/1")),
             vector(version, "whole object", b"hello, world", 65536, whole_object=True),
+            vector(version, "manifest part 1", b"first part", 16, manifest_part=True),
+            vector(version, "manifest part 2", b"and the second", 16, manifest_part=True),
         ]
     return found
 
 
+def manifests(found: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The manifest of the object made of the two manifest-part vectors, in that order."""
+    parts = [v for v in found if v.get("manifest_part")]
+    streams = [bytes.fromhex(str(v["stream"])) for v in parts]
+    layout = Layout.from_headers([parse_header(s) for s in streams])
+    return [
+        {
+            "name": "two parts",
+            "streams": [v["name"] for v in parts],
+            "first_data_key": DATA_KEY.hex(),
+            "manifest": manifest_value(DATA_KEY, layout),
+        }
+    ]
+
+
 def main() -> None:
     version = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    doc = {"format": f"s3proxy at-rest format v{version}", "vectors": vectors(version)}
+    found = vectors(version)
+    doc: dict[str, object] = {"format": f"s3proxy at-rest format v{version}", "vectors": found}
+    if version >= 2:
+        doc["manifests"] = manifests(found)
     print(json.dumps(doc, indent=1))
 
 
