@@ -21,6 +21,7 @@ from s3proxy.core.errors import (
     InvalidArgument,
     InvalidRequest,
     MissingContentLength,
+    NoSuchUpload,
     NotImplementedByProxy,
     PreconditionFailed,
     S3ProxyError,
@@ -297,6 +298,8 @@ class Writer:
             page_target = Target(target.bucket, target.key, tuple(query))
             resp = await self.upstream.send("GET", page_target, [])
             async with resp:
+                if resp.status == 404:
+                    raise NoSuchUpload()  # before the proxy reads a byte of the body
                 if resp.status != 200:
                     return found  # Complete itself will report the problem, as S3 would
                 page = listed_parts(await resp.read())
@@ -314,9 +317,9 @@ class Writer:
             raise MissingContentLength("You must provide the Content-Length HTTP header.")
         if length > COMPLETE_BODY_LIMIT:
             raise InvalidArgument("The CompleteMultipartUpload body is too large.")
+        stored = await self._stored_parts(target)
         async with self._completions:  # few parses share the loop at once, however many wait
             claimed = await _completion_parts(request)
-        stored = await self._stored_parts(target)
         mapping: dict[int, str] = {}
         plaintext_claims: dict[int, bytes] = {}
         for number, etag in claimed:
