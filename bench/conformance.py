@@ -34,7 +34,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -52,13 +51,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
 
 from s3proxy.devstack import (  # noqa: E402
     S3Server,
-    Vault,
     clean_env,
-    free_port,
-    proxy_env,
+    start_proxy_process,
     start_s3,
     start_vault,
-    wait_for,
 )
 
 TEST_FILE = "s3tests/functional/test_s3.py"
@@ -269,51 +265,6 @@ def write_conf(path: Path, host: str, port: int, users: Mapping[str, User]) -> N
         cfg.write(f)
 
 
-@dataclass
-class Proxy:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_proxy(workdir: Path, vault: Vault, s3: S3Server) -> Proxy:
-    """``s3proxy serve`` in front of ``s3``, as the test suite starts it."""
-    port = free_port()
-    log_path = workdir / f"proxy-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "s3proxy", "serve"],
-            env=proxy_env(vault, s3, port=port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-        )
-    proxy = Proxy(proc, port, log_path)
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited: {log_path.read_text(errors='replace')}")
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-
-    try:
-        wait_for(listening, "s3proxy")
-    except Exception:
-        proxy.stop()
-        raise
-    return proxy
-
-
 @contextlib.contextmanager
 def target(side: str, workdir: Path) -> Iterator[tuple[int, dict[str, User]]]:
     """A fresh upstream (and for "proxy" a Vault and the proxy in front): the port s3-tests
@@ -327,9 +278,8 @@ def target(side: str, workdir: Path) -> Iterator[tuple[int, dict[str, User]]]:
         else:
             vault = start_vault(workdir)
             stack.callback(vault.stop)
-            proxy = start_proxy(workdir, vault, s3)
+            proxy, port = start_proxy_process(workdir, vault, s3)
             stack.callback(proxy.stop)
-            port = proxy.port
             # The proxy ignores the workload's signature: the same keys do, any would.
         yield port, users
 

@@ -325,6 +325,33 @@ def proxy_env(
     return env
 
 
+def start_proxy_process(
+    workdir: Path, vault: Vault, s3: S3Server, extra: Mapping[str, str] | None = None
+) -> tuple[Process, int]:
+    """An ``s3proxy serve`` process in front of these peers, once it accepts connections; its
+    port. (The test suite and the conformance runner start proxies this way.)"""
+    port = free_port()
+    log_path = workdir / f"proxy-{port}.log"
+    process = _spawn(
+        [sys.executable, "-m", "s3proxy", "serve"],
+        proxy_env(vault, s3, port=port, extra=extra),
+        log_path,
+    )
+
+    def listening() -> bool:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"proxy exited: {process.log_text()}")
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+
+    try:
+        wait_for(listening, "s3proxy")
+    except Exception:
+        process.stop()
+        raise
+    return process, port
+
+
 @contextlib.contextmanager
 def peers(workdir: Path) -> Iterator[tuple[Vault, S3Server]]:
     vault = start_vault(workdir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,11 +20,9 @@ from s3proxy.devstack import (
     S3Server,
     Vault,
     clean_env,
-    free_port,
-    proxy_env,
+    start_proxy_process,
     start_s3,
     start_vault,
-    wait_for,
 )
 
 
@@ -77,27 +74,8 @@ class ProxyProcess:
 def start_proxy(
     workdir: Path, vault: Vault, s3: S3Server, extra: Mapping[str, str] | None = None
 ) -> ProxyProcess:
-    port = free_port()
-    env = proxy_env(vault, s3, port=port, extra=extra)
-    log_path = workdir / f"proxy-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "s3proxy", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    proxy = ProxyProcess(proc, port, log_path)
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited: {log_path.read_text()}")
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-
-    wait_for(listening, "s3proxy")
-    return proxy
+    process, port = start_proxy_process(workdir, vault, s3, extra)
+    return ProxyProcess(process.proc, port, process.log_path)
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,14 @@ def test_multipart_etags_are_s3s_for_the_plaintext_everywhere(client: Any, bucke
     assert done["ETag"] == _multipart_etag(parts)
     _everywhere(client, bucket, "mp", _multipart_etag(parts))
     assert client.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"".join(parts)
+    # A Complete sent again (a client retrying) is answered as before, as S3 and moto do.
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
+    )
+    assert client.get_object(Bucket=bucket, Key="mp")["Body"].read() == b"".join(parts)
 
 
 def test_a_part_resent_with_the_same_bytes_completes_with_the_first_etag(

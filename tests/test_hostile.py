@@ -180,22 +180,3 @@ def test_configured_origins_get_the_proxys_own_cors(
         assert (status, body) == (200, b"for the app")
     finally:
         proxy.stop()
-
-
-def test_completing_an_upload_that_does_not_exist_is_refused_before_reading_the_body(
-    proxy: ProxyProcess, bucket: str
-) -> None:
-    body = b"<CompleteMultipartUpload>" + b"<Part/>" * 200_000 + b"</CompleteMultipartUpload>"
-    status, _, answer = _post(proxy, f"/{bucket}/k?uploadId=no-such-upload", body)
-    assert status == 404
-    assert ET.fromstring(answer).findtext("Code") == "NoSuchUpload"
-
-
-def _post(proxy: ProxyProcess, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
-    try:
-        connection.request("POST", path, body=body)
-        resp = connection.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        connection.close()

@@ -136,17 +136,6 @@ class PreconditionChanged(PreconditionFailed):
     """The object changed between two upstream reads of one client request."""
 
 
-class NoSuchUpload(S3ProxyError):
-    status = 404
-    code = "NoSuchUpload"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "The specified upload does not exist. The upload ID may be invalid, or the upload "
-            "may have been aborted or completed."
-        )
-
-
 class SlowDown(S3ProxyError):
     """More requests in flight than the proxy is configured to take."""
 

@@ -21,7 +21,6 @@ from s3proxy.core.errors import (
     InvalidArgument,
     InvalidRequest,
     MissingContentLength,
-    NoSuchUpload,
     NotImplementedByProxy,
     PreconditionFailed,
     S3ProxyError,
@@ -298,8 +297,6 @@ class Writer:
             page_target = Target(target.bucket, target.key, tuple(query))
             resp = await self.upstream.send("GET", page_target, [])
             async with resp:
-                if resp.status == 404:
-                    raise NoSuchUpload()  # before the proxy reads a byte of the body
                 if resp.status != 200:
                     return found  # Complete itself will report the problem, as S3 would
                 page = listed_parts(await resp.read())
