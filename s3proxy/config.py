@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from s3proxy.core.access import hostname, is_loopback
+from s3proxy.core.sigv4 import parse_credentials_file
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
 from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
 from s3proxy.keys.cache import CacheLimits
@@ -187,9 +188,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "S3PROXY_ALLOW_REMOTE_CLIENTS",
         "--allow-remote-clients",
-        "'true' to listen on a non-loopback address: anything that reaches it uses the proxy's "
-        "identity",
+        "'true' to listen on a non-loopback address; needs S3PROXY_CLIENT_AUTH=sigv4",
         "false",
+    ),
+    Setting(
+        "S3PROXY_CLIENT_AUTH",
+        "--client-auth",
+        "'sigv4' checks each request's SigV4 signature (header, presigned, aws-chunked chunks) "
+        "against the workload keys of S3PROXY_CLIENT_CREDENTIALS_FILE before re-signing; 'off' "
+        "accepts any signature (loopback sidecar)",
+        "off",
+    ),
+    Setting(
+        "S3PROXY_CLIENT_CREDENTIALS_FILE",
+        "--client-credentials-file",
+        "file of workload keys for S3PROXY_CLIENT_AUTH=sigv4, one "
+        "'ACCESS_KEY_ID SECRET_ACCESS_KEY' per line",
     ),
     Setting(
         "S3PROXY_UNENCRYPTED_OBJECTS",
@@ -275,6 +289,7 @@ class Config:
     log_level: str
     credentials: CredentialSettings
     s3_ca_bundle: str | None
+    client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -378,11 +393,13 @@ def load(
     remote = _require(values, "S3PROXY_ALLOW_REMOTE_CLIENTS").lower()
     if remote not in ("true", "false"):
         raise ConfigError(f"S3PROXY_ALLOW_REMOTE_CLIENTS must be true or false, got {remote!r}")
-    if not is_loopback(hostname(host)) and remote != "true":
+    client_keys = _client_keys(values)
+    if not is_loopback(hostname(host)) and (remote != "true" or client_keys is None):
         raise ConfigError(
-            f"S3PROXY_LISTEN {host}:{port} is not a loopback address: the proxy does not check "
-            "its clients, so anything that reaches it would use the proxy's identity. Listen on "
-            "127.0.0.1, or set S3PROXY_ALLOW_REMOTE_CLIENTS=true to accept that."
+            f"S3PROXY_LISTEN {host}:{port} is not a loopback address: anything that reaches it "
+            "would use the proxy's identity. Listen on 127.0.0.1, or set both "
+            "S3PROXY_ALLOW_REMOTE_CLIENTS=true and S3PROXY_CLIENT_AUTH=sigv4 (with "
+            "S3PROXY_CLIENT_CREDENTIALS_FILE) so that only holders of workload keys get in."
         )
     region = (
         values["S3PROXY_S3_REGION"]
@@ -492,7 +509,34 @@ def load(
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,
+        client_keys=client_keys,
     )
+
+
+def _client_keys(values: Mapping[str, str | None]) -> dict[str, str] | None:
+    """The workload keys when client authentication is on, else None."""
+    mode = _require(values, "S3PROXY_CLIENT_AUTH").lower()
+    if mode not in ("off", "sigv4"):
+        raise ConfigError(f"S3PROXY_CLIENT_AUTH must be off or sigv4, got {mode!r}")
+    path = values.get("S3PROXY_CLIENT_CREDENTIALS_FILE")
+    if mode == "off":
+        if path:
+            raise ConfigError("S3PROXY_CLIENT_CREDENTIALS_FILE needs S3PROXY_CLIENT_AUTH=sigv4")
+        return None
+    if not path:
+        raise ConfigError("S3PROXY_CLIENT_AUTH=sigv4 needs S3PROXY_CLIENT_CREDENTIALS_FILE")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            keys = parse_credentials_file(handle.read())
+    except OSError as exc:
+        raise ConfigError(
+            f"S3PROXY_CLIENT_CREDENTIALS_FILE: cannot read {path}: {exc.strerror}"
+        ) from exc
+    except ValueError as exc:
+        raise ConfigError(f"S3PROXY_CLIENT_CREDENTIALS_FILE {path}: {exc}") from exc
+    if not keys:
+        raise ConfigError(f"S3PROXY_CLIENT_CREDENTIALS_FILE {path} holds no keys")
+    return keys
 
 
 def _number(values: Mapping[str, str | None], name: str, *, positive: bool = False) -> float:

@@ -34,11 +34,10 @@ def test_defaults() -> None:
     )
 
 
-def test_a_remote_listen_address_needs_explicit_consent() -> None:
-    config = load(
-        {**BASE, "S3PROXY_LISTEN": "0.0.0.0:8190", "S3PROXY_ALLOW_REMOTE_CLIENTS": "true"}
-    )
-    assert config.listen_host == "0.0.0.0"
+def test_a_remote_listen_address_needs_consent_and_client_authentication() -> None:
+    # consent alone is not enough (tests/test_client_auth.py covers the accepted combination)
+    with pytest.raises(ConfigError, match="S3PROXY_CLIENT_AUTH=sigv4"):
+        load({**BASE, "S3PROXY_LISTEN": "0.0.0.0:8190", "S3PROXY_ALLOW_REMOTE_CLIENTS": "true"})
     assert load({**BASE, "S3PROXY_LISTEN": "[::1]:8190"}).listen_host == "::1"
 
 

@@ -8,11 +8,15 @@ The framing (all ``STREAMING-*`` payload variants, signed or not, with or withou
     [x-amz-trailer-signature:<sig>\\r\\n]
     \\r\\n
 
-Chunk and trailer signatures are not checked: the proxy does not trust or use the client's
-signature at all (it re-signs everything). Trailing checksums are handed to the caller to verify.
+Chunk and trailer signatures are checked only when the caller hands in a checker (client
+authentication, :class:`s3proxy.core.sigv4.ChunkSignatures`); otherwise the proxy neither trusts
+nor uses the client's signature (it re-signs everything). Trailing checksums are handed to the
+caller to verify.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from s3proxy.core.errors import IncompleteBody, MalformedChunk
 
@@ -32,11 +36,21 @@ MAX_TRAILERS = 16 * 1024
 MAX_CHUNK = 1 << 40
 
 
+class ChunkChecker(Protocol):
+    def begin(self, signature: str | None) -> None: ...
+    def update(self, data: bytes) -> None: ...
+    def end(self) -> None: ...
+    def trailers(self, trailers: dict[str, str]) -> None: ...
+
+
 class AwsChunkedDecoder:
     """Feed the raw body with :meth:`feed` (returns decoded payload bytes); call :meth:`finish`
     at the end of the body. :attr:`trailers` holds the trailing headers (lower-case names)."""
 
-    def __init__(self, decoded_length: int | None = None) -> None:
+    def __init__(
+        self, decoded_length: int | None = None, signatures: ChunkChecker | None = None
+    ) -> None:
+        self._signatures = signatures
         self._buffer = bytearray()
         self._state = "size"  # size, data, data-end, trailers, done
         self._remaining = 0
@@ -68,10 +82,16 @@ class AwsChunkedDecoder:
             size = int(size_text, 16)
         except ValueError as exc:
             raise MalformedChunk("bad chunk size") from exc
-        if extension and not extension.strip().startswith(b"chunk-signature="):
+        extension = extension.strip()
+        if extension and not extension.startswith(b"chunk-signature="):
             raise MalformedChunk("unknown chunk extension")
         if size > MAX_CHUNK:
             raise MalformedChunk("chunk too large")
+        if self._signatures is not None:
+            signature = extension.removeprefix(b"chunk-signature=").decode("ascii", "replace")
+            self._signatures.begin(signature if extension else None)
+            if size == 0:
+                self._signatures.end()
         if size == 0:
             self._state = "trailers"
         else:
@@ -106,7 +126,10 @@ class AwsChunkedDecoder:
                 if not self._buffer:
                     break
                 take = min(self._remaining, len(self._buffer))
-                out.append(bytes(self._buffer[:take]))
+                piece = bytes(self._buffer[:take])
+                if self._signatures is not None:
+                    self._signatures.update(piece)
+                out.append(piece)
                 del self._buffer[:take]
                 self._remaining -= take
                 self._decoded += take
@@ -122,6 +145,8 @@ class AwsChunkedDecoder:
             if self._state == "data-end":
                 if line:
                     raise MalformedChunk("chunk data longer than its size")
+                if self._signatures is not None:
+                    self._signatures.end()
                 self._state = "size"
             elif self._state == "size":
                 self._size_line(line)
@@ -146,3 +171,5 @@ class AwsChunkedDecoder:
             raise IncompleteBody(
                 "The aws-chunked body's data does not match x-amz-decoded-content-length."
             )
+        if self._signatures is not None:
+            self._signatures.trailers(self.trailers)

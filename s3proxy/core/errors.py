@@ -151,6 +151,52 @@ class MalformedXML(S3ProxyError):
     code = "MalformedXML"
 
 
+class SignatureDoesNotMatch(S3ProxyError):
+    """The workload's SigV4 signature (header, query, chunk or trailer) is not what its key
+    gives (client authentication only)."""
+
+    status = 403
+    code = "SignatureDoesNotMatch"
+
+
+class InvalidAccessKeyId(S3ProxyError):
+    status = 403
+    code = "InvalidAccessKeyId"
+
+    def __init__(self) -> None:
+        super().__init__("The AWS Access Key Id you provided does not exist in our records.")
+
+
+class RequestTimeTooSkewed(S3ProxyError):
+    status = 403
+    code = "RequestTimeTooSkewed"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The difference between the request time and the current time is too large."
+        )
+
+
+class AuthorizationHeaderMalformed(S3ProxyError):
+    status = 400
+    code = "AuthorizationHeaderMalformed"
+
+
+class AuthorizationQueryParametersError(S3ProxyError):
+    status = 400
+    code = "AuthorizationQueryParametersError"
+
+
+class ContentSha256Mismatch(S3ProxyError):
+    status = 400
+    code = "XAmzContentSHA256Mismatch"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
+        )
+
+
 class MalformedChunk(InvalidRequest):
     def __init__(self, why: str) -> None:
         super().__init__(f"Malformed aws-chunked request body: {why}.")

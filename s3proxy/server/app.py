@@ -32,6 +32,7 @@ from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.keys.transit import KeyService
 from s3proxy.server.attributes import Attributes
+from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
 from s3proxy.server.copies import Copier
 from s3proxy.server.identity import WHOAMI_PATH, Identity
 from s3proxy.server.objects import ObjectInspector
@@ -60,6 +61,7 @@ class Proxy:
         self.upstream = upstream
         self.identity = identity
         self._in_flight = 0
+        self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         objects = ObjectInspector(keys, upstream)
         reader = Reader(config, keys, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
@@ -88,7 +90,7 @@ class Proxy:
             return refused
         if request.method == "OPTIONS":
             return self._preflight(request)
-        if self._is_whoami(request) and self.identity is not None:
+        if self._is_whoami(request) and self.identity is not None and self._auth is None:
             return await self.identity.whoami(request)
         request_id = secrets.token_hex(8).upper()
         started = time.monotonic()
@@ -101,6 +103,10 @@ class Proxy:
         try:
             if self._in_flight > self.config.max_requests:
                 raise SlowDown()
+            if self._auth is not None:
+                self._auth.verify(request)
+                if self._is_whoami(request) and self.identity is not None:
+                    return await self.identity.whoami(request)
             target = parse_target(
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
             )
@@ -204,11 +210,13 @@ class Proxy:
         length = request.content_length
         if request.can_read_body:
             if length is not None and length <= SIGNING_BUFFER_LIMIT:
-                body = await request.read()
+                body = await read_checked(
+                    request, length, InvalidRequest("The body is longer than its Content-Length.")
+                )
                 if len(body) != length:
                     raise IncompleteBody("The request body ended before its declared length.")
             elif length is not None:
-                body = _exact_body(request, length)
+                body = _exact_body(request, length, BodyHash.of(request))
             else:
                 raise MissingContentLength("You must provide the Content-Length HTTP header.")
         elif request.method in ("PUT", "POST"):
@@ -230,13 +238,22 @@ def _error_response(
     return web.Response(status=err.status, body=body, headers=headers)
 
 
-async def _exact_body(request: web.Request, length: int) -> AsyncIterator[bytes]:
+async def _exact_body(request: web.Request, length: int, signed: BodyHash) -> AsyncIterator[bytes]:
+    """The body, with its last piece held back until length and signed hash are checked: the
+    upstream never receives a whole body that fails them."""
     received = 0
+    held: bytes | None = None
     async for chunk in request.content.iter_chunked(READ_CHUNK):
         received += len(chunk)
-        yield chunk
+        signed.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
     if received != length:
         raise InvalidRequest("The request body does not match its Content-Length.")
+    signed.verify()
+    if held is not None:
+        yield held
 
 
 async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -32,6 +32,7 @@ from s3proxy.core.layout import StreamInfo
 from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
 from s3proxy.core.request import Target, parse_target
 from s3proxy.core.s3xml import replace_text, without_checksums
+from s3proxy.server.clientauth import discard_body
 from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
 from s3proxy.server.relay import relay, relay_body
 from s3proxy.server.writes import Writer
@@ -134,7 +135,7 @@ class Copier:
                 headers.append((CHECKSUM_METADATA, marker.checksum))
         if info is not None and needs_manifest(info.layout):
             await self._keep_manifest(request, headers, info)
-        await request.read()
+        await discard_body(request)
         upstream_resp = await self.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
@@ -164,7 +165,7 @@ class Copier:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         current = await self._source(request, headers)
         if current is None:
-            await request.read()
+            await discard_body(request)
             upstream_resp = await self.upstream.send("PUT", target, headers, b"")
             async with upstream_resp:
                 return await relay(request, upstream_resp)
@@ -174,7 +175,7 @@ class Copier:
                 "s3proxy does not support this request: UploadPartCopy from an object that is "
                 "not encrypted by s3proxy would mix plaintext into an encrypted object"
             )
-        await request.read()
+        await discard_body(request)
         range_value = request.headers.get("x-amz-copy-source-range")
         if range_value is None:
             first, last = 0, info.size - 1

@@ -15,6 +15,7 @@ from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.manifest import MANIFEST_TAG
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import tag_set, tagging_body
+from s3proxy.server.clientauth import read_checked
 from s3proxy.server.relay import relay, relay_body
 from s3proxy.upstream.client import Upstream
 
@@ -75,9 +76,9 @@ class Tags:
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
         if request.method == "GET":
             return await self._get(request, target)
-        body = await request.content.read(TAGGING_BODY_LIMIT + 1)
-        if len(body) > TAGGING_BODY_LIMIT:
-            raise MalformedXML("The tagging document is too large.")
+        body = await read_checked(
+            request, TAGGING_BODY_LIMIT, MalformedXML("The tagging document is too large.")
+        )
         manifest = await self.manifest(target)
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         if manifest is None:  # nothing of the proxy's to keep

@@ -48,6 +48,7 @@ from s3proxy.core.sizes import ciphertext_length
 from s3proxy.core.trailing import PAYLOAD as TRAILING_PAYLOAD
 from s3proxy.core.trailing import TrailingChecksumFramer
 from s3proxy.keys.transit import KeyService
+from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.server.relay import READ_CHUNK, relay_body
 from s3proxy.upstream.client import Upstream
@@ -90,8 +91,10 @@ async def _client_plaintext(
 ) -> AsyncIterator[bytes]:
     """The request body as plaintext, fed to the client's digests; it ends only after every
     digest (header or trailer) has matched."""
+    signed = BodyHash.of(request)  # a signed payload hash (client authentication)
     try:
         async for chunk in request.content.iter_chunked(READ_CHUNK):
+            signed.update(chunk)
             plain = decoder.feed(chunk) if decoder is not None else chunk
             verifier.update(plain)
             yield plain
@@ -100,6 +103,7 @@ async def _client_plaintext(
     if decoder is not None:
         decoder.finish()
         verifier.trailers_arrived(decoder.trailers)
+    signed.verify()
     verifier.verify()
 
 
@@ -129,13 +133,16 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     """The parts a CompleteMultipartUpload lists, parsed while the body arrives, a piece at a
     time with the event loop free in between; the body is never held whole."""
     parser = CompletionParser()
+    signed = BodyHash.of(request)
     received = 0
     async for piece in request.content.iter_chunked(COMPLETE_PIECE):
         received += len(piece)
         if received > COMPLETE_BODY_LIMIT:
             raise InvalidArgument("The CompleteMultipartUpload body is too large.")
+        signed.update(piece)
         parser.feed(piece)
         await asyncio.sleep(0)  # a client that sends fast still shares the loop
+    signed.verify()
     return parser.close()
 
 
@@ -237,7 +244,7 @@ class Writer:
         chunked = is_aws_chunked(request.headers)
         length = _plaintext_length(request, chunked)
         verifier = verifier_for(request.headers.items())
-        decoder = AwsChunkedDecoder(length) if chunked else None
+        decoder = AwsChunkedDecoder(length, chunk_signatures(request)) if chunked else None
         headers = upstream_request_headers(request.headers.items(), encrypting=True)
         if not target.has("uploadId"):
             marker = marker_value(self.config.segment_size, version=WRITE_VERSION)
@@ -273,7 +280,7 @@ class Writer:
             self.config.segment_size, version=WRITE_VERSION, multipart=True, checksum=checksum
         )
         headers.append((MARKER_HEADER, marker))
-        await request.read()
+        await discard_body(request)
         upstream_resp = await self.upstream.send("POST", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
