@@ -245,6 +245,14 @@ SETTINGS: tuple[Setting, ...] = (
         "tagging",
     ),
     Setting(
+        "S3PROXY_BIND_OBJECT_NAMES",
+        "--bind-object-names",
+        "'true' binds every stream written to its bucket and key, so ciphertext moved or copied "
+        "under another name by the store fails to read; copies to another name are then "
+        "re-encrypted through the proxy instead of copied by the store",
+        "false",
+    ),
+    Setting(
         "S3PROXY_MAX_REQUESTS",
         "--max-requests",
         "requests served at once; more are answered 503 SlowDown, as S3 does under load",
@@ -289,6 +297,7 @@ class Config:
     log_level: str
     credentials: CredentialSettings
     s3_ca_bundle: str | None
+    bind_names: bool = False  # streams bound to their bucket and key
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
 
 
@@ -437,6 +446,9 @@ def load(
     manifest = _require(values, "S3PROXY_MULTIPART_MANIFEST").lower()
     if manifest not in ("tagging", "off"):
         raise ConfigError(f"S3PROXY_MULTIPART_MANIFEST must be tagging or off, got {manifest!r}")
+    bind_names = _require(values, "S3PROXY_BIND_OBJECT_NAMES").lower()
+    if bind_names not in ("true", "false"):
+        raise ConfigError(f"S3PROXY_BIND_OBJECT_NAMES must be true or false, got {bind_names!r}")
     max_requests = _require(values, "S3PROXY_MAX_REQUESTS")
     if not max_requests.isdigit() or int(max_requests) < 1:
         raise ConfigError(f"S3PROXY_MAX_REQUESTS must be a positive integer, got {max_requests!r}")
@@ -506,6 +518,7 @@ def load(
         upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
         max_requests=int(max_requests),
         multipart_manifest=manifest == "tagging",
+        bind_names=bind_names == "true",
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,

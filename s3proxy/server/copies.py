@@ -34,6 +34,7 @@ from s3proxy.core.request import Target, parse_target
 from s3proxy.core.s3xml import replace_text, without_checksums
 from s3proxy.server.clientauth import discard_body
 from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
+from s3proxy.server.recopy import CopyByReencryption, must_reencrypt
 from s3proxy.server.relay import relay, relay_body
 from s3proxy.server.writes import Writer
 from s3proxy.upstream.client import Upstream
@@ -97,6 +98,7 @@ class Copier:
         self.upstream = upstream
         self.objects = objects
         self.writer = writer
+        self.recopy = CopyByReencryption(config, upstream, objects, writer)
 
     async def _source(self, request: web.Request, headers: Headers) -> Current | None:
         """The copy source as the client sees it; its ETag conditions are checked here and
@@ -126,6 +128,13 @@ class Copier:
         current = await self._source(request, headers)
         info = current.info if current is not None else None
         marker = current.marker if current is not None else None
+        if (
+            current is not None
+            and info is not None
+            and must_reencrypt(self.config, info, current.target, target)
+        ):
+            await discard_body(request)
+            return await self.recopy.copy(request, target, current, info)
         if directive == "REPLACE" and marker is not None:
             value = marker_value(
                 marker.segment_size, version=marker.version, multipart=marker.multipart
@@ -182,6 +191,8 @@ class Copier:
         else:
             first, last = parse_copy_range(range_value, info.size)
         whole = _whole_stream(info, first, last) if info.size else None
+        if must_reencrypt(self.config, info, current.target, target):
+            whole = None  # the part's stream is bound to the new name
         if whole is not None:
             return await self._copy_stream(request, target, headers, info, *whole)
         return await self._reencrypt(target, current, info, first, last)

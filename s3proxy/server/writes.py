@@ -26,7 +26,7 @@ from s3proxy.core.errors import (
     S3ProxyError,
 )
 from s3proxy.core.etags import md5_of_etag, same_etag, single_etag
-from s3proxy.core.format import WRITE_VERSION, StreamEncryptor
+from s3proxy.core.format import WRITE_VERSION, StreamEncryptor, name_binding
 from s3proxy.core.headers import (
     MARKER_HEADER,
     Headers,
@@ -185,6 +185,11 @@ class Writer:
             seg,
             whole_object=whole_object,
             manifest_part=not whole_object and self.config.multipart_manifest,
+            binding=(
+                name_binding(target.bucket or "", target.key or "")
+                if self.config.bind_names
+                else None
+            ),
         )
         failure: list[S3ProxyError] = []
         framer = None

@@ -1,0 +1,158 @@
+"""CopyObject by re-encryption: the source is read, authenticated, decrypted and written anew
+under the destination's name, for copies whose streams are (or must be) bound to their name
+(S3PROXY_BIND_OBJECT_NAMES). What S3 copies with an object is carried over by hand: metadata
+(unless REPLACE), tags (unless REPLACE), the client's checksum of a single-stream source; the
+copy-source date conditions are evaluated here, against the source's Last-Modified."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from s3proxy.config import Config
+from s3proxy.core.conditions import evaluate
+from s3proxy.core.errors import InvalidRequest, PreconditionFailed
+from s3proxy.core.format import WRITE_VERSION
+from s3proxy.core.headers import (
+    MARKER_HEADER,
+    OWN_METADATA_PREFIXES,
+    Headers,
+    marker_value,
+    metadata_directive,
+    upstream_request_headers,
+)
+from s3proxy.core.manifest import MANIFEST_TAG
+from s3proxy.core.request import Target
+from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
+from s3proxy.server.relay import relay_body
+from s3proxy.server.writes import Checksum, Writer
+from s3proxy.upstream.client import Upstream
+
+MAX_COPY_SOURCE = 5 * 1024**3  # S3's limit for CopyObject
+# What S3 copies with an object's metadata (COPY directive), besides x-amz-meta-*.
+_COPIED = (
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+    "x-amz-website-redirect-location",
+)
+_COPY_ONLY = ("x-amz-metadata-directive", "x-amz-tagging-directive", "x-goog-metadata-directive")
+
+
+def must_reencrypt(config: Config, info: ObjectInfo, source: Target, dest: Target) -> bool:
+    """Whether a copy to ``dest`` must go through the proxy: the source's streams are bound to
+    its name, or new streams are to be bound, and the name changes."""
+    if (source.bucket, source.key) == (dest.bucket, dest.key):
+        return False
+    return config.bind_names or any(s.header.name_bound for s in info.layout.streams)
+
+
+def _is_metadata(name: str) -> bool:
+    lname = name.lower()
+    return lname.startswith("x-amz-meta-") or lname in _COPIED
+
+
+def _source_conditions(request: web.Request, last_modified: dt.datetime | None) -> None:
+    """x-amz-copy-source-if-(un)modified-since (the ETag conditions were checked already and
+    are kept as an If-Match on the stored ETag)."""
+    conditions = {
+        name: request.headers[f"x-amz-copy-source-{name}"]
+        for name in ("if-modified-since", "if-unmodified-since")
+        if f"x-amz-copy-source-{name}" in request.headers
+    }
+    if evaluate(conditions, "", last_modified) is not None:
+        raise PreconditionFailed()
+
+
+class CopyByReencryption:
+    def __init__(
+        self, config: Config, upstream: Upstream, objects: ObjectInspector, writer: Writer
+    ) -> None:
+        self.config = config
+        self.upstream = upstream
+        self.objects = objects
+        self.writer = writer
+
+    async def copy(
+        self, request: web.Request, target: Target, source: Current, info: ObjectInfo
+    ) -> web.StreamResponse:
+        if info.size > MAX_COPY_SOURCE:
+            raise InvalidRequest(
+                "The specified copy source is larger than the maximum allowable size for a "
+                f"copy source: {MAX_COPY_SOURCE}"
+            )
+        headers = [
+            (k, v)
+            for k, v in upstream_request_headers(request.headers.items(), encrypting=True)
+            if not k.lower().startswith("x-amz-copy-source") and k.lower() not in _COPY_ONLY
+        ]
+        source_headers, last_modified = await self._source_headers(source)
+        _source_conditions(request, last_modified)
+        if metadata_directive(request.headers) != "REPLACE":
+            headers = [(k, v) for k, v in headers if not _is_metadata(k)]
+            headers += [(k, v) for k, v in source_headers if _is_metadata(k)]
+        directive = request.headers.get("x-amz-tagging-directive", "COPY").strip().upper()
+        if directive != "REPLACE":
+            headers = [(k, v) for k, v in headers if k.lower() != "x-amz-tagging"]
+            tags = await self._source_tags(source)
+            if tags:
+                headers.append(("x-amz-tagging", urlencode(tags)))
+        headers.append(
+            (MARKER_HEADER, marker_value(self.config.segment_size, version=WRITE_VERSION))
+        )
+        checksum: Checksum = None
+        trailer = info.trailers[0] if len(info.trailers) == 1 else None
+        if trailer is not None and trailer.checksum_algorithm is not None:
+            checksum = (trailer.checksum_algorithm, trailer.checksum)
+        plaintext: AsyncIterator[bytes] = _nothing()
+        if info.size:
+            plan = info.layout.plan_range(0, info.size - 1)
+            plaintext = self.objects.plaintext(source.target, source.stored_etag, plan)
+        resp, etag = await self.writer.put_stream(
+            target, headers, info.size, plaintext, lambda: checksum, whole_object=True
+        )
+        async with resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return relay_body(resp, body)
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            result = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                f"<LastModified>{now}</LastModified><ETag>{etag}</ETag></CopyObjectResult>"
+            ).encode()
+            return relay_body(resp, result, [("Content-Type", "application/xml")])
+
+    async def _source_headers(self, source: Current) -> tuple[Headers, dt.datetime | None]:
+        resp = await self.upstream.send(
+            "HEAD", source.target, [("If-Match", source.stored_etag)], None
+        )
+        async with resp:
+            if resp.status != 200:
+                raise PreconditionFailed()  # the source changed since it was inspected
+            headers = [
+                (k, v)
+                for k, v in resp.headers.items()
+                if not k.lower().startswith(OWN_METADATA_PREFIXES)
+            ]
+            try:
+                modified = parsedate_to_datetime(resp.headers.get("Last-Modified", ""))
+            except (TypeError, ValueError, IndexError):
+                modified = None
+            return headers, modified
+
+    async def _source_tags(self, source: Current) -> list[tuple[str, str]]:
+        tags = await self.objects.tags.read(source.target) or []
+        return [(k, v) for k, v in tags if k != MANIFEST_TAG]
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
