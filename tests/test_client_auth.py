@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -558,3 +560,27 @@ def test_signed_aws_chunked_uploads_are_checked_chunk_by_chunk(
     assert status == 403 and b"SignatureDoesNotMatch" in reply
     with pytest.raises(botocore.exceptions.ClientError):
         raw.head_object(Bucket=bucket, Key="forged")
+
+
+def test_the_js_sdk_streams_uploads_with_the_workload_key(
+    authed: ProxyProcess, bucket: str
+) -> None:
+    """The JS SDK v3 signs the headers and sends STREAMING-UNSIGNED-PAYLOAD-TRAILER."""
+    node = shutil.which("node")
+    assert node, "node is needed for the JS SDK tests"
+    script = Path(__file__).parent / "js" / "s3client.mjs"
+    for secret, ok in ((WORKLOAD_SECRET, True), ("not-the-secret", False)):
+        env = clean_env(
+            {"WORKLOAD_ACCESS_KEY_ID": WORKLOAD_KEY, "WORKLOAD_SECRET_ACCESS_KEY": secret}
+        )
+        result = subprocess.run(
+            [node, str(script), authed.endpoint, bucket, "js", str(300_000)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        if ok:
+            assert result.returncode == 0, result.stderr.decode()
+            assert json.loads(result.stdout) == {"equal": True, "length": 300_000}
+        else:
+            assert result.returncode != 0 and b"SignatureDoesNotMatch" in result.stderr

@@ -2,6 +2,7 @@
 //   node s3client.mjs ENDPOINT BUCKET KEY SIZE
 // Uploads SIZE bytes (a fixed pattern) as a stream, which the SDK sends aws-chunked with a
 // trailing CRC32 checksum, reads it back and prints {"equal": bool, "length": n} as JSON.
+// Its keys are WORKLOAD_ACCESS_KEY_ID / WORKLOAD_SECRET_ACCESS_KEY, or made up.
 import { S3Client, PutObjectCommand, GetObjectCommand } from "@aws-sdk/client-s3";
 import { Readable } from "node:stream";
 
@@ -13,7 +14,10 @@ const client = new S3Client({
   endpoint,
   region: "us-east-1",
   forcePathStyle: true,
-  credentials: { accessKeyId: "any", secretAccessKey: "any" },
+  credentials: {
+    accessKeyId: process.env.WORKLOAD_ACCESS_KEY_ID ?? "any",
+    secretAccessKey: process.env.WORKLOAD_SECRET_ACCESS_KEY ?? "any",
+  },
 });
 const pieces = [];
 for (let i = 0; i < n; i += 100000) pieces.push(data.subarray(i, i + 100000));
