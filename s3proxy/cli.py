@@ -7,10 +7,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from s3proxy import __version__
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
-from s3proxy.ops.tools import decrypt, rewrap
+from s3proxy.ops.tools import decrypt
+from s3proxy.ops.walk import WalkOptions, rewrap
 from s3proxy.serve import run_proxy, setup_logging
 
 log = logging.getLogger("s3proxy")
@@ -61,7 +63,19 @@ def _rewrap(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging("WARNING")
-    return asyncio.run(rewrap(config, args.bucket, args.prefix, args.start_after))
+    if args.concurrency < 1:
+        print("s3proxy rewrap: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    options = WalkOptions(
+        bucket=args.bucket,
+        prefix=args.prefix,
+        start_after=args.start_after,
+        concurrency=args.concurrency,
+        dry_run=args.dry_run,
+        state=Path(args.state) if args.state else None,
+        verbose=args.verbose,
+    )
+    return asyncio.run(rewrap(config, options))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -92,7 +106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_flags(rew)
     rew.add_argument("--bucket", required=True)
     rew.add_argument("--prefix", default="", help="only objects under this prefix")
-    rew.add_argument("--start-after", default="", help="resume after this key")
+    rew.add_argument("--start-after", default="", help="only objects after this key")
+    rew.add_argument(
+        "--concurrency", type=int, default=8, help="objects rewrapped at once (default 8)"
+    )
+    rew.add_argument(
+        "--dry-run", action="store_true", help="report what would be rewrapped, change nothing"
+    )
+    rew.add_argument("--verbose", action="store_true", help="a line per object and its outcome")
+    rew.add_argument(
+        "--state",
+        help="file keeping the resume point: an interrupted run continues where it stopped "
+        "(removed once a run completes)",
+    )
     rew.set_defaults(func=_rewrap)
     dev = sub.add_parser(
         "dev", help="run the proxy with a local moto S3 and OpenBao Vault, for trying it out"

@@ -107,7 +107,7 @@ def test_rotation_rewrap_and_min_decryption_version(
         proxy.stop()
 
     env = proxy_env(own_vault, s3, port=1)
-    done = _command(["rewrap", "--bucket", bucket], env)
+    done = _command(["rewrap", "--bucket", bucket, "--verbose"], env)
     assert done.returncode == 0, done.stderr.decode()
     report = done.stderr.decode()
     assert "rewritten old/multi" in report and "current   new/0" in report

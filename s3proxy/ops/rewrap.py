@@ -1,0 +1,187 @@
+"""Re-wrapping one stored object's data keys with the latest transit key version, as ``s3proxy
+rewrap`` does for each object it walks (s3proxy.ops.walk). Only the stream headers change: the
+stored segments are copied through unchanged. See docs/keys.md."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from s3proxy.core.errors import IntegrityError, S3ProxyError
+from s3proxy.core.layout import Layout, StreamInfo
+from s3proxy.core.request import Target
+from s3proxy.core.sizes import HEADER_SIZE
+from s3proxy.keys.transit import VaultTransit
+from s3proxy.server.objects import ObjectInspector
+from s3proxy.server.relay import Marker
+from s3proxy.upstream.client import Upstream
+
+CHUNK = 1024 * 1024
+_VERSION = re.compile(r"^vault:v(\d+):")
+
+# Headers of a stored object that a rewritten copy must carry again.
+_KEPT = (
+    "Content-Type",
+    "Content-Encoding",
+    "Content-Disposition",
+    "Content-Language",
+    "Cache-Control",
+    "Expires",
+    "x-amz-storage-class",
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-website-redirect-location",
+)
+
+
+def key_version(wrapped: str) -> int:
+    found = _VERSION.match(wrapped)
+    if found is None:
+        raise IntegrityError("A stored wrapped data key is not a Vault transit ciphertext.")
+    return int(found.group(1))
+
+
+class Rewrapper:
+    """Rewraps objects one at a time; any number may run at once."""
+
+    def __init__(self, vault: VaultTransit, upstream: Upstream) -> None:
+        self.vault = vault
+        self.upstream = upstream
+        self.objects = ObjectInspector(vault, upstream)
+
+    async def one(self, target: Target, latest: int, dry_run: bool = False) -> str:
+        """'rewritten' (or 'to rewrap' in a dry run), 'current', or 'skipped' (not written by
+        the proxy)."""
+        head = await self.upstream.send("HEAD", target, [])
+        async with head:
+            marker = Marker.of(head) if head.status == 200 else None
+            kept = [(h, head.headers[h]) for h in _KEPT if h in head.headers]
+            kept += [(h, v) for h, v in head.headers.items() if h.lower().startswith("x-amz-meta-")]
+            etag = head.headers.get("ETag", "")
+            tagged = head.headers.get("x-amz-tagging-count", "0") != "0"
+        if marker is None:
+            return "skipped"
+        found = await self.objects.probe(target, [("If-Match", etag)])
+        if not isinstance(found, tuple):
+            found.release()
+            raise S3ProxyError("the object changed while it was examined")
+        layout = found[0].layout
+        if all(key_version(s.header.wrapped_key) >= latest for s in layout.streams):
+            return "current"
+        if dry_run:
+            return "to rewrap"
+        rewrapped: dict[str, str] = {}
+        for s in layout.streams:
+            wrapped = s.header.wrapped_key
+            if wrapped not in rewrapped:
+                rewrapped[wrapped] = await self.vault.rewrap(wrapped)
+        tagging = await self._tagging(target) if tagged else ""  # S3 counts tags in HEAD
+        if tagging:
+            kept.append(("x-amz-tagging", tagging))
+        if marker.multipart:
+            await self._rewrite_multipart(target, layout, rewrapped, kept, etag)
+        else:
+            await self._rewrite_single(target, layout, rewrapped, kept, etag)
+        return "rewritten"
+
+    async def _tagging(self, target: Target) -> str:
+        resp = await self.upstream.send(
+            "GET", Target(target.bucket, target.key, (("tagging", None),)), []
+        )
+        async with resp:
+            body = await resp.read()
+        pairs = re.findall(rb"<Tag><Key>([^<]*)</Key><Value>([^<]*)</Value></Tag>", body)
+        return "&".join(f"{quote(k.decode())}={quote(v.decode())}" for k, v in pairs)
+
+    async def _stream_bytes(
+        self, target: Target, etag: str, first: int, last: int
+    ) -> AsyncIterator[bytes]:
+        resp = await self.upstream.send(
+            "GET", target, [("If-Match", etag), ("Range", f"bytes={first}-{last}")]
+        )
+        async with resp:
+            if resp.status != 206:
+                raise S3ProxyError(f"reading the stored object failed with HTTP {resp.status}")
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                yield chunk
+
+    async def _rewrapped_stream(
+        self, target: Target, etag: str, stream: StreamInfo, rewrapped: dict[str, str]
+    ) -> AsyncIterator[bytes]:
+        """One stream as stored, with only its wrapped key replaced: the new header, then the
+        stored segments copied through unchanged."""
+        old = stream.header
+        yield dataclasses.replace(old, wrapped_key=rewrapped[old.wrapped_key]).encode()
+        first = stream.stored_offset + HEADER_SIZE
+        last = stream.stored_offset + stream.stored_length - 1
+        async for chunk in self._stream_bytes(target, etag, first, last):
+            yield chunk
+
+    async def _rewrite_single(
+        self,
+        target: Target,
+        layout: Layout,
+        rewrapped: dict[str, str],
+        kept: list[tuple[str, str]],
+        etag: str,
+    ) -> None:
+        body = self._rewrapped_stream(target, etag, layout.streams[0], rewrapped)
+        resp = await self.upstream.send("PUT", target, kept, body, layout.stored_length)
+        async with resp:
+            if resp.status != 200:
+                raise S3ProxyError(f"rewriting failed with HTTP {resp.status}: {await resp.text()}")
+
+    async def _rewrite_multipart(
+        self,
+        target: Target,
+        layout: Layout,
+        rewrapped: dict[str, str],
+        kept: list[tuple[str, str]],
+        etag: str,
+    ) -> None:
+        create = await self.upstream.send(
+            "POST", Target(target.bucket, target.key, (("uploads", None),)), kept, b""
+        )
+        async with create:
+            text = await create.text()
+            if create.status != 200:
+                raise S3ProxyError(f"starting the rewrite failed with HTTP {create.status}")
+        upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", text)
+        if upload_id is None:
+            raise S3ProxyError("the upstream returned no upload ID")
+        uid = upload_id.group(1)
+        parts = []
+        try:
+            for number, stream in enumerate(layout.streams, start=1):
+                part = Target(
+                    target.bucket, target.key, (("partNumber", str(number)), ("uploadId", uid))
+                )
+                body = self._rewrapped_stream(target, etag, stream, rewrapped)
+                resp = await self.upstream.send("PUT", part, [], body, stream.stored_length)
+                async with resp:
+                    if resp.status != 200:
+                        raise S3ProxyError(
+                            f"rewriting part {number} failed with HTTP {resp.status}"
+                        )
+                    parts.append((number, resp.headers["ETag"]))
+            xml = "".join(
+                f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in parts
+            )
+            complete = await self.upstream.send(
+                "POST",
+                Target(target.bucket, target.key, (("uploadId", uid),)),
+                [("Content-Type", "application/xml")],
+                f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode(),
+            )
+            async with complete:
+                body_text = await complete.text()
+                if complete.status != 200 or "<Error>" in body_text:
+                    raise S3ProxyError(f"completing the rewrite failed: HTTP {complete.status}")
+        except BaseException:
+            abort = await self.upstream.send(
+                "DELETE", Target(target.bucket, target.key, (("uploadId", uid),)), []
+            )
+            abort.release()
+            raise

@@ -1,0 +1,201 @@
+"""``s3proxy rewrap`` over a bucket: lists it (once to count, once to work), rewraps objects with
+bounded concurrency, shows progress, keeps a resume point in a state file, and ends with a
+summary. See docs/keys.md, Rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from s3proxy.config import Config
+from s3proxy.core.errors import S3ProxyError
+from s3proxy.core.request import Target
+from s3proxy.core.s3xml import listed_objects
+from s3proxy.ops.progress import Progress, ProgressDisplay, ResumePoint
+from s3proxy.ops.rewrap import Rewrapper
+from s3proxy.serve import vault_from
+from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.credentials import CredentialSource, resolve
+
+MAX_FAILED_RECORDED = 1000
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    bucket: str
+    prefix: str = ""
+    start_after: str = ""
+    concurrency: int = 8
+    dry_run: bool = False
+    state: Path | None = None  # resume point kept here; removed when the walk completes
+    verbose: bool = False  # a line per object with its outcome
+
+
+async def listing(
+    upstream: Upstream, bucket: str, prefix: str, start_after: str
+) -> AsyncIterator[tuple[str, int]]:
+    """(key, stored size) of every object under ``prefix`` after ``start_after``, in order."""
+    token: str | None = None
+    while True:
+        query: list[tuple[str, str | None]] = [("list-type", "2"), ("prefix", prefix)]
+        if token:
+            query.append(("continuation-token", token))
+        elif start_after:
+            query.append(("start-after", start_after))
+        resp = await upstream.send("GET", Target(bucket, None, tuple(query)), [])
+        async with resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise S3ProxyError(f"listing {bucket} failed with HTTP {resp.status}")
+        for obj in listed_objects(body):
+            yield obj.key, obj.size
+        match = re.search(rb"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
+        if match is None:
+            return
+        token = match.group(1).decode()
+
+
+def _load_state(options: WalkOptions) -> dict[str, Any]:
+    if options.state is None or not options.state.exists():
+        return {}
+    state: dict[str, Any] = json.loads(options.state.read_text())
+    if state.get("bucket") != options.bucket or state.get("prefix") != options.prefix:
+        raise S3ProxyError(
+            f"the state file {options.state} belongs to another walk "
+            f"(bucket {state.get('bucket')!r}, prefix {state.get('prefix')!r})"
+        )
+    return state
+
+
+def _save_state(options: WalkOptions, after: str, failed: list[str]) -> None:
+    if options.state is None or options.dry_run:  # a dry run changes nothing, so resumes nothing
+        return
+    text = json.dumps(
+        {"bucket": options.bucket, "prefix": options.prefix, "after": after, "failed": failed}
+    )
+    tmp = options.state.with_name(options.state.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, options.state)
+
+
+class Walk:
+    def __init__(
+        self, rewrapper: Rewrapper, upstream: Upstream, options: WalkOptions, out: TextIO
+    ) -> None:
+        self.rewrapper = rewrapper
+        self.upstream = upstream
+        self.options = options
+        self.out = out
+        self.failed: list[str] = []
+
+    async def run(self) -> Progress:
+        options = self.options
+        state = _load_state(options)
+        after = max(options.start_after, state.get("after", ""))
+        retry = [str(k) for k in state.get("failed", [])]
+        if state:
+            self.out.write(f"rewrap: resuming after {after!r} ({len(retry)} to retry)\n")
+        progress = Progress()
+        # counting first (one listing request per 1,000 keys) gives the ETA
+        progress.total_objects, progress.total_bytes = len(retry), 0
+        async for _, size in listing(self.upstream, options.bucket, options.prefix, after):
+            progress.total_objects += 1
+            progress.total_bytes += size
+        display = ProgressDisplay(progress, self.out, "rewrap")
+        resume = ResumePoint(after)
+        latest = await self.rewrapper.vault.latest_version()
+        queue: asyncio.Queue[tuple[str, int, bool] | None] = asyncio.Queue(options.concurrency)
+
+        async def worker() -> None:
+            while (item := await queue.get()) is not None:
+                key, size, retried = item
+                try:
+                    outcome = await self.rewrapper.one(
+                        Target(options.bucket, key, ()), latest, options.dry_run
+                    )
+                except (S3ProxyError, OSError) as exc:
+                    outcome = "failed"
+                    message = exc.message if isinstance(exc, S3ProxyError) else str(exc)
+                    display.note(f"failed {key}: {message}")
+                    if len(self.failed) < MAX_FAILED_RECORDED:
+                        self.failed.append(key)
+                if options.verbose and outcome != "failed":
+                    display.note(f"{outcome:<9} {key}")
+                progress.add(outcome, size)
+                if not retried:
+                    resume.finished(key)
+                display.tick()
+                _save_if_due()
+
+        last_saved = [progress.clock()]
+
+        def _save_if_due() -> None:
+            if progress.clock() - last_saved[0] >= 1.0:
+                last_saved[0] = progress.clock()
+                _save_state(options, resume.after, self.failed)
+
+        workers = [asyncio.create_task(worker()) for _ in range(options.concurrency)]
+        try:
+            for key in retry:
+                await queue.put((key, 0, True))
+            async for key, size in listing(self.upstream, options.bucket, options.prefix, after):
+                resume.started(key)
+                await queue.put((key, size, False))
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            done = not any(not t.cancelled() and t.exception() for t in workers)
+            _save_state(options, resume.after, self.failed)
+        display.finish()
+        if done and not self.failed and options.state is not None and not options.dry_run:
+            options.state.unlink(missing_ok=True)
+        return progress
+
+
+async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr) -> int:
+    vault = vault_from(config)
+    credentials = CredentialSource(lambda: resolve(config.credentials))
+    upstream = Upstream(
+        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
+    )
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    if main is not None:  # SIGTERM ends the walk as Ctrl-C does, keeping the resume point
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        await loop.run_in_executor(None, vault.auth.login)
+        await credentials.start()
+        await upstream.start()
+        walk = Walk(Rewrapper(vault, upstream), upstream, options, out)
+        progress = await walk.run()
+    except S3ProxyError as exc:
+        out.write(f"s3proxy rewrap: {exc.message}\n")
+        return 1
+    except asyncio.CancelledError:
+        out.write("\ns3proxy rewrap: interrupted; run it again with the same --state to resume\n")
+        return 130
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await upstream.close()
+        await credentials.close()
+        vault.close()
+    counts = progress.outcomes
+    verb = "to rewrap" if options.dry_run else "rewritten"
+    out.write(
+        f"{'would rewrap' if options.dry_run else 'rewrapped'} {counts[verb]}, "
+        f"already current {counts['current']}, not encrypted {counts['skipped']}, "
+        f"failed {counts['failed']}\n"
+    )
+    return 1 if counts["failed"] else 0
