@@ -115,9 +115,9 @@ SIDECAR_SETTINGS: tuple[SidecarSetting, ...] = (
     SidecarSetting(
         "log-level", "", _one_of("", "DEBUG", "INFO", "WARNING", "ERROR"), "S3PROXY_LOG_LEVEL"
     ),
-    SidecarSetting("requests-cpu", "100m", _quantity, "the proxy's CPU request"),
+    SidecarSetting("requests-cpu", "250m", _quantity, "the proxy's CPU request"),
     SidecarSetting("requests-memory", "128Mi", _quantity, "its memory request"),
-    SidecarSetting("limits-cpu", "", _quantity, "its CPU limit (none by default)"),
+    SidecarSetting("limits-cpu", "1", _quantity, "its CPU limit (one event loop uses one core)"),
     SidecarSetting("limits-memory", "256Mi", _quantity, "its memory limit"),
 )
 BY_NAME = {s.name: s for s in SIDECAR_SETTINGS}
