@@ -94,8 +94,8 @@ SIDECAR_SETTINGS: tuple[SidecarSetting, ...] = (
         "vault-audience",
         "",
         _word,
-        "log in to Vault with a service-account token of this audience, projected into the "
-        "proxy container only (default: the pod's token, which every container has)",
+        "audience of the service-account token the proxy logs in to Vault with (projected into "
+        "the proxy container only; default: the API server's own audience)",
     ),
     SidecarSetting("vault-namespace", "", _word, "VAULT_NAMESPACE"),
     SidecarSetting("transit-key", "s3proxy", _word, "S3PROXY_VAULT_TRANSIT_KEY"),

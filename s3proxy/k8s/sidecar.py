@@ -52,8 +52,7 @@ def _env(settings: Mapping[str, str], service_account: str) -> list[dict[str, An
         ("log-level", "S3PROXY_LOG_LEVEL"),
     )
     env += [{"name": var, "value": settings[name]} for name, var in optional if settings[name]]
-    if settings["vault-audience"]:
-        env.append({"name": "S3PROXY_VAULT_JWT_FILE", "value": f"{VAULT_TOKEN_DIR}/token"})
+    env.append({"name": "S3PROXY_VAULT_JWT_FILE", "value": f"{VAULT_TOKEN_DIR}/token"})
     if settings["s3-credentials-secret"]:
         ref = {"name": settings["s3-credentials-secret"], "key": "access-key-id"}
         env += [
@@ -67,17 +66,15 @@ def _env(settings: Mapping[str, str], service_account: str) -> list[dict[str, An
 
 
 def volumes(settings: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The pod volumes the proxy alone mounts."""
-    found: list[dict[str, Any]] = []
+    """The pod volumes the proxy alone mounts. Its Vault login token is always its own: the
+    API server mounts the pod's token into the containers it had before webhooks ran, not into
+    ours (and not at all with automountServiceAccountToken: false)."""
+    token: dict[str, Any] = {"expirationSeconds": 3600, "path": "token"}
     if settings["vault-audience"]:
-        token = {
-            "audience": settings["vault-audience"],
-            "expirationSeconds": 3600,
-            "path": "token",
-        }
-        found.append(
-            {"name": VAULT_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
-        )
+        token["audience"] = settings["vault-audience"]
+    # Readable by the proxy's user whatever uid the app runs as (only the proxy mounts it).
+    projected = {"sources": [{"serviceAccountToken": token}], "defaultMode": 0o444}
+    found: list[dict[str, Any]] = [{"name": VAULT_TOKEN_VOLUME, "projected": projected}]
     if settings["s3-credentials-secret"]:
         found.append(
             {
@@ -92,9 +89,7 @@ def volumes(settings: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def _mounts(settings: Mapping[str, str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    if settings["vault-audience"]:
-        found.append({"name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": True})
+    found = [{"name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": True}]
     if settings["s3-credentials-secret"]:
         found.append({"name": S3_SECRET_VOLUME, "mountPath": S3_SECRET_DIR, "readOnly": True})
     return found
