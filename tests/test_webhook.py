@@ -10,10 +10,13 @@ import base64
 import datetime
 import ipaddress
 import json
+import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -28,10 +31,18 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from s3proxy.devstack import Process, _spawn, clean_env, free_port, wait_for
+from s3proxy.devstack import (
+    Process,
+    S3Server,
+    _spawn,
+    clean_env,
+    free_port,
+    start_vault,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "kubernetes.md"
@@ -504,3 +515,227 @@ def test_updates_are_never_patched(webhook: Webhook) -> None:
 def test_plain_http_is_refused(webhook: Webhook) -> None:
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(webhook.url.replace("https", "http") + "/healthz", timeout=5)
+
+
+# ---- The injected sidecar, run as the pod spec says, against the dev stack -------------------
+
+TRANSIT_POLICY = """
+path "transit/datakey/plaintext/s3proxy" { capabilities = ["update"] }
+path "transit/decrypt/s3proxy" { capabilities = ["update"] }
+path "transit/keys/s3proxy" { capabilities = ["read"] }
+"""
+# What a cluster would give the pod, here: the Secret the pod names, and service-account tokens
+# (signed by a key Vault's JWT auth trusts, as it would trust the cluster's issuer).
+SERVICE_ACCOUNT = "system:serviceaccount:backup:backup"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(key: rsa.RSAPrivateKey, audience: str) -> str:
+    now = int(time.time())
+    claims = {"iss": "https://kubernetes.default.svc", "sub": SERVICE_ACCOUNT, "aud": audience}
+    claims |= {"iat": now, "nbf": now - 5, "exp": now + 3600}
+    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    payload = _b64url(json.dumps(claims).encode())
+    signature = key.sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
+class PodRuntime:
+    """Runs a container of a pod spec on this machine, the way the kubelet would: the image's
+    entrypoint (``s3proxy``) with the container's args, its env (secretKeyRefs resolved), its
+    mounts as directories. What must differ here is replaced, and only that: mount paths
+    (directories under ``root``) and the loopback ports (free ones, so tests run in parallel)."""
+
+    def __init__(
+        self, spec: dict[str, Any], root: Path, secrets: dict[str, dict[str, str]]
+    ) -> None:
+        self.spec = spec
+        self.root = root
+        self.secrets = secrets
+        self.ports: dict[str, str] = {}  # "127.0.0.1:8190" -> "127.0.0.1:<free>"
+
+    def port(self, address: str) -> str:
+        if address not in self.ports:
+            self.ports[address] = f"127.0.0.1:{free_port()}"
+        return self.ports[address]
+
+    def mounts(self, container: dict[str, Any], key: rsa.RSAPrivateKey) -> dict[str, Path]:
+        volumes = by_name(self.spec.get("volumes", []))
+        local: dict[str, Path] = {}
+        for mount in container.get("volumeMounts", []):
+            directory = self.root / mount["mountPath"].lstrip("/")
+            directory.mkdir(parents=True)
+            volume = volumes[mount["name"]]
+            if "secret" in volume:
+                data = self.secrets[volume["secret"]["secretName"]]
+                items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    (directory / item["path"]).write_text(data[item["key"]])
+            else:
+                for source in volume["projected"]["sources"]:
+                    token = source["serviceAccountToken"]
+                    audience = token.get("audience", "https://kubernetes.default.svc")
+                    (directory / token["path"]).write_text(_jwt(key, audience))
+            local[mount["mountPath"]] = directory
+        return local
+
+    def env(self, container: dict[str, Any], local: dict[str, Path]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for entry in container.get("env", []):
+            if "value" in entry:
+                value = entry["value"]
+            else:
+                ref = entry["valueFrom"]["secretKeyRef"]
+                value = self.secrets[ref["name"]][ref["key"]]
+            for path, directory in local.items():
+                if value.startswith(path + "/"):
+                    value = str(directory) + value[len(path) :]
+            for address in ("127.0.0.1:8190", "0.0.0.0:8191"):
+                value = value.replace(address, self.port(address))
+            env[entry["name"]] = value
+        return env
+
+
+@pytest.fixture
+def jwt_vault(workdir: Path) -> Iterator[tuple[Any, rsa.RSAPrivateKey]]:
+    vault = start_vault(workdir)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        for method, path, body in (
+            ("PUT", "sys/policies/acl/backup", {"policy": TRANSIT_POLICY}),
+            ("POST", "sys/auth/jwt", {"type": "jwt"}),
+            ("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [public.decode()]}),
+            (
+                "POST",
+                "auth/jwt/role/backup-writer",
+                {
+                    "role_type": "jwt",
+                    "bound_audiences": ["vault"],
+                    "bound_subject": SERVICE_ACCOUNT,
+                    "user_claim": "sub",
+                    "token_policies": ["backup"],
+                    "token_ttl": "1h",
+                },
+            ),
+        ):
+            status, reply = vault.api(method, path, body)
+            assert status in (200, 204), (path, status, reply)
+        yield vault, key
+    finally:
+        vault.stop()
+
+
+def test_the_injected_sidecar_serves_a_workload_that_only_has_the_endpoint(
+    webhook: Webhook,
+    jwt_vault: tuple[Any, rsa.RSAPrivateKey],
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """The webhook's output, run: the proxy from the patched pod's own command and env (real
+    OpenBao with JWT auth, moto with signature checks, static keys from the pod's Secret), and
+    the app container's env alone leading the AWS CLI through it."""
+    vault, key = jwt_vault
+    original = pod(
+        {
+            "s3proxy.io/vault-addr": vault.addr,
+            "s3proxy.io/vault-auth": "jwt",
+            "s3proxy.io/vault-role": "backup-writer",
+            "s3proxy.io/vault-audience": "vault",
+            "s3proxy.io/s3-endpoint": s3.endpoint,
+            "s3proxy.io/s3-region": s3.region,
+            "s3proxy.io/s3-credentials-secret": "moto-keys",
+        },
+        containers=[
+            {
+                "name": "app",
+                "image": "amazon/aws-cli:2.17.0",
+                "env": [
+                    {"name": "AWS_ACCESS_KEY_ID", "value": "any"},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "value": "any"},
+                    {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+                ],
+            }
+        ],
+    )
+    spec = inject(webhook, original)["spec"]
+    secrets = {"moto-keys": {"access-key-id": s3.access_key, "secret-access-key": s3.secret_key}}
+    runtime = PodRuntime(spec, tmp_path / "pod", secrets)
+    (proxy,) = spec["initContainers"]
+    (app,) = spec["containers"]
+    assert "command" not in proxy  # so the image's entrypoint, s3proxy, runs with its args
+    proxy_env = runtime.env(proxy, runtime.mounts(proxy, key))
+    machine = {  # no ~/.aws and no instance metadata in a container; none of this machine's
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    entrypoint = str(Path(sys.executable).parent / "s3proxy")
+    process = _spawn(
+        [entrypoint, *proxy["args"]], clean_env({**machine, **proxy_env}), tmp_path / "proxy.log"
+    )
+    s3_address = runtime.port("127.0.0.1:8190")
+    try:
+        host, port = s3_address.split(":")
+
+        def listening() -> bool:
+            if process.proc.poll() is not None:
+                raise RuntimeError(process.log_text())
+            with socket.create_connection((host, int(port)), timeout=0.2):
+                return True
+
+        wait_for(listening, "the injected proxy")
+        app_env = clean_env({**machine, **runtime.env(app, {})})
+        assert app_env["AWS_ENDPOINT_URL_S3"] == f"http://{s3_address}"
+        source = tmp_path / "hello.txt"
+        source.write_bytes(b"hello from an injected pod\n" * 100)
+        aws = str(Path(sys.executable).parent / "aws")
+        target = f"s3://{bucket}/injected/hello.txt"
+        subprocess.run([aws, "s3", "cp", str(source), target], env=app_env, check=True, timeout=60)
+        back = subprocess.run(
+            [aws, "s3", "cp", target, "-"], env=app_env, check=True, timeout=60, capture_output=True
+        )
+        assert back.stdout == source.read_bytes()
+        stored = s3.client().get_object(Bucket=bucket, Key="injected/hello.txt")["Body"].read()
+        assert b"hello from an injected pod" not in stored
+        with urllib.request.urlopen(f"http://{s3_address}/_s3proxy/whoami", timeout=5) as r:
+            identity = json.loads(r.read())
+        assert identity["vault"]["auth"] == "jwt"
+    finally:
+        process.stop()
+
+
+def test_virtual_addressing_goes_path_style_against_the_ip_endpoint(
+    proxy: Any, bucket: str
+) -> None:
+    """botocore's S3 endpoint rules (those every SDK shares) with addressing_style virtual: a
+    host name endpoint would address bucket.localhost, the IP endpoint stays path-style."""
+    import boto3
+    from botocore.config import Config
+
+    def client(endpoint: str) -> Any:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="any",
+            aws_secret_access_key="any",
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "virtual"}),
+        )
+
+    named = client(f"http://localhost:{proxy.port}")
+    url = named.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+    assert url.startswith(f"http://{bucket}.localhost:{proxy.port}/k?")
+    by_ip = client(f"http://127.0.0.1:{proxy.port}")
+    sent: list[str] = []
+    by_ip.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.url))
+    by_ip.put_object(Bucket=bucket, Key="virtual/k", Body=b"path style")
+    assert by_ip.get_object(Bucket=bucket, Key="virtual/k")["Body"].read() == b"path style"
+    assert sent and all(u.startswith(f"http://127.0.0.1:{proxy.port}/{bucket}/") for u in sent)
