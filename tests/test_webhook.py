@@ -739,3 +739,43 @@ def test_virtual_addressing_goes_path_style_against_the_ip_endpoint(
     by_ip.put_object(Bucket=bucket, Key="virtual/k", Body=b"path style")
     assert by_ip.get_object(Bucket=bucket, Key="virtual/k")["Body"].read() == b"path style"
     assert sent and all(u.startswith(f"http://127.0.0.1:{proxy.port}/{bucket}/") for u in sent)
+
+
+def test_a_renewed_certificate_is_served_to_new_connections(tmp_path: Path) -> None:
+    """cert-manager rewrites the Secret's files in place; the webhook re-reads them."""
+    import asyncio
+
+    from s3proxy.k8s.webhook import CertificateFiles
+
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    cert, key = make_certificate(first_dir)
+    new_cert, new_key = make_certificate(second_dir)
+    files = CertificateFiles(str(cert), str(key))
+    assert files.reload_if_changed() is False
+
+    async def handshake(cafile: Path) -> bool:
+        server = await asyncio.start_server(
+            lambda r, w: w.close(), "127.0.0.1", 0, ssl=files.context
+        )
+        port = server.sockets[0].getsockname()[1]
+        client = ssl.create_default_context(cafile=str(cafile))
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            writer.close()
+            return True
+        except ssl.SSLCertVerificationError:
+            return False
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(handshake(cert)) and not asyncio.run(handshake(new_cert))
+    old = tmp_path / "old.crt"
+    old.write_bytes(cert.read_bytes())
+    cert.write_bytes(new_cert.read_bytes())
+    key.write_bytes(new_key.read_bytes())
+    os.utime(cert, (time.time() + 5, time.time() + 5))
+    assert files.reload_if_changed() is True
+    assert asyncio.run(handshake(new_cert)) and not asyncio.run(handshake(old))
