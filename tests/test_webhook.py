@@ -512,6 +512,22 @@ def test_updates_are_never_patched(webhook: Webhook) -> None:
     assert status == 200 and answer["response"] == {"uid": "u-2", "allowed": True}
 
 
+def test_the_command_needs_a_certificate_and_valid_defaults(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "s3proxy", "webhook"]
+    missing = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "S3PROXY_WEBHOOK_TLS_CERT" in missing.stderr
+    cert, key = make_certificate(tmp_path)
+    bad = subprocess.run(
+        [*command, "--tls-cert", str(cert), "--tls-key", str(key), "--sidecar-mode", "sideways"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "S3PROXY_WEBHOOK_SIDECAR_MODE: sidecar-mode has an invalid value" in bad.stderr
+
+
 def test_plain_http_is_refused(webhook: Webhook) -> None:
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(webhook.url.replace("https", "http") + "/healthz", timeout=5)

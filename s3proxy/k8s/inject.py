@@ -171,9 +171,10 @@ class _Mutation:
         """Sets the endpoint; takes the pod's cloud credentials away from the container."""
         env = item.get("env", [])
         kept = [e for e in env if e.get("name") not in CREDENTIAL_VARS]
-        for entry in env:
-            if entry.get("name") in CREDENTIAL_VARS + SHARED_VARS and kept != env:
-                self.moved_env.setdefault(entry["name"], entry)
+        if len(kept) < len(env):  # EKS gave this container credentials: the proxy takes them
+            for entry in env:
+                if entry.get("name") in CREDENTIAL_VARS + SHARED_VARS:
+                    self.moved_env.setdefault(entry["name"], entry)
         if not any(e.get("name") == ENDPOINT_VAR for e in env):
             kept.append({"name": ENDPOINT_VAR, "value": sidecar.ENDPOINT})
         ops: list[dict[str, Any]] = []
