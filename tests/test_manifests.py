@@ -131,6 +131,37 @@ def test_the_webhook_configuration_matches_its_service_and_certificate() -> None
     assert {"kube-system", "kube-public"} <= set(excluded["values"])
 
 
+@pytest.mark.parametrize(
+    ("annotations", "called"),
+    [
+        ({"s3proxy.io/inject": "true"}, True),
+        ({"s3proxy.io/inject": "false"}, False),
+        ({"s3proxy.io/inject": "True"}, False),
+        ({"other.io/inject": "true"}, False),
+        (None, False),
+    ],
+)
+def test_the_api_server_asks_only_about_annotated_pods(
+    annotations: dict[str, str] | None, called: bool
+) -> None:
+    """The matchConditions expression, evaluated by a CEL implementation on pods as the API
+    server passes them (``object``): a webhook outage (failurePolicy Fail) can only delay pods
+    that asked for the proxy."""
+    import celpy
+
+    config = next(
+        o for o in render(DEPLOY / "webhook") if o["kind"] == "MutatingWebhookConfiguration"
+    )
+    (condition,) = config["webhooks"][0]["matchConditions"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(condition["expression"]))
+    metadata: dict[str, Any] = {"name": "p"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": []}}
+    assert bool(program.evaluate({"object": celpy.json_to_cel(pod)})) is called
+
+
 def _checkov() -> str | None:
     if CHECKOV.exists():
         return str(CHECKOV)
