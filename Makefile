@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint install-dev install-test system-deps conformance localstack
+.PHONY: dev test lint install-dev install-test system-deps conformance localstack checkov
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,20 @@ $(LOCALSTACK_STAMP):
 
 localstack: $(LOCALSTACK_STAMP)
 
-test: lint localstack tests/js/node_modules/.installed system-deps
+# checkov lints deploy/ (tests/test_manifests.py). Its own virtualenv: it pins boto3/botocore
+# older than the proxy needs.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+checkov: $(CHECKOV_STAMP)
+
+test: lint localstack checkov tests/js/node_modules/.installed system-deps
 	$(BIN)/pytest
 
 # ceph/s3-tests directly against moto and through the proxy; writes docs/compatibility.md.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from s3proxy import __version__
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
+from s3proxy.k8s.command import add_webhook_command
 from s3proxy.ops.tools import decrypt
 from s3proxy.ops.walk import WalkOptions, rewrap
 from s3proxy.serve import run_proxy, setup_logging
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=8190, help="proxy port (default 8190)")
     dev.add_argument("--bucket", default="demo", help="bucket to create (default demo)")
     dev.set_defaults(func=_dev)
+    add_webhook_command(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -1,0 +1,1 @@
+"""Kubernetes delivery: the injecting admission webhook (docs/kubernetes.md)."""
