@@ -12,6 +12,7 @@ from pathlib import Path
 from s3proxy import __version__
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
 from s3proxy.k8s.command import add_webhook_command
+from s3proxy.ops.check import run_checks
 from s3proxy.ops.tools import decrypt
 from s3proxy.ops.walk import WalkOptions, rewrap
 from s3proxy.serve import run_proxy, setup_logging
@@ -79,6 +80,14 @@ def _rewrap(args: argparse.Namespace) -> int:
     return asyncio.run(rewrap(config, options))
 
 
+def _check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
+        return 2
+    setup_logging("CRITICAL")  # the checks say what failed, one line each
+    return asyncio.run(run_checks(config, args.bucket or [], args.write_test))
+
+
 def _dev(args: argparse.Namespace) -> int:
     from s3proxy.devstack import run_dev
 
@@ -121,6 +130,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(removed once a run completes)",
     )
     rew.set_defaults(func=_rewrap)
+    chk = sub.add_parser(
+        "check",
+        help="try the configuration once: Vault login, transit key, upstream credentials, "
+        "buckets; exit status 1 if anything fails",
+    )
+    add_flags(chk)
+    chk.add_argument(
+        "--bucket", action="append", help="a bucket that must answer HeadBucket (repeatable)"
+    )
+    chk.add_argument(
+        "--write-test",
+        action="store_true",
+        help="also write an object through the proxy's encryption, read it back and delete it",
+    )
+    chk.set_defaults(func=_check)
     dev = sub.add_parser(
         "dev", help="run the proxy with a local moto S3 and OpenBao Vault, for trying it out"
     )
