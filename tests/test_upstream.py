@@ -13,7 +13,11 @@ from urllib.parse import urlsplit
 import botocore.auth
 import botocore.session
 import pytest
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Target, parse_target
@@ -129,7 +133,12 @@ def test_gcs_signing_equals_a_gcs_hmac_clients(monkeypatch: pytest.MonkeyPatch) 
     async def sign() -> dict[str, str]:
         creds = CredentialSource.static("GOOG1EXAMPLEHMACKEY", "hmac-secret")
         await creds.start()
-        upstream = Upstream("https://storage.googleapis.com", "auto", creds)
+        upstream = Upstream(
+            "https://storage.googleapis.com",
+            "auto",
+            creds,
+            now=lambda: moment.replace(tzinfo=dt.UTC),
+        )
         _, headers = await upstream.sign(
             "GET", target, upstream_request_headers(inbound, encrypting=False), EMPTY_SHA256
         )
@@ -140,3 +149,85 @@ def test_gcs_signing_equals_a_gcs_hmac_clients(monkeypatch: pytest.MonkeyPatch) 
     assert "/auto/s3/aws4_request" in ours["Authorization"]
     assert ours["Authorization"] == expected["Authorization"]
     assert "accept-encoding" not in ours["Authorization"]
+
+
+class _BotocoreSigner(botocore.auth.S3SigV4Auth):  # type: ignore[misc]
+    """The reference: botocore's Python S3 signer, told the payload hash."""
+
+    def __init__(self, creds: Any, payload_hash: str) -> None:
+        super().__init__(creds, "s3", "eu-central-1")
+        self._payload_hash = payload_hash
+
+    def payload(self, request: Any) -> str:
+        return self._payload_hash
+
+
+_names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+)
+_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=_names,
+    query=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["uploadId", "partNumber", "prefix", "versionId", "tagging", "list-type", "marker"]
+            ),
+            st.one_of(st.none(), _names),
+        ),
+        max_size=4,
+    ),
+    meta=st.lists(
+        st.tuples(st.sampled_from(["x-amz-meta-a", "x-amz-meta-b", "content-type"]), _values),
+        max_size=3,
+    ),
+    method=st.sampled_from(["GET", "PUT", "POST", "HEAD", "DELETE"]),
+    payload=st.sampled_from(
+        [EMPTY_SHA256, "UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"]
+    ),
+    token=st.one_of(st.none(), st.just("session/token+value==")),
+)
+def test_the_c_signer_signs_exactly_as_botocore(
+    key: str,
+    query: list[tuple[str, str | None]],
+    meta: list[tuple[str, str]],
+    method: str,
+    payload: str,
+    token: str | None,
+) -> None:
+    """Every request the proxy signs through awscrt carries the Authorization botocore's own S3
+    signer computes for it (any key, query, metadata, payload type and session token)."""
+    moment = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
+    target = Target("bucket-1", key, tuple(query))
+    headers = [(k, v) for k, v in meta]
+
+    async def ours() -> dict[str, str]:
+        creds = CredentialSource.static("AKIDEXAMPLE", "secret/key+1", token)
+        await creds.start()
+        upstream = Upstream("http://127.0.0.1:9000", "eu-central-1", creds, now=lambda: moment)
+        _, signed = await upstream.sign(method, target, headers, payload)
+        await creds.close()
+        return signed
+
+    signed = asyncio.run(ours())
+    merged: dict[str, str] = {}
+    for name, value in headers:
+        merged[name.lower()] = (
+            f"{merged[name.lower()]},{value}" if name.lower() in merged else value
+        )
+    merged["host"] = "127.0.0.1:9000"
+    request = AWSRequest(
+        method=method, url="http://127.0.0.1:9000" + target.upstream_path(), headers=merged
+    )
+    request.context["timestamp"] = moment.strftime("%Y%m%dT%H%M%SZ")
+    request.headers["X-Amz-Date"] = request.context["timestamp"]
+    request.headers["X-Amz-Content-SHA256"] = payload
+    if token is not None:
+        request.headers["X-Amz-Security-Token"] = token
+    reference = _BotocoreSigner(Credentials("AKIDEXAMPLE", "secret/key+1", token), payload)
+    canonical = reference.canonical_request(request)
+    expected = reference.signature(reference.string_to_sign(request, canonical), request)
+    assert signed["Authorization"].endswith(f"Signature={expected}"), canonical
