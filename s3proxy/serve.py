@@ -133,9 +133,9 @@ async def _drain(
     )
     if delay:
         await asyncio.sleep(delay)
+    # Only the listener closes: aiohttp's own connection shutdown would stop reading the bodies
+    # of requests in flight. Connections close after their current response instead.
     await site.stop()
-    if runner.server is not None:
-        runner.server.pre_shutdown()  # idle keep-alive connections close now
     if not await lifecycle.wait_idle(grace):
         log.warning(
             "shutdown grace period (%.1fs) over: cutting %d requests in flight",
