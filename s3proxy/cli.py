@@ -26,10 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run_proxy(config))
     except OSError as exc:
-        print(
-            f"s3proxy: cannot listen on {config.listen_host}:{config.listen_port}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"s3proxy: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -111,9 +111,9 @@ async def _start_admin(
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError:
+    except OSError as exc:
         await runner.cleanup()
-        raise
+        raise OSError(f"S3PROXY_ADMIN_LISTEN {host}:{port}: {exc.strerror or exc}") from exc
     return runner
 
 
