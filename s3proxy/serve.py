@@ -132,7 +132,7 @@ async def _drain(
         grace,
     )
     if delay:
-        await asyncio.sleep(delay)
+        await lifecycle.pause(delay)
     # Only the listener closes: aiohttp's own connection shutdown would stop reading the bodies
     # of requests in flight. Connections close after their current response instead.
     await site.stop()

@@ -15,6 +15,7 @@ from unittest import mock
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from s3proxy.config import ConfigError, load
 from s3proxy.devstack import S3Server, Vault, free_port, start_vault
 from s3proxy.server.admin import Admin
 from s3proxy.server.lifecycle import Lifecycle
@@ -160,3 +161,35 @@ def test_quitquitquit_is_refused_from_other_peers(peer: str, status: int) -> Non
     answered, draining = asyncio.run(_quit_from(peer))
     assert answered == status
     assert draining is (status == 200)
+
+
+def test_operations_settings() -> None:
+    base = {
+        "S3PROXY_VAULT_TRANSIT_KEY": "k",
+        "VAULT_ADDR": "http://127.0.0.1:1",
+        "VAULT_TOKEN": "t",
+    }
+    ops = load(base).ops
+    assert ops.admin_listen == ("0.0.0.0", 8191) and not ops.readiness_requires_vault
+    assert ops.log_format == "json" and (ops.shutdown_delay, ops.shutdown_grace) == (0, 25)
+    ops = load(
+        base,
+        {
+            "S3PROXY_ADMIN_LISTEN": "off",
+            "S3PROXY_READINESS_REQUIRES_VAULT": "TRUE",
+            "S3PROXY_LOG_FORMAT": "text",
+            "S3PROXY_SHUTDOWN_DELAY": "5",
+            "S3PROXY_SHUTDOWN_GRACE": "20.5",
+        },
+    ).ops
+    assert ops.admin_listen is None and ops.readiness_requires_vault
+    assert ops.log_format == "text" and (ops.shutdown_delay, ops.shutdown_grace) == (5, 20.5)
+    for name, bad in [
+        ("S3PROXY_ADMIN_LISTEN", "8191"),
+        ("S3PROXY_READINESS_REQUIRES_VAULT", "maybe"),
+        ("S3PROXY_LOG_FORMAT", "xml"),
+        ("S3PROXY_SHUTDOWN_DELAY", "-1"),
+        ("S3PROXY_SHUTDOWN_GRACE", "soon"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            load({**base, name: bad})

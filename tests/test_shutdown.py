@@ -181,3 +181,20 @@ def test_a_cut_part_leaves_the_multipart_upload_resumable(
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
     )
     assert client.get_object(Bucket=bucket, Key="parts")["Body"].read() == data
+
+
+def test_a_second_sigterm_cuts_at_once(
+    procs: list[ProxyProcess], workdir: Path, vault: Vault, s3: S3Server, raw: Any, bucket: str
+) -> None:
+    p = run(procs, workdir, vault, s3, grace="60")
+    upload = Upload(p.port, f"/{bucket}/twice", 20 * MiB, pace=0.2).start()
+    p.proc.terminate()
+    time.sleep(0.5)
+    assert p.proc.poll() is None  # draining: the upload goes on
+    p.proc.terminate()
+    assert p.proc.wait(10) == 0
+    assert upload.done.wait(30)
+    assert upload.status is None or upload.status >= 500, upload.status
+    with pytest.raises(ClientError):
+        raw.head_object(Bucket=bucket, Key="twice")
+    assert "stop requested again (SIGTERM)" in p.log_text()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ class Lifecycle:
         self.draining = False
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
+        self._urgent = asyncio.Event()  # a second stop request: wait no longer
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -40,11 +42,16 @@ class Lifecycle:
     # ---- stopping --------------------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
-        """Start draining (readiness fails now) and wake :meth:`wait_for_stop`."""
-        if not self.draining:
-            self.draining = True
-            self.stop_reason = reason
-            log.info("stop requested (%s): draining", reason)
+        """Start draining (readiness fails now) and wake :meth:`wait_for_stop`; a second
+        request ends the waiting for the delay and the grace period."""
+        if self.draining:
+            if not self._urgent.is_set():
+                log.warning("stop requested again (%s): cutting requests in flight now", reason)
+            self._urgent.set()
+            return
+        self.draining = True
+        self.stop_reason = reason
+        log.info("stop requested (%s): draining", reason)
         self._stop.set()
 
     async def wait_for_stop(self) -> str:
@@ -55,13 +62,24 @@ class Lifecycle:
     def in_flight(self) -> int:
         return self._in_flight
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until a second stop request."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), seconds)
+
     async def wait_idle(self, timeout: float) -> bool:
-        """Whether every request in flight finished within ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        """Whether every request in flight finished within ``timeout`` seconds (waiting ends
+        early at a second stop request)."""
+        waiters = {
+            asyncio.ensure_future(self._idle.wait()),
+            asyncio.ensure_future(self._urgent.wait()),
+        }
+        _, pending = await asyncio.wait(
+            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+        return self._in_flight == 0
 
     # ---- hooks into the S3 application -------------------------------------------------------
 
