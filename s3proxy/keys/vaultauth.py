@@ -70,8 +70,7 @@ class VaultAuth:
         self.obtained = time.monotonic()
         self.logins = 0
         self.renewals = 0
-        self._available = True
-        self.available = True  # Vault answered the last check
+        self.available = True  # Vault answered the last check (also sets s3proxy_vault_up)
         self._task: asyncio.Task[None] | None = None
 
     @property
