@@ -26,14 +26,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"s3proxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.ops.log_format)
     try:
         asyncio.run(run_proxy(config))
     except OSError as exc:
-        print(
-            f"s3proxy: cannot listen on {config.listen_host}:{config.listen_port}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"s3proxy: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from s3proxy.core.access import hostname, is_loopback
@@ -266,7 +266,51 @@ SETTINGS: tuple[Setting, ...] = (
         "crc32",
     ),
     Setting("S3PROXY_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO"),
+    Setting(
+        "S3PROXY_LOG_FORMAT",
+        "--log-format",
+        "'json': one JSON object a line (time, severity, message, request fields); 'text'",
+        "json",
+    ),
+    Setting(
+        "S3PROXY_ADMIN_LISTEN",
+        "--admin-listen",
+        "address of the admin listener (/startup, /liveness, /readiness, /metrics, "
+        "/quitquitquit), reachable by the kubelet; 'off' for none",
+        "0.0.0.0:8191",
+    ),
+    Setting(
+        "S3PROXY_READINESS_REQUIRES_VAULT",
+        "--readiness-requires-vault",
+        "'true': /readiness fails while Vault is unreachable (a sidecar's readiness is the "
+        "whole pod's; docs/operations.md)",
+        "false",
+    ),
+    Setting(
+        "S3PROXY_SHUTDOWN_DELAY",
+        "--shutdown-delay",
+        "seconds between SIGTERM (readiness fails at once) and closing the S3 listener",
+        "0",
+    ),
+    Setting(
+        "S3PROXY_SHUTDOWN_GRACE",
+        "--shutdown-grace",
+        "seconds requests in flight may take to finish once the listener is closed; then they "
+        "are cut and the process exits",
+        "25",
+    ),
 )
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    """How the process is operated: its admin listener, log format and shutdown."""
+
+    admin_listen: tuple[str, int] | None = ("0.0.0.0", 8191)  # None: no admin listener
+    readiness_requires_vault: bool = False
+    log_format: str = "json"
+    shutdown_delay: float = 0.0
+    shutdown_grace: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -299,6 +343,7 @@ class Config:
     s3_ca_bundle: str | None
     bind_names: bool = False  # streams bound to their bucket and key
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -385,10 +430,10 @@ def _from_file(values: Mapping[str, str | None], name: str) -> str | None:
         raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
 
 
-def _listen(value: str) -> tuple[str, int]:
+def _listen(value: str, name: str = "S3PROXY_LISTEN") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"S3PROXY_LISTEN must be HOST:PORT, got {value!r}")
+        raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 
 
@@ -523,6 +568,26 @@ def load(
         credentials=credentials,
         s3_ca_bundle=ca_bundle,
         client_keys=client_keys,
+        ops=_ops(values),
+    )
+
+
+def _ops(values: Mapping[str, str | None]) -> OpsSettings:
+    admin = _require(values, "S3PROXY_ADMIN_LISTEN")
+    log_format = _require(values, "S3PROXY_LOG_FORMAT").lower()
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"S3PROXY_LOG_FORMAT must be json or text, got {log_format!r}")
+    requires_vault = _require(values, "S3PROXY_READINESS_REQUIRES_VAULT").lower()
+    if requires_vault not in ("true", "false"):
+        raise ConfigError(
+            f"S3PROXY_READINESS_REQUIRES_VAULT must be true or false, got {requires_vault!r}"
+        )
+    return OpsSettings(
+        admin_listen=None if admin.lower() == "off" else _listen(admin, "S3PROXY_ADMIN_LISTEN"),
+        readiness_requires_vault=requires_vault == "true",
+        log_format=log_format,
+        shutdown_delay=_number(values, "S3PROXY_SHUTDOWN_DELAY"),
+        shutdown_grace=_number(values, "S3PROXY_SHUTDOWN_GRACE"),
     )
 
 

@@ -307,6 +307,7 @@ def proxy_env(
     env = clean_env(
         {
             "S3PROXY_LISTEN": f"127.0.0.1:{port}",
+            "S3PROXY_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
             "S3PROXY_S3_ENDPOINT": s3.endpoint,
             "S3PROXY_S3_REGION": s3.region,
             "S3PROXY_VAULT_TRANSIT_KEY": vault.transit_key,

@@ -1,15 +1,13 @@
 """Assemble the proxy process from its parts (settings, credentials, Vault, upstream, the
-aiohttp application) and run it until it is told to stop; also the process's log format."""
+aiohttp application, the admin listener), run it until it is told to stop, and drain it
+(docs/operations.md, Shutdown)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
-import sys
-from typing import Any
 
 from aiohttp import web
 
@@ -17,12 +15,19 @@ from s3proxy import __version__
 from s3proxy.config import Config
 from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit
+from s3proxy.ops.logs import setup_logging
+from s3proxy.server.admin import Admin
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
+from s3proxy.server.lifecycle import Lifecycle
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 log = logging.getLogger("s3proxy")
+
+__all__ = ["run_proxy", "setup_logging", "vault_from"]
+
+CUT_TIMEOUT = 0.5  # seconds a cut request's handler may take to unwind
 
 
 def vault_from(config: Config) -> VaultTransit:
@@ -38,67 +43,117 @@ def vault_from(config: Config) -> VaultTransit:
     )
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line, with ``severity`` and ``message`` as log collectors expect."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "severity": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for extra in ("request_id", "integrity", "upstream_bytes"):
-            if hasattr(record, extra):
-                entry[extra] = getattr(record, extra)
-        if record.exc_info and record.levelno >= logging.ERROR:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # aiohttp logs a traceback for every connection the proxy cuts on purpose.
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    for noisy in ("botocore", "urllib3", "hvac"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled or sent SIGTERM/SIGINT."""
+    """Serve until cancelled, sent SIGTERM/SIGINT or ``POST /quitquitquit``; then drain."""
+    lifecycle = Lifecycle()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, lifecycle.request_stop, signal.Signals(sig).name)
     credentials = CredentialSource(lambda: resolve(config.credentials))
-    await credentials.start()
+    vault = vault_from(config)
+    admin_runner = await _start_admin(config, lifecycle, vault)
     upstream = Upstream(
         config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
     )
-    vault = vault_from(config)
-    await vault.auth.start(config.vault_check_interval)
-    keys = CachingKeyService(vault, config.cache_limits, healthy=lambda: vault.auth.available)
-    identity = Identity(config, credentials, vault.auth)
-    await upstream.start()
-    runner = web.AppRunner(
-        build_app(Proxy(config, keys, upstream, identity)),
-        access_log=None,
-        handler_cancellation=True,
-        max_line_size=16384,
-        max_field_size=16384,
-        # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
-        auto_decompress=False,
-    )
+    runner: web.AppRunner | None = None
+    checks: asyncio.Task[None] | None = None
+    try:
+        await credentials.start()
+        await vault.auth.start(config.vault_check_interval)
+        keys = CachingKeyService(vault, config.cache_limits, healthy=lambda: vault.auth.available)
+        identity = Identity(config, credentials, vault.auth)
+        await upstream.start()
+        app = build_app(Proxy(config, keys, upstream, identity))
+        lifecycle.install(app)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            max_line_size=16384,
+            max_field_size=16384,
+            # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
+            auto_decompress=False,
+            # Requests still running when the grace period ends are cut at once.
+            shutdown_timeout=CUT_TIMEOUT,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        await site.start()
+        checks = asyncio.create_task(lifecycle.run_startup_checks(credentials, vault))
+        await _log_start(config, credentials, identity)
+        if ready is not None:
+            ready.set()
+        reason = await lifecycle.wait_for_stop()
+        await _drain(config, lifecycle, runner, site, reason)
+    finally:
+        if checks is not None:
+            checks.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        await upstream.close()
+        await credentials.close()
+        await vault.auth.close()
+        vault.close()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        log.info("stopped")
+
+
+async def _start_admin(
+    config: Config, lifecycle: Lifecycle, vault: VaultTransit
+) -> web.AppRunner | None:
+    if config.ops.admin_listen is None:
+        return None
+    host, port = config.ops.admin_listen
+    admin = Admin(lifecycle, lambda: vault.auth.available, config.ops.readiness_requires_vault)
+    runner = web.AppRunner(admin.app(), access_log=None, shutdown_timeout=CUT_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
-    await site.start()
-    described = await identity.describe()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"S3PROXY_ADMIN_LISTEN {host}:{port}: {exc.strerror or exc}") from exc
+    return runner
+
+
+async def _drain(
+    config: Config, lifecycle: Lifecycle, runner: web.AppRunner, site: web.TCPSite, reason: str
+) -> None:
+    """Readiness already fails. Keep serving for the shutdown delay (not after
+    ``/quitquitquit``: the workload said it is done), close the listener, then give requests in
+    flight the grace period."""
+    delay = 0.0 if reason == "quitquitquit" else config.ops.shutdown_delay
+    grace = config.ops.shutdown_grace
     log.info(
-        "s3proxy %s listening on %s:%d; upstream %s (region %s); credentials: %s (key %s, "
-        "identity %s); vault %s key %s/%s",
+        "shutting down (%s): listener closes in %.1fs, then requests in flight have %.1fs",
+        reason,
+        delay,
+        grace,
+    )
+    if delay:
+        await lifecycle.pause(delay)
+    # Only the listener closes: aiohttp's own connection shutdown would stop reading the bodies
+    # of requests in flight. Connections close after their current response instead.
+    await site.stop()
+    if not await lifecycle.wait_idle(grace):
+        log.warning(
+            "shutdown grace period (%.1fs) over: cutting %d requests in flight",
+            grace,
+            lifecycle.in_flight,
+        )
+
+
+async def _log_start(config: Config, credentials: CredentialSource, identity: Identity) -> None:
+    described = await identity.describe()
+    admin = config.ops.admin_listen
+    log.info(
+        "s3proxy %s listening on %s:%d (admin %s); upstream %s (region %s); credentials: %s "
+        "(key %s, identity %s); vault %s key %s/%s",
         __version__,
         config.listen_host,
         config.listen_port,
+        f"{admin[0]}:{admin[1]}" if admin else "off",
         config.s3_endpoint,
         config.s3_region,
         credentials.description,
@@ -108,19 +163,3 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
         config.transit_mount,
         config.transit_key,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await runner.cleanup()
-        await upstream.close()
-        await credentials.close()
-        await vault.auth.close()
-        vault.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from s3proxy.core.errors import KeyServiceUnavailable
 from s3proxy.keys.transit import DataKey, KeyService
+from s3proxy.ops import metrics
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class CachingKeyService:
             raise KeyServiceUnavailable("The key service (Vault) is unreachable.")
         if not self._limits.reuse_data_keys or plaintext_bytes > self._limits.datakey_max_bytes:
             return await self._inner.new_data_key(plaintext_bytes)
+        reused = self._usable(self._current, plaintext_bytes)
+        metrics.cache_lookup(metrics.KEY_CACHE_HITS, metrics.KEY_CACHE_MISSES, "datakey", reused)
         while not self._usable(self._current, plaintext_bytes):
             if self._pending_new is None:
                 self._pending_new = asyncio.ensure_future(self._fetch_new(plaintext_bytes))
@@ -106,7 +109,9 @@ class CachingKeyService:
         if not self._limits.cache_unwrapped:
             return await self._inner.unwrap(wrapped)
         hit = self._unwrapped.get(wrapped)
-        if hit is not None and self._clock() - hit[0] < self._limits.unwrapped_ttl:
+        fresh = hit is not None and self._clock() - hit[0] < self._limits.unwrapped_ttl
+        metrics.cache_lookup(metrics.KEY_CACHE_HITS, metrics.KEY_CACHE_MISSES, "unwrap", fresh)
+        if hit is not None and fresh:
             self._unwrapped.move_to_end(wrapped)
             return hit[1]
         pending = self._pending_unwrap.get(wrapped)

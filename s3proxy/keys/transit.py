@@ -20,7 +20,8 @@ import hvac.exceptions
 import requests
 
 from s3proxy.core.errors import IntegrityError, KeyServiceUnavailable
-from s3proxy.keys.vaultauth import VaultAuth, VaultAuthSettings
+from s3proxy.keys.vaultauth import VaultAuth, VaultAuthSettings, vault_outcome
+from s3proxy.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ class VaultTransit:
     async def _call(self, what: str, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(self._pool, self._with_relogin, fn, *args),
-                self._timeout + 1,
-            )
+            with metrics.vault_call(what, vault_outcome):
+                return await asyncio.wait_for(
+                    loop.run_in_executor(self._pool, self._with_relogin, fn, *args),
+                    self._timeout + 1,
+                )
         except (TimeoutError, requests.exceptions.Timeout) as exc:
             log.error("vault %s timed out after %.1fs", what, self._timeout)
             raise KeyServiceUnavailable("The key service (Vault) timed out.") from exc

@@ -24,6 +24,8 @@ import hvac
 import hvac.exceptions
 import requests
 
+from s3proxy.ops import metrics
+
 log = logging.getLogger("s3proxy.vault")
 
 METHODS = ("token", "kubernetes", "jwt", "approle")
@@ -68,13 +70,27 @@ class VaultAuth:
         self.obtained = time.monotonic()
         self.logins = 0
         self.renewals = 0
-        self.available = True  # Vault answered the last check
+        self.available = True  # Vault answered the last check (also sets s3proxy_vault_up)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Vault answered the last check."""
+        return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        self._available = value
+        metrics.VAULT_UP.set(1 if value else 0)
 
     # ---- blocking operations (worker threads) ----------------------------------------------
 
     def login(self) -> None:
         """Obtain a fresh token with the configured method (blocking)."""
+        with metrics.vault_call("login", vault_outcome):
+            self._login()
+
+    def _login(self) -> None:
         s = self._settings
         client = self._make_client(None)
         try:
@@ -130,8 +146,8 @@ class VaultAuth:
         self.renewals += 1
 
     def check(self) -> None:
-        client = self._make_client(self.token)
-        client.auth.token.lookup_self()
+        with metrics.vault_call("check", vault_outcome):
+            self._make_client(self.token).auth.token.lookup_self()
 
     def relogin_after_denial(self, failed_token: str | None) -> bool:
         """After Vault refused ``failed_token``: log in again (once per failed token). True if a
@@ -223,6 +239,24 @@ class VaultAuth:
             if not self._settings.can_login:
                 raise
             self.login()
+
+
+def vault_outcome(exc: BaseException) -> str:
+    """The outcome label of a failed Vault call (s3proxy_vault_request_duration_seconds)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    cause = exc.__cause__ if isinstance(exc, VaultLoginError) else exc
+    if isinstance(cause, TimeoutError | requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(cause, requests.exceptions.ConnectionError | hvac.exceptions.VaultDown):
+        return "unreachable"
+    if isinstance(cause, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
+        return "denied"
+    if isinstance(cause, hvac.exceptions.InvalidPath):
+        return "not_found"
+    if isinstance(cause, hvac.exceptions.InvalidRequest):
+        return "rejected"
+    return "error"
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,8 +8,6 @@ signature. Every :class:`S3ProxyError` becomes an S3 error document here, and on
 from __future__ import annotations
 
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -31,6 +29,7 @@ from s3proxy.core.errors import (
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.keys.transit import KeyService
+from s3proxy.ops import accesslog
 from s3proxy.server.attributes import Attributes
 from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
 from s3proxy.server.copies import Copier
@@ -92,8 +91,8 @@ class Proxy:
             return self._preflight(request)
         if self._is_whoami(request) and self.identity is not None and self._auth is None:
             return await self.identity.whoami(request)
-        request_id = secrets.token_hex(8).upper()
-        started = time.monotonic()
+        record = accesslog.begin(request.method)
+        request_id = record.request_id
         resource = request.path
         operation = "-"
         status = 0
@@ -106,11 +105,14 @@ class Proxy:
             if self._auth is not None:
                 self._auth.verify(request)
                 if self._is_whoami(request) and self.identity is not None:
-                    return await self.identity.whoami(request)
+                    whoami = await self.identity.whoami(request)
+                    status = whoami.status
+                    return whoami
             target = parse_target(
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
             )
             resource = target.resource
+            record.bucket, record.key = target.bucket, target.key
             decision = classify(request.method, target, request.headers)
             operation = decision.operation
             if decision.action not in (Action.PUT_OBJECT, Action.UPLOAD_PART) and is_aws_chunked(
@@ -121,15 +123,18 @@ class Proxy:
                 )
             resp = await self._handlers[decision.action](request, target)
             status = resp.status
+            record.bytes_out = _body_length(request, resp)
             return resp
-        except Aborted:
+        except Aborted as cut:
+            record.integrity = isinstance(cut.__cause__, IntegrityError)
             raise
         except NotModified as answer:
             status = 304
             return web.Response(status=304, headers=answer.headers)
         except S3ProxyError as err:
             status = err.status
-            integrity = isinstance(err, IntegrityError)
+            integrity = record.integrity = isinstance(err, IntegrityError)
+            record.error_code = err.code
             log.log(
                 logging.ERROR if integrity or err.status >= 500 else logging.INFO,
                 "%s %s %s: %s %s",
@@ -140,18 +145,14 @@ class Proxy:
                 err.message,
                 extra={"request_id": request_id, "integrity": integrity},
             )
-            return _error_response(request, err, resource, request_id)
+            resp = _error_response(request, err, resource, request_id)
+            record.bytes_out = _body_length(request, resp)
+            return resp
         finally:
             self._in_flight -= 1
-            log.info(
-                "%s %s %s -> %s in %.1f ms",
-                request.method,
-                resource,
-                operation,
-                status or "aborted",
-                (time.monotonic() - started) * 1000,
-                extra={"request_id": request_id, "upstream_bytes": received[0]},
-            )
+            record.operation, record.status, record.upstream_bytes = operation, status, received[0]
+            record.bytes_in = request.content.total_bytes
+            accesslog.finish(record, resource)
 
     def _refuse_foreign(self, request: web.Request) -> web.Response | None:
         """403 for a request that names another host (DNS rebinding) or comes from a browser
@@ -159,25 +160,21 @@ class Proxy:
         config = self.config
         host = request.headers.get("Host")
         if not host_allowed(host, config.virtual_host_suffixes, config.allowed_hosts):
-            return _error_response(
+            return _refuse(
                 request,
                 AccessDeniedByProxy(
                     "The Host header names no address of this proxy (S3PROXY_ALLOWED_HOSTS)."
                 ),
-                request.path,
-                secrets.token_hex(8).upper(),
             )
         origin = request.headers.get("Origin")
         if origin is None:
             return None
         if not origin_allowed(origin, config.cors_origins):
-            return _error_response(
+            return _refuse(
                 request,
                 AccessDeniedByProxy(
                     "Cross-origin requests from this origin are not allowed (S3PROXY_CORS_ORIGINS)."
                 ),
-                request.path,
-                secrets.token_hex(8).upper(),
             )
         request[CORS_ORIGIN] = origin
         return None
@@ -186,11 +183,8 @@ class Proxy:
         """CORS preflight, answered by the proxy (never the bucket's CORS rules)."""
         origin = request.get(CORS_ORIGIN)
         if origin is None or "Access-Control-Request-Method" not in request.headers:
-            return _error_response(
-                request,
-                AccessDeniedByProxy("CORS preflight without an allowed Origin."),
-                request.path,
-                secrets.token_hex(8).upper(),
+            return _refuse(
+                request, AccessDeniedByProxy("CORS preflight without an allowed Origin.")
             )
         requested = request.headers.get("Access-Control-Request-Headers", "")
         return web.Response(status=200, headers=cors_headers(origin, requested))
@@ -236,6 +230,23 @@ def _error_response(
         return web.Response(status=err.status, headers=headers)
     body = error_document(err.code, err.message, resource, request_id)
     return web.Response(status=err.status, body=body, headers=headers)
+
+
+def _refuse(request: web.Request, err: S3ProxyError) -> web.Response:
+    """An error answered before the request is parsed, with its own access-log line."""
+    record = accesslog.begin(request.method)
+    record.status, record.error_code = err.status, err.code
+    resp = _error_response(request, err, request.path, record.request_id)
+    record.bytes_out = _body_length(request, resp)
+    accesslog.finish(record, request.path)
+    return resp
+
+
+def _body_length(request: web.Request, resp: web.StreamResponse) -> int:
+    """The body bytes of a response (its declared length; a streamed one is cut if shorter)."""
+    if request.method == "HEAD" or resp.status in (204, 304):
+        return 0
+    return resp.content_length or 0
 
 
 async def _exact_body(request: web.Request, length: int, signed: BodyHash) -> AsyncIterator[bytes]:

@@ -31,6 +31,7 @@ from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
 from s3proxy.keys.transit import KeyService
+from s3proxy.ops import metrics
 from s3proxy.server.relay import (
     READ_CHUNK,
     Marker,
@@ -54,7 +55,10 @@ CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag name
 class LruCache(Generic[V]):
     """An LRU map bounded by the total weight of its values (1 each unless ``weigh`` says)."""
 
-    def __init__(self, limit: int, weigh: Callable[[V], int] = lambda _: 1) -> None:
+    def __init__(
+        self, limit: int, weigh: Callable[[V], int] = lambda _: 1, name: str = "other"
+    ) -> None:
+        self.name = name  # its label in the cache metrics
         self._limit = limit
         self._weigh = weigh
         self._weight = 0
@@ -62,6 +66,9 @@ class LruCache(Generic[V]):
 
     def get(self, key: CacheKey) -> V | None:
         found = self._items.get(key)
+        metrics.cache_lookup(
+            metrics.OBJECT_CACHE_HITS, metrics.OBJECT_CACHE_MISSES, self.name, found is not None
+        )
         if found is None:
             return None
         self._items.move_to_end(key)
@@ -152,7 +159,7 @@ class ObjectInspector:
         self.upstream = upstream
         self.tags = Tags(upstream)
         self._infos: LruCache[ObjectInfo] = LruCache(
-            INFO_CACHE_STREAMS, lambda info: len(info.layout.streams)
+            INFO_CACHE_STREAMS, lambda info: len(info.layout.streams), "layout"
         )
 
     async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:

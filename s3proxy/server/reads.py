@@ -76,7 +76,7 @@ class Reader:
         self.keys = keys
         self.upstream = upstream
         self.objects = objects
-        self._listed: LruCache[tuple[int, str | None]] = LruCache(LIST_CACHE_ENTRIES)
+        self._listed: LruCache[tuple[int, str | None]] = LruCache(LIST_CACHE_ENTRIES, name="size")
 
     def _check_unencrypted_allowed(self, target: Target, resp: aiohttp.ClientResponse) -> None:
         """An object without the proxy's marker may be returned as stored only where the

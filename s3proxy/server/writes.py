@@ -48,6 +48,7 @@ from s3proxy.core.sizes import ciphertext_length
 from s3proxy.core.trailing import PAYLOAD as TRAILING_PAYLOAD
 from s3proxy.core.trailing import TrailingChecksumFramer
 from s3proxy.keys.transit import KeyService
+from s3proxy.ops import metrics
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.server.relay import READ_CHUNK, relay_body
@@ -393,6 +394,7 @@ class Writer:
             for number, trailer in zip(numbers, trailers, strict=True):
                 claim = claims.get(number)
                 if claim is not None and trailer is not None and trailer.md5 != claim:
+                    metrics.INTEGRITY_FAILURES.inc()
                     log.error(
                         "%s: part %d was completed with an ETag its stored bytes do not have",
                         target.resource,

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from yarl import URL
 from s3proxy.core.errors import UpstreamUnavailable
 from s3proxy.core.headers import Headers
 from s3proxy.core.request import Target
+from s3proxy.ops import accesslog
 from s3proxy.upstream.credentials import CredentialSource
 
 log = logging.getLogger(__name__)
@@ -172,8 +174,9 @@ class Upstream:
             out.append(("Content-Length", str(content_length)))
         url, signed = await self.sign(method, target, out, payload_hash)
         data: Any = body
+        started, answer = time.monotonic(), None
         try:
-            return await self._session.request(
+            answer = await self._session.request(
                 method,
                 URL(url, encoded=True),
                 headers=signed,
@@ -182,9 +185,17 @@ class Upstream:
                 compress=None,
                 chunked=None,
             )
+            return answer
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamUnavailable(
                 f"The upstream object store could not be reached ({type(exc).__name__})."
             ) from exc
         except TimeoutError as exc:
             raise UpstreamUnavailable("The upstream object store timed out.") from exc
+        finally:
+            accesslog.note_upstream(
+                method,
+                answer.status if answer else 0,
+                time.monotonic() - started,
+                answer.headers.get("x-amz-request-id") if answer else None,
+            )

@@ -30,6 +30,7 @@ from botocore.credentials import (
 )
 
 from s3proxy.core.errors import CredentialsUnavailable
+from s3proxy.ops import metrics
 
 log = logging.getLogger("s3proxy.upstream.credentials")
 
@@ -135,9 +136,14 @@ class CredentialSource:
 
     async def _fetch(self) -> None:
         loop = asyncio.get_running_loop()
-        snapshot, expiry = await loop.run_in_executor(None, self._load)
+        try:
+            snapshot, expiry = await loop.run_in_executor(None, self._load)
+        except Exception:
+            metrics.CREDENTIAL_FAILURES.inc()
+            raise
         self._snapshot, self.expiry = snapshot, expiry
         self.refreshes += 1
+        metrics.CREDENTIAL_REFRESHES.inc()
 
     async def start(self) -> None:
         """Resolve the credentials once; then refresh them in the background. A failure here is

@@ -1,0 +1,107 @@
+"""One client request's record: its id, what it asked, what the upstream answered and how it
+ended. Written as the request's access-log line and counted in the metrics when it ends.
+
+The record lives in a context variable for the request's task, so the upstream client can note
+its answers without being handed the record. It holds names, numbers and ids only: never a
+header value, a body byte or a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from s3proxy.ops import metrics
+
+log = logging.getLogger("s3proxy")
+
+# The fields an access-log line carries besides its message (docs/operations.md).
+FIELDS = (
+    "request_id",
+    "method",
+    "operation",
+    "bucket",
+    "key",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_status",
+    "upstream_request_id",
+    "upstream_bytes",
+    "error_code",
+)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    request_id: str = field(default_factory=new_request_id)
+    operation: str = "-"
+    bucket: str | None = None
+    key: str | None = None
+    status: int = 0  # 0: no response was completed (the connection was cut)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    upstream_status: int | None = None  # of the last upstream request
+    upstream_request_id: str | None = None
+    upstream_bytes: int = 0
+    error_code: str | None = None
+    integrity: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def log_fields(self) -> dict[str, Any]:
+        values = {name: getattr(self, name, None) for name in FIELDS}
+        values["duration_ms"] = round(self.seconds * 1000, 1)
+        return {k: v for k, v in values.items() if v is not None}
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+current: ContextVar[RequestRecord | None] = ContextVar("s3proxy_request", default=None)
+
+
+def begin(method: str) -> RequestRecord:
+    """A new record, made the current request's; counted in flight until :func:`finish`."""
+    record = RequestRecord(method)
+    current.set(record)
+    metrics.IN_FLIGHT.inc()
+    return record
+
+
+def note_upstream(method: str, status: int, seconds: float, request_id: str | None) -> None:
+    """An upstream answer (status 0: none came) for the current request, if any."""
+    metrics.observe_upstream(method, status, seconds)
+    record = current.get()
+    if record is not None:
+        record.upstream_status = status or None
+        record.upstream_request_id = request_id or record.upstream_request_id
+
+
+def finish(record: RequestRecord, resource: str) -> None:
+    """Write the access-log line and count the request in the metrics."""
+    metrics.IN_FLIGHT.dec()
+    metrics.observe_request(
+        record.operation, record.status, record.seconds, record.bytes_in, record.bytes_out
+    )
+    if record.integrity:
+        metrics.INTEGRITY_FAILURES.inc()
+    log.info(
+        "%s %s %s -> %s in %.1f ms",
+        record.method,
+        resource,
+        record.operation,
+        record.status or "aborted",
+        record.seconds * 1000,
+        extra=record.log_fields(),
+    )
