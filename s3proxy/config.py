@@ -519,7 +519,9 @@ def load(
         raise ConfigError("S3PROXY_S3_ACCESS_KEY_ID is required with S3PROXY_S3_SECRET_ACCESS_KEY")
     if values["S3PROXY_S3_EXTERNAL_ID"] and not values["S3PROXY_S3_ROLE_ARN"]:
         raise ConfigError("S3PROXY_S3_EXTERNAL_ID needs S3PROXY_S3_ROLE_ARN")
-    sts_endpoint = values["S3PROXY_STS_ENDPOINT"]
+    # AWS_ENDPOINT_URL_STS names an endpoint for exactly the proxy's own calls; the workload's
+    # AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_S3 (this proxy) are never used for them.
+    sts_endpoint = values["S3PROXY_STS_ENDPOINT"] or env.get("AWS_ENDPOINT_URL_STS") or None
     ca_bundle = values["S3PROXY_S3_CA_BUNDLE"]
     if ca_bundle and not os.path.isfile(ca_bundle):
         raise ConfigError(f"S3PROXY_S3_CA_BUNDLE is not a readable file: {ca_bundle!r}")

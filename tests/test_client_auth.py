@@ -52,7 +52,7 @@ from s3proxy.core.sigv4 import (
 )
 from s3proxy.devstack import S3Server, Vault, clean_env
 from s3proxy.server.clientauth import ClientAuthenticator, chunk_signatures
-from tests.conftest import ProxyProcess, aws_cli, start_proxy
+from tests.conftest import SESSION_SECRETS, ProxyProcess, aws_cli, start_proxy
 
 # AWS's documented example key and requests (S3 API reference, "Signature Calculations for the
 # Authorization Header" and "Authenticating Requests: Using Query Parameters").
@@ -316,6 +316,7 @@ def test_remote_listen_needs_client_authentication(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def authed(workdir: Path, vault: Vault, s3: S3Server) -> Iterator[ProxyProcess]:
+    SESSION_SECRETS.append(WORKLOAD_SECRET)
     keys = workdir / "client-keys"
     keys.write_text(f"{WORKLOAD_KEY} {WORKLOAD_SECRET}\n")
     proxy = start_proxy(
