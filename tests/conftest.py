@@ -85,7 +85,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def vault(workdir: Path) -> Iterator[Vault]:
-    v = start_vault(workdir, token=f"hvs.test{uuid.uuid4().hex}")  # unmistakable in a log
+    v = start_vault(workdir, token=f"test-token-{uuid.uuid4().hex}")  # unmistakable in a log
     yield v
     v.stop()
 
