@@ -82,7 +82,7 @@ def test_startup_waits_for_vault_then_readiness_follows_it(
     time.sleep(1.0)
     assert probe(strict_admin, "/startup")[0] == 503  # still no Vault: still not started
 
-    own = start_vault(tmp_path, port=vault_port)
+    own = start_vault(tmp_path, port=vault_port, token=vault.token)
     try:
         for admin in (strict_admin, lenient_admin):
             wait_status(admin, "/startup", 200)

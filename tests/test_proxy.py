@@ -268,9 +268,10 @@ def test_proxy_ignores_endpoint_variables_for_its_own_upstream(
         vault,
         s3,
         {
+            # the workload's variables; AWS_ENDPOINT_URL_STS is the proxy's own (honoured:
+            # tests/test_settings_table.py)
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{evil.port}",
             "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{evil.port}",
-            "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{evil.port}",
         },
     )
     try:
