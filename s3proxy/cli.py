@@ -15,7 +15,8 @@ from s3proxy.k8s.command import add_webhook_command
 from s3proxy.ops.check import run_checks
 from s3proxy.ops.tools import decrypt
 from s3proxy.ops.walk import WalkOptions, rewrap
-from s3proxy.serve import run_proxy, setup_logging
+from s3proxy.serve import setup_logging
+from s3proxy.workers import serve as serve_with_workers
 
 log = logging.getLogger("s3proxy")
 
@@ -27,12 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"s3proxy: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.ops.log_format)
-    try:
-        asyncio.run(run_proxy(config))
-    except OSError as exc:
-        print(f"s3proxy: cannot listen: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return serve_with_workers(config)
 
 
 def _config(args: argparse.Namespace) -> Config | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from s3proxy.core.access import hostname, is_loopback
+from s3proxy.core.cpus import quota_cpus, usable_cpus
 from s3proxy.core.sigv4 import parse_credentials_file
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
 from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
@@ -293,6 +294,14 @@ SETTINGS: tuple[Setting, ...] = (
         "0",
     ),
     Setting(
+        "S3PROXY_WORKERS",
+        "--workers",
+        "worker processes sharing the listen ports (SO_REUSEPORT), each with its own event loop, "
+        "Vault login and caches; 'auto': as many as the CPUs the container may use (CPU "
+        "affinity and cgroup quota)",
+        "auto",
+    ),
+    Setting(
         "S3PROXY_SHUTDOWN_GRACE",
         "--shutdown-grace",
         "seconds requests in flight may take to finish once the listener is closed; then they "
@@ -311,6 +320,7 @@ class OpsSettings:
     log_format: str = "json"
     shutdown_delay: float = 0.0
     shutdown_grace: float = 25.0
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -590,7 +600,29 @@ def _ops(values: Mapping[str, str | None]) -> OpsSettings:
         log_format=log_format,
         shutdown_delay=_number(values, "S3PROXY_SHUTDOWN_DELAY"),
         shutdown_grace=_number(values, "S3PROXY_SHUTDOWN_GRACE"),
+        workers=_workers(_require(values, "S3PROXY_WORKERS")),
     )
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _workers(value: str) -> int:
+    if value.strip().lower() == "auto":
+        quota = quota_cpus(
+            _read("/sys/fs/cgroup/cpu.max"),
+            _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+            _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+        )
+        return usable_cpus(len(os.sched_getaffinity(0)), quota)
+    if not value.strip().isdigit() or not 1 <= int(value) <= 64:
+        raise ConfigError(f"S3PROXY_WORKERS must be auto or a number from 1 to 64, got {value!r}")
+    return int(value)
 
 
 def _client_keys(values: Mapping[str, str | None]) -> dict[str, str] | None:

@@ -43,7 +43,9 @@ def vault_from(config: Config) -> VaultTransit:
     )
 
 
-async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
+async def run_proxy(
+    config: Config, ready: asyncio.Event | None = None, reuse_port: bool = False
+) -> None:
     """Serve until cancelled, sent SIGTERM/SIGINT or ``POST /quitquitquit``; then drain."""
     lifecycle = Lifecycle()
     loop = asyncio.get_running_loop()
@@ -52,7 +54,7 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, lifecycle.request_stop, signal.Signals(sig).name)
     credentials = CredentialSource(lambda: resolve(config.credentials))
     vault = vault_from(config)
-    admin_runner = await _start_admin(config, lifecycle, vault)
+    admin_runner = await _start_admin(config, lifecycle, vault, reuse_port)
     upstream = Upstream(
         config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
     )
@@ -78,7 +80,13 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
             shutdown_timeout=CUT_TIMEOUT,
         )
         await runner.setup()
-        site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            config.listen_host,
+            config.listen_port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+        )
         await site.start()
         checks = asyncio.create_task(lifecycle.run_startup_checks(credentials, vault))
         await _log_start(config, credentials, identity)
@@ -101,7 +109,7 @@ async def run_proxy(config: Config, ready: asyncio.Event | None = None) -> None:
 
 
 async def _start_admin(
-    config: Config, lifecycle: Lifecycle, vault: VaultTransit
+    config: Config, lifecycle: Lifecycle, vault: VaultTransit, reuse_port: bool
 ) -> web.AppRunner | None:
     if config.ops.admin_listen is None:
         return None
@@ -110,7 +118,9 @@ async def _start_admin(
     runner = web.AppRunner(admin.app(), access_log=None, shutdown_timeout=CUT_TIMEOUT)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(
+            runner, host, port, reuse_address=True, reuse_port=reuse_port or None
+        ).start()
     except OSError as exc:
         await runner.cleanup()
         raise OSError(f"S3PROXY_ADMIN_LISTEN {host}:{port}: {exc.strerror or exc}") from exc

@@ -171,3 +171,18 @@ def upload_multipart(client: Any, bucket: str, key: str, parts: list[bytes]) -> 
         UploadId=uid,
         MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
     )
+
+
+def tree_peak_rss_mib(pid: int) -> float:
+    """The peak resident memory (VmHWM) of a process and all its descendants, summed: with
+    worker processes the proxy is a tree, and a container's memory limit covers all of it."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        status = Path(f"/proc/{current}/status").read_text().splitlines()
+        total += next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            pending += [int(c) for c in children.read_text().split()]
+    return total

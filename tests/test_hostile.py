@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from s3proxy.devstack import S3Server, Vault
-from tests.conftest import ProxyProcess, start_proxy
+from tests.conftest import ProxyProcess, start_proxy, tree_peak_rss_mib
 
 
 @pytest.mark.parametrize(
@@ -66,13 +66,6 @@ print(sent[0])
 """
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
     workdir: Path, vault: Vault, s3: S3Server, bucket: str
 ) -> None:
@@ -107,7 +100,7 @@ def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
         )
         assert ranked[int(len(ranked) * 0.9)] < 0.1, ranked[-5:]  # 9 in 10 within 100 ms
         assert ranked[-1] < 0.5, ranked[-5:]  # and none stalled
-        assert _peak_rss_mib(proxy.proc.pid) < 256
+        assert tree_peak_rss_mib(proxy.proc.pid) < 256
     finally:
         proxy.stop()
 

@@ -16,7 +16,14 @@ from botocore.exceptions import ClientError
 from s3proxy.core.format import parse_header
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, ciphertext_length
 from s3proxy.devstack import S3Server, Vault
-from tests.conftest import ProxyProcess, aws_cli, cli_env, start_proxy, upload_multipart
+from tests.conftest import (
+    ProxyProcess,
+    aws_cli,
+    cli_env,
+    start_proxy,
+    tree_peak_rss_mib,
+    upload_multipart,
+)
 
 MiB = 1024 * 1024
 S = DEFAULT_SEGMENT_SIZE
@@ -297,13 +304,6 @@ def test_part_number_reads(client: Any, bucket: str) -> None:
     assert one["ContentRange"] == "bytes 0-12/13"
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_memory_stays_bounded_whatever_the_object_size(
     workdir: Path, vault: Vault, s3: S3Server, bucket: str, tmp_path: Path
 ) -> None:
@@ -316,14 +316,14 @@ def test_memory_stays_bounded_whatever_the_object_size(
         with src.open("wb") as f:
             for _ in range(192):
                 f.write(os.urandom(MiB))
-        baseline = _peak_rss_mib(proxy.proc.pid)
+        baseline = tree_peak_rss_mib(proxy.proc.pid)
         with src.open("rb") as f:
             client.put_object(Bucket=bucket, Key="big", Body=f)
         got = client.get_object(Bucket=bucket, Key="big")
         with (tmp_path / "back").open("wb") as out:
             for chunk in got["Body"].iter_chunks(MiB):
                 out.write(chunk)
-        grown = _peak_rss_mib(proxy.proc.pid) - baseline
+        grown = tree_peak_rss_mib(proxy.proc.pid) - baseline
         assert (tmp_path / "back").stat().st_size == 192 * MiB
         assert grown < 48, f"proxy peak RSS grew by {grown:.0f} MiB"
     finally:

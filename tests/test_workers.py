@@ -1,0 +1,110 @@
+"""Worker processes (S3PROXY_WORKERS): the CPU count a container may use, and a real supervisor
+with two workers sharing the S3 and admin ports, summing metrics, and stopping together on
+SIGTERM and on /quitquitquit."""
+
+from __future__ import annotations
+
+import re
+import signal
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from s3proxy.config import ConfigError, load
+from s3proxy.core.cpus import quota_cpus, usable_cpus
+from s3proxy.devstack import S3Server, Vault, free_port
+from tests.conftest import ProxyProcess, start_proxy
+
+BASE = {"S3PROXY_VAULT_TRANSIT_KEY": "k", "VAULT_ADDR": "http://127.0.0.1:8200", "VAULT_TOKEN": "t"}
+
+
+def test_cpus_from_affinity_and_cgroup_quota() -> None:
+    assert quota_cpus("max 100000") is None
+    assert quota_cpus("150000 100000") == 2  # 1.5 CPUs: two workers
+    assert quota_cpus("50000 100000") == 1
+    assert quota_cpus(None, "-1", "100000") is None  # cgroup v1, unlimited
+    assert quota_cpus(None, "400000", "100000") == 4
+    assert quota_cpus("garbage") is None
+    assert usable_cpus(8, 2) == 2 and usable_cpus(2, None) == 2 and usable_cpus(1, 4) == 1
+    assert load({**BASE, "S3PROXY_WORKERS": "3"}).ops.workers == 3
+    assert load(BASE).ops.workers >= 1  # auto
+    with pytest.raises(ConfigError, match="S3PROXY_WORKERS"):
+        load({**BASE, "S3PROXY_WORKERS": "0"})
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes (not multiprocessing's resource tracker)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    pids = [int(c) for c in text.split()]
+    return [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def _metric(admin: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def _two_workers(
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+) -> tuple[ProxyProcess, int, Path]:
+    admin = free_port()
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    proxy = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {
+            "S3PROXY_WORKERS": "2",
+            "S3PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        },
+    )
+    return proxy, admin, metrics
+
+
+def test_two_workers_share_the_port_and_sum_their_metrics(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    proxy, admin, metrics = _two_workers(workdir, vault, s3, tmp_path)
+    try:
+        workers = _children(proxy.proc.pid)
+        assert len(workers) == 2
+
+        def round_trip(i: int) -> bool:
+            client = proxy.client()  # a client (so connections) of its own
+            body = f"object {i}".encode() * 100
+            client.put_object(Bucket=bucket, Key=f"w/{i}", Body=body)
+            return bool(client.get_object(Bucket=bucket, Key=f"w/{i}")["Body"].read() == body)
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(round_trip, range(64)))
+        # both workers served requests: each wrote its own metric files
+        writers = {
+            int(m) for m in re.findall(r"_(\d+)\.db$", "\n".join(map(str, metrics.iterdir())), re.M)
+        }
+        assert set(workers) <= writers, (workers, writers)
+        assert _metric(admin, "s3proxy_requests_total") >= 128  # summed over both
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(30) == 0
+        assert all(not Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        proxy.stop()
+
+
+def test_quitquitquit_to_one_worker_stops_them_all(
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+) -> None:
+    proxy, admin, _ = _two_workers(workdir, vault, s3, tmp_path)
+    try:
+        workers = _children(proxy.proc.pid)
+        request = urllib.request.Request(f"http://127.0.0.1:{admin}/quitquitquit", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+        assert proxy.proc.wait(30) == 0
+        assert all(not Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        proxy.stop()
