@@ -1,0 +1,93 @@
+"""Summaries of py-spy's collapsed stacks (``py-spy record --format raw``): the functions that
+were on CPU themselves (self) and those under which the time was spent (inclusive).
+
+    python bench/profiles.py STACKS.txt [TOP]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+_FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(frame: str) -> str:
+    """``name (file:line)`` as ``name (package/module.py)``, without the line."""
+    found = _FRAME.match(frame.strip())
+    if not found:
+        return frame.strip()
+    path = found["file"]
+    for marker in ("site-packages/", "/lib/python3", "/s3proxy/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/s3proxy/":
+                path = "s3proxy/" + path
+            break
+    return f"{found['name']} ({path})"
+
+
+def read(path: Path) -> list[tuple[list[str], int]]:
+    stacks = []
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append(([_short(f) for f in stack.split(";")], int(count)))
+    return stacks
+
+
+def summary(path: Path, top: int = 12) -> list[str]:
+    stacks = read(path) if path.exists() else []
+    total = sum(count for _, count in stacks)
+    if not total:
+        return [f"(no samples in {path})"]
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    for frames, count in stacks:
+        own[frames[-1]] += count
+        for frame in set(frames):
+            under[frame] += count
+    lines = [f"{total} samples. Self (on CPU in the function itself):", ""]
+    lines += [f"- {count / total:5.1%} {frame}" for frame, count in own.most_common(top)]
+    lines += ["", "Self time by package:", ""]
+    lines += [f"- {count / total:5.1%} {name}" for name, count in by_package(own).most_common(8)]
+    lines += ["", "Inclusive (the function and what it called), below the event loop:", ""]
+    shown = [(f, c) for f, c in under.most_common() if _function(f) not in _DRIVERS]
+    lines += [f"- {count / total:5.1%} {frame}" for frame, count in shown[:top]]
+    return lines
+
+
+# Frames that only drive the event loop: every sample is under them.
+_DRIVERS = {
+    "run_forever",
+    "_run_once",
+    "run_until_complete",
+    "run",
+    "_run",
+    "_serve",
+    "main",
+    "<module>",
+    "_run_code",
+    "_run_module_as_main",
+}
+
+
+def _function(frame: str) -> str:
+    return frame.split(" (", 1)[0].rsplit(".", 1)[-1]
+
+
+def by_package(own: Counter[str]) -> Counter[str]:
+    """Self samples per top-level package (``s3proxy`` split by subpackage)."""
+    found: Counter[str] = Counter()
+    for frame, count in own.items():
+        path = frame.rsplit(" (", 1)[-1].rstrip(")")
+        parts = path.split("/")
+        name = "/".join(parts[:2]) if parts[0] == "s3proxy" and len(parts) > 2 else parts[0]
+        found[name.removesuffix(".py")] += count
+    return found
+
+
+if __name__ == "__main__":
+    print("\n".join(summary(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 12)))

@@ -1,0 +1,343 @@
+"""The reproducible benchmark of issue 10 (`make bench`; docs/performance.md).
+
+Starts on 127.0.0.1 an in-memory S3 upstream (bench/upstream/main.go), nginx as a plain
+reverse proxy in front of it, OpenBao and s3proxy; then runs every workload through each of
+direct / nginx / s3proxy, alternating, ``--repeat`` times, and prints a markdown table of the
+medians with the ratio s3proxy / nginx, the resources each proxy used, and the issue's targets
+with by how much each is missed.
+
+    .venv/bin/python bench/run.py [--repeat 3] [--quick] [--output FILE] [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import loads
+import report
+from procstats import Meter
+from stack import BUCKET, Stack, http_status
+
+from s3proxy.devstack import clean_env
+
+REPO = Path(__file__).resolve().parent.parent
+GiB = 2**30
+MiB = 2**20
+WRITE_WORKLOADS = ("wrk PUT", "curl PUT", "boto3 upload_file", "boto3 4 KiB")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repeat", type=int, default=3, help="runs of every workload (medians)")
+    p.add_argument("--quick", action="store_true", help="small sizes, short runs (~1 minute)")
+    p.add_argument("--duration", type=float, help="seconds of each wrk run (10; quick: 1)")
+    p.add_argument("--size-mib", type=int, help="large object size in MiB (1024; quick: 16)")
+    p.add_argument("--small-count", type=int, help="boto3 4 KiB PUT+GET pairs (2000; quick: 100)")
+    p.add_argument("--only", help="run only workloads whose name contains this text")
+    p.add_argument("--output", type=Path, help="also write the markdown report here")
+    p.add_argument("--profile", type=Path, help="after measuring, profile s3proxy with py-spy")
+    p.add_argument("--log-level", default="INFO", help="S3PROXY_LOG_LEVEL (default INFO)")
+    p.add_argument(
+        "--upstream-checksum", default="crc32", help="S3PROXY_UPSTREAM_CHECKSUM (default crc32)"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = p.parse_args(argv)
+    args.duration = args.duration or (1.0 if args.quick else 10.0)
+    args.size_mib = args.size_mib or (16 if args.quick else 1024)
+    args.small_count = args.small_count or (100 if args.quick else 2000)
+    if args.quick and "--repeat" not in " ".join(argv):
+        args.repeat = 1
+    return args
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def require_tools() -> None:
+    missing = [t for t in ("wrk", "nginx", "curl", "go") if shutil.which(t) is None]
+    missing = [t for t in missing if not (t == "nginx" and Path("/usr/sbin/nginx").exists())]
+    if missing:
+        raise SystemExit(f"missing {' '.join(missing)}: run `make bench` (installs them)")
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    quota = "none"
+    with contextlib.suppress(OSError):
+        value = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if value[0] != "max":
+            quota = f"{int(value[0]) / int(value[1]):g} CPUs"
+    return {
+        "cpu": f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable, cgroup quota "
+        f"{quota}), {model}",
+        "memory": f"{mem_available() / GiB:.1f} GiB available",
+        "kernel": platform.release(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def versions() -> str:
+    def out(cmd: list[str]) -> str:
+        with contextlib.suppress(Exception):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (done.stdout + done.stderr).strip().splitlines()[0]
+        return "?"
+
+    commit = out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    return (
+        f"s3proxy {commit}, {out(['nginx', '-v'])}, {out(['wrk', '-v'])}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def md5_speed(size: int) -> float:
+    """One core's MD5 in MB/s (10^6), fed 1 MiB at a time, best of three."""
+    data = os.urandom(size)
+    view = memoryview(data)
+    best = float("inf")
+    for _ in range(3):
+        h = hashlib.md5()
+        started = time.perf_counter()
+        for i in range(0, size, MiB):
+            h.update(view[i : i + MiB])
+        h.digest()
+        best = min(best, time.perf_counter() - started)
+    return size / best / loads.MB
+
+
+def write_big_file(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def setup_objects(stack: Stack, settings: loads.Settings) -> None:
+    """The objects the GET workloads read: plaintext directly upstream (for direct and
+    nginx), encrypted through s3proxy; then one request of each kind on every path, so
+    connection pools and the proxy's key and layout caches are warm."""
+    body = os.urandom(4096)
+    for path, key in (("direct", "small-plain"), ("s3proxy", "small-enc")):
+        status = http_status(stack.ports[path], "PUT", f"/{BUCKET}/{key}", body)
+        if status != 200:
+            raise RuntimeError(f"PUT {key} through {path}: HTTP {status}")
+    loads.curl(stack.url("direct"), "PUT", "big-plain", settings)
+    loads.curl(stack.url("s3proxy"), "PUT", "big-enc", settings)
+    for path in report.PATHS:
+        loads.wrk(stack.url(path), "GET", loads.small_key(path), 16, 1)
+        loads.wrk(stack.url(path), "PUT", "sink/put-4k", 16, 1)
+        loads.curl(stack.url(path), "GET", loads.big_key(path), settings)
+
+
+def writes_of(workload: str, figures: dict[str, float], settings: loads.Settings) -> int:
+    if workload.startswith("wrk PUT"):
+        return round(figures["req/s"] * settings.duration)
+    if workload.startswith("curl PUT"):
+        return 1
+    if workload.startswith("boto3 upload_file"):
+        return max(1, -(-settings.big_size // (8 * MiB)))
+    if workload.startswith("boto3 4 KiB"):
+        return settings.small_count
+    return 0
+
+
+def measure(
+    stack: Stack, settings: loads.Settings, res: report.Results, repeat: int, only: str | None
+) -> None:
+    chosen = [w for w in loads.workloads(settings) if not only or only in w.name]
+    for w in chosen:
+        res.better[w.name] = w.higher_is_better
+        if "iB" in w.name and "4 KiB" not in w.name:
+            res.big.add(w.name)
+    for r in range(repeat):
+        for i, w in enumerate(chosen):
+            shift = (r + i) % len(report.PATHS)
+            order = report.PATHS[shift:] + report.PATHS[:shift]
+            for path in order:
+                proxy = Meter(stack.pids[path]) if path != "direct" else None
+                upstream = Meter(stack.pids["upstream"])
+                calls = stack.vault_transit_calls() if path == "s3proxy" else 0
+                served = stack.upstream_requests()
+                for meter in (proxy, upstream):
+                    if meter is not None:
+                        meter.start()
+                figures = w.run(stack.url(path), path)
+                used = upstream.stop()
+                res.upstream_requests[(w.name, path)].append(stack.upstream_requests() - served)
+                res.upstream_cpu[(w.name, path)].append(used.cpu_s)
+                if proxy is not None:
+                    usage = proxy.stop()
+                    res.cpu[(w.name, path)].append(usage.cpu_s)
+                    res.rss[(w.name, path)].append(usage.peak_rss_mib)
+                if path == "s3proxy":
+                    res.vault_calls += stack.vault_transit_calls() - calls
+                    res.writes += writes_of(w.name, figures, settings)
+                res.add(w.name, path, figures)
+                print(f"  [{r + 1}/{repeat}] {w.name} via {path}: {_short(figures)}", flush=True)
+        res.start_s["s3proxy"].append(stack.proxy_start_seconds(f"/{BUCKET}/small-enc"))
+        res.start_s["nginx"].append(stack.nginx_start_seconds(f"/{BUCKET}/small-plain"))
+
+
+def _short(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k} {report.fmt(v)}" for k, v in figures.items() if k not in report.HIDDEN)
+
+
+def profile(stack: Stack, settings: loads.Settings, out: Path) -> list[str]:
+    """py-spy on s3proxy under 4 KiB GET and PUT (wrk, 64 connections) and the large GET;
+    the collapsed stacks go to ``out``, their top frames into the report."""
+    import profiles
+
+    out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
+    wanted: list[tuple[str, Callable[[], loads.Figures]]] = [
+        (
+            "get-4k",
+            lambda: loads.wrk(stack.url("s3proxy"), "GET", "small-enc", 64, settings.duration),
+        ),
+        (
+            "put-4k",
+            lambda: loads.wrk(stack.url("s3proxy"), "PUT", "sink/put-4k", 64, settings.duration),
+        ),
+        ("get-big", lambda: loads.curl(stack.url("s3proxy"), "GET", "big-enc", settings)),
+    ]
+    lines: list[str] = []
+    for name, run in wanted:
+        raw = out / f"{name}.txt"
+        cmd = [spy, "record", "--pid", str(stack.pids["s3proxy"]), "--format", "raw"]
+        cmd += ["--rate", "100", "--output", str(raw)]
+        with (out / f"{name}.log").open("wb") as spy_log:
+            spy_proc = subprocess.Popen(cmd, stdout=spy_log, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(1.0)  # py-spy attaches
+            figures = run()
+        finally:
+            spy_proc.send_signal(signal.SIGINT)
+            try:
+                spy_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                spy_proc.kill()
+                spy_proc.wait(5)
+        lines += ["", f"#### {name} under py-spy ({_short(figures)})", ""]
+        lines += profiles.summary(raw)
+    return lines
+
+
+def run(args: argparse.Namespace) -> str:
+    require_tools()
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    workdir = Path(tempfile.mkdtemp(prefix="s3proxy-bench-", dir=base))
+    size = args.size_mib * MiB
+    need = 5 * size + GiB
+    if mem_available() < need:
+        raise SystemExit(
+            f"{need / GiB:.1f} GiB of free memory needed for --size-mib {args.size_mib}, "
+            f"{mem_available() / GiB:.1f} GiB available"
+        )
+    started_at = dt.datetime.now(dt.UTC)
+    before = machine()
+    try:
+        big = workdir / "big.bin"
+        write_big_file(big, size)
+        settings = loads.Settings(args.duration, big, size, args.small_count, workdir)
+        res = report.Results(md5_mb_s=md5_speed(min(size, 256 * MiB)))
+        extra = {
+            "S3PROXY_LOG_LEVEL": args.log_level,
+            "S3PROXY_UPSTREAM_CHECKSUM": args.upstream_checksum,
+        }
+        with Stack(workdir, REPO / ".venv" / "bench-cache", extra) as stack:
+            print(f"servers up in {workdir}; warming up ...", flush=True)
+            setup_objects(stack, settings)
+            measure(stack, settings, res, args.repeat, args.only)
+            profile_lines = profile(stack, settings, args.profile) if args.profile else []
+        after = machine()
+        text = render(args, res, before, after, started_at, profile_lines)
+    finally:
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return text
+
+
+def render(
+    args: argparse.Namespace,
+    res: report.Results,
+    before: dict[str, str],
+    after: dict[str, str],
+    started_at: dt.datetime,
+    profile_lines: list[str],
+) -> str:
+    mode = "quick" if args.quick else "full"
+    lines = [
+        f"### s3proxy benchmark, {started_at:%Y-%m-%d %H:%M} UTC ({mode} run)",
+        "",
+        f"- machine: {before['cpu']}; {before['memory']}; kernel {before['kernel']}",
+        f"- load average (1, 5, 15 min) at start {before['load']}, at end {after['load']} "
+        "(other sessions may share these cores while this runs)",
+        f"- {versions()}",
+        f"- {args.repeat} run(s) of each workload, paths alternated; medians. wrk: 2 threads, "
+        f"{args.duration:g} s per run. Large object {args.size_mib} MiB. s3proxy: "
+        f"S3PROXY_UPSTREAM_CHECKSUM={args.upstream_checksum}, S3PROXY_LOG_LEVEL="
+        f"{args.log_level}, other settings default. MB/s are 10^6 bytes per second.",
+        "",
+        *report.figures_table(res),
+        "",
+        "Resources per workload (medians; CPU seconds over the whole run of the workload, peak "
+        "RSS is the largest VmHWM of any one process, reset before each run):",
+        "",
+        *report.resources_table(res),
+        "",
+        *report.other_lines(res),
+        "",
+        *report.targets_table(res),
+        *profile_lines,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.update(clean_env())  # no AWS_CA_BUNDLE and the like for the clients
+    for name in [k for k in os.environ if k.startswith(("AWS_", "BOTO_", "VAULT_", "S3PROXY_"))]:
+        del os.environ[name]
+    text = run(args)
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
