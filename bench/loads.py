@@ -83,6 +83,7 @@ def wrk(base: str, method: str, key: str, connections: int, duration: float) -> 
         "p50 ms": found["p50_us"] / 1000,
         "p99 ms": found["p99_us"] / 1000,
         "errors": errors,
+        "requests": found["requests"],
     }
 
 
@@ -135,7 +136,11 @@ def workloads(settings: Settings) -> list[Workload]:
 
     def boto_small(base: str, path: str) -> Figures:
         found = boto("small", base, f"b3small-{path}", str(settings.small_count))
-        figures = {"req/s": found["requests"] / found["seconds"], "errors": found["errors"]}
+        figures = {
+            "req/s": found["requests"] / found["seconds"],
+            "errors": found["errors"],
+            "requests": found["requests"],
+        }
         figures.update(
             {
                 k.replace("_ms", " ms").replace("_", " "): found[k]

@@ -38,8 +38,15 @@ def read(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+# Leaves where a thread waits rather than works: a thread-pool worker blocked on its queue
+# (Vault calls run in a pool) and the event loop in epoll. py-spy does not always tell them idle.
+WAITING = {"_worker (concurrent/futures/thread.py)", "EpollSelector.select (selectors.py)"}
+
+
 def summary(path: Path, top: int = 12) -> list[str]:
-    stacks = read(path) if path.exists() else []
+    every = read(path) if path.exists() else []
+    stacks = [(frames, count) for frames, count in every if frames[-1] not in WAITING]
+    waiting = sum(count for _, count in every) - sum(count for _, count in stacks)
     total = sum(count for _, count in stacks)
     if not total:
         return [f"(no samples in {path})"]
@@ -49,7 +56,11 @@ def summary(path: Path, top: int = 12) -> list[str]:
         own[frames[-1]] += count
         for frame in set(frames):
             under[frame] += count
-    lines = [f"{total} samples. Self (on CPU in the function itself):", ""]
+    lines = [
+        f"{total} busy samples ({waiting} more waiting in a thread pool or epoll, left out). "
+        "Self (on CPU in the function itself):",
+        "",
+    ]
     lines += [f"- {count / total:5.1%} {frame}" for frame, count in own.most_common(top)]
     lines += ["", "Self time by package:", ""]
     lines += [f"- {count / total:5.1%} {name}" for name, count in by_package(own).most_common(8)]

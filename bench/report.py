@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 PATHS = ("direct", "nginx", "s3proxy")
 X = "\N{MULTIPLICATION SIGN}"
 NONE = "\N{EN DASH}"
-HIDDEN = {"writes"}  # recorded for the Vault count, not shown
+HIDDEN = {"requests"}  # recorded for CPU per request and the Vault count, not shown
 
 
 @dataclass
@@ -24,6 +24,9 @@ class Results:
     )
     cpu: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     rss: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu_per_request: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     upstream_cpu: dict[tuple[str, str], list[float]] = field(
         default_factory=lambda: defaultdict(list)
     )
@@ -31,6 +34,7 @@ class Results:
         default_factory=lambda: defaultdict(list)
     )
     start_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    load: list[float] = field(default_factory=list)  # 1-min load average after each run
     vault_calls: int = 0
     writes: int = 0
     md5_mb_s: float = 0.0
@@ -68,6 +72,12 @@ def fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
+def load_range(values: list[float]) -> str:
+    if not values:
+        return NONE
+    return f"median {statistics.median(values):.1f}, {min(values):.1f} to {max(values):.1f}"
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
@@ -93,10 +103,11 @@ def figures_table(res: Results) -> list[str]:
 
 def resources_table(res: Results) -> list[str]:
     lines = [
-        "| workload | nginx CPU s | s3proxy CPU s | s3proxy / nginx | nginx peak RSS MiB | "
+        "| workload | nginx CPU s | s3proxy CPU s | s3proxy / nginx | CPU µs per request "
+        "(nginx / s3proxy) | nginx peak RSS MiB | "
         "s3proxy peak RSS MiB | upstream CPU s (direct / nginx / s3proxy) | "
         "upstream requests (direct / nginx / s3proxy) |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for workload in res.order:
         ncpu = _median(res.cpu[(workload, "nginx")])
@@ -104,8 +115,9 @@ def resources_table(res: Results) -> list[str]:
         up = " / ".join(fmt(_median(res.upstream_cpu[(workload, p)])) for p in PATHS)
         served = " / ".join(fmt(_median(res.upstream_requests[(workload, p)])) for p in PATHS)
         share = pcpu / ncpu if ncpu else math.nan
+        per = " / ".join(fmt(_median(res.cpu_per_request[(workload, p)])) for p in PATHS[1:])
         lines.append(
-            f"| {workload} | {fmt(ncpu)} | {fmt(pcpu)} | {fmt(share)}{X} | "
+            f"| {workload} | {fmt(ncpu)} | {fmt(pcpu)} | {fmt(share)}{X} | {per} | "
             f"{fmt(_median(res.rss[(workload, 'nginx')]))} | "
             f"{fmt(_median(res.rss[(workload, 's3proxy')]))} | {up} | {served} |"
         )

@@ -159,7 +159,7 @@ def setup_objects(stack: Stack, settings: loads.Settings) -> None:
 
 def writes_of(workload: str, figures: dict[str, float], settings: loads.Settings) -> int:
     if workload.startswith("wrk PUT"):
-        return round(figures["req/s"] * settings.duration)
+        return round(figures["requests"])
     if workload.startswith("curl PUT"):
         return 1
     if workload.startswith("boto3 upload_file"):
@@ -197,10 +197,14 @@ def measure(
                     usage = proxy.stop()
                     res.cpu[(w.name, path)].append(usage.cpu_s)
                     res.rss[(w.name, path)].append(usage.peak_rss_mib)
+                    if figures.get("requests"):
+                        per_request = usage.cpu_s / figures["requests"] * 1e6
+                        res.cpu_per_request[(w.name, path)].append(per_request)
                 if path == "s3proxy":
                     res.vault_calls += stack.vault_transit_calls() - calls
                     res.writes += writes_of(w.name, figures, settings)
                 res.add(w.name, path, figures)
+                res.load.append(os.getloadavg()[0])
                 print(f"  [{r + 1}/{repeat}] {w.name} via {path}: {_short(figures)}", flush=True)
         res.start_s["s3proxy"].append(stack.proxy_start_seconds(f"/{BUCKET}/small-enc"))
         res.start_s["nginx"].append(stack.nginx_start_seconds(f"/{BUCKET}/small-plain"))
@@ -302,8 +306,9 @@ def render(
         f"### s3proxy benchmark, {started_at:%Y-%m-%d %H:%M} UTC ({mode} run)",
         "",
         f"- machine: {before['cpu']}; {before['memory']}; kernel {before['kernel']}",
-        f"- load average (1, 5, 15 min) at start {before['load']}, at end {after['load']} "
-        "(other sessions may share these cores while this runs)",
+        f"- load average (1, 5, 15 min) at start {before['load']}, at end {after['load']}; "
+        f"1-min load after each run: {report.load_range(res.load)} (other processes share these "
+        "cores: the load is the number of them wanting a core)",
         f"- {versions()}",
         f"- {args.repeat} run(s) of each workload, paths alternated; medians. wrk: 2 threads, "
         f"{args.duration:g} s per run. Large object {args.size_mib} MiB. s3proxy: "
