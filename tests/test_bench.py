@@ -14,7 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = {"nginx": "/usr/sbin/nginx", "wrk": None, "go": None, "curl": None}
-MISSING = [t for t, alt in TOOLS.items() if shutil.which(t) is None and not (alt and Path(alt).exists())]
+MISSING = [
+    t for t, alt in TOOLS.items() if shutil.which(t) is None and not (alt and Path(alt).exists())
+]
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {' '.join(MISSING)} (make bench)")
 
@@ -33,7 +35,9 @@ def test_quick_run_reports_every_workload_on_every_path(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith(("| wrk ", "| curl ", "| boto3 "))]
+    rows = [
+        line for line in text.splitlines() if line.startswith(("| wrk ", "| curl ", "| boto3 "))
+    ]
     figures = {}
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
