@@ -337,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(clean_env())  # no AWS_CA_BUNDLE and the like for the clients
     for name in [k for k in os.environ if k.startswith(("AWS_", "BOTO_", "VAULT_", "S3PROXY_"))]:
         del os.environ[name]
-    text = run(args)
+    try:
+        text = run(args)
+    except KeyboardInterrupt as stop:
+        print(f"interrupted ({stop or 'Ctrl-C'}); every server was stopped", file=sys.stderr)
+        return 130
     print(text)
     if args.output:
         args.output.write_text(text)
