@@ -1,5 +1,6 @@
-"""Summaries of py-spy's collapsed stacks (``py-spy record --format raw``): the functions that
-were on CPU themselves (self) and those under which the time was spent (inclusive).
+"""py-spy on s3proxy under the benchmark's loads (``bench/run.py --profile``), and summaries of
+its collapsed stacks (``py-spy record --format raw``): the functions that were on CPU themselves
+(self) and those under which the time was spent (inclusive).
 
     python bench/profiles.py STACKS.txt [TOP]
 """
@@ -7,9 +8,18 @@ were on CPU themselves (self) and those under which the time was spent (inclusiv
 from __future__ import annotations
 
 import re
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+
+import loads
+import report
+from stack import Stack
 
 _FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -98,6 +108,46 @@ def by_package(own: Counter[str]) -> Counter[str]:
         name = "/".join(parts[:2]) if parts[0] == "s3proxy" and len(parts) > 2 else parts[0]
         found[name.removesuffix(".py")] += count
     return found
+
+
+def profile(stack: Stack, settings: loads.Settings, out: Path) -> list[str]:
+    """py-spy on s3proxy under 4 KiB GET and PUT (wrk, 64 connections) and the large GET;
+    the collapsed stacks go to ``out``, their top frames into the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
+    wanted: list[tuple[str, Callable[[], loads.Figures]]] = [
+        (
+            "get-4k",
+            lambda: loads.wrk(stack.url("s3proxy"), "GET", "small-enc", 64, settings.duration),
+        ),
+        (
+            "put-4k",
+            lambda: loads.wrk(stack.url("s3proxy"), "PUT", "sink/put-4k", 64, settings.duration),
+        ),
+        ("get-big", lambda: loads.curl(stack.url("s3proxy"), "GET", "big-enc", settings)),
+    ]
+    lines: list[str] = []
+    for name, run in wanted:
+        raw = out / f"{name}.txt"
+        cmd = [spy, "record", "--pid", str(stack.pids["s3proxy"]), "--format", "raw"]
+        cmd += ["--rate", "100", "--output", str(raw)]
+        with (out / f"{name}.log").open("wb") as spy_log:
+            spy_proc = subprocess.Popen(cmd, stdout=spy_log, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(1.0)  # py-spy attaches
+            figures = run()
+        finally:
+            spy_proc.send_signal(signal.SIGINT)
+            try:
+                spy_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                spy_proc.kill()
+                spy_proc.wait(5)
+        lines += ["", f"#### {name} under py-spy ({report.short(figures)})", ""]
+        lines += summary(raw)
+    return lines
 
 
 if __name__ == "__main__":

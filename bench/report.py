@@ -72,6 +72,11 @@ def fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
+def short(figures: dict[str, float]) -> str:
+    """One run's figures on one line."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in figures.items() if k not in HIDDEN)
+
+
 def load_range(values: list[float]) -> str:
     if not values:
         return NONE

@@ -12,22 +12,18 @@ with by how much each is missed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import hashlib
 import os
-import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import loads
+import machine
+import profiles
 import report
 from procstats import Meter
 from stack import BUCKET, Stack, http_status
@@ -37,7 +33,6 @@ from s3proxy.devstack import clean_env
 REPO = Path(__file__).resolve().parent.parent
 GiB = 2**30
 MiB = 2**20
-WRITE_WORKLOADS = ("wrk PUT", "curl PUT", "boto3 upload_file", "boto3 4 KiB")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -73,62 +68,6 @@ def require_tools() -> None:
     missing = [t for t in missing if not (t == "nginx" and Path("/usr/sbin/nginx").exists())]
     if missing:
         raise SystemExit(f"missing {' '.join(missing)}: run `make bench` (installs them)")
-
-
-def mem_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    quota = "none"
-    with contextlib.suppress(OSError):
-        value = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if value[0] != "max":
-            quota = f"{int(value[0]) / int(value[1]):g} CPUs"
-    return {
-        "cpu": f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable, cgroup quota "
-        f"{quota}), {model}",
-        "memory": f"{mem_available() / GiB:.1f} GiB available",
-        "kernel": platform.release(),
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-
-
-def versions() -> str:
-    def out(cmd: list[str]) -> str:
-        with contextlib.suppress(Exception):
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-            return (done.stdout + done.stderr).strip().splitlines()[0]
-        return "?"
-
-    commit = out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    return (
-        f"s3proxy {commit}, {out(['nginx', '-v'])}, {out(['wrk', '-v'])}, "
-        f"Python {platform.python_version()}"
-    )
-
-
-def md5_speed(size: int) -> float:
-    """One core's MD5 in MB/s (10^6), fed 1 MiB at a time, best of three."""
-    data = os.urandom(size)
-    view = memoryview(data)
-    best = float("inf")
-    for _ in range(3):
-        h = hashlib.md5()
-        started = time.perf_counter()
-        for i in range(0, size, MiB):
-            h.update(view[i : i + MiB])
-        h.digest()
-        best = min(best, time.perf_counter() - started)
-    return size / best / loads.MB
 
 
 def write_big_file(path: Path, size: int) -> None:
@@ -205,55 +144,11 @@ def measure(
                     res.writes += writes_of(w.name, figures, settings)
                 res.add(w.name, path, figures)
                 res.load.append(os.getloadavg()[0])
-                print(f"  [{r + 1}/{repeat}] {w.name} via {path}: {_short(figures)}", flush=True)
+                print(
+                    f"  [{r + 1}/{repeat}] {w.name} via {path}: {report.short(figures)}", flush=True
+                )
         res.start_s["s3proxy"].append(stack.proxy_start_seconds(f"/{BUCKET}/small-enc"))
         res.start_s["nginx"].append(stack.nginx_start_seconds(f"/{BUCKET}/small-plain"))
-
-
-def _short(figures: dict[str, float]) -> str:
-    return ", ".join(f"{k} {report.fmt(v)}" for k, v in figures.items() if k not in report.HIDDEN)
-
-
-def profile(stack: Stack, settings: loads.Settings, out: Path) -> list[str]:
-    """py-spy on s3proxy under 4 KiB GET and PUT (wrk, 64 connections) and the large GET;
-    the collapsed stacks go to ``out``, their top frames into the report."""
-    import profiles
-
-    out.mkdir(parents=True, exist_ok=True)
-    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    if spy is None:
-        raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
-    wanted: list[tuple[str, Callable[[], loads.Figures]]] = [
-        (
-            "get-4k",
-            lambda: loads.wrk(stack.url("s3proxy"), "GET", "small-enc", 64, settings.duration),
-        ),
-        (
-            "put-4k",
-            lambda: loads.wrk(stack.url("s3proxy"), "PUT", "sink/put-4k", 64, settings.duration),
-        ),
-        ("get-big", lambda: loads.curl(stack.url("s3proxy"), "GET", "big-enc", settings)),
-    ]
-    lines: list[str] = []
-    for name, run in wanted:
-        raw = out / f"{name}.txt"
-        cmd = [spy, "record", "--pid", str(stack.pids["s3proxy"]), "--format", "raw"]
-        cmd += ["--rate", "100", "--output", str(raw)]
-        with (out / f"{name}.log").open("wb") as spy_log:
-            spy_proc = subprocess.Popen(cmd, stdout=spy_log, stderr=subprocess.STDOUT)
-        try:
-            time.sleep(1.0)  # py-spy attaches
-            figures = run()
-        finally:
-            spy_proc.send_signal(signal.SIGINT)
-            try:
-                spy_proc.wait(60)
-            except subprocess.TimeoutExpired:
-                spy_proc.kill()
-                spy_proc.wait(5)
-        lines += ["", f"#### {name} under py-spy ({_short(figures)})", ""]
-        lines += profiles.summary(raw)
-    return lines
 
 
 def run(args: argparse.Namespace) -> str:
@@ -262,18 +157,18 @@ def run(args: argparse.Namespace) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="s3proxy-bench-", dir=base))
     size = args.size_mib * MiB
     need = 5 * size + GiB
-    if mem_available() < need:
+    if machine.mem_available() < need:
         raise SystemExit(
             f"{need / GiB:.1f} GiB of free memory needed for --size-mib {args.size_mib}, "
-            f"{mem_available() / GiB:.1f} GiB available"
+            f"{machine.mem_available() / GiB:.1f} GiB available"
         )
     started_at = dt.datetime.now(dt.UTC)
-    before = machine()
+    before = machine.describe()
     try:
         big = workdir / "big.bin"
         write_big_file(big, size)
         settings = loads.Settings(args.duration, big, size, args.small_count, workdir)
-        res = report.Results(md5_mb_s=md5_speed(min(size, 256 * MiB)))
+        res = report.Results(md5_mb_s=machine.md5_speed(min(size, 256 * MiB)))
         extra = {
             "S3PROXY_LOG_LEVEL": args.log_level,
             "S3PROXY_UPSTREAM_CHECKSUM": args.upstream_checksum,
@@ -282,8 +177,8 @@ def run(args: argparse.Namespace) -> str:
             print(f"servers up in {workdir}; warming up ...", flush=True)
             setup_objects(stack, settings)
             measure(stack, settings, res, args.repeat, args.only)
-            profile_lines = profile(stack, settings, args.profile) if args.profile else []
-        after = machine()
+            profile_lines = profiles.profile(stack, settings, args.profile) if args.profile else []
+        after = machine.describe()
         text = render(args, res, before, after, started_at, profile_lines)
     finally:
         if args.keep:
@@ -309,7 +204,7 @@ def render(
         f"- load average (1, 5, 15 min) at start {before['load']}, at end {after['load']}; "
         f"1-min load after each run: {report.load_range(res.load)} (other processes share these "
         "cores: the load is the number of them wanting a core)",
-        f"- {versions()}",
+        f"- {machine.versions()}",
         f"- {args.repeat} run(s) of each workload, paths alternated; medians. wrk: 2 threads, "
         f"{args.duration:g} s per run. Large object {args.size_mib} MiB. s3proxy: "
         f"S3PROXY_UPSTREAM_CHECKSUM={args.upstream_checksum}, S3PROXY_LOG_LEVEL="
