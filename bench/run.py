@@ -121,6 +121,7 @@ def measure(
             shift = (r + i) % len(report.PATHS)
             order = report.PATHS[shift:] + report.PATHS[:shift]
             for path in order:
+                stack.check_alive()
                 proxy = Meter(stack.pids[path]) if path != "direct" else None
                 upstream = Meter(stack.pids["upstream"])
                 calls = stack.vault_transit_calls() if path == "s3proxy" else 0
@@ -180,9 +181,14 @@ def run(args: argparse.Namespace) -> str:
             profile_lines = profiles.profile(stack, settings, args.profile) if args.profile else []
         after = machine.describe()
         text = render(args, res, before, after, started_at, profile_lines)
+    except Exception:
+        args.keep = True  # the servers' logs tell what happened
+        raise
     finally:
         if args.keep:
-            print(f"work directory kept: {workdir}")
+            for large in workdir.glob("*.bin"):
+                large.unlink()
+            print(f"work directory kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return text

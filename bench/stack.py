@@ -127,6 +127,7 @@ class Stack:
         self.audit_log = workdir / "vault-audit.log"
         self.vault: Vault | None = None
         self.upstream: S3Server | None = None
+        self.servers: dict[str, Process] = {}
 
     def __enter__(self) -> Stack:
         try:
@@ -152,20 +153,34 @@ class Stack:
         )
         wait_listening(upstream, port, "bench upstream")
         self.ports["direct"], self.pids["upstream"] = port, upstream.proc.pid
+        self.servers["upstream"] = upstream
         self.upstream = S3Server(
             upstream, f"http://127.0.0.1:{port}", UPSTREAM_KEY, UPSTREAM_KEY, "us-east-1"
         )
         nginx, nginx_port = self.start_nginx("nginx")
         self.ports["nginx"], self.pids["nginx"] = nginx_port, nginx.proc.pid
+        self.servers["nginx"] = nginx
         self.vault = start_vault(
             self.workdir, extra_config=AUDIT_CONFIG.format(path=self.audit_log)
         )
         self._stack.callback(self.vault.stop)
+        self.servers["OpenBao"] = self.vault.process
         proxy, proxy_port = start_proxy_process(
             self.workdir, self.vault, self.upstream, self.proxy_extra
         )
         self._keep(proxy)
         self.ports["s3proxy"], self.pids["s3proxy"] = proxy_port, proxy.proc.pid
+        self.servers["s3proxy"] = proxy
+
+    def check_alive(self) -> None:
+        """Raise, naming the server and the end of its log, if one of them has exited."""
+        for name, process in self.servers.items():
+            code = process.proc.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"{name} exited with {code} (log {process.log_path}):\n"
+                    f"{process.log_text()[-3000:]}"
+                )
 
     def start_nginx(self, name: str) -> tuple[Process, int]:
         """An nginx in front of the upstream, listening once this returns."""
