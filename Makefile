@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint install-dev install-test system-deps conformance localstack checkov
+.PHONY: dev test lint install-dev install-test system-deps conformance localstack checkov bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,3 +77,17 @@ test: lint localstack checkov tests/js/node_modules/.installed system-deps
 # Not part of `make test`: make conformance S3TESTS_DIR=/path/to/s3-tests
 conformance: $(VENV)/.installed-dev
 	$(BIN)/python bench/conformance.py
+
+# The benchmark of issue 10 (docs/performance.md): an in-memory S3 upstream (Go), nginx, OpenBao
+# and s3proxy on loopback; direct / nginx / s3proxy side by side. Installs nginx, wrk, Go and curl
+# from Debian when missing, py-spy into $(VENV). Options: make bench BENCH_ARGS='--quick'
+bench: $(VENV)/.installed-dev
+	@missing=""; for t in nginx:nginx wrk:wrk go:golang-go curl:curl; do \
+		command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@[ -x $(BIN)/py-spy ] || $(BIN)/python -m pip install --quiet py-spy
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

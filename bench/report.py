@@ -1,0 +1,223 @@
+"""The benchmark's results: samples of repeated runs, their medians, the issue's targets
+(issue 10) checked against them, and the markdown that shows both."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+PATHS = ("direct", "nginx", "s3proxy")
+X = "\N{MULTIPLICATION SIGN}"
+NONE = "\N{EN DASH}"
+HIDDEN = {"requests"}  # recorded for CPU per request and the Vault count, not shown
+
+
+@dataclass
+class Results:
+    order: list[str] = field(default_factory=list)  # workload names, in run order
+    better: dict[str, dict[str, bool]] = field(default_factory=dict)  # figure: higher better?
+    big: set[str] = field(default_factory=set)  # workloads that move the large object
+    samples: dict[tuple[str, str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    rss: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu_per_request: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    upstream_cpu: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    upstream_requests: dict[tuple[str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    start_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    load: list[float] = field(default_factory=list)  # 1-min load average after each run
+    vault_calls: int = 0
+    writes: int = 0
+    md5_mb_s: float = 0.0
+
+    def add(self, workload: str, path: str, figures: dict[str, float]) -> None:
+        if workload not in self.order:
+            self.order.append(workload)
+        for name, value in figures.items():
+            self.samples[(workload, name, path)].append(value)
+
+    def median(self, workload: str, name: str, path: str) -> float:
+        values = self.samples.get((workload, name, path), [])
+        return statistics.median(values) if values else math.nan
+
+    def spread(self, workload: str, name: str, path: str) -> float:
+        """(max - min) / median of the repeated runs, as a fraction."""
+        values = self.samples.get((workload, name, path), [])
+        mid = statistics.median(values) if values else 0
+        return (max(values) - min(values)) / mid if len(values) > 1 and mid else math.nan
+
+    def ratio(self, workload: str, name: str) -> float:
+        nginx = self.median(workload, name, "nginx")
+        return self.median(workload, name, "s3proxy") / nginx if nginx else math.nan
+
+
+def fmt(value: float) -> str:
+    if math.isnan(value):
+        return NONE
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def short(figures: dict[str, float]) -> str:
+    """One run's figures on one line."""
+    return ", ".join(f"{k} {fmt(v)}" for k, v in figures.items() if k not in HIDDEN)
+
+
+def load_range(values: list[float]) -> str:
+    if not values:
+        return NONE
+    return f"median {statistics.median(values):.1f}, {min(values):.1f} to {max(values):.1f}"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def figures_table(res: Results) -> list[str]:
+    lines = [
+        "| workload | figure | direct | nginx | s3proxy | s3proxy / nginx | s3proxy spread |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for workload in res.order:
+        names = [n for n in res.better.get(workload, {}) if n not in HIDDEN]
+        for name in names:
+            cells = [fmt(res.median(workload, name, p)) for p in PATHS]
+            ratio = res.ratio(workload, name)
+            spread = res.spread(workload, name, "s3proxy")
+            lines.append(
+                f"| {workload} | {name} | {' | '.join(cells)} | "
+                f"{fmt(ratio)}{'' if math.isnan(ratio) else X} | "
+                f"{NONE if math.isnan(spread) else f'{spread:.0%}'} |"
+            )
+    return lines
+
+
+def resources_table(res: Results) -> list[str]:
+    lines = [
+        "| workload | nginx CPU s | s3proxy CPU s | s3proxy / nginx | CPU µs per request "
+        "(nginx / s3proxy) | nginx peak RSS MiB | "
+        "s3proxy peak RSS MiB | upstream CPU s (direct / nginx / s3proxy) | "
+        "upstream requests (direct / nginx / s3proxy) |",
+        "|---|---:|---:|---:|---|---:|---:|---|---|",
+    ]
+    for workload in res.order:
+        ncpu = _median(res.cpu[(workload, "nginx")])
+        pcpu = _median(res.cpu[(workload, "s3proxy")])
+        up = " / ".join(fmt(_median(res.upstream_cpu[(workload, p)])) for p in PATHS)
+        served = " / ".join(fmt(_median(res.upstream_requests[(workload, p)])) for p in PATHS)
+        share = pcpu / ncpu if ncpu else math.nan
+        per = " / ".join(fmt(_median(res.cpu_per_request[(workload, p)])) for p in PATHS[1:])
+        lines.append(
+            f"| {workload} | {fmt(ncpu)} | {fmt(pcpu)} | {fmt(share)}{X} | {per} | "
+            f"{fmt(_median(res.rss[(workload, 'nginx')]))} | "
+            f"{fmt(_median(res.rss[(workload, 's3proxy')]))} | {up} | {served} |"
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    value: float
+    limit: float
+    at_least: bool
+    unit: str = X
+
+    @property
+    def passed(self) -> bool:
+        if math.isnan(self.value):
+            return False
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    def verdict(self) -> str:
+        if math.isnan(self.value):
+            return "not measured"
+        if self.passed:
+            return "met"
+        gap = f"{abs(self.limit - self.value):.3g}{self.unit}"
+        if self.at_least:
+            if self.value <= 0:
+                return "MISSED"
+            return f"MISSED: needs {self.limit / self.value:.2f}{X} (short by {gap})"
+        if self.limit == 0:
+            return f"MISSED by {gap}"
+        return f"MISSED: {self.value / self.limit:.2f}{X} the limit (over by {gap})"
+
+
+def _workload_checks(res: Results, workload: str) -> list[Check]:
+    def ratio(name: str, limit: float, at_least: bool) -> Check:
+        relation = ">=" if at_least else "<="
+        target = f"{workload}: {name} {relation} {limit:g}{X} nginx"
+        return Check(target, res.ratio(workload, name), limit, at_least)
+
+    def absolute(text: str, name: str, limit: float, at_least: bool, unit: str) -> Check:
+        return Check(
+            f"{workload}: {text}", res.median(workload, name, "s3proxy"), limit, at_least, unit
+        )
+
+    no_errors = absolute("no errors", "errors", 0, False, "")
+    if workload.startswith("wrk "):
+        return [ratio("req/s", 0.6, True), ratio("p50 ms", 2.0, False), no_errors]
+    if workload.startswith("curl GET"):
+        return [absolute(">= 2,000 MB/s", "MB/s", 2000, True, " MB/s"), ratio("MB/s", 1.0, True)]
+    if workload.startswith("curl PUT"):
+        limit = 0.85 * res.md5_mb_s
+        text = f">= 85% of one core's MD5 ({fmt(limit)} MB/s)"
+        return [absolute(text, "MB/s", limit, True, " MB/s"), ratio("MB/s", 1.0, True)]
+    if workload.startswith("boto3 "):
+        found = []
+        for name, higher in res.better[workload].items():
+            if name == "errors":
+                found.append(no_errors)
+            elif name not in HIDDEN:
+                found.append(ratio(name, 1.0, higher))
+        return found
+    return []
+
+
+def checks(res: Results) -> list[Check]:
+    found = [c for w in res.order for c in _workload_checks(res, w)]
+    peaks = {w: _median(res.rss[(w, "s3proxy")]) for w in res.order}
+    highest = max(peaks.values(), default=math.nan)
+    found.append(Check("s3proxy peak RSS < 100 MiB (every workload)", highest, 100, False, " MiB"))
+    small = max((v for w, v in peaks.items() if w not in res.big), default=math.nan)
+    large = max((v for w, v in peaks.items() if w in res.big), default=math.nan)
+    flat = "peak RSS flat in object size (large-object peak minus 4 KiB peak <= 16 MiB)"
+    found.append(Check(flat, large - small, 16, False, " MiB"))
+    per_100 = 100 * res.vault_calls / res.writes if res.writes else math.nan
+    vault = f"<= 1 Vault call per 100 writes, warm ({res.vault_calls} calls, {res.writes:,} writes)"
+    found.append(Check(vault, per_100, 1, False, ""))
+    ready = "ready <= 1 s after start (first 200 to GET of an encrypted object)"
+    found.append(Check(ready, _median(res.start_s["s3proxy"]), 1.0, False, " s"))
+    return found
+
+
+def targets_table(res: Results) -> list[str]:
+    lines = ["| target (issue 10) | measured | result |", "|---|---:|---|"]
+    for check in checks(res):
+        lines.append(f"| {check.target} | {fmt(check.value)}{check.unit} | {check.verdict()} |")
+    return lines
+
+
+def other_lines(res: Results) -> list[str]:
+    return [
+        f"- start to first served GET (median): s3proxy {fmt(_median(res.start_s['s3proxy']))} s, "
+        f"nginx {fmt(_median(res.start_s['nginx']))} s",
+        f"- Vault transit calls during the measured s3proxy runs: {res.vault_calls} "
+        f"for {res.writes:,} writes",
+        f"- one core's MD5 (hashlib, 1 MiB pieces): {fmt(res.md5_mb_s)} MB/s",
+    ]
