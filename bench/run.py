@@ -49,6 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--upstream-checksum", default="crc32", help="S3PROXY_UPSTREAM_CHECKSUM (default crc32)"
     )
+    p.add_argument("--workers", default="auto", help="S3PROXY_WORKERS (default auto)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 10.0)
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> str:
         extra = {
             "S3PROXY_LOG_LEVEL": args.log_level,
             "S3PROXY_UPSTREAM_CHECKSUM": args.upstream_checksum,
+            "S3PROXY_WORKERS": args.workers,
         }
         with Stack(workdir, REPO / ".venv" / "bench-cache", extra) as stack:
             print(f"servers up in {workdir}; warming up ...", flush=True)
@@ -214,7 +216,8 @@ def render(
         f"- {args.repeat} run(s) of each workload, paths alternated; medians. wrk: 2 threads, "
         f"{args.duration:g} s per run. Large object {args.size_mib} MiB. s3proxy: "
         f"S3PROXY_UPSTREAM_CHECKSUM={args.upstream_checksum}, S3PROXY_LOG_LEVEL="
-        f"{args.log_level}, other settings default. MB/s are 10^6 bytes per second.",
+        f"{args.log_level}, S3PROXY_WORKERS={args.workers}, other settings default. MB/s are "
+        "10^6 bytes per second.",
         "",
         *report.figures_table(res),
         "",

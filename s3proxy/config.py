@@ -297,8 +297,8 @@ SETTINGS: tuple[Setting, ...] = (
         "S3PROXY_WORKERS",
         "--workers",
         "worker processes sharing the listen ports (SO_REUSEPORT), each with its own event loop, "
-        "Vault login and caches; 'auto': as many as the CPUs the container may use (CPU "
-        "affinity and cgroup quota)",
+        "Vault login and caches; 'auto': the container's CPU quota (cgroup), within the CPUs "
+        "the process may run on; one without a quota",
         "auto",
     ),
     Setting(

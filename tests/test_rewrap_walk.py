@@ -142,7 +142,8 @@ def test_rewrap_of_2000_objects_shows_progress_and_resumes(
     assert "\x1b[2K" in text and "/2000 objects" in text and "ETA" in text  # redrawn in place
     assert "interrupted" in text
     after = json.loads(state.read_text())["after"]
-    assert "obj/00300" <= after < keys[-1]
+    # at least 300 were finished; up to 16 (the concurrency) may have run past the resume point
+    assert f"obj/{300 - 16:05d}" <= after < keys[-1]
 
     status, text = _run_on_a_terminal(common, env)
     assert status == 0, text

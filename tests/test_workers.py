@@ -27,7 +27,8 @@ def test_cpus_from_affinity_and_cgroup_quota() -> None:
     assert quota_cpus(None, "-1", "100000") is None  # cgroup v1, unlimited
     assert quota_cpus(None, "400000", "100000") == 4
     assert quota_cpus("garbage") is None
-    assert usable_cpus(8, 2) == 2 and usable_cpus(2, None) == 2 and usable_cpus(1, 4) == 1
+    assert usable_cpus(8, 2) == 2 and usable_cpus(1, 4) == 1
+    assert usable_cpus(16, None) == 1  # no CPU limit: not every core of the host
     assert load({**BASE, "S3PROXY_WORKERS": "3"}).ops.workers == 3
     assert load(BASE).ops.workers >= 1  # auto
     with pytest.raises(ConfigError, match="S3PROXY_WORKERS"):

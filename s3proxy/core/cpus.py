@@ -1,6 +1,6 @@
-"""How many CPUs a container may use: the smallest of the CPUs the process may run on and the
-cgroup's CPU quota, rounded up (a quota of 1.5 CPUs gets 2 workers). Pure: the caller reads the
-files."""
+"""How many workers ``S3PROXY_WORKERS=auto`` runs: the cgroup's CPU quota (a Kubernetes CPU
+limit), rounded up (a quota of 1.5 CPUs gets 2 workers) and at most the CPUs the process may run
+on; one when there is no quota. Pure: the caller reads the files."""
 
 from __future__ import annotations
 
@@ -29,4 +29,7 @@ def quota_cpus(
 
 
 def usable_cpus(affinity: int, quota: int | None) -> int:
-    return max(1, min(affinity, quota) if quota is not None else affinity)
+    """Workers for ``auto``: the container's CPU quota, within the CPUs the process may run on;
+    one without a quota (a process on a host, a container without a CPU limit), where taking
+    every core, and a worker's memory for each, was not asked for."""
+    return max(1, min(affinity, quota)) if quota is not None else 1
