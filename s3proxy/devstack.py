@@ -393,7 +393,7 @@ s3proxy dev is running (Ctrl-C stops everything):
   logs      {workdir}
 
 Try it from another shell (the workload's keys are ignored; any will do):
-  export AWS_ENDPOINT_URL_S3=http://localhost:{port} AWS_ACCESS_KEY_ID=any \\
+  export AWS_ENDPOINT_URL_S3=http://127.0.0.1:{port} AWS_ACCESS_KEY_ID=any \\
          AWS_SECRET_ACCESS_KEY=any AWS_DEFAULT_REGION=us-east-1
   echo 'hello, sovereign world' > hello.txt
   {aws_cmd} s3 cp hello.txt s3://{bucket}/hello.txt && {aws_cmd} s3 cp s3://{bucket}/hello.txt -

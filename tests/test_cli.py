@@ -130,11 +130,11 @@ def test_dev_command_serves_the_printed_example(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, out_path.read_text()
             time.sleep(0.2)
         printed = out_path.read_text()
-        assert f"AWS_ENDPOINT_URL_S3=http://localhost:{port}" in printed
+        assert f"AWS_ENDPOINT_URL_S3=http://127.0.0.1:{port}" in printed
         assert "s3 cp hello.txt s3://demo/hello.txt" in printed
         env = clean_env(
             {
-                "AWS_ENDPOINT_URL_S3": f"http://localhost:{port}",
+                "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
                 "AWS_ACCESS_KEY_ID": "any",
                 "AWS_SECRET_ACCESS_KEY": "any",
                 "AWS_DEFAULT_REGION": "us-east-1",
