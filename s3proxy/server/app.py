@@ -34,6 +34,7 @@ from s3proxy.server.attributes import Attributes
 from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
 from s3proxy.server.copies import Copier
 from s3proxy.server.identity import WHOAMI_PATH, Identity
+from s3proxy.server.listings import Listings
 from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.reads import NotModified, Reader
 from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
@@ -63,6 +64,7 @@ class Proxy:
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         objects = ObjectInspector(keys, upstream)
         reader = Reader(config, keys, upstream, objects)
+        listings = Listings(config, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
         copier = Copier(config, upstream, objects, writer)
         attributes = Attributes(config, upstream, objects)
@@ -77,8 +79,8 @@ class Proxy:
             Action.GET_OBJECT: reader.get_object,
             Action.HEAD_OBJECT: reader.head_object,
             Action.READ_PART: reader.read_part,
-            Action.LIST_PARTS: reader.list_parts,
-            Action.LIST_OBJECTS: reader.list_objects,
+            Action.LIST_PARTS: listings.list_parts,
+            Action.LIST_OBJECTS: listings.list_objects,
             Action.GET_ATTRIBUTES: attributes.get_object_attributes,
             Action.OBJECT_TAGGING: objects.tags.handle,
         }

@@ -9,7 +9,6 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Iterable
 from email.utils import parsedate_to_datetime
-from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
@@ -29,7 +28,7 @@ from s3proxy.core.errors import (
     S3ProxyError,
     UpstreamUnavailable,
 )
-from s3proxy.core.format import WRITE_VERSION, parse_header
+from s3proxy.core.format import parse_header
 from s3proxy.core.headers import (
     Headers,
     client_response_headers,
@@ -39,16 +38,13 @@ from s3proxy.core.headers import (
 from s3proxy.core.layout import PlanDecryptor, ReadPlan
 from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.request import Target
-from s3proxy.core.s3xml import ListedObject, listed_objects, rewrite_listing, rewrite_part_sizes
 from s3proxy.core.sizes import (
     HEADER_SIZE,
-    TAG_SIZE,
     RangeNotSatisfiable,
     parse_range,
-    plaintext_length,
 )
 from s3proxy.keys.transit import KeyService
-from s3proxy.server.objects import LruCache, ObjectInfo, ObjectInspector, cache_key
+from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.server.relay import (
     READ_CHUNK,
     Aborted,
@@ -58,14 +54,10 @@ from s3proxy.server.relay import (
     content_length,
     count_upstream,
     relay,
-    relay_body,
 )
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
-
-LIST_CACHE_ENTRIES = 65536
-LIST_PROBE_CONCURRENCY = 32
 
 
 class Reader:
@@ -76,7 +68,6 @@ class Reader:
         self.keys = keys
         self.upstream = upstream
         self.objects = objects
-        self._listed: LruCache[tuple[int, str | None]] = LruCache(LIST_CACHE_ENTRIES, name="size")
 
     def _check_unencrypted_allowed(self, target: Target, resp: aiohttp.ClientResponse) -> None:
         """An object without the proxy's marker may be returned as stored only where the
@@ -451,71 +442,6 @@ class Reader:
             hidden_tags=_hidden_tags(info),
         )
 
-    # ---- ListParts ---------------------------------------------------------------------------
-
-    async def list_parts(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        upstream_resp = await self.upstream.send("GET", target, headers)
-        async with upstream_resp:
-            if upstream_resp.status != 200:
-                return await relay(request, upstream_resp)
-            seg = self.config.segment_size
-            body = rewrite_part_sizes(
-                await upstream_resp.read(),
-                lambda n: _stream_length(n, seg, WRITE_VERSION),
-            )
-            return relay_body(upstream_resp, body)
-
-    # ---- ListObjects, ListObjectsV2, ListObjectVersions -------------------------------------
-
-    async def list_objects(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        upstream_resp = await self.upstream.send("GET", target, headers)
-        async with upstream_resp:
-            if upstream_resp.status != 200 or not self.config.exact_list_sizes:
-                return await relay(request, upstream_resp)
-            body = count_upstream(await upstream_resp.read())
-        objects = listed_objects(body)
-        url_encoded = target.param("encoding-type") == "url"
-        gate = asyncio.Semaphore(LIST_PROBE_CONCURRENCY)
-
-        async def plaintext_of(obj: ListedObject) -> tuple[int, str | None]:
-            async with gate:
-                return await self._listed_plaintext(target.bucket or "", obj, url_encoded)
-
-        found = await asyncio.gather(*(plaintext_of(o) for o in objects))
-        return relay_body(upstream_resp, rewrite_listing(body, list(found)))
-
-    async def _listed_plaintext(
-        self, bucket: str, obj: ListedObject, url_encoded: bool
-    ) -> tuple[int, str | None]:
-        """The plaintext size and ETag of a listed object (``None``: keep the listed ETag):
-        stored values for objects not written by the proxy; else from its first 256 bytes and
-        its streams' trailers. Cached by ETag. A failed look-up reports the stored values rather
-        than failing the listing."""
-        if obj.size < HEADER_SIZE + TAG_SIZE:
-            return obj.size, None  # too small to be an encrypted stream
-        key = unquote_plus(obj.key) if url_encoded else obj.key
-        query = (("versionId", obj.version_id),) if obj.version_id else ()
-        target = Target(bucket, key, query)
-        ck = cache_key(target, obj.etag)
-        cached = self._listed.get(ck)
-        if cached is not None:
-            return cached
-        try:
-            found = await self.objects.probe(target, [("If-Match", obj.etag)] if obj.etag else [])
-        except (S3ProxyError, aiohttp.ClientError) as exc:
-            log.warning("listing reports the stored size of %s/%s: %s", bucket, key, exc)
-            return obj.size, None
-        if isinstance(found, aiohttp.ClientResponse):
-            found.release()
-            result: tuple[int, str | None] = (obj.size, None)
-        else:
-            info = found[0]
-            result = (info.size, info.etag)
-        self._listed.put(ck, result)
-        return result
-
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async for chunk in resp.content.iter_chunked(READ_CHUNK):
@@ -618,13 +544,6 @@ class NotModified(Exception):
     def __init__(self, headers: Headers) -> None:
         super().__init__("not modified")
         self.headers = headers
-
-
-def _stream_length(stored: int, segment_size: int, version: int) -> int:
-    try:
-        return plaintext_length(stored, segment_size, version)
-    except ValueError as exc:
-        raise IntegrityError(f"The stored object has an impossible size: {exc}.") from exc
 
 
 def _client_range(value: str, total: int) -> tuple[int, int] | None:
