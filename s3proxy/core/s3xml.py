@@ -337,3 +337,12 @@ def tagging_body(tags: list[tuple[str, str]]) -> bytes:
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<Tagging xmlns="{S3_NS}"><TagSet>{items}</TagSet></Tagging>'
     ).encode()
+
+
+def copy_result(element: str, etag: str, last_modified: str) -> bytes:
+    """A CopyObjectResult or CopyPartResult document for a copy the proxy made itself."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<{element} xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<LastModified>{last_modified}</LastModified><ETag>{etag}</ETag></{element}>"
+    ).encode()

@@ -31,11 +31,11 @@ from s3proxy.core.headers import (
 from s3proxy.core.layout import StreamInfo
 from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
 from s3proxy.core.request import Target, parse_target
-from s3proxy.core.s3xml import replace_text, without_checksums
+from s3proxy.core.s3xml import copy_result, replace_text, without_checksums
 from s3proxy.server.clientauth import discard_body
 from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
 from s3proxy.server.recopy import CopyByReencryption, must_reencrypt
-from s3proxy.server.relay import relay, relay_body
+from s3proxy.server.relay import no_bytes, relay, relay_body
 from s3proxy.server.writes import Writer
 from s3proxy.upstream.client import Upstream
 
@@ -225,7 +225,7 @@ class Copier:
     ) -> web.StreamResponse:
         """Any other range: decrypted (authenticated) and encrypted as a new part stream."""
         if info.size == 0:
-            plaintext: AsyncIterator[bytes] = _nothing()
+            plaintext: AsyncIterator[bytes] = no_bytes()
         else:
             plan = info.layout.plan_range(first, last)
             plaintext = self.objects.plaintext(current.target, current.stored_etag, plan)
@@ -237,14 +237,5 @@ class Copier:
             if resp.status != 200:
                 return relay_body(resp, body)
             now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            result = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<CopyPartResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                f"<LastModified>{now}</LastModified><ETag>{etag}</ETag></CopyPartResult>"
-            ).encode()
+            result = copy_result("CopyPartResult", etag, now)
             return relay_body(resp, result, [("Content-Type", "application/xml")])
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""

@@ -27,8 +27,9 @@ from s3proxy.core.headers import (
 )
 from s3proxy.core.manifest import MANIFEST_TAG
 from s3proxy.core.request import Target
+from s3proxy.core.s3xml import copy_result
 from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
-from s3proxy.server.relay import relay_body
+from s3proxy.server.relay import no_bytes, relay_body
 from s3proxy.server.writes import Checksum, Writer
 from s3proxy.upstream.client import Upstream
 
@@ -111,7 +112,7 @@ class CopyByReencryption:
         trailer = info.trailers[0] if len(info.trailers) == 1 else None
         if trailer is not None and trailer.checksum_algorithm is not None:
             checksum = (trailer.checksum_algorithm, trailer.checksum)
-        plaintext: AsyncIterator[bytes] = _nothing()
+        plaintext: AsyncIterator[bytes] = no_bytes()
         if info.size:
             plan = info.layout.plan_range(0, info.size - 1)
             plaintext = self.objects.plaintext(source.target, source.stored_etag, plan)
@@ -123,11 +124,7 @@ class CopyByReencryption:
             if resp.status != 200:
                 return relay_body(resp, body)
             now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            result = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-                f"<LastModified>{now}</LastModified><ETag>{etag}</ETag></CopyObjectResult>"
-            ).encode()
+            result = copy_result("CopyObjectResult", etag, now)
             return relay_body(resp, result, [("Content-Type", "application/xml")])
 
     async def _source_headers(self, source: Current) -> tuple[Headers, dt.datetime | None]:
@@ -151,8 +148,3 @@ class CopyByReencryption:
     async def _source_tags(self, source: Current) -> list[tuple[str, str]]:
         tags = await self.objects.tags.read(source.target) or []
         return [(k, v) for k, v in tags if k != MANIFEST_TAG]
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""

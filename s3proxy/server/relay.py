@@ -4,6 +4,7 @@ cutting a connection short, and the encryption marker of upstream responses."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 
 import aiohttp
@@ -146,3 +147,9 @@ def relay_body(
         resp = web.Response(status=status, body=body or None)
     add_headers(resp, [*headers, *(extra or [])])
     return resp
+
+
+async def no_bytes() -> AsyncIterator[bytes]:
+    """An empty body stream."""
+    return
+    yield b""
