@@ -48,6 +48,11 @@ V = TypeVar("V")
 # objects of 10,000 parts cannot take more memory than many small ones.
 INFO_CACHE_STREAMS = 65_536
 FETCH_CONCURRENCY = 16
+# The stored ETag last seen per (bucket, key, version), for reads that skip the probe.
+LAST_ETAGS = 65_536
+# Parts this process encrypted, remembered until their CompleteMultipartUpload (about 0.5 KiB
+# each, so at most about 5 MiB): one upload of 10,000 parts, or many smaller ones, at once.
+OWN_PARTS = 10_000
 
 CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
 
@@ -73,6 +78,11 @@ class LruCache(Generic[V]):
             return None
         self._items.move_to_end(key)
         return found[0]
+
+    def pop(self, key: CacheKey) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._weight -= old[1]
 
     def put(self, key: CacheKey, value: V) -> None:
         weight = self._weigh(value)
@@ -149,6 +159,11 @@ def object_checksum(
     return None if combined is None else ObjectChecksum(algorithm, combined, kind)
 
 
+def check_marker(first: Header, marker: Marker) -> None:
+    if first.version != marker.version or first.segment_size != marker.segment_size:
+        raise IntegrityError("The stored object's header does not match its metadata.")
+
+
 def cache_key(target: Target, etag: str | None) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
 
@@ -161,6 +176,8 @@ class ObjectInspector:
         self._infos: LruCache[ObjectInfo] = LruCache(
             INFO_CACHE_STREAMS, lambda info: len(info.layout.streams), "layout"
         )
+        self._last_etags: LruCache[str] = LruCache(LAST_ETAGS, name="etag")
+        self._parts: LruCache[tuple[str, Header, Trailer]] = LruCache(OWN_PARTS, name="part")
 
     async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:
         """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the
@@ -190,8 +207,17 @@ class ObjectInspector:
             return None
 
     async def _layout(
-        self, target: Target, etag: str | None, stored_total: int, first: Header, marker: Marker
+        self,
+        target: Target,
+        etag: str | None,
+        stored_total: int,
+        first: Header,
+        marker: Marker,
+        sealed: dict[int, bytes],
     ) -> Layout:
+        """The object's streams. A multipart object's headers are read with the bytes just
+        before them: the sealed trailer of the stream that ends there, left in ``sealed`` by
+        offset, so a part boundary costs one ranged read, not two."""
         if not marker.multipart:
             single = Layout.from_headers([first])
             if single.stored_length != stored_total:
@@ -200,8 +226,17 @@ class ObjectInspector:
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def fetch(offset: int) -> tuple[int, Header | None]:
+            before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
             async with gate:
-                return offset, await self._fetch_header(target, offset, etag)
+                data = await self._fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
+            if data is None:
+                return offset, None
+            if before:
+                sealed[offset - before] = data[:before]
+            try:
+                return offset, parse_header(data[before:])
+            except IntegrityError:
+                return offset, None
 
         gen: Discovery = discover(stored_total, first)
         try:
@@ -223,8 +258,16 @@ class ObjectInspector:
         return key
 
     async def _trailers(
-        self, target: Target, etag: str | None, layout: Layout, keys: dict[str, bytes] | None
+        self,
+        target: Target,
+        etag: str | None,
+        layout: Layout,
+        keys: dict[str, bytes] | None,
+        sealed: dict[int, bytes],
+        known: bytes = b"",
     ) -> tuple[Trailer | None, ...]:
+        """Every stream's trailer, authenticated: read where not already in ``sealed`` (by
+        offset) or in ``known`` (the object's first bytes)."""
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def one(index: int) -> Trailer | None:
@@ -232,14 +275,71 @@ class ObjectInspector:
             offset = stream.trailer_offset
             if offset is None:
                 return None
-            async with gate:
-                sealed = await self._fetch(target, offset, offset + TRAILER_SIZE - 1, etag)
-            if sealed is None:
+            found: bytes | None = sealed.get(offset)
+            if found is None and offset + TRAILER_SIZE <= len(known):
+                found = known[offset : offset + TRAILER_SIZE]
+            if found is None:
+                async with gate:
+                    found = await self._fetch(target, offset, offset + TRAILER_SIZE - 1, etag)
+            if found is None:
                 raise IntegrityError("The stored object's stream trailer could not be read.")
             key = await self.unwrap(stream.header.wrapped_key, keys)
-            return open_trailer(key, stream.header, sealed)
+            return open_trailer(key, stream.header, found)
 
         return tuple(await asyncio.gather(*(one(i) for i in range(len(layout.streams)))))
+
+    def cached(
+        self, target: Target, etag: str | None, stored_total: int | None, first: Header | None
+    ) -> ObjectInfo | None:
+        """The cached info of the object whose stored ETag is ``etag``, if its stored size
+        (and first header, when given) are those of the cached layout."""
+        if not etag:
+            return None
+        found = self._infos.get(cache_key(target, etag))
+        if found is None:
+            return None
+        if stored_total is not None and found.layout.stored_length != stored_total:
+            return None
+        if first is not None and found.layout.streams[0].header != first:
+            return None
+        self._last_etags.put(cache_key(target, None), etag)
+        return found
+
+    def remember(self, target: Target, etag: str, info: ObjectInfo) -> None:
+        """Cache ``info`` as the object whose stored ETag is ``etag``: a layout this process
+        wrote itself or authenticated (docs/design.md, Reading without a probe)."""
+        if not etag or info.etag is None:
+            return
+        self._infos.put(cache_key(target, etag), info)
+        self._last_etags.put(cache_key(target, None), etag)
+
+    def last_seen(self, target: Target) -> tuple[str, ObjectInfo] | None:
+        """The stored ETag this process last saw for the object and its cached info: a guess
+        to be confirmed by the upstream (``If-Match``), never an answer by itself."""
+        etag = self._last_etags.get(cache_key(target, None))
+        if etag is None:
+            return None
+        info = self._infos.get(cache_key(target, etag))
+        return None if info is None else (etag, info)
+
+    def forget_last(self, target: Target) -> None:
+        self._last_etags.pop(cache_key(target, None))
+
+    def remember_part(
+        self, target: Target, stored_etag: str, header: Header, trailer: Trailer
+    ) -> None:
+        """A part this process has just stored (UploadPart), for its CompleteMultipartUpload."""
+        key = (
+            target.bucket or "",
+            target.key or "",
+            target.param("uploadId") or "",
+            target.param("partNumber") or "",
+        )
+        self._parts.put(key, (stored_etag, header, trailer))
+
+    def own_part(self, target: Target, number: int) -> tuple[str, Header, Trailer] | None:
+        key = (target.bucket or "", target.key or "", target.param("uploadId") or "", str(number))
+        return self._parts.get(key)
 
     async def info(
         self,
@@ -250,40 +350,54 @@ class ObjectInspector:
         marker: Marker,
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
+        known: bytes = b"",
     ) -> ObjectInfo:
         """The object's layout, trailers and plaintext ETag (parallel reads, cached per ETag).
         Data keys unwrapped on the way are left in ``keys`` for the rest of the request.
         ``manifest=False`` skips the manifest check (and the cache): for the object
-        CompleteMultipartUpload has just made, whose manifest is yet to be written."""
-        if first.version != marker.version or first.segment_size != marker.segment_size:
-            raise IntegrityError("The stored object's header does not match its metadata.")
-        key = cache_key(target, etag)
-        cached = self._infos.get(key) if etag else None
-        if cached is not None and cached.layout.streams[0].header == first:
-            return cached
-        layout = await self._layout(target, etag, stored_total, first, marker)
+        CompleteMultipartUpload has just made, whose manifest is yet to be written.
+        ``known``: the object's first stored bytes, already read (no request for those)."""
+        check_marker(first, marker)
+        if manifest:
+            cached = self.cached(target, etag, stored_total, first)
+            if cached is not None:
+                return cached
+        return await self.build(target, etag, stored_total, first, marker, keys, manifest, known)
+
+    async def build(
+        self,
+        target: Target,
+        etag: str | None,
+        stored_total: int,
+        first: Header,
+        marker: Marker,
+        keys: dict[str, bytes] | None = None,
+        manifest: bool = True,
+        known: bytes = b"",
+    ) -> ObjectInfo:
+        """:meth:`info` without the cache lookup (the caller looked already)."""
+        check_marker(first, marker)
+        sealed: dict[int, bytes] = {}
+        layout = await self._layout(target, etag, stored_total, first, marker, sealed)
         check_object_shape(layout, marker.multipart)
         check_name_binding(layout, target.bucket or "", target.key or "")
         if marker.multipart and needs_manifest(layout) and manifest:
             first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
             check_manifest(first_key, layout, await self.tags.manifest(target))
-        trailers = await self._trailers(target, etag, layout, keys)
+        trailers = await self._trailers(target, etag, layout, keys, sealed, known)
         md5s = [t.md5 if t is not None else None for t in trailers]
-        etag = object_etag(md5s, marker.multipart)
-        info = ObjectInfo(layout, trailers, etag, object_checksum(layout, trailers, marker))
+        plain_etag = object_etag(md5s, marker.multipart)
+        info = ObjectInfo(layout, trailers, plain_etag, object_checksum(layout, trailers, marker))
         if etag and manifest:
-            self._infos.put(key, info)
+            self.remember(target, etag, info)
         return info
 
-    async def probe(
-        self,
-        target: Target,
-        headers: Headers,
-        keys: dict[str, bytes] | None = None,
-        manifest: bool = True,
-    ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
-        """GET the first 256 bytes. Returns the object's info and the probe response if the
-        object is ours, else the probe response to relay or retry (released by the caller)."""
+    async def first_header(
+        self, target: Target, headers: Headers
+    ) -> tuple[Marker, int, Header, aiohttp.ClientResponse] | aiohttp.ClientResponse:
+        """GET the first 256 bytes. Returns the marker, stored size, first header and the
+        (released) probe response if the object is ours, else the probe response to relay or
+        retry (released by the caller)."""
         probe = await self.upstream.send(
             "GET", target, [*headers, ("Range", f"bytes=0-{HEADER_SIZE - 1}")]
         )
@@ -309,6 +423,21 @@ class ObjectInspector:
             probe.release()
             raise
         probe.release()
+        return marker, stored_total, first, probe
+
+    async def probe(
+        self,
+        target: Target,
+        headers: Headers,
+        keys: dict[str, bytes] | None = None,
+        manifest: bool = True,
+    ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
+        """GET the first 256 bytes. Returns the object's info and the probe response if the
+        object is ours, else the probe response to relay or retry (released by the caller)."""
+        found = await self.first_header(target, headers)
+        if isinstance(found, aiohttp.ClientResponse):
+            return found
+        marker, stored_total, first, probe = found
         stored_etag = probe.headers.get("ETag")
         info = await self.info(target, stored_etag, stored_total, first, marker, keys, manifest)
         return info, probe
@@ -347,6 +476,32 @@ class ObjectInspector:
         if resp.status == 412:
             raise PreconditionChanged("The object changed while s3proxy read it; retry.")
         raise IntegrityError("The upstream did not return the requested ciphertext range.")
+
+    async def known_span(
+        self, target: Target, headers: Headers, stored_etag: str, info: ObjectInfo, plan: ReadPlan
+    ) -> Span | None:
+        """GET the stored bytes of ``plan`` (a plan on the cached ``info``) ``If-Match`` the
+        stored ETag the info was cached under, without a probe first. ``None`` (nothing kept
+        open) unless the upstream answers with exactly that object: the caller then probes.
+        The caller releases ``Span.resp``."""
+        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
+        span_headers.append(("If-Match", stored_etag))
+        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
+        resp = await self.upstream.send("GET", target, span_headers)
+        length = plan.stored_last - plan.stored_first + 1
+        try:
+            ours = Marker.of(resp) if resp.status in (200, 206) else None
+        except IntegrityError:
+            ours = None
+        if ours is not None and resp.headers.get("ETag") == stored_etag:
+            stored_total = content_range_total(resp) if resp.status == 206 else content_length(resp)
+            first = info.layout.streams[0].header
+            same = first.version == ours.version and first.segment_size == ours.segment_size
+            if same and stored_total == info.layout.stored_length:
+                return Span(resp, 0 if resp.status == 206 else plan.stored_first, length)
+        resp.release()
+        self.forget_last(target)
+        return None
 
     async def plaintext(
         self, target: Target, stored_etag: str, plan: ReadPlan

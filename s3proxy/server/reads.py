@@ -44,7 +44,7 @@ from s3proxy.core.sizes import (
     parse_range,
 )
 from s3proxy.keys.transit import KeyService
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
+from s3proxy.server.objects import ObjectInfo, ObjectInspector, check_marker
 from s3proxy.server.relay import (
     READ_CHUNK,
     Aborted,
@@ -58,6 +58,11 @@ from s3proxy.server.relay import (
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
+
+# A plain GET of a single-stream object up to this stored size whose layout is not cached reads
+# the whole body before answering (its trailer, for the ETag, is at the end): one read chunk, as
+# much as a streamed read holds anyway.
+WHOLE_READ_LIMIT = READ_CHUNK
 
 
 class Reader:
@@ -120,14 +125,19 @@ class Reader:
         if stored_total is None:
             raise IntegrityError("The upstream did not report the stored object's size.")
         stored_etag = upstream_resp.headers.get("ETag")
-        # Always the header too (and the trailer in v2): the marker alone must never decide
-        # the size a client is told (docs/design.md, Reading).
-        same = [("If-Match", stored_etag)] if stored_etag else []
-        found = await self.objects.probe(target, same)
-        if isinstance(found, aiohttp.ClientResponse):
-            found.release()
-            raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-        info = found[0]
+        # The header too (and the trailer in v2), or their authenticated copy cached under this
+        # stored ETag and size: the marker alone must never decide the size a client is told
+        # (docs/design.md, Reading).
+        info = self.objects.cached(target, stored_etag, stored_total, None)
+        if info is not None:
+            check_marker(info.layout.streams[0].header, marker)
+        else:
+            same = [("If-Match", stored_etag)] if stored_etag else []
+            found = await self.objects.probe(target, same)
+            if isinstance(found, aiohttp.ClientResponse):
+                found.release()
+                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+            info = found[0]
         if info.layout.stored_length != stored_total:
             raise IntegrityError("The stored object's streams do not add up to its size.")
         total, etag = info.size, info.etag or stored_etag
@@ -179,16 +189,19 @@ class Reader:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             if stored_total < HEADER_SIZE:
                 raise IntegrityError("The stored object is shorter than its header.")
-            try:
-                head = count_upstream(await upstream_resp.content.readexactly(HEADER_SIZE))
-            except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-                # Fewer bytes than the response announced: the connection, not the data.
-                raise UpstreamUnavailable("The upstream response broke off.") from exc
+            head = await _read_exactly(upstream_resp, HEADER_SIZE)
             stored_etag = upstream_resp.headers.get("ETag")
             keys: dict[str, bytes] = {}
-            info = await self.objects.info(
-                target, stored_etag, stored_total, parse_header(head), marker, keys
-            )
+            first = parse_header(head)
+            check_marker(first, marker)
+            info = self.objects.cached(target, stored_etag, stored_total, first)
+            if info is None:
+                if not marker.multipart and stored_total <= WHOLE_READ_LIMIT:
+                    # A small object arrives whole anyway: its trailer is in this response.
+                    head += await _read_exactly(upstream_resp, stored_total - HEADER_SIZE)
+                info = await self.objects.build(
+                    target, stored_etag, stored_total, first, marker, keys, known=head
+                )
             checksums = _checksum_headers(info, marker) if _checksum_mode(request) else []
             return await self._send_plan(
                 request,
@@ -216,6 +229,9 @@ class Reader:
         size and stored ETag; the proxy evaluates the conditions on the plaintext ETag, then a
         second request with ``If-Match`` fetches exactly the segments of the range."""
         keys: dict[str, bytes] = {}
+        known = await self._get_known(request, target, headers, range_value, conditions, keys)
+        if known is not None:
+            return known
         found = await self.objects.probe(target, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
@@ -260,6 +276,66 @@ class Reader:
             keys=keys,
             hidden_tags=_hidden_tags(info),
         )
+
+    async def _get_known(
+        self,
+        request: web.Request,
+        target: Target,
+        headers: Headers,
+        range_value: str | None,
+        conditions: Headers,
+        keys: dict[str, bytes],
+    ) -> web.StreamResponse | None:
+        """Ranged or conditional GET of an object whose layout this process holds under the
+        stored ETag it last saw: one request for the span, ``If-Match`` that stored ETag. The
+        client's conditions are evaluated on the cached plaintext ETag and the answer's
+        Last-Modified before anything is sent. ``None``: not known, or the object changed (or
+        the request needs the probe): the caller probes (docs/design.md, Reading without a
+        probe)."""
+        if any(k.lower() in ("if-none-match", "if-modified-since") for k, _ in conditions):
+            return None  # revalidations mostly end in 304: the probe costs less than a span
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and not if_range.strip().startswith(("W/", '"')):
+            return None  # a date needs the object's Last-Modified before the range is chosen
+        seen = self.objects.last_seen(target)
+        if seen is None:
+            return None
+        stored_etag, info = seen
+        etag = info.etag or stored_etag
+        total = info.size
+        if not range_applies(if_range, etag, None):
+            range_value = None
+        try:
+            first_last = None if range_value is None else _client_range(range_value, total)
+        except RangeError:
+            return None  # perhaps a size that changed: the probe tells
+        if first_last is None:
+            plan, status, content_range = info.layout.plan_all(), 200, None
+        else:
+            first, last = first_last
+            plan = info.layout.plan_range(first, last)
+            status, content_range = 206, f"bytes {first}-{last}/{total}"
+        span = await self.objects.known_span(target, headers, stored_etag, info, plan)
+        if span is None:
+            return None
+        async with span.resp:
+            marker = Marker.of(span.resp)
+            _check_conditions(request, conditions, etag, span.resp)
+            extra: Headers = []
+            if first_last is None and _checksum_mode(request) and marker is not None:
+                extra = _checksum_headers(info, marker)
+            return await self._send_plan(
+                request,
+                span.chunks(),
+                plan,
+                status=status,
+                content_range=content_range,
+                source_headers=span.resp.headers.items(),
+                etag=etag,
+                extra=extra,
+                keys=keys,
+                hidden_tags=_hidden_tags(info),
+            )
 
     async def _send_span(
         self,
@@ -441,6 +517,14 @@ class Reader:
             keys=keys,
             hidden_tags=_hidden_tags(info),
         )
+
+
+async def _read_exactly(resp: aiohttp.ClientResponse, count: int) -> bytes:
+    try:
+        return count_upstream(await resp.content.readexactly(count))
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        # Fewer bytes than the response announced: the connection, not the data.
+        raise UpstreamUnavailable("The upstream response broke off.") from exc
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -25,8 +25,8 @@ from s3proxy.core.errors import (
     PreconditionFailed,
     S3ProxyError,
 )
-from s3proxy.core.etags import md5_of_etag, same_etag, single_etag
-from s3proxy.core.format import WRITE_VERSION, StreamEncryptor, name_binding
+from s3proxy.core.etags import md5_of_etag, object_etag, same_etag, single_etag
+from s3proxy.core.format import WRITE_VERSION, Header, StreamEncryptor, Trailer, name_binding
 from s3proxy.core.headers import (
     MARKER_HEADER,
     Headers,
@@ -34,6 +34,7 @@ from s3proxy.core.headers import (
     marker_value,
     upstream_request_headers,
 )
+from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
 from s3proxy.core.manifest import manifest_value, needs_manifest
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
@@ -50,8 +51,8 @@ from s3proxy.core.trailing import TrailingChecksumFramer
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
-from s3proxy.server.relay import READ_CHUNK, relay_body
+from s3proxy.server.objects import ObjectInfo, ObjectInspector, check_marker, object_checksum
+from s3proxy.server.relay import READ_CHUNK, Marker, relay_body
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
@@ -170,6 +171,7 @@ class Writer:
         checksum: Callable[[], Checksum] = lambda: None,
         *,
         whole_object: bool,
+        sealed: Callable[[Header, Trailer], None] | None = None,
     ) -> tuple[aiohttp.ClientResponse, str]:
         """(The stream is a whole object, or a part; parts carry the manifest flag when the
         proxy records manifests.)"""
@@ -213,6 +215,8 @@ class Writer:
                         yield frame(out)
                 found = checksum()
                 last = encryptor.finish(*found) if found is not None else encryptor.finish()
+                if sealed is not None and encryptor.md5 is not None:  # (the layout cache)
+                    sealed(encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
             except S3ProxyError as err:
                 failure.append(err)
                 raise
@@ -257,6 +261,7 @@ class Writer:
             headers.append((MARKER_HEADER, marker))
             await self.if_match_for_upstream(target, headers)
         plaintext = _client_plaintext(request, decoder, verifier)
+        stream: list[tuple[Header, Trailer]] = []
         resp, etag = await self.put_stream(
             target,
             headers,
@@ -264,17 +269,49 @@ class Writer:
             plaintext,
             verifier.declared_checksum,
             whole_object=not target.has("uploadId"),
+            sealed=lambda header, trailer: stream.append((header, trailer)),
         )
         async with resp:
             body = await resp.read()
             if resp.status != 200:
                 return relay_body(resp, body)
+            stored_etag = resp.headers.get("ETag")
+            if stream and stored_etag:
+                self._remember_stream(target, resp, stored_etag, *stream[0])
             checksums = [
                 (name, value)
                 for name, value in verifier.computed().items()
                 if name.startswith("x-amz-checksum-")
             ]
             return relay_body(resp, body, [("ETag", etag), *checksums])
+
+    def _remember_stream(
+        self,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        stored_etag: str,
+        header: Header,
+        trailer: Trailer,
+    ) -> None:
+        """The layout of the stream just stored, as a read would find it: a PutObject's in the
+        object cache (under the stored ETag the upstream answered, and its version if any), an
+        UploadPart's for the upload's completion (docs/design.md, Reading without a probe)."""
+        if target.has("uploadId"):
+            self.objects.remember_part(target, stored_etag, header, trailer)
+            return
+        layout = Layout.from_headers([header])
+        marker = Marker(header.segment_size, False, version=header.version)
+        info = ObjectInfo(
+            layout,
+            (trailer,),
+            object_etag([trailer.md5], False),
+            object_checksum(layout, (trailer,), marker),
+        )
+        self.objects.remember(target.without("versionId"), stored_etag, info)
+        version = resp.headers.get("x-amz-version-id")
+        if version and version != "null":
+            versioned = Target(target.bucket, target.key, (("versionId", version),))
+            self.objects.remember(versioned, stored_etag, info)
 
     async def create_multipart(self, request: web.Request, target: Target) -> web.StreamResponse:
         """The marker records the checksum algorithm and type the client chose, for the
@@ -359,7 +396,7 @@ class Writer:
             if version and version != "null":
                 result = Target(result.bucket, result.key, (("versionId", version),))
             numbers = [n for n, _ in claimed]
-            info = await self._completed(result, numbers, plaintext_claims)
+            info = await self._completed(target, result, numbers, plaintext_claims, stored)
             if info is not None and info.etag is not None:
                 data = replace_text(data, "ETag", info.etag)
             if info is not None and info.checksum is not None:
@@ -368,13 +405,18 @@ class Writer:
             return relay_body(upstream_resp, data)
 
     async def _completed(
-        self, target: Target, numbers: list[int], claims: dict[int, bytes]
+        self,
+        upload: Target,
+        target: Target,
+        numbers: list[int],
+        claims: dict[int, bytes],
+        stored: dict[int, str],
     ) -> ObjectInfo | None:
-        """The completed object's plaintext ETag (this also caches its layout for the first
-        read). A part whose recorded MD5 differs from the ETag the client completed it with is
-        logged: the upstream kept the part's latest upload, as S3 does."""
+        """The completed object's plaintext ETag; its layout is cached for the first read once
+        its manifest is written. A part whose recorded MD5 differs from the ETag the client
+        completed it with is logged: the upstream kept the part's latest upload, as S3 does."""
         try:
-            current = await self.objects.current(target, manifest=False)
+            found = await self._completed_info(upload, target, numbers, stored)
         except S3ProxyError as exc:
             if self.config.multipart_manifest:
                 raise InternalError(
@@ -383,13 +425,14 @@ class Writer:
                 ) from exc
             log.warning("completed %s, but could not read its layout: %s", target.resource, exc)
             return None
-        if current is None or current.info is None:
+        if found is None:
             return None
-        layout = current.info.layout
+        stored_etag, info = found
+        layout = info.layout
         if needs_manifest(layout):  # the part list is known now: record it
             first_key = await self.objects.unwrap(layout.streams[0].header.wrapped_key, None)
             await self.objects.tags.write_manifest(target, manifest_value(first_key, layout))
-        trailers = current.info.trailers
+        trailers = info.trailers
         if len(trailers) == len(numbers):
             for number, trailer in zip(numbers, trailers, strict=True):
                 claim = claims.get(number)
@@ -401,4 +444,60 @@ class Writer:
                         number,
                         extra={"integrity": True},
                     )
-        return current.info
+        self.objects.remember(target.without("versionId"), stored_etag, info)
+        if target.has("versionId"):
+            self.objects.remember(target, stored_etag, info)
+        return info
+
+    async def _completed_info(
+        self, upload: Target, target: Target, numbers: list[int], stored: dict[int, str]
+    ) -> tuple[str, ObjectInfo] | None:
+        """The completed object's stored ETag and info: the first 256 bytes (its marker, size
+        and first header), then the parts this process uploaded itself if ListParts showed
+        each with the stored ETag its UploadPart was answered, else the object's parts read
+        back (one ranged read per part boundary)."""
+        found = await self.objects.first_header(target, [])
+        if isinstance(found, aiohttp.ClientResponse):
+            found.release()
+            return None
+        marker, stored_total, first, probe = found
+        stored_etag = probe.headers.get("ETag", "")
+        check_marker(first, marker)
+        info = self._from_own_parts(upload, numbers, stored, marker, first, stored_total)
+        if info is None:
+            info = await self.objects.build(
+                target, stored_etag, stored_total, first, marker, manifest=False
+            )
+        return stored_etag, info
+
+    def _from_own_parts(
+        self,
+        upload: Target,
+        numbers: list[int],
+        stored: dict[int, str],
+        marker: Marker,
+        first: Header,
+        stored_total: int,
+    ) -> ObjectInfo | None:
+        """The completed object's info from the streams this process sealed for its parts, if
+        it sealed every one and they tile the stored object (docs/design.md, Reading without a
+        probe); ``None`` otherwise."""
+        streams: list[Header] = []
+        trailers: list[Trailer] = []
+        for number in numbers:
+            own = self.objects.own_part(upload, number)
+            listed = stored.get(number)
+            if own is None or listed is None or not same_etag(own[0], listed):
+                return None
+            streams.append(own[1])
+            trailers.append(own[2])
+        if not streams:
+            return None
+        layout = Layout.from_headers(streams)
+        if layout.streams[0].header != first or layout.stored_length != stored_total:
+            return None
+        check_object_shape(layout, marker.multipart)
+        check_name_binding(layout, upload.bucket or "", upload.key or "")
+        sealed = tuple(trailers)
+        etag = object_etag([t.md5 for t in sealed], marker.multipart)
+        return ObjectInfo(layout, sealed, etag, object_checksum(layout, sealed, marker))
