@@ -89,6 +89,12 @@ def test_small_objects_read_back_with_one_upstream_request_each(
     got = b.client.get_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
     assert got["ETag"] == head["ETag"] and got["Body"].read() == data
     assert "ChecksumCRC32" in got
+    # HEAD first in the other process: the small object is read whole, header and trailer.
+    a.client.put_object(Bucket=bucket, Key="k2", Body=data[:1000])
+    cost = b.cost(lambda: b.client.head_object(Bucket=bucket, Key="k2"))
+    assert cost == {"HEAD": 1, "GET": 1}, cost
+    assert b.client.head_object(Bucket=bucket, Key="k2")["ContentLength"] == 1000
+    assert b.cost(lambda: _body(b.client, bucket, "k2")) == {"GET": 1}
 
 
 def test_ranged_reads_of_a_known_layout_skip_the_probe(

@@ -393,13 +393,14 @@ class ObjectInspector:
         return info
 
     async def first_header(
-        self, target: Target, headers: Headers
-    ) -> tuple[Marker, int, Header, aiohttp.ClientResponse] | aiohttp.ClientResponse:
-        """GET the first 256 bytes. Returns the marker, stored size, first header and the
+        self, target: Target, headers: Headers, length: int = HEADER_SIZE
+    ) -> tuple[Marker, int, bytes, aiohttp.ClientResponse] | aiohttp.ClientResponse:
+        """GET the first ``length`` bytes (at least the header). Returns the marker, stored
+        size, the bytes read (fewer than ``length`` only where the object is shorter) and the
         (released) probe response if the object is ours, else the probe response to relay or
         retry (released by the caller)."""
         probe = await self.upstream.send(
-            "GET", target, [*headers, ("Range", f"bytes=0-{HEADER_SIZE - 1}")]
+            "GET", target, [*headers, ("Range", f"bytes=0-{max(length, HEADER_SIZE) - 1}")]
         )
         try:
             # A 200 is an upstream that ignored the Range: the body is still the stored object.
@@ -415,7 +416,8 @@ class ObjectInspector:
             if stored_total < HEADER_SIZE:
                 raise IntegrityError("The stored object is shorter than its header.")
             try:
-                first = parse_header(count_upstream(await probe.content.readexactly(HEADER_SIZE)))
+                wanted = max(HEADER_SIZE, min(length, stored_total))
+                data = count_upstream(await probe.content.readexactly(wanted))
             except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
                 # Fewer bytes than the response announced: the connection, not the data.
                 raise UpstreamUnavailable("The upstream response broke off.") from exc
@@ -423,7 +425,7 @@ class ObjectInspector:
             probe.release()
             raise
         probe.release()
-        return marker, stored_total, first, probe
+        return marker, stored_total, data, probe
 
     async def probe(
         self,
@@ -431,15 +433,25 @@ class ObjectInspector:
         headers: Headers,
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
+        length: int = HEADER_SIZE,
     ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
-        """GET the first 256 bytes. Returns the object's info and the probe response if the
-        object is ours, else the probe response to relay or retry (released by the caller)."""
-        found = await self.first_header(target, headers)
+        """GET the first 256 bytes (or ``length``: a small object whole, trailer included).
+        Returns the object's info and the probe response if the object is ours, else the probe
+        response to relay or retry (released by the caller)."""
+        found = await self.first_header(target, headers, length)
         if isinstance(found, aiohttp.ClientResponse):
             return found
-        marker, stored_total, first, probe = found
+        marker, stored_total, data, probe = found
+        first = parse_header(data[:HEADER_SIZE])
         stored_etag = probe.headers.get("ETag")
-        info = await self.info(target, stored_etag, stored_total, first, marker, keys, manifest)
+        check_marker(first, marker)
+        if manifest:
+            cached = self.cached(target, stored_etag, stored_total, first)
+            if cached is not None:
+                return cached, probe
+        info = await self.build(
+            target, stored_etag, stored_total, first, marker, keys, manifest, known=data
+        )
         return info, probe
 
     async def current(self, target: Target, manifest: bool = True) -> Current | None:

@@ -133,7 +133,11 @@ class Reader:
             check_marker(info.layout.streams[0].header, marker)
         else:
             same = [("If-Match", stored_etag)] if stored_etag else []
-            found = await self.objects.probe(target, same)
+            # A small single stream is read whole: its trailer comes with its header.
+            small = not marker.multipart and stored_total <= WHOLE_READ_LIMIT
+            found = await self.objects.probe(
+                target, same, length=stored_total if small else HEADER_SIZE
+            )
             if isinstance(found, aiohttp.ClientResponse):
                 found.release()
                 raise PreconditionChanged("The object changed while s3proxy read it; retry.")

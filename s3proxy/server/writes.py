@@ -26,7 +26,14 @@ from s3proxy.core.errors import (
     S3ProxyError,
 )
 from s3proxy.core.etags import md5_of_etag, object_etag, same_etag, single_etag
-from s3proxy.core.format import WRITE_VERSION, Header, StreamEncryptor, Trailer, name_binding
+from s3proxy.core.format import (
+    WRITE_VERSION,
+    Header,
+    StreamEncryptor,
+    Trailer,
+    name_binding,
+    parse_header,
+)
 from s3proxy.core.headers import (
     MARKER_HEADER,
     Headers,
@@ -460,7 +467,8 @@ class Writer:
         if isinstance(found, aiohttp.ClientResponse):
             found.release()
             return None
-        marker, stored_total, first, probe = found
+        marker, stored_total, head, probe = found
+        first = parse_header(head)
         stored_etag = probe.headers.get("ETag", "")
         check_marker(first, marker)
         info = self._from_own_parts(upload, numbers, stored, marker, first, stored_total)
