@@ -48,11 +48,14 @@ V = TypeVar("V")
 # objects of 10,000 parts cannot take more memory than many small ones.
 INFO_CACHE_STREAMS = 65_536
 FETCH_CONCURRENCY = 16
-# The stored ETag last seen per (bucket, key, version), for reads that skip the probe.
-LAST_ETAGS = 65_536
-# Parts this process encrypted, remembered until their CompleteMultipartUpload (about 0.5 KiB
-# each, so at most about 5 MiB): one upload of 10,000 parts, or many smaller ones, at once.
-OWN_PARTS = 10_000
+# The stored ETag last seen per (bucket, key, version), for reads that skip the probe, and the
+# parts this process encrypted, kept for their CompleteMultipartUpload: both bounded in bytes
+# (an entry's weight: its strings plus what Python needs around them, measured with
+# tracemalloc at about 400 bytes for an ETag and 1,100 for a part).
+LAST_ETAGS_BYTES = 4 * 1024 * 1024
+OWN_PARTS_BYTES = 4 * 1024 * 1024
+ETAG_ENTRY = 400
+PART_ENTRY = 1200
 
 CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
 
@@ -84,8 +87,9 @@ class LruCache(Generic[V]):
         if old is not None:
             self._weight -= old[1]
 
-    def put(self, key: CacheKey, value: V) -> None:
-        weight = self._weigh(value)
+    def put(self, key: CacheKey, value: V, weight: int | None = None) -> None:
+        """(``weight``: this entry's, instead of what ``weigh`` says.)"""
+        weight = self._weigh(value) if weight is None else weight
         if weight > self._limit:
             return
         old = self._items.pop(key, None)
@@ -164,6 +168,10 @@ def check_marker(first: Header, marker: Marker) -> None:
         raise IntegrityError("The stored object's header does not match its metadata.")
 
 
+def _part_key(target: Target, number: str) -> CacheKey:
+    return (target.bucket or "", target.key or "", target.param("uploadId") or "", number)
+
+
 def cache_key(target: Target, etag: str | None) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
 
@@ -176,8 +184,8 @@ class ObjectInspector:
         self._infos: LruCache[ObjectInfo] = LruCache(
             INFO_CACHE_STREAMS, lambda info: len(info.layout.streams), "layout"
         )
-        self._last_etags: LruCache[str] = LruCache(LAST_ETAGS, name="etag")
-        self._parts: LruCache[tuple[str, Header, Trailer]] = LruCache(OWN_PARTS, name="part")
+        self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
+        self._parts: LruCache[tuple[str, Header, Trailer]] = LruCache(OWN_PARTS_BYTES, name="part")
 
     async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:
         """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the
@@ -302,7 +310,7 @@ class ObjectInspector:
             return None
         if first is not None and found.layout.streams[0].header != first:
             return None
-        self._last_etags.put(cache_key(target, None), etag)
+        self._see(target, etag)
         return found
 
     def remember(self, target: Target, etag: str, info: ObjectInfo) -> None:
@@ -311,7 +319,11 @@ class ObjectInspector:
         if not etag or info.etag is None:
             return
         self._infos.put(cache_key(target, etag), info)
-        self._last_etags.put(cache_key(target, None), etag)
+        self._see(target, etag)
+
+    def _see(self, target: Target, etag: str) -> None:
+        key = cache_key(target, None)
+        self._last_etags.put(key, etag, ETAG_ENTRY + sum(map(len, key)) + len(etag))
 
     def last_seen(self, target: Target) -> tuple[str, ObjectInfo] | None:
         """The stored ETag this process last saw for the object and its cached info: a guess
@@ -329,17 +341,16 @@ class ObjectInspector:
         self, target: Target, stored_etag: str, header: Header, trailer: Trailer
     ) -> None:
         """A part this process has just stored (UploadPart), for its CompleteMultipartUpload."""
-        key = (
-            target.bucket or "",
-            target.key or "",
-            target.param("uploadId") or "",
-            target.param("partNumber") or "",
-        )
-        self._parts.put(key, (stored_etag, header, trailer))
+        key = _part_key(target, target.param("partNumber") or "")
+        weight = PART_ENTRY + sum(map(len, key)) + len(stored_etag) + len(header.wrapped_key)
+        self._parts.put(key, (stored_etag, header, trailer), weight)
 
     def own_part(self, target: Target, number: int) -> tuple[str, Header, Trailer] | None:
-        key = (target.bucket or "", target.key or "", target.param("uploadId") or "", str(number))
-        return self._parts.get(key)
+        return self._parts.get(_part_key(target, str(number)))
+
+    def forget_parts(self, target: Target, numbers: list[int]) -> None:
+        for number in numbers:
+            self._parts.pop(_part_key(target, str(number)))
 
     async def info(
         self,

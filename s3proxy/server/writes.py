@@ -472,6 +472,7 @@ class Writer:
         stored_etag = probe.headers.get("ETag", "")
         check_marker(first, marker)
         info = self._from_own_parts(upload, numbers, stored, marker, first, stored_total)
+        self.objects.forget_parts(upload, numbers)
         if info is None:
             info = await self.objects.build(
                 target, stored_etag, stored_total, first, marker, manifest=False
