@@ -407,3 +407,44 @@ def test_a_store_that_lies_about_etags_never_gets_unauthenticated_bytes_to_a_cli
         proxy.stop()
         relay.close()
         moto.stop()
+
+
+def test_a_part_uploaded_again_through_another_process_is_read_back_at_completion(
+    pair: tuple[Counted, Counted], bucket: str
+) -> None:
+    """The parts a process remembers count only where ListParts shows the stored ETag its own
+    UploadPart was answered: a part replaced through another process is read back."""
+    a, b = pair
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)]
+    uid = a.client.create_multipart_upload(Bucket=bucket, Key="again")["UploadId"]
+    etags = [
+        a.client.upload_part(Bucket=bucket, Key="again", UploadId=uid, PartNumber=i + 1, Body=p)[
+            "ETag"
+        ]
+        for i, p in enumerate(parts)
+    ]
+    parts[1] = os.urandom(5 * MiB)
+    etags[1] = b.client.upload_part(
+        Bucket=bucket, Key="again", UploadId=uid, PartNumber=2, Body=parts[1]
+    )["ETag"]
+
+    result: dict[str, str] = {}
+
+    def complete() -> None:
+        done = a.client.complete_multipart_upload(
+            Bucket=bucket,
+            Key="again",
+            UploadId=uid,
+            MultipartUpload={
+                "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]
+            },
+        )
+        result["etag"] = done["ETag"]
+
+    cost = a.cost(complete)
+    # ListParts, the first 256 bytes, 2 part boundaries, the last trailer, the manifest tag.
+    assert cost == {"POST": 1, "GET": 1 + 1 + 2 + 1 + 1, "PUT": 1}, cost
+    joined = b"".join(parts)
+    assert _body(b.client, bucket, "again") == joined
+    assert b.client.head_object(Bucket=bucket, Key="again")["ETag"] == result["etag"]
+    assert _body(a.client, bucket, "again", Range="bytes=0-99") == joined[:100]
