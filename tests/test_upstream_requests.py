@@ -56,7 +56,11 @@ def pair(workdir: Path, vault: Vault, s3: S3Server) -> Iterator[tuple[Counted, C
     started = []
     for _ in range(2):
         admin = free_port()
-        extra = {"S3PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}", "S3PROXY_BIND_OBJECT_NAMES": "true"}
+        extra = {
+            "S3PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+            "S3PROXY_BIND_OBJECT_NAMES": "true",
+            "S3PROXY_WORKERS": "1",  # what one process learnt is the point
+        }
         p = start_proxy(workdir, vault, s3, extra)
         started.append(Counted(p, admin))
     yield started[0], started[1]
@@ -379,7 +383,9 @@ def test_a_store_that_lies_about_etags_never_gets_unauthenticated_bytes_to_a_cli
     moto = start_s3(workdir, enforce_signatures=False)
     relay = LyingUpstream(int(moto.endpoint.rsplit(":", 1)[1]))
     lying = S3Server(moto.process, f"http://127.0.0.1:{relay.port}", "k", "s")
-    proxy = start_proxy(workdir, vault, lying, {"S3PROXY_BIND_OBJECT_NAMES": "true"})
+    proxy = start_proxy(
+        workdir, vault, lying, {"S3PROXY_BIND_OBJECT_NAMES": "true", "S3PROXY_WORKERS": "1"}
+    )
     try:
         client = proxy.client(retries={"total_max_attempts": 1})
         raw = moto.client()
