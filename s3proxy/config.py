@@ -600,7 +600,7 @@ def _ops(values: Mapping[str, str | None]) -> OpsSettings:
         log_format=log_format,
         shutdown_delay=_number(values, "S3PROXY_SHUTDOWN_DELAY"),
         shutdown_grace=_number(values, "S3PROXY_SHUTDOWN_GRACE"),
-        workers=_workers(_require(values, "S3PROXY_WORKERS")),
+        workers=parse_workers(_require(values, "S3PROXY_WORKERS")),
     )
 
 
@@ -612,7 +612,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _workers(value: str) -> int:
+def parse_workers(value: str) -> int:
     if value.strip().lower() == "auto":
         quota = quota_cpus(
             _read("/sys/fs/cgroup/cpu.max"),

@@ -20,6 +20,7 @@ from s3proxy.server.admin import Admin
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
 from s3proxy.server.lifecycle import Lifecycle
+from s3proxy.server.peers import Peers
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
@@ -28,6 +29,8 @@ log = logging.getLogger("s3proxy")
 __all__ = ["run_proxy", "setup_logging", "vault_from"]
 
 CUT_TIMEOUT = 0.5  # seconds a cut request's handler may take to unwind
+# The stop reason of a worker whose sibling ended (/quitquitquit or a crash): no shutdown delay.
+ANOTHER_WORKER_ENDED = "another worker ended"
 
 
 def vault_from(config: Config) -> VaultTransit:
@@ -44,17 +47,25 @@ def vault_from(config: Config) -> VaultTransit:
 
 
 async def run_proxy(
-    config: Config, ready: asyncio.Event | None = None, reuse_port: bool = False
+    config: Config,
+    ready: asyncio.Event | None = None,
+    reuse_port: bool = False,
+    peers: Peers | None = None,
 ) -> None:
-    """Serve until cancelled, sent SIGTERM/SIGINT or ``POST /quitquitquit``; then drain."""
+    """Serve until cancelled, sent SIGTERM/SIGINT or ``POST /quitquitquit``; then drain. A
+    worker (``peers`` given) also stops at once on SIGUSR1: another worker ended."""
     lifecycle = Lifecycle()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    stops = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+    if peers is not None:
+        stops[signal.SIGUSR1] = ANOTHER_WORKER_ENDED
+    for sig, reason in stops.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, lifecycle.request_stop, signal.Signals(sig).name)
+            loop.add_signal_handler(sig, lifecycle.request_stop, reason)
     credentials = CredentialSource(lambda: resolve(config.credentials))
     vault = vault_from(config)
-    admin_runner = await _start_admin(config, lifecycle, vault, reuse_port)
+    admin_runner, admin = await _start_admin(config, lifecycle, vault, reuse_port, peers)
+    publishing = asyncio.create_task(admin.keep_publishing()) if admin and peers else None
     upstream = Upstream(
         config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
     )
@@ -97,6 +108,8 @@ async def run_proxy(
     finally:
         if checks is not None:
             checks.cancel()
+        if publishing is not None:
+            publishing.cancel()
         if runner is not None:
             await runner.cleanup()
         await upstream.close()
@@ -109,12 +122,18 @@ async def run_proxy(
 
 
 async def _start_admin(
-    config: Config, lifecycle: Lifecycle, vault: VaultTransit, reuse_port: bool
-) -> web.AppRunner | None:
+    config: Config,
+    lifecycle: Lifecycle,
+    vault: VaultTransit,
+    reuse_port: bool,
+    peers: Peers | None,
+) -> tuple[web.AppRunner | None, Admin | None]:
     if config.ops.admin_listen is None:
-        return None
+        return None, None
     host, port = config.ops.admin_listen
-    admin = Admin(lifecycle, lambda: vault.auth.available, config.ops.readiness_requires_vault)
+    admin = Admin(
+        lifecycle, lambda: vault.auth.available, config.ops.readiness_requires_vault, peers
+    )
     runner = web.AppRunner(admin.app(), access_log=None, shutdown_timeout=CUT_TIMEOUT)
     await runner.setup()
     try:
@@ -124,7 +143,7 @@ async def _start_admin(
     except OSError as exc:
         await runner.cleanup()
         raise OSError(f"S3PROXY_ADMIN_LISTEN {host}:{port}: {exc.strerror or exc}") from exc
-    return runner
+    return runner, admin
 
 
 async def _drain(
@@ -133,7 +152,7 @@ async def _drain(
     """Readiness already fails. Keep serving for the shutdown delay (not after
     ``/quitquitquit``: the workload said it is done), close the listener, then give requests in
     flight the grace period."""
-    delay = 0.0 if reason == "quitquitquit" else config.ops.shutdown_delay
+    delay = 0.0 if reason in ("quitquitquit", ANOTHER_WORKER_ENDED) else config.ops.shutdown_delay
     grace = config.ops.shutdown_grace
     log.info(
         "shutting down (%s): listener closes in %.1fs, then requests in flight have %.1fs",

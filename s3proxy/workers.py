@@ -17,30 +17,32 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import MutableSequence
 from types import FrameType
 
 from s3proxy.config import Config
 from s3proxy.serve import run_proxy, setup_logging
+from s3proxy.server.peers import Peers
 
 log = logging.getLogger("s3proxy")
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 EXTRA_STOP_SECONDS = 10.0  # beyond a worker's own delay and grace, before it is killed
 
 
-def serve_one(config: Config, reuse_port: bool = False) -> int:
+def serve_one(config: Config, reuse_port: bool = False, peers: Peers | None = None) -> int:
     """The proxy in this process, until it is stopped."""
     try:
-        asyncio.run(run_proxy(config, reuse_port=reuse_port))
+        asyncio.run(run_proxy(config, reuse_port=reuse_port, peers=peers))
     except OSError as exc:
         print(f"s3proxy: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _worker(config: Config, index: int) -> None:
+def _worker(config: Config, index: int, slots: MutableSequence[int]) -> None:
     setup_logging(config.log_level, config.ops.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which says
-    sys.exit(serve_one(config, reuse_port=True))
+    sys.exit(serve_one(config, reuse_port=True, peers=Peers(slots, index)))
 
 
 def serve(config: Config) -> int:
@@ -53,18 +55,22 @@ def serve(config: Config) -> int:
         own_dir = tempfile.mkdtemp(prefix="s3proxy-metrics-")
         os.environ[METRICS_DIR] = own_dir  # inherited by the workers, read as they start
     context = multiprocessing.get_context("spawn")
+    slots = context.RawArray("B", workers)  # each worker's probe verdicts (server/peers.py)
     procs = [
-        context.Process(target=_worker, args=(config, i), name=f"s3proxy-worker-{i}")
+        context.Process(target=_worker, args=(config, i, slots), name=f"s3proxy-worker-{i}")
         for i in range(workers)
     ]
     stopping = False
 
+    def signal_all(signum: int) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signum)
+
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for proc in procs:
-            if proc.pid is not None and proc.exitcode is None:
-                os.kill(proc.pid, signal.SIGTERM)
+        signal_all(signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -75,9 +81,13 @@ def serve(config: Config) -> int:
         first = next(p for p in procs if p.sentinel in ready)
         first.join()  # its sentinel closes as it exits: reap it for its status
         status = first.exitcode or 0
+        if stopping and status == -signal.SIGTERM:
+            status = 0  # stopped by the forwarded signal before it could handle it: as asked
         if not stopping:
+            # /quitquitquit reached it, or it failed: the others stop now, without the delay.
             log.info("worker %s ended (status %s): stopping the others", first.pid, status)
-            stop(signal.SIGTERM, None)
+            stopping = True
+            signal_all(signal.SIGUSR1)
         deadline = (
             time.monotonic()
             + config.ops.shutdown_delay

@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from s3proxy.config import parse_workers
 from s3proxy.devstack import (
     S3Server,
     Vault,
@@ -71,9 +72,17 @@ class ProxyProcess:
                 self.proc.wait()
 
 
+# The workers every proxy of the suite runs: what the default (`S3PROXY_WORKERS=auto`) gives
+# on this machine, or `S3PROXY_TEST_WORKERS=2 make test` (what auto gives a container limited
+# to 2 CPUs). Tests that count one process's own Vault calls, logins or memory set
+# S3PROXY_WORKERS=1 themselves; tests that count for the whole proxy multiply by this.
+PROXY_WORKERS = parse_workers(os.environ.get("S3PROXY_TEST_WORKERS") or "auto")
+
+
 def start_proxy(
     workdir: Path, vault: Vault, s3: S3Server, extra: Mapping[str, str] | None = None
 ) -> ProxyProcess:
+    extra = {"S3PROXY_WORKERS": str(PROXY_WORKERS), **(extra or {})}
     process, port = start_proxy_process(workdir, vault, s3, extra)
     return ProxyProcess(process.proc, port, process.log_path)
 

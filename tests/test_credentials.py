@@ -307,6 +307,8 @@ def test_failed_refreshes_are_retried_while_credentials_stay_valid(
             {
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.uri,
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "token"),
+                # one process's refreshes (workers would share out the failures between them)
+                "S3PROXY_WORKERS": "1",
             }
         )
         client = proxy.client(retries={"max_attempts": 1})

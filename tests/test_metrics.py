@@ -151,7 +151,8 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(
     bucket: str,
     tmp_path: Path,
 ) -> None:
-    shared = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    # Two single-process proxies sharing one directory: what S3PROXY_WORKERS does inside one.
+    shared = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "S3PROXY_WORKERS": "1"}
     first, first_admin = run(procs, workdir, vault, s3, **shared)
     second, second_admin = run(procs, workdir, vault, s3, **shared)
     for i in range(3):

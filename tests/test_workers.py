@@ -1,21 +1,28 @@
 """Worker processes (S3PROXY_WORKERS): the CPU count a container may use, and a real supervisor
 with two workers sharing the S3 and admin ports, summing metrics, and stopping together on
-SIGTERM and on /quitquitquit."""
+SIGTERM and on /quitquitquit, and answering the probes for each other."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from s3proxy.config import ConfigError, load
 from s3proxy.core.cpus import quota_cpus, usable_cpus
 from s3proxy.devstack import S3Server, Vault, free_port
+from s3proxy.server.admin import Admin
+from s3proxy.server.lifecycle import Lifecycle
+from s3proxy.server.peers import READY, STARTED, Peers
 from tests.conftest import ProxyProcess, start_proxy
+from tests.test_admin import probe
 
 BASE = {"S3PROXY_VAULT_TRANSIT_KEY": "k", "VAULT_ADDR": "http://127.0.0.1:8200", "VAULT_TOKEN": "t"}
 
@@ -49,7 +56,7 @@ def _metric(admin: int, name: str) -> float:
 
 
 def _two_workers(
-    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path, **extra: str
 ) -> tuple[ProxyProcess, int, Path]:
     admin = free_port()
     metrics = tmp_path / "metrics"
@@ -62,6 +69,7 @@ def _two_workers(
             "S3PROXY_WORKERS": "2",
             "S3PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            **extra,
         },
     )
     return proxy, admin, metrics
@@ -99,13 +107,74 @@ def test_two_workers_share_the_port_and_sum_their_metrics(
 def test_quitquitquit_to_one_worker_stops_them_all(
     workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
 ) -> None:
-    proxy, admin, _ = _two_workers(workdir, vault, s3, tmp_path)
+    """The worker the request reaches stops, and so do the others, all without the shutdown
+    delay (the workload is done), well within it."""
+    proxy, admin, _ = _two_workers(workdir, vault, s3, tmp_path, S3PROXY_SHUTDOWN_DELAY="30")
     try:
+        _wait_all_started(admin)
         workers = _children(proxy.proc.pid)
         request = urllib.request.Request(f"http://127.0.0.1:{admin}/quitquitquit", method="POST")
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200
-        assert proxy.proc.wait(30) == 0
+        assert proxy.proc.wait(15) == 0
         assert all(not Path(f"/proc/{w}").exists() for w in workers)
+        assert "another worker ended" in proxy.log_text()
     finally:
         proxy.stop()
+
+
+def test_sigterm_while_workers_start_is_a_clean_stop(
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+) -> None:
+    """SIGTERM that reaches a worker before it handles signals still ends the proxy with 0."""
+    proxy, _, _ = _two_workers(workdir, vault, s3, tmp_path)
+    try:
+        proxy.proc.send_signal(signal.SIGTERM)  # the workers are still importing
+        assert proxy.proc.wait(30) == 0
+    finally:
+        proxy.stop()
+
+
+def test_probes_answer_for_every_worker(
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+) -> None:
+    """Whichever worker a probe reaches, /startup and /readiness say the same once both
+    workers have started: each answers for the other too (server/peers.py)."""
+    proxy, admin, _ = _two_workers(workdir, vault, s3, tmp_path)
+    try:
+        _wait_all_started(admin)
+        answers = [probe(admin, path)[0] for path in ("/startup", "/readiness") * 20]
+        assert answers == [200] * 40
+    finally:
+        proxy.stop()
+
+
+def _wait_all_started(admin: int) -> None:
+    deadline = time.monotonic() + 30
+    while probe(admin, "/readiness")[0] != 200:
+        assert time.monotonic() < deadline, "the workers did not become ready"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("others", "startup", "readiness"),
+    [
+        ([0], 503, 503),  # the other worker has not started
+        ([STARTED], 200, 503),  # started, not ready (Vault, or draining)
+        ([STARTED | READY], 200, 200),
+        ([STARTED | READY, STARTED], 200, 503),
+    ],
+)
+def test_a_worker_answers_its_probes_for_all(
+    others: list[int], startup: int, readiness: int
+) -> None:
+    async def main() -> tuple[int, int, int]:
+        lifecycle = Lifecycle()
+        lifecycle.started = True
+        slots = [0, *others]
+        admin = Admin(lifecycle, lambda: True, False, Peers(slots, 0))
+        started = await admin.startup(make_mocked_request("GET", "/startup"))
+        ready = await admin.readiness(make_mocked_request("GET", "/readiness"))
+        return started.status, ready.status, slots[0]
+
+    assert asyncio.run(main()) == (startup, readiness, STARTED | READY)

@@ -8,6 +8,7 @@ caller (the key service) and the wrapped data key is carried in the header as an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -38,6 +39,7 @@ VERSION_2 = 2
 WRITE_VERSION = VERSION_2
 ALGORITHM_AES256GCM_HKDF_SHA256 = 1
 DATA_KEY_SIZE = 32
+STREAM_KEY_CACHE = 1024  # derived stream keys remembered (32 bytes each)
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 NAME_BINDING_SIZE = 16
@@ -219,13 +221,15 @@ def derive_stream_key(data_key: bytes, header: Header) -> bytes:
     """HKDF-SHA256(data key, salt, info = label || authenticated header bytes)."""
     if len(data_key) != DATA_KEY_SIZE:
         raise ValueError("data key must be 32 bytes")
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=header.salt,
-        info=_KDF_LABELS[header.version] + header.authenticated_bytes(),
-    )
-    return hkdf.derive(data_key)
+    return _hkdf(data_key, header.salt, _KDF_LABELS[header.version] + header.authenticated_bytes())
+
+
+@functools.lru_cache(maxsize=STREAM_KEY_CACHE)
+def _hkdf(data_key: bytes, salt: bytes, info: bytes) -> bytes:
+    """Remembered for the streams read or written lately: every GET of an object derives its
+    stream keys again (docs/performance.md). The cache holds derived keys only of data keys
+    the caller already holds in plaintext."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(data_key)
 
 
 def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:

@@ -8,6 +8,7 @@ token) never reaches the log unless a format string puts it in the message.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import sys
@@ -19,8 +20,15 @@ EXTRA_FIELDS = (*FIELDS, "integrity")
 
 
 def _time(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    whole = int(record.created)
+    millis = int((record.created - whole) * 1000)
+    return f"{_second(whole)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    """The time to the second, formatted once for all the lines within it."""
+    return dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class JsonFormatter(logging.Formatter):

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -104,19 +105,32 @@ CREDENTIAL_FAILURES = Counter(
 )
 
 
+# Label children looked up once: ``labels()`` takes a lock and builds its key on every call,
+# and these are touched on every request (operation, method and status sets are small).
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Any, *values: str) -> Any:
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def observe_request(
     operation: str, status: int, seconds: float, bytes_in: int, bytes_out: int
 ) -> None:
-    REQUESTS.labels(operation, str(status)).inc()
-    REQUEST_DURATION.labels(operation).observe(seconds)
+    _child(REQUESTS, operation, str(status)).inc()
+    _child(REQUEST_DURATION, operation).observe(seconds)
     if bytes_in:
-        REQUEST_BYTES.labels(operation).inc(bytes_in)
+        _child(REQUEST_BYTES, operation).inc(bytes_in)
     if bytes_out:
-        RESPONSE_BYTES.labels(operation).inc(bytes_out)
+        _child(RESPONSE_BYTES, operation).inc(bytes_out)
 
 
 def observe_upstream(method: str, status: int, seconds: float) -> None:
-    UPSTREAM_DURATION.labels(method, str(status)).observe(seconds)
+    _child(UPSTREAM_DURATION, method, str(status)).observe(seconds)
 
 
 @contextmanager
@@ -134,7 +148,7 @@ def vault_call(kind: str, outcome_of: Callable[[BaseException], str]) -> Iterato
 
 
 def cache_lookup(hits: Counter, misses: Counter, cache: str, hit: bool) -> None:
-    (hits if hit else misses).labels(cache).inc()
+    _child(hits if hit else misses, cache).inc()
 
 
 def exposition() -> tuple[bytes, str]:

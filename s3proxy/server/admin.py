@@ -2,6 +2,8 @@
 it while the S3 port stays on loopback (docs/operations.md):
 
 - ``GET /startup``: 200 once the process has started (see :mod:`s3proxy.server.lifecycle`).
+  With several workers, ``/startup`` and ``/readiness`` answer for all of them
+  (:mod:`s3proxy.server.peers`).
 - ``GET /liveness``: 200 while the process and its event loop answer.
 - ``GET /readiness``: 200 when started and not draining (and, with
   ``S3PROXY_READINESS_REQUIRES_VAULT``, while Vault answers).
@@ -11,6 +13,7 @@ it while the S3 port stays on loopback (docs/operations.md):
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable
 
@@ -18,6 +21,7 @@ from aiohttp import web
 
 from s3proxy.ops import metrics
 from s3proxy.server.lifecycle import Lifecycle
+from s3proxy.server.peers import PUBLISH_INTERVAL, Peers
 
 
 class Admin:
@@ -26,28 +30,51 @@ class Admin:
         lifecycle: Lifecycle,
         vault_available: Callable[[], bool],
         readiness_requires_vault: bool,
+        peers: Peers | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._vault_available = vault_available
         self._requires_vault = readiness_requires_vault
+        self._peers = peers  # the other workers' verdicts, with S3PROXY_WORKERS > 1
 
     async def startup(self, request: web.Request) -> web.Response:
-        if self._lifecycle.started:
-            return _text(200, "started")
-        return _text(503, f"starting: {self._lifecycle.waiting_for}")
+        if not self._lifecycle.started:
+            return _text(503, f"starting: {self._lifecycle.waiting_for}")
+        if self._peers is not None and not self._peers.others_started():
+            return _text(503, "starting: another worker has not started yet")
+        return _text(200, "started")
 
     async def liveness(self, request: web.Request) -> web.Response:
         return _text(200, "alive")
 
-    async def readiness(self, request: web.Request) -> web.Response:
+    def own_readiness(self) -> tuple[int, str]:
+        """This process's own verdict (status and text), whatever other workers say."""
         lifecycle = self._lifecycle
         if lifecycle.draining:
-            return _text(503, "draining")
+            return 503, "draining"
         if not lifecycle.started:
-            return _text(503, f"starting: {lifecycle.waiting_for}")
+            return 503, f"starting: {lifecycle.waiting_for}"
         if self._requires_vault and not self._vault_available():
-            return _text(503, "Vault is unreachable (S3PROXY_READINESS_REQUIRES_VAULT)")
-        return _text(200, "ready")
+            return 503, "Vault is unreachable (S3PROXY_READINESS_REQUIRES_VAULT)"
+        return 200, "ready"
+
+    def publish(self) -> None:
+        """Tell the other workers this one's verdicts."""
+        if self._peers is not None:
+            ready = self.own_readiness()[0] == 200
+            self._peers.publish(self._lifecycle.started, ready)
+
+    async def keep_publishing(self) -> None:
+        while True:
+            self.publish()
+            await asyncio.sleep(PUBLISH_INTERVAL)
+
+    async def readiness(self, request: web.Request) -> web.Response:
+        status, text = self.own_readiness()
+        self.publish()
+        if status == 200 and self._peers is not None and not self._peers.others_ready():
+            return _text(503, "another worker is not ready")
+        return _text(status, text)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = metrics.exposition()

@@ -45,6 +45,7 @@ log = logging.getLogger("s3proxy")
 CORS_ORIGIN = "s3proxy.cors_origin"  # request key: the allowed Origin of a cross-origin request
 
 SIGNING_BUFFER_LIMIT = 1024 * 1024  # pass-through bodies up to this size are signed by hash
+HOST_VERDICTS = 256  # Host values whose verdict is remembered
 
 Handler = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
 
@@ -61,6 +62,7 @@ class Proxy:
         self.upstream = upstream
         self.identity = identity
         self._in_flight = 0
+        self._hosts: dict[str | None, bool] = {}  # Host value -> allowed (bounded, below)
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         objects = ObjectInspector(keys, upstream)
         reader = Reader(config, keys, upstream, objects)
@@ -161,7 +163,13 @@ class Proxy:
         origin nobody allowed; an allowed origin's responses carry CORS headers."""
         config = self.config
         host = request.headers.get("Host")
-        if not host_allowed(host, config.virtual_host_suffixes, config.allowed_hosts):
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = host_allowed(host, config.virtual_host_suffixes, config.allowed_hosts)
+            if len(self._hosts) >= HOST_VERDICTS:
+                self._hosts.clear()  # hostile clients naming many hosts only cost the parse
+            self._hosts[host] = allowed
+        if not allowed:
             return _refuse(
                 request,
                 AccessDeniedByProxy(

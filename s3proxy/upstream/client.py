@@ -70,19 +70,20 @@ class _Signer:
             region=self._region,
             service="s3",
             date=self._now(),
-            should_sign_header=_signed_header,
             use_double_uri_encode=False,
             should_normalize_uri_path=False,
             signed_body_value=payload_hash,
             signed_body_header_type=crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
         )
-        request = crt_http.HttpRequest(method, path, crt_http.HttpHeaders(list(headers.items())))
+        # The headers that are not signed are left out of the signer's request and added
+        # back after (cheaper than a Python callback per header from the C signer).
+        signed = [(k, v) for k, v in headers.items() if k.lower() not in UNSIGNED_HEADERS]
+        request = crt_http.HttpRequest(method, path, crt_http.HttpHeaders(signed))
         crt_auth.aws_sign_request(request, config).result(SIGNING_TIMEOUT)
-        return dict(request.headers)
-
-
-def _signed_header(name: str) -> bool:
-    return name.lower() not in UNSIGNED_HEADERS
+        out = dict(request.headers)
+        if len(signed) < len(headers):
+            out.update((k, v) for k, v in headers.items() if k.lower() in UNSIGNED_HEADERS)
+        return out
 
 
 class Upstream:
