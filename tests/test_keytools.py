@@ -92,7 +92,7 @@ def test_rotation_rewrap_and_min_decryption_version(
                 Body=objects[f"old/{i}"],
                 Metadata={"n": str(i)},
                 ContentType="text/x-old",
-                Tagging="team=a",
+                Tagging="team=a&note=a%20b%2Bc%3Dd%3Ae%2Ff%40g",
             )
         parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(99)]
         upload_multipart(client, bucket, "old/multi", parts)
@@ -131,7 +131,8 @@ def test_rotation_rewrap_and_min_decryption_version(
         meta = c.head_object(Bucket=bucket, Key="old/1")
         assert meta["Metadata"] == {"n": "1"} and meta["ContentType"] == "text/x-old"
         assert c.get_object_tagging(Bucket=bucket, Key="old/1")["TagSet"] == [
-            {"Key": "team", "Value": "a"}
+            {"Key": "team", "Value": "a"},
+            {"Key": "note", "Value": "a b+c=d:e/f@g"},
         ]
     finally:
         fresh.stop()

@@ -320,6 +320,15 @@ def without_checksums(body: bytes) -> bytes:
     return _serialize(root)
 
 
+def upload_id(body: bytes) -> str | None:
+    """The UploadId of an InitiateMultipartUploadResult."""
+    root = _parse(body)
+    for element in root.iter():
+        if _local(element.tag) == "UploadId" and element.text:
+            return element.text
+    return None
+
+
 def tag_set(body: bytes) -> list[tuple[str, str]]:
     """The (Key, Value) pairs of a Tagging document (GetObjectTagging, PutObjectTagging)."""
     root = _parse(body)

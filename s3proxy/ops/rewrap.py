@@ -12,6 +12,7 @@ from urllib.parse import quote
 from s3proxy.core.errors import IntegrityError, S3ProxyError
 from s3proxy.core.layout import Layout, StreamInfo
 from s3proxy.core.request import Target
+from s3proxy.core.s3xml import completion_body, upload_id
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.keys.transit import VaultTransit
 from s3proxy.server.objects import ObjectInspector
@@ -87,13 +88,11 @@ class Rewrapper:
         return "rewritten"
 
     async def _tagging(self, target: Target) -> str:
-        resp = await self.upstream.send(
-            "GET", Target(target.bucket, target.key, (("tagging", None),)), []
-        )
-        async with resp:
-            body = await resp.read()
-        pairs = re.findall(rb"<Tag><Key>([^<]*)</Key><Value>([^<]*)</Value></Tag>", body)
-        return "&".join(f"{quote(k.decode())}={quote(v.decode())}" for k, v in pairs)
+        """The object's tags as an ``x-amz-tagging`` value (the proxy's manifest tag too)."""
+        tags = await self.objects.tags.read(target)
+        if tags is None:  # rewriting now would drop them
+            raise S3ProxyError("the object's tags could not be read; it was left as it is")
+        return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags)
 
     async def _stream_bytes(
         self, target: Target, etag: str, first: int, last: int
@@ -145,13 +144,12 @@ class Rewrapper:
             "POST", Target(target.bucket, target.key, (("uploads", None),)), kept, b""
         )
         async with create:
-            text = await create.text()
+            created = await create.read()
             if create.status != 200:
                 raise S3ProxyError(f"starting the rewrite failed with HTTP {create.status}")
-        upload_id = re.search(r"<UploadId>([^<]+)</UploadId>", text)
-        if upload_id is None:
+        uid = upload_id(created)
+        if uid is None:
             raise S3ProxyError("the upstream returned no upload ID")
-        uid = upload_id.group(1)
         parts = []
         try:
             for number, stream in enumerate(layout.streams, start=1):
@@ -166,14 +164,11 @@ class Rewrapper:
                             f"rewriting part {number} failed with HTTP {resp.status}"
                         )
                     parts.append((number, resp.headers["ETag"]))
-            xml = "".join(
-                f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in parts
-            )
             complete = await self.upstream.send(
                 "POST",
                 Target(target.bucket, target.key, (("uploadId", uid),)),
                 [("Content-Type", "application/xml")],
-                f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode(),
+                completion_body(parts),
             )
             async with complete:
                 body_text = await complete.text()
