@@ -36,7 +36,7 @@ from botocore.exceptions import (
 )
 
 from s3proxy.devstack import S3Server, Vault, free_port
-from tests.conftest import ProxyProcess, start_proxy
+from tests.conftest import ProxyProcess, start_proxy, upload_multipart
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,6 +59,9 @@ class Fault:
     cut_when: threading.Event | None = None
     answer: bytes | None = None  # answer this (after reading the body) instead of forwarding
     delay: float = 0.0  # seconds to hold the request before it goes on
+    # Give up on the response (close both ends) once the proxy has not read it for this long,
+    # as some servers do with a reader that stalls (LocalStack: about a second).
+    stall_limit: float | None = None
     times: int | None = None  # how many requests it applies to (None: all)
     hits: int = 0  # requests it applied to
     cuts: int = 0  # connections it reset
@@ -172,6 +175,8 @@ class _Connection:
         if fault.cut_response_after is not None:
             self.response_cut = fault.cut_response_after
             self.response_head, self.response_length, self.response_seen = b"", None, 0
+        if fault.stall_limit is not None:
+            self.client.settimeout(fault.stall_limit)  # a blocked send raises: the relay ends
         self.upstream.sendall(head)
         return True
 
@@ -444,6 +449,22 @@ def test_upstream_reset_mid_get_object_never_yields_a_short_body(
     assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     # A broken connection is the network's fault, not the stored data's: no integrity alarm.
     assert not [line for line in relayed_proxy.log_lines() if line.get("integrity")]
+
+
+def test_a_cold_multipart_read_does_not_leave_the_whole_object_response_waiting(
+    relayed_proxy: ProxyProcess, s3_relay: FaultRelay, client: Any, bucket: str
+) -> None:
+    """A plain GET of a multipart object this process has not seen: working out its layout
+    takes ranged reads (slow here: 0.6 s each), and an upstream that gives up on a response
+    nobody reads for a second must not cut the object short meanwhile."""
+    parts = [os.urandom(5 * MiB) for _ in range(4)]
+    upload_multipart(client, bucket, "cold", parts)  # through another proxy: not cached here
+    whole = s3_relay.add(Fault(f"GET /{bucket}/cold ", stall_limit=1.0, times=1))
+    slow = s3_relay.add(Fault(f"GET /{bucket}/cold", delay=0.6))
+    reader = relayed_proxy.client(**CLIENT)
+    assert reader.get_object(Bucket=bucket, Key="cold")["Body"].read() == b"".join(parts)
+    assert whole.hits == 1 and slow.hits >= 2
+    assert not [line for line in relayed_proxy.log_lines() if line.get("severity") == "ERROR"]
 
 
 # ---- 3. the client disconnects in the middle of an upload ------------------------------------

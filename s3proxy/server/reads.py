@@ -199,6 +199,27 @@ class Reader:
             first = parse_header(head)
             check_marker(first, marker)
             info = self.objects.cached(target, stored_etag, stored_total, first)
+            if info is None and marker.multipart:
+                # Its layout takes many ranged reads: the whole-object response does not wait
+                # for them (an upstream may give up on a reader that stalls, as LocalStack
+                # does after about a second); its plaintext is fetched again, If-Match.
+                upstream_resp.close()
+                info = await self.objects.build(
+                    target, stored_etag, stored_total, first, marker, keys, known=head
+                )
+                return await self._send_span(
+                    request,
+                    target,
+                    headers,
+                    upstream_resp,
+                    info.layout.plan_all(),
+                    status=200,
+                    content_range=None,
+                    etag=info.etag or stored_etag,
+                    extra=_checksum_headers(info, marker) if _checksum_mode(request) else [],
+                    keys=keys,
+                    hidden_tags=_hidden_tags(info),
+                )
             if info is None:
                 if not marker.multipart and stored_total <= WHOLE_READ_LIMIT:
                     # A small object arrives whole anyway: its trailer is in this response.
