@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -51,6 +52,7 @@ from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
+from s3proxy.server.offload import OFFLOAD_MIN, Digests, Piece
 from s3proxy.server.relay import READ_CHUNK, relay_body
 from s3proxy.upstream.client import Upstream
 
@@ -91,21 +93,53 @@ async def _client_plaintext(
     request: web.Request, decoder: AwsChunkedDecoder | None, verifier: BodyVerifier
 ) -> AsyncIterator[bytes]:
     """The request body as plaintext, fed to the client's digests; it ends only after every
-    digest (header or trailer) has matched."""
+    digest (header or trailer) has matched. A large body's digests are computed in a thread,
+    behind the stream (server/offload.py)."""
     signed = BodyHash.of(request)  # a signed payload hash (client authentication)
+    digests = None
+    if (verifier.active or signed.expected is not None) and (
+        request.content_length or 0
+    ) >= OFFLOAD_MIN:
+        digests = Digests[bytes](
+            lambda pieces: _digest(pieces, signed, verifier, decoder is not None)
+        )
     try:
         async for chunk in request.content.iter_chunked(READ_CHUNK):
-            signed.update(chunk)
             plain = decoder.feed(chunk) if decoder is not None else chunk
-            verifier.update(plain)
+            if digests is None:
+                signed.update(chunk)
+                verifier.update(plain)
+            elif decoder is None:
+                await digests.add(chunk)
+            else:  # the signed hash covers the framed body, the checksums the plaintext
+                await digests.add(chunk)
+                await digests.add(plain)
             yield plain
+        if digests is not None:
+            await digests.flush()
     except (aiohttp.ClientPayloadError, ConnectionError) as exc:
         raise IncompleteBody("The request body was cut off.") from exc
+    finally:
+        if digests is not None:
+            digests.abandon()
     if decoder is not None:
         decoder.finish()
         verifier.trailers_arrived(decoder.trailers)
     signed.verify()
     verifier.verify()
+
+
+def _digest(pieces: list[bytes], signed: BodyHash, verifier: BodyVerifier, framed: bool) -> None:
+    """(In the offload pool.) Feed a batch of body pieces to the client's digests: the pieces
+    as they came, or (``framed``, aws-chunked) pairs of a received chunk and its plaintext."""
+    if not framed:
+        for piece in pieces:
+            signed.update(piece)
+            verifier.update(piece)
+        return
+    for chunk, plain in zip(pieces[::2], pieces[1::2], strict=True):
+        signed.update(chunk)
+        verifier.update(plain)
 
 
 def _with_aws_chunked(headers: Headers) -> Headers:
@@ -147,8 +181,20 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     return parser.close()
 
 
-def _unframed(data: bytes) -> bytes:
+Chunk = bytes | bytearray | memoryview
+
+
+def _unframed(data: Chunk) -> Chunk:
     return data
+
+
+def _md5_of(encryptor: StreamEncryptor) -> Callable[[list[Piece]], None]:
+    def update(pieces: list[Piece]) -> None:
+        """(In the offload pool.) The next plaintext pieces into the stream's MD5."""
+        for piece in pieces:
+            encryptor.hash(piece)
+
+    return update
 
 
 class Writer:
@@ -203,25 +249,40 @@ class Writer:
             headers = [*_with_aws_chunked(headers), *framer.headers]
             headers.append(("x-amz-decoded-content-length", str(stored)))
         frame = framer.frame if framer is not None else _unframed
+        tail = framer.finish if framer is not None else bytes
+        # A large stream's MD5 is computed in a thread while the loop encrypts and sends.
+        md5 = Digests(_md5_of(encryptor)) if length >= OFFLOAD_MIN else None
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[Chunk]:
             try:
                 yield frame(encryptor.header)
                 async for plain in plaintext:
-                    out = encryptor.feed(plain)
+                    if md5 is None:
+                        encryptor.hash(plain)
+                    else:
+                        await md5.add(plain)
+                    out = encryptor.encrypt(plain)
                     if out:
                         yield frame(out)
+                if md5 is not None:
+                    await md5.flush()
                 found = checksum()
                 last = encryptor.finish(*found) if found is not None else encryptor.finish()
             except S3ProxyError as err:
                 failure.append(err)
                 raise
+            finally:
+                if md5 is not None:
+                    md5.abandon()
             # Only a fully received and verified body gets its final segment: without it the
             # upstream never sees a complete request, so nothing is stored.
-            yield frame(last) + (framer.finish() if framer is not None else b"")
+            yield b"".join((frame(last), tail()))
 
         try:
-            resp = await self.upstream.send("PUT", target, headers, body(), sent, payload)
+            # The body's pieces are bytes-like (aiohttp writes any); the client's signature
+            # names bytes.
+            stream = cast(AsyncIterator[bytes], body())
+            resp = await self.upstream.send("PUT", target, headers, stream, sent, payload)
         except Exception:
             if failure:
                 raise failure[0] from None
