@@ -52,7 +52,7 @@ from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
-from s3proxy.server.offload import OFFLOAD_MIN, Digests, Piece
+from s3proxy.server.offload import OFFLOAD_MIN, Digests
 from s3proxy.server.relay import READ_CHUNK, relay_body
 from s3proxy.upstream.client import Upstream
 
@@ -188,13 +188,13 @@ def _unframed(data: Chunk) -> Chunk:
     return data
 
 
-def _md5_of(encryptor: StreamEncryptor) -> Callable[[list[Piece]], None]:
-    def update(pieces: list[Piece]) -> None:
-        """(In the offload pool.) The next plaintext pieces into the stream's MD5."""
+def _hash_with(update: Callable[[Chunk], None]) -> Callable[[list[Chunk]], None]:
+    def feed(pieces: list[Chunk]) -> None:
+        """(In the offload pool.) The next pieces into a stream's digest."""
         for piece in pieces:
-            encryptor.hash(piece)
+            update(piece)
 
-    return update
+    return feed
 
 
 class Writer:
@@ -250,12 +250,23 @@ class Writer:
             headers.append(("x-amz-decoded-content-length", str(stored)))
         frame = framer.frame if framer is not None else _unframed
         tail = framer.finish if framer is not None else bytes
-        # A large stream's MD5 is computed in a thread while the loop encrypts and sends.
-        md5 = Digests(_md5_of(encryptor)) if length >= OFFLOAD_MIN else None
+        # A large stream's MD5 and upstream checksum are computed in two threads, behind the
+        # stream, while the loop encrypts and sends (server/offload.py).
+        md5 = crc = None
+        if length >= OFFLOAD_MIN:
+            md5 = Digests(_hash_with(encryptor.hash))
+            if framer is not None:
+                crc = Digests(_hash_with(framer.hash))
+                frame = framer.wrap
+
+        async def framed(data: Chunk) -> Chunk:
+            if crc is not None:
+                await crc.add(data)
+            return frame(data)
 
         async def body() -> AsyncIterator[Chunk]:
             try:
-                yield frame(encryptor.header)
+                yield await framed(encryptor.header)
                 async for plain in plaintext:
                     if md5 is None:
                         encryptor.hash(plain)
@@ -263,20 +274,24 @@ class Writer:
                         await md5.add(plain)
                     out = encryptor.encrypt(plain)
                     if out:
-                        yield frame(out)
+                        yield await framed(out)
                 if md5 is not None:
                     await md5.flush()
                 found = checksum()
                 last = encryptor.finish(*found) if found is not None else encryptor.finish()
+                end = await framed(last)
+                if crc is not None:
+                    await crc.flush()
             except S3ProxyError as err:
                 failure.append(err)
                 raise
             finally:
-                if md5 is not None:
-                    md5.abandon()
+                for digests in (md5, crc):
+                    if digests is not None:
+                        digests.abandon()
             # Only a fully received and verified body gets its final segment: without it the
             # upstream never sees a complete request, so nothing is stored.
-            yield b"".join((frame(last), tail()))
+            yield b"".join((end, tail()))
 
         try:
             # The body's pieces are bytes-like (aiohttp writes any); the client's signature
