@@ -307,7 +307,6 @@ class StreamEncryptor:
         self._last_index = segment_count(plaintext_length, segment_size) - 1
         self._index = 0
         self._received = 0
-        self._hashed = 0
         self._buffer = bytearray()
         self._md5 = hashlib.md5() if self._header.has_trailer else None
         self.md5: bytes | None = None
@@ -323,24 +322,13 @@ class StreamEncryptor:
         self._aead.encrypt_into(nonce, plaintext, None, out)
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
-        """Hash and encrypt the next plaintext bytes: :meth:`hash` then :meth:`encrypt`."""
-        self.hash(data)
-        return self.encrypt(data)
-
-    def hash(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed the next plaintext bytes to the stream's MD5 (v2). Every byte given to
-        :meth:`encrypt` must also come here, in the same order; the two keep separate state, so
-        a caller may run them at the same time in two threads (each one call at a time)."""
-        self._hashed += len(data)
-        if self._md5 is not None:
-            self._md5.update(data)
-
-    def encrypt(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
         """The ciphertext of the segments the next plaintext bytes complete (none before the
         last, which :meth:`finish` returns), in one new buffer."""
         self._received += len(data)
         if self._received > self._header.plaintext_length:
             raise IncompleteBody("request body is longer than its declared length")
+        if self._md5 is not None:
+            self._md5.update(data)
         seg = self._header.segment_size
         view = memoryview(data)
         first: bytearray | None = None
@@ -385,8 +373,6 @@ class StreamEncryptor:
             )
         if self._index != self._last_index:
             raise RuntimeError("finish() called twice")
-        if self._hashed != self._received:
-            raise RuntimeError("not every encrypted byte was hashed")
         last = bytearray(len(self._buffer) + TAG_SIZE)
         self._seal_into(self._buffer, memoryview(last))
         if self._md5 is None:

@@ -54,10 +54,8 @@ class TrailingChecksumFramer:
             raise ValueError(f"unknown checksum algorithm {algorithm}")
         self.algorithm = algorithm
         self.length = encoded_length(total, algorithm, chunk_size)
-        self.total = total
         self._hasher = new_hasher(algorithm)
         self._left = total  # body bytes not framed yet
-        self._hashed = 0
         self._in_chunk = 0  # bytes still due in the open chunk
         self._chunk_size = chunk_size
 
@@ -70,22 +68,11 @@ class TrailingChecksumFramer:
         ]
 
     def frame(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
-        """:meth:`hash` and :meth:`wrap` the next body bytes."""
-        self.hash(data)
-        return self.wrap(data)
-
-    def hash(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed the next body bytes to the trailing checksum. Every byte given to :meth:`wrap`
-        must also come here, in the same order; the two keep separate state, so a caller may
-        run them at the same time in two threads (each one call at a time)."""
-        self._hashed += len(data)
-        self._hasher.update(data)
-
-    def wrap(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """The framed bytes: ``data`` itself where it lies inside the open chunk (no copy),
         else a new buffer with the size lines and line ends it crosses."""
         if len(data) > self._left:
             raise ValueError("more body than announced")
+        self._hasher.update(data)
         if 0 < len(data) < self._in_chunk:
             self._in_chunk -= len(data)
             self._left -= len(data)
@@ -108,6 +95,4 @@ class TrailingChecksumFramer:
     def finish(self) -> bytes:
         if self._left:
             raise ValueError("the body ended before its announced length")
-        if self._hashed != self.total:
-            raise RuntimeError("not every framed byte was hashed")
         return _trailer(self.algorithm, self._hasher.digest())

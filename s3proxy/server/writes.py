@@ -52,7 +52,6 @@ from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
-from s3proxy.server.offload import OFFLOAD_MIN, Digests
 from s3proxy.server.relay import READ_CHUNK, relay_body
 from s3proxy.upstream.client import Upstream
 
@@ -93,53 +92,21 @@ async def _client_plaintext(
     request: web.Request, decoder: AwsChunkedDecoder | None, verifier: BodyVerifier
 ) -> AsyncIterator[bytes]:
     """The request body as plaintext, fed to the client's digests; it ends only after every
-    digest (header or trailer) has matched. A large body's digests are computed in a thread,
-    behind the stream (server/offload.py)."""
+    digest (header or trailer) has matched."""
     signed = BodyHash.of(request)  # a signed payload hash (client authentication)
-    digests = None
-    if (verifier.active or signed.expected is not None) and (
-        request.content_length or 0
-    ) >= OFFLOAD_MIN:
-        digests = Digests[bytes](
-            lambda pieces: _digest(pieces, signed, verifier, decoder is not None)
-        )
     try:
         async for chunk in request.content.iter_chunked(READ_CHUNK):
+            signed.update(chunk)
             plain = decoder.feed(chunk) if decoder is not None else chunk
-            if digests is None:
-                signed.update(chunk)
-                verifier.update(plain)
-            elif decoder is None:
-                await digests.add(chunk)
-            else:  # the signed hash covers the framed body, the checksums the plaintext
-                await digests.add(chunk)
-                await digests.add(plain)
+            verifier.update(plain)
             yield plain
-        if digests is not None:
-            await digests.flush()
     except (aiohttp.ClientPayloadError, ConnectionError) as exc:
         raise IncompleteBody("The request body was cut off.") from exc
-    finally:
-        if digests is not None:
-            digests.abandon()
     if decoder is not None:
         decoder.finish()
         verifier.trailers_arrived(decoder.trailers)
     signed.verify()
     verifier.verify()
-
-
-def _digest(pieces: list[bytes], signed: BodyHash, verifier: BodyVerifier, framed: bool) -> None:
-    """(In the offload pool.) Feed a batch of body pieces to the client's digests: the pieces
-    as they came, or (``framed``, aws-chunked) pairs of a received chunk and its plaintext."""
-    if not framed:
-        for piece in pieces:
-            signed.update(piece)
-            verifier.update(piece)
-        return
-    for chunk, plain in zip(pieces[::2], pieces[1::2], strict=True):
-        signed.update(chunk)
-        verifier.update(plain)
 
 
 def _with_aws_chunked(headers: Headers) -> Headers:
@@ -186,15 +153,6 @@ Chunk = bytes | bytearray | memoryview
 
 def _unframed(data: Chunk) -> Chunk:
     return data
-
-
-def _hash_with(update: Callable[[Chunk], None]) -> Callable[[list[Chunk]], None]:
-    def feed(pieces: list[Chunk]) -> None:
-        """(In the offload pool.) The next pieces into a stream's digest."""
-        for piece in pieces:
-            update(piece)
-
-    return feed
 
 
 class Writer:
@@ -249,53 +207,25 @@ class Writer:
             headers = [*_with_aws_chunked(headers), *framer.headers]
             headers.append(("x-amz-decoded-content-length", str(stored)))
         frame = framer.frame if framer is not None else _unframed
-        tail = framer.finish if framer is not None else bytes
-        # A large stream's MD5 and upstream checksum are computed in two threads, behind the
-        # stream, while the loop encrypts and sends (server/offload.py).
-        md5 = crc = None
-        if length >= OFFLOAD_MIN:
-            md5 = Digests(_hash_with(encryptor.hash))
-            if framer is not None:
-                crc = Digests(_hash_with(framer.hash))
-                frame = framer.wrap
-
-        async def framed(data: Chunk) -> Chunk:
-            if crc is not None:
-                await crc.add(data)
-            return frame(data)
 
         async def body() -> AsyncIterator[Chunk]:
             try:
-                yield await framed(encryptor.header)
+                yield frame(encryptor.header)
                 async for plain in plaintext:
-                    if md5 is None:
-                        encryptor.hash(plain)
-                    else:
-                        await md5.add(plain)
-                    out = encryptor.encrypt(plain)
+                    out = encryptor.feed(plain)
                     if out:
-                        yield await framed(out)
-                if md5 is not None:
-                    await md5.flush()
+                        yield frame(out)
                 found = checksum()
                 last = encryptor.finish(*found) if found is not None else encryptor.finish()
-                end = await framed(last)
-                if crc is not None:
-                    await crc.flush()
             except S3ProxyError as err:
                 failure.append(err)
                 raise
-            finally:
-                for digests in (md5, crc):
-                    if digests is not None:
-                        digests.abandon()
             # Only a fully received and verified body gets its final segment: without it the
             # upstream never sees a complete request, so nothing is stored.
-            yield b"".join((end, tail()))
+            yield b"".join((frame(last), framer.finish() if framer is not None else b""))
 
         try:
-            # The body's pieces are bytes-like (aiohttp writes any); the client's signature
-            # names bytes.
+            # The pieces are bytes-like (aiohttp writes any); the client's signature says bytes.
             stream = cast(AsyncIterator[bytes], body())
             resp = await self.upstream.send("PUT", target, headers, stream, sent, payload)
         except Exception:
