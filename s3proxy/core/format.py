@@ -479,8 +479,11 @@ class StreamDecryptor:
         into = memoryview(out)
         at = pos = 0
         for n, size in enumerate(sizes):
-            unit = first if n == 0 and first is not None else view[pos : pos + size]
-            if unit is not first:
+            unit: bytearray | memoryview
+            if n == 0 and first is not None:
+                unit = first
+            else:
+                unit = view[pos : pos + size]
                 pos += size
             length = 0 if self._index > self._final_index else size - TAG_SIZE
             self._open_into(unit, into[at : at + length])
