@@ -153,3 +153,12 @@ def test_the_upstream_framing_refuses_a_body_of_another_length() -> None:
     framer.frame(b"x" * 9)
     with pytest.raises(ValueError):
         framer.finish()
+
+
+def test_the_upstream_framing_passes_data_inside_a_chunk_through_uncopied() -> None:
+    framer = TrailingChecksumFramer("crc32", 100, 40)
+    first = framer.frame(b"a" * 10)  # opens the first chunk: size line, then the data
+    assert bytes(first) == b"28\r\n" + b"a" * 10
+    middle = bytearray(b"b" * 20)
+    assert framer.frame(middle) is middle  # inside the open chunk: the very same buffer
+    assert bytes(framer.frame(b"c" * 10)) == b"c" * 10 + b"\r\n"  # closes the chunk

@@ -330,3 +330,40 @@ def test_stored_manifest_vectors(m: dict[str, Any]) -> None:
         check_manifest(key, swapped, m["manifest"])
     with pytest.raises(IntegrityError):
         check_manifest(key, Layout.from_headers([parse_header(streams[0])]), m["manifest"])
+
+
+def test_a_tampered_segment_among_good_ones_in_one_feed_yields_no_plaintext() -> None:
+    """Segments are opened into one buffer per call: a call that reaches a segment failing
+    authentication returns nothing at all, not the good segments before it."""
+    plaintext, stream = _sealed(160, 16)  # ten segments
+    unit = 16 + TAG_SIZE
+    tampered = bytearray(stream)
+    tampered[HEADER_SIZE + 5 * unit + 3] ^= 0x01  # inside segment 5
+    dec = StreamDecryptor(parse_header(stream), KEY)
+    body = memoryview(tampered)[HEADER_SIZE:]
+    assert dec.feed(body[: 3 * unit + 7]) == plaintext[:48]  # segments 0-2, part of 3
+    with pytest.raises(IntegrityError, match="segment 5"):
+        dec.feed(body[3 * unit + 7 :])
+
+
+@pytest.mark.parametrize("split", [1, 31, 32, 33, 95, 200])
+def test_a_stream_fed_with_what_follows_it_keeps_the_rest_unused(split: int) -> None:
+    plaintext, stream = _sealed(100, 32)
+    data = stream + b"next stream"
+    dec = StreamDecryptor(parse_header(stream), KEY)
+    body = data[HEADER_SIZE:]
+    out = bytes(dec.feed(body[:split])) + bytes(dec.feed(body[split:]))
+    dec.finish()
+    assert out == plaintext and dec.unused == b"next stream"
+    assert dec.trailer is not None and dec.trailer.md5 == hashlib.md5(plaintext).digest()
+
+
+def test_the_encryptor_returns_complete_segments_in_one_buffer() -> None:
+    plaintext = os.urandom(5 * 64 + 10)
+    enc = StreamEncryptor(KEY, WRAPPED, len(plaintext), 64, salt=bytes(16), nonce_prefix=bytes(7))
+    first = enc.feed(plaintext[:100])  # segment 0; 36 bytes wait
+    rest = enc.feed(plaintext[100:])  # segments 1-4; the last (10 bytes) waits for finish()
+    assert (len(first), len(rest)) == (64 + TAG_SIZE, 4 * (64 + TAG_SIZE))
+    stream = enc.header + first + rest + enc.finish()
+    expected = seal(KEY, WRAPPED, plaintext, 64, salt=bytes(16), nonce_prefix=bytes(7))
+    assert stream == expected and open_sealed(stream, KEY) == plaintext

@@ -103,7 +103,7 @@ class BodyVerifier:
     def active(self) -> bool:
         return bool(self._expected)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         for e in self._expected:
             e.hasher.update(data)
 

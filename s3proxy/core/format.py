@@ -232,8 +232,11 @@ def _hkdf(data_key: bytes, salt: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(data_key)
 
 
+_NONCE_TAIL = struct.Struct(">IB")
+
+
 def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:
-    return nonce_prefix + struct.pack(">IB", index, 1 if last else 0)
+    return nonce_prefix + _NONCE_TAIL.pack(index, 1 if last else 0)
 
 
 def trailer_nonce(header: Header) -> bytes:
@@ -316,13 +319,15 @@ class StreamEncryptor:
     def parsed_header(self) -> Header:
         return self._header
 
-    def _seal(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+    def _seal_into(self, plaintext: bytes | bytearray | memoryview, out: memoryview) -> None:
         last = self._index == self._last_index
-        nonce = segment_nonce(self._header.nonce_prefix, self._index, last)
+        nonce = self._header.nonce_prefix + _NONCE_TAIL.pack(self._index, 1 if last else 0)
         self._index += 1
-        return self._aead.encrypt(nonce, plaintext, None)
+        self._aead.encrypt_into(nonce, plaintext, None, out)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """The ciphertext of the segments the next plaintext bytes complete (none before the
+        last, which :meth:`finish` returns), in one new buffer."""
         self._received += len(data)
         if self._received > self._header.plaintext_length:
             raise IncompleteBody("request body is longer than its declared length")
@@ -330,7 +335,7 @@ class StreamEncryptor:
             self._md5.update(data)
         seg = self._header.segment_size
         view = memoryview(data)
-        out = []
+        first: bytearray | None = None
         if self._buffer:
             take = min(seg - len(self._buffer), len(view))
             self._buffer += view[:take]
@@ -338,14 +343,29 @@ class StreamEncryptor:
             if len(self._buffer) < seg or self._index == self._last_index:
                 self._buffer += view  # the last segment waits for finish()
                 return b""
-            out.append(self._seal(self._buffer))
-            self._buffer = bytearray()
+            first, self._buffer = self._buffer, bytearray()
+        # Whole segments in the rest of the input, never the stream's last one.
+        ahead = self._last_index - self._index - (first is not None)
+        whole = min(len(view) // seg, ahead)
+        count = whole + (first is not None)
+        if count == 0:
+            self._buffer += view
+            return b""
+        unit = seg + TAG_SIZE
+        out = bytearray(count * unit)
+        into = memoryview(out)
+        at = 0
+        if first is not None:
+            self._seal_into(first, into[:unit])
+            at = unit
         pos = 0
-        while len(view) - pos >= seg and self._index < self._last_index:
-            out.append(self._seal(view[pos : pos + seg]))
+        for _ in range(whole):
+            self._seal_into(view[pos : pos + seg], into[at : at + unit])
             pos += seg
-        self._buffer += view[pos:]
-        return out[0] if len(out) == 1 else b"".join(out)
+            at += unit
+        if pos < len(view):
+            self._buffer += view[pos:]
+        return out
 
     def finish(self, checksum_algorithm: str | None = None, checksum: bytes = b"") -> bytes:
         """The last segment and, in v2, the trailer recording the plaintext's MD5 and the
@@ -357,12 +377,13 @@ class StreamEncryptor:
             )
         if self._index != self._last_index:
             raise RuntimeError("finish() called twice")
-        last = self._seal(self._buffer)
+        last = bytearray(len(self._buffer) + TAG_SIZE)
+        self._seal_into(self._buffer, memoryview(last))
         if self._md5 is None:
-            return last
+            return bytes(last)
         self.md5 = self._md5.digest()
         record = Trailer(self.md5, checksum_algorithm, checksum).encode()
-        return last + self._aead.encrypt(trailer_nonce(self._header), record, None)
+        return bytes(last + self._aead.encrypt(trailer_nonce(self._header), record, None))
 
 
 class StreamDecryptor:
@@ -391,6 +412,14 @@ class StreamDecryptor:
             raise ValueError("segment range outside the stream")
         # The trailer is read as one more unit, after the final segment.
         self._stop = stop + 1 if header.has_trailer and stop == self._final_index else stop
+        # Stored sizes, worked out once: a full segment, the final one.
+        self._full = header.segment_size + TAG_SIZE
+        self._final = (
+            segment_plaintext_length(
+                self._final_index, header.plaintext_length, header.segment_size
+            )
+            + TAG_SIZE
+        )
         self._buffer = bytearray()
         self.unused = b""
         self.trailer: Trailer | None = None
@@ -399,56 +428,75 @@ class StreamDecryptor:
     def done(self) -> bool:
         return self._index > self._stop
 
-    def _segment_size(self) -> int:
-        if self._index > self._final_index:
-            return TRAILER_SIZE
-        plain = segment_plaintext_length(
-            self._index, self._header.plaintext_length, self._header.segment_size
-        )
-        return plain + TAG_SIZE
+    def _size(self, index: int) -> int:
+        """The stored size of unit ``index``: a segment, or the trailer after the last."""
+        if index < self._final_index:
+            return self._full
+        return self._final if index == self._final_index else TRAILER_SIZE
 
-    def _open(self, segment: bytes | bytearray | memoryview) -> bytes:
-        if self._index > self._final_index:
-            self.trailer = _open_trailer(self._aead, self._header, segment)
+    def _open_into(self, unit: bytes | bytearray | memoryview, out: memoryview) -> None:
+        index = self._index
+        if index > self._final_index:
+            self.trailer = _open_trailer(self._aead, self._header, unit)
             self._index += 1
-            return b""
-        last = self._index == self._final_index
-        nonce = segment_nonce(self._header.nonce_prefix, self._index, last)
+            return
+        nonce = self._header.nonce_prefix + _NONCE_TAIL.pack(
+            index, 1 if index == self._final_index else 0
+        )
         try:
-            plaintext = self._aead.decrypt(nonce, segment, None)
+            self._aead.decrypt_into(nonce, unit, None, out)
         except InvalidTag as exc:
             raise IntegrityError(
-                f"segment {self._index} of the stored object failed authentication"
+                f"segment {index} of the stored object failed authentication"
             ) from exc
         self._index += 1
-        return plaintext
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
+        """The plaintext of every unit the bytes complete, in one new buffer."""
         if self.done:
             self.unused += bytes(data)
             return b""
         view = memoryview(data)
-        out = []
+        first: bytearray | None = None
         if self._buffer:
-            take = min(self._segment_size() - len(self._buffer), len(view))
+            need = self._size(self._index)
+            take = min(need - len(self._buffer), len(view))
             self._buffer += view[:take]
             view = view[take:]
-            if len(self._buffer) < self._segment_size():
+            if len(self._buffer) < need:
                 return b""
-            out.append(self._open(self._buffer))
-            self._buffer = bytearray()
-        pos = 0
-        while not self.done:
-            size = self._segment_size()
-            if len(view) - pos < size:
+            first, self._buffer = self._buffer, bytearray()
+        # The units complete in the input: their stored sizes, one after the other.
+        sizes = [] if first is None else [len(first)]
+        index, stop, available = self._index + len(sizes), self._stop, len(view)
+        while index <= stop:
+            size = self._full if index < self._final_index else self._size(index)
+            if size > available:
                 break
-            out.append(self._open(view[pos : pos + size]))
-            pos += size
+            sizes.append(size)
+            available -= size
+            index += 1
+        plain = sum(sizes) - TAG_SIZE * len(sizes)
+        if index - 1 > self._final_index:
+            plain -= TRAILER_PLAINTEXT_SIZE  # the trailer (last of the units) is no plaintext
+        out = bytearray(plain)
+        into = memoryview(out)
+        at = pos = 0
+        for n, size in enumerate(sizes):
+            unit: bytearray | memoryview
+            if n == 0 and first is not None:
+                unit = first
+            else:
+                unit = view[pos : pos + size]
+                pos += size
+            length = 0 if self._index > self._final_index else size - TAG_SIZE
+            self._open_into(unit, into[at : at + length])
+            at += length
         if self.done:
             self.unused = bytes(view[pos:])
-        else:
+        elif pos < len(view):
             self._buffer += view[pos:]
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out if plain else b""
 
     def finish(self) -> None:
         if not self.done:
@@ -491,4 +539,4 @@ def open_sealed(stream: bytes, data_key: bytes) -> bytes:
     dec.finish()
     if dec.unused:
         raise IntegrityError("stored object is longer than its header declares")
-    return plaintext
+    return plaintext if isinstance(plaintext, bytes) else bytes(plaintext)

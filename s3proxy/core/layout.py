@@ -252,7 +252,7 @@ class PlanDecryptor:
         self._skip, self._take = piece.skip, piece.take
         self.needs_key = None
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray:
         pending: bytes | bytearray | memoryview
         if self._buffer:
             self._buffer += data

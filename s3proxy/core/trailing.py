@@ -67,10 +67,16 @@ class TrailingChecksumFramer:
             ("x-amz-sdk-checksum-algorithm", self.algorithm.upper()),
         ]
 
-    def frame(self, data: bytes | bytearray | memoryview) -> bytes:
+    def frame(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """The framed bytes: ``data`` itself where it lies inside the open chunk (no copy),
+        else a new buffer with the size lines and line ends it crosses."""
         if len(data) > self._left:
             raise ValueError("more body than announced")
         self._hasher.update(data)
+        if 0 < len(data) < self._in_chunk:
+            self._in_chunk -= len(data)
+            self._left -= len(data)
+            return data
         out: list[bytes | memoryview] = []
         view = memoryview(data)
         while view:

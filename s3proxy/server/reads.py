@@ -416,13 +416,20 @@ class Reader:
         decryptor = PlanDecryptor(plan)
         request_keys: dict[str, bytes] = {} if keys is None else keys
 
-        async def step(data: bytes) -> bytes:
-            out = [decryptor.feed(data)]
+        async def keyed() -> bytes | bytearray:
+            """The decryptor's key for the next stream, and what the wait held back."""
+            out: list[bytes | bytearray] = []
             while decryptor.needs_key is not None:
                 wrapped = decryptor.needs_key.wrapped_key
                 decryptor.provide_key(await self.objects.unwrap(wrapped, request_keys))
                 out.append(decryptor.feed(b""))
-            return b"".join(out)
+            return out[0] if len(out) == 1 else b"".join(out)
+
+        async def step(data: bytes) -> bytes | bytearray:
+            out = decryptor.feed(data)
+            if decryptor.needs_key is None:
+                return out
+            return out + await keyed()
 
         try:
             pending = await step(prefix)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -155,7 +156,10 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     return parser.close()
 
 
-def _unframed(data: bytes) -> bytes:
+Chunk = bytes | bytearray | memoryview
+
+
+def _unframed(data: Chunk) -> Chunk:
     return data
 
 
@@ -213,7 +217,7 @@ class Writer:
             headers.append(("x-amz-decoded-content-length", str(stored)))
         frame = framer.frame if framer is not None else _unframed
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[Chunk]:
             try:
                 yield frame(encryptor.header)
                 async for plain in plaintext:
@@ -229,10 +233,12 @@ class Writer:
                 raise
             # Only a fully received and verified body gets its final segment: without it the
             # upstream never sees a complete request, so nothing is stored.
-            yield frame(last) + (framer.finish() if framer is not None else b"")
+            yield b"".join((frame(last), framer.finish() if framer is not None else b""))
 
         try:
-            resp = await self.upstream.send("PUT", target, headers, body(), sent, payload)
+            # The pieces are bytes-like (aiohttp writes any); the client's signature says bytes.
+            stream = cast(AsyncIterator[bytes], body())
+            resp = await self.upstream.send("PUT", target, headers, stream, sent, payload)
         except Exception:
             if failure:
                 raise failure[0] from None
