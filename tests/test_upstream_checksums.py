@@ -313,6 +313,33 @@ def test_a_body_altered_on_the_way_upstream_is_refused(
     assert _missing(localstack.client(), ls_bucket, key)
 
 
+@pytest.mark.parametrize("algorithm", ["crc32", "crc32c", "crc64nvme"])
+def test_a_small_body_altered_on_the_way_upstream_is_refused(
+    relayed_proxy: Callable[[str], ProxyProcess],
+    tampering: TamperingRelay,
+    localstack: S3Server,
+    ls_bucket: str,
+    algorithm: str,
+) -> None:
+    """A body of at most 64 KiB goes up in one request with its checksum as a header (and its
+    SHA-256 signed): altered on the way, it is refused all the same."""
+    client = relayed_proxy(algorithm).client(retries={"total_max_attempts": 1})
+    key = f"small-tampered-{algorithm}"
+    tampering.tamper = key
+    with pytest.raises(ClientError) as caught:
+        client.put_object(Bucket=ls_bucket, Key=key, Body=os.urandom(4096))
+    put = [r for r in tampering.requests_for(key) if r.method == "PUT"]
+    assert [r.flipped for r in put] == [True]
+    assert f"x-amz-checksum-{algorithm}" in put[0].headers
+    assert "x-amz-trailer" not in put[0].headers
+    assert caught.value.response["Error"]["Code"] == "BadDigest", caught.value.response
+    assert _missing(localstack.client(), ls_bucket, key)
+    tampering.tamper = None
+    body = os.urandom(4096)
+    client.put_object(Bucket=ls_bucket, Key=key, Body=body)  # untouched, it is stored
+    assert client.get_object(Bucket=ls_bucket, Key=key)["Body"].read() == body
+
+
 def test_altered_parts_are_refused(
     relayed_proxy: Callable[[str], ProxyProcess],
     tampering: TamperingRelay,

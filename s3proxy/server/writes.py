@@ -5,6 +5,7 @@ plaintext part ETags mapped to the stored parts', the plaintext ETag of the resu
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import cast
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from s3proxy.config import Config
 from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
-from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, verifier_for
+from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, new_hasher, verifier_for
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
     IncompleteBody,
@@ -67,6 +68,7 @@ log = logging.getLogger("s3proxy")
 
 # What a CompleteMultipartUpload of 10,000 parts needs, each with an ETag and two checksums.
 COMPLETE_BODY_LIMIT = 4 * 1024 * 1024
+SINGLE_SEND_LIMIT = 64 * 1024  # plaintext bytes sealed whole and sent in one write
 COMPLETE_PIECE = 16 * 1024  # bytes parsed between two turns of the event loop
 COMPLETIONS_AT_ONCE = 2
 MAX_PARTS = 10000
@@ -184,12 +186,11 @@ class Writer:
         whole_object: bool,
         sealed: Callable[[Header, Trailer], None] | None = None,
     ) -> tuple[aiohttp.ClientResponse, str]:
-        """(The stream is a whole object, or a part; parts carry the manifest flag when the
-        proxy records manifests.)"""
-        """PUT ``length`` bytes of plaintext upstream as one stream. The final segment (and so
-        a complete upstream request) is sent only after ``plaintext`` ended without error; the
-        stream's trailer records ``checksum()``. Returns the upstream response (to be released
-        by the caller) and the plaintext's ETag."""
+        """PUT ``length`` bytes of plaintext upstream as one stream (a whole object, or a part;
+        parts carry the manifest flag when the proxy records manifests). The final segment (and
+        so a complete upstream request) is sent only after ``plaintext`` ended without error;
+        the stream's trailer records ``checksum()``. Returns the upstream response (to be
+        released by the caller) and the plaintext's ETag."""
         seg = self.config.segment_size
         data_key = await self.keys.new_data_key(length)
         encryptor = StreamEncryptor(
@@ -205,6 +206,8 @@ class Writer:
                 else None
             ),
         )
+        if length <= SINGLE_SEND_LIMIT:
+            return await self._put_small(target, headers, plaintext, checksum, encryptor, sealed)
         failure: list[S3ProxyError] = []
         framer = None
         stored = ciphertext_length(length, seg, WRITE_VERSION)
@@ -246,6 +249,35 @@ class Writer:
         if failure:
             resp.release()
             raise failure[0]
+        return resp, single_etag(encryptor.md5 or b"")
+
+    async def _put_small(
+        self,
+        target: Target,
+        headers: Headers,
+        plaintext: AsyncIterator[bytes],
+        checksum: Callable[[], Checksum],
+        encryptor: StreamEncryptor,
+        sealed: Callable[[Header, Trailer], None] | None,
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        """A small stream is sealed whole, then sent in one request: signed with its SHA-256
+        and, as the upstream checksum, an ``x-amz-checksum-*`` header instead of a trailer (one
+        write instead of a framed stream's several; docs/performance.md)."""
+        pieces: list[bytes | bytearray] = [encryptor.header]
+        async for plain in plaintext:
+            pieces.append(encryptor.feed(plain))
+        found = checksum()
+        pieces.append(encryptor.finish(*found) if found is not None else encryptor.finish())
+        if sealed is not None and encryptor.md5 is not None:  # (the layout cache)
+            sealed(encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
+        body = b"".join(pieces)
+        algorithm = self.config.upstream_checksum
+        if algorithm is not None:
+            hasher = new_hasher(algorithm)
+            hasher.update(body)
+            value = base64.b64encode(hasher.digest()).decode()
+            headers = [*headers, (f"x-amz-checksum-{algorithm}", value)]
+        resp = await self.upstream.send("PUT", target, headers, body)
         return resp, single_etag(encryptor.md5 or b"")
 
     async def if_match_for_upstream(self, target: Target, headers: Headers) -> None:
