@@ -44,9 +44,14 @@ from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")
 
-# The cache of object layouts is bounded by the streams it holds (about 0.5 KiB each), so a few
-# objects of 10,000 parts cannot take more memory than many small ones.
-INFO_CACHE_STREAMS = 65_536
+# The cache of object layouts is bounded in bytes, an entry weighed by its streams (measured with
+# tracemalloc: about 1,600 bytes for a single-stream object's info, 1,100 more per further
+# stream), so a few objects of 10,000 parts cannot take more memory than many small ones. Every
+# PutObject adds an entry: the bound is what keeps a busy writer's memory (and the garbage
+# collector's work) flat; 16 MiB holds about 10,000 small objects or one of 10,000 parts.
+INFO_CACHE_BYTES = 16 * 1024 * 1024
+INFO_ENTRY = 1600
+STREAM_ENTRY = 1100
 FETCH_CONCURRENCY = 16
 # The stored ETag last seen per (bucket, key, version), for reads that skip the probe, and the
 # parts this process encrypted, kept for their CompleteMultipartUpload: both bounded in bytes
@@ -172,6 +177,10 @@ def _part_key(target: Target, number: str) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("uploadId") or "", number)
 
 
+def _info_weight(info: ObjectInfo) -> int:
+    return INFO_ENTRY + STREAM_ENTRY * (len(info.layout.streams) - 1)
+
+
 def cache_key(target: Target, etag: str | None) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
 
@@ -181,9 +190,7 @@ class ObjectInspector:
         self.keys = keys
         self.upstream = upstream
         self.tags = Tags(upstream)
-        self._infos: LruCache[ObjectInfo] = LruCache(
-            INFO_CACHE_STREAMS, lambda info: len(info.layout.streams), "layout"
-        )
+        self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
         self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
         self._parts: LruCache[tuple[str, Header, Trailer]] = LruCache(OWN_PARTS_BYTES, name="part")
 
