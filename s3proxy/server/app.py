@@ -33,11 +33,15 @@ from s3proxy.ops import accesslog
 from s3proxy.server.attributes import Attributes
 from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
 from s3proxy.server.copies import Copier
+from s3proxy.server.heads import HeadReader
 from s3proxy.server.identity import WHOAMI_PATH, Identity
 from s3proxy.server.listings import Listings
 from s3proxy.server.objects import ObjectInspector
-from s3proxy.server.reads import NotModified, Reader
+from s3proxy.server.partreads import PartReader
+from s3proxy.server.readrules import NotModified
+from s3proxy.server.reads import Reader
 from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
+from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
 from s3proxy.upstream.client import Upstream
 
@@ -65,7 +69,10 @@ class Proxy:
         self._hosts: dict[str | None, bool] = {}  # Host value -> allowed (bounded, below)
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         objects = ObjectInspector(keys, upstream)
-        reader = Reader(config, keys, upstream, objects)
+        sender = PlaintextSender(objects)
+        reader = Reader(config, upstream, objects, sender)
+        heads = HeadReader(config, upstream, objects)
+        parts = PartReader(config, upstream, objects, sender)
         listings = Listings(config, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
         copier = Copier(config, upstream, objects, writer)
@@ -79,8 +86,8 @@ class Proxy:
             Action.COPY_OBJECT: copier.copy_object,
             Action.UPLOAD_PART_COPY: copier.upload_part_copy,
             Action.GET_OBJECT: reader.get_object,
-            Action.HEAD_OBJECT: reader.head_object,
-            Action.READ_PART: reader.read_part,
+            Action.HEAD_OBJECT: heads.head_object,
+            Action.READ_PART: parts.read_part,
             Action.LIST_PARTS: listings.list_parts,
             Action.LIST_OBJECTS: listings.list_objects,
             Action.GET_ATTRIBUTES: attributes.get_object_attributes,

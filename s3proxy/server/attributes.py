@@ -12,7 +12,7 @@ from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import PlaintextAttributes, rewrite_object_attributes
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
-from s3proxy.server.reads import check_unencrypted
+from s3proxy.server.readrules import check_unencrypted
 from s3proxy.server.relay import Marker, relay_body
 from s3proxy.upstream.client import Upstream
 

@@ -1,0 +1,142 @@
+"""Sending decrypted plaintext: the stored bytes of a read plan, fetched from the upstream or
+handed over, authenticated segment by segment into the client's response (docs/design.md,
+Reading: authenticate, then release)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from s3proxy.core.errors import IntegrityError, S3ProxyError, UpstreamUnavailable
+from s3proxy.core.headers import Headers
+from s3proxy.core.layout import PlanDecryptor, ReadPlan
+from s3proxy.core.request import Target
+from s3proxy.server.objects import ObjectInspector
+from s3proxy.server.readrules import plaintext_headers
+from s3proxy.server.relay import Aborted, abort, add_headers
+
+log = logging.getLogger("s3proxy")
+
+
+class PlaintextSender:
+    def __init__(self, objects: ObjectInspector) -> None:
+        self.objects = objects
+
+    async def send_span(
+        self,
+        request: web.Request,
+        target: Target,
+        headers: Headers,
+        probe: aiohttp.ClientResponse,
+        plan: ReadPlan,
+        *,
+        status: int,
+        content_range: str | None,
+        etag: str | None,
+        extra: Headers | None = None,
+        keys: dict[str, bytes] | None = None,
+        hidden_tags: int = 0,
+    ) -> web.StreamResponse:
+        """Fetch the stored bytes of ``plan`` from the object the probe saw (``If-Match`` its
+        stored ETag; the client's own conditions were checked already) and send the plaintext."""
+        stored_etag = probe.headers.get("ETag")
+        span = await self.objects.fetch_span(target, headers, stored_etag, plan)
+        async with span.resp:
+            return await self.send_plan(
+                request,
+                span.chunks(),
+                plan,
+                status=status,
+                content_range=content_range,
+                source_headers=probe.headers.items(),
+                etag=etag,
+                extra=extra,
+                keys=keys,
+                hidden_tags=hidden_tags,
+            )
+
+    async def send_plan(
+        self,
+        request: web.Request,
+        chunks: AsyncIterator[bytes],
+        plan: ReadPlan,
+        *,
+        status: int,
+        content_range: str | None,
+        source_headers: object,
+        etag: str | None,
+        extra: Headers | None = None,
+        prefix: bytes = b"",
+        keys: dict[str, bytes] | None = None,
+        hidden_tags: int = 0,
+    ) -> web.StreamResponse:
+        """Decrypt the fetched stored bytes into the client's response. The first segment is
+        authenticated before the response starts, so most failures become a proper S3 error;
+        a later failure cuts the connection short of the announced Content-Length."""
+        decryptor = PlanDecryptor(plan)
+        request_keys: dict[str, bytes] = {} if keys is None else keys
+
+        async def keyed() -> bytes | bytearray:
+            """The decryptor's key for the next stream, and what the wait held back."""
+            out: list[bytes | bytearray] = []
+            while decryptor.needs_key is not None:
+                wrapped = decryptor.needs_key.wrapped_key
+                decryptor.provide_key(await self.objects.unwrap(wrapped, request_keys))
+                out.append(decryptor.feed(b""))
+            return out[0] if len(out) == 1 else b"".join(out)
+
+        async def step(data: bytes) -> bytes | bytearray:
+            out = decryptor.feed(data)
+            if decryptor.needs_key is None:
+                return out
+            return out + await keyed()
+
+        try:
+            pending = await step(prefix)
+            while not pending and not decryptor.done:
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    decryptor.finish()  # raises: truncated
+                    break
+                pending = await step(chunk)
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable("The upstream response broke off.") from exc
+        resp = web.StreamResponse(status=status)
+        add_headers(resp, plaintext_headers(source_headers, etag, hidden_tags))  # type: ignore[arg-type]
+        add_headers(resp, extra or [])
+        if content_range:
+            resp.headers["Content-Range"] = content_range
+        resp.content_length = plan.length
+        await resp.prepare(request)
+        try:
+            if pending:
+                await resp.write(pending)
+            async for chunk in chunks:
+                out = await step(chunk)
+                if out:
+                    await resp.write(out)
+            decryptor.finish()
+        except IntegrityError as exc:
+            log.error(
+                "integrity error while streaming %s: %s",
+                request.path,
+                exc.message,
+                extra={"integrity": True},
+            )
+            abort(request)
+            raise Aborted() from exc
+        except aiohttp.ClientError as exc:  # the network, not the stored data
+            log.error(
+                "upstream broke off while streaming %s (%s)", request.path, type(exc).__name__
+            )
+            abort(request)
+            raise Aborted() from exc
+        except S3ProxyError as exc:  # Vault failed for a later stream
+            log.error("read of %s failed mid-body: %s", request.path, exc.message)
+            abort(request)
+            raise Aborted() from exc
+        await resp.write_eof()
+        return resp
