@@ -173,7 +173,9 @@ class Writer:
         self.keys = keys
         self.upstream = upstream
         self.objects = objects
-        self._completions = asyncio.Semaphore(COMPLETIONS_AT_ONCE)
+        # The proxy's budget, shared out among its workers: with two, four parses at once
+        # would take both cores from the requests the bound protects (tests/test_hostile.py).
+        self._completions = asyncio.Semaphore(max(1, COMPLETIONS_AT_ONCE // config.ops.workers))
 
     async def put_stream(
         self,
