@@ -72,8 +72,7 @@ def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
     """50 clients sending CompleteMultipartUpload bodies of 10,000 parts (about 2 MB each) for
     a real upload, as fast as they can, so that the proxy reads and parses every body: its peak
     RSS stays under the 256 MiB limit of deploy/sidecar.yaml, and it keeps answering other
-    requests within 100 ms (all but rare outliers on this 2-core machine, where the hostile
-    clients and the upstream share the CPU with the proxy)."""
+    requests (median within 50 ms, 9 in 10 within 200 ms, none over 500 ms)."""
     proxy = start_proxy(workdir, vault, s3)
     try:
         upload = proxy.client().create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
@@ -98,7 +97,11 @@ def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
         print(
             f"latency under load: median {ranked[len(ranked) // 2]:.3f} s, max {ranked[-1]:.3f} s"
         )
-        assert ranked[int(len(ranked) * 0.9)] < 0.1, ranked[-5:]  # 9 in 10 within 100 ms
+        # Half within 50 ms, 9 in 10 within 200 ms: a loop held by parsing would show in both
+        # (on this 2-core machine, where the hostile clients and the upstream share the CPU
+        # with the proxy, the 90th percentile is 0.05 to 0.15 s run to run).
+        assert ranked[len(ranked) // 2] < 0.05, ranked
+        assert ranked[int(len(ranked) * 0.9)] < 0.2, ranked[-5:]
         assert ranked[-1] < 0.5, ranked[-5:]  # and none stalled
         # deploy/sidecar.yaml's limit for its one worker; a pod running N workers needs N times
         # it (docs/performance.md, Workers), which the supervisor's share fits in.
