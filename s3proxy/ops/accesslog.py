@@ -37,6 +37,10 @@ FIELDS = (
 )
 
 
+# The attribute of a log record that holds an access line's fields, in FIELDS order.
+LINE_FIELDS = "s3proxy_fields"
+
+
 def new_request_id() -> str:
     return secrets.token_hex(8).upper()
 
@@ -58,10 +62,26 @@ class RequestRecord:
     integrity: bool = False
     started: float = field(default_factory=time.monotonic)
 
-    def log_fields(self) -> dict[str, Any]:
-        values = {name: getattr(self, name, None) for name in FIELDS}
-        values["duration_ms"] = round(self.seconds * 1000, 1)
-        return {k: v for k, v in values.items() if v is not None}
+    def log_fields(self, seconds: float) -> dict[str, Any]:
+        """The line's fields in :data:`FIELDS` order, those with no value left out."""
+        values: dict[str, Any] = {"request_id": self.request_id, "method": self.method}
+        values["operation"] = self.operation
+        if self.bucket is not None:
+            values["bucket"] = self.bucket
+        if self.key is not None:
+            values["key"] = self.key
+        values["status"] = self.status
+        values["bytes_in"] = self.bytes_in
+        values["bytes_out"] = self.bytes_out
+        values["duration_ms"] = round(seconds * 1000, 1)
+        if self.upstream_status is not None:
+            values["upstream_status"] = self.upstream_status
+        if self.upstream_request_id is not None:
+            values["upstream_request_id"] = self.upstream_request_id
+        values["upstream_bytes"] = self.upstream_bytes
+        if self.error_code is not None:
+            values["error_code"] = self.error_code
+        return values
 
     @property
     def seconds(self) -> float:
@@ -90,18 +110,20 @@ def note_upstream(method: str, status: int, seconds: float, request_id: str | No
 
 def finish(record: RequestRecord, resource: str) -> None:
     """Write the access-log line and count the request in the metrics."""
+    seconds = record.seconds
     metrics.IN_FLIGHT.dec()
     metrics.observe_request(
-        record.operation, record.status, record.seconds, record.bytes_in, record.bytes_out
+        record.operation, record.status, seconds, record.bytes_in, record.bytes_out
     )
     if record.integrity:
         metrics.INTEGRITY_FAILURES.inc()
-    log.info(
-        "%s %s %s -> %s in %.1f ms",
-        record.method,
-        resource,
-        record.operation,
-        record.status or "aborted",
-        record.seconds * 1000,
-        extra=record.log_fields(),
-    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%s %s %s -> %s in %.1f ms",
+            record.method,
+            resource,
+            record.operation,
+            record.status or "aborted",
+            seconds * 1000,
+            extra={LINE_FIELDS: record.log_fields(seconds)},
+        )

@@ -14,9 +14,22 @@ import logging
 import sys
 from typing import Any
 
-from s3proxy.ops.accesslog import FIELDS
+from s3proxy.ops.accesslog import FIELDS, LINE_FIELDS
 
 EXTRA_FIELDS = (*FIELDS, "integrity")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The request fields of a line: an access line's, or those passed one by one."""
+    line: dict[str, Any] | None = getattr(record, LINE_FIELDS, None)
+    if line is not None:
+        return line
+    found = {}
+    for name in EXTRA_FIELDS:
+        value = getattr(record, name, None)
+        if value is not None:
+            found[name] = value
+    return found
 
 
 def _time(record: logging.LogRecord) -> str:
@@ -41,10 +54,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in EXTRA_FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                entry[name] = value
+        entry.update(_fields(record))
         if record.exc_info and record.levelno >= logging.ERROR:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -55,7 +65,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_time(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        request_id = getattr(record, "request_id", None)
+        request_id = _fields(record).get("request_id")
         if request_id:
             line += f" [request_id={request_id}]"
         if record.exc_info and record.levelno >= logging.ERROR:
@@ -64,6 +74,11 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, log_format: str = "json") -> None:
+    # No line shows the caller, thread or process: logging need not look them up per line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     root = logging.getLogger()
