@@ -21,7 +21,7 @@ from collections.abc import MutableSequence
 from types import FrameType
 
 from s3proxy.config import Config
-from s3proxy.serve import run_proxy, setup_logging
+from s3proxy.serve import run_proxy, settle_collector, setup_logging
 from s3proxy.server.peers import Peers
 
 log = logging.getLogger("s3proxy")
@@ -31,6 +31,7 @@ EXTRA_STOP_SECONDS = 10.0  # beyond a worker's own delay and grace, before it is
 
 def serve_one(config: Config, reuse_port: bool = False, peers: Peers | None = None) -> int:
     """The proxy in this process, until it is stopped."""
+    settle_collector()
     try:
         asyncio.run(run_proxy(config, reuse_port=reuse_port, peers=peers))
     except OSError as exc:
