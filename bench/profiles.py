@@ -111,7 +111,7 @@ def by_package(own: Counter[str]) -> Counter[str]:
 
 
 def profile(stack: Stack, settings: loads.Settings, out: Path) -> list[str]:
-    """py-spy on s3proxy under 4 KiB GET and PUT (wrk, 64 connections) and the large GET;
+    """py-spy on s3proxy under 4 KiB GET and PUT (wrk, 64 connections) and the large GET and PUT;
     the collapsed stacks go to ``out``, their top frames into the report."""
     out.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
@@ -127,6 +127,7 @@ def profile(stack: Stack, settings: loads.Settings, out: Path) -> list[str]:
             lambda: loads.wrk(stack.url("s3proxy"), "PUT", "sink/put-4k", 64, settings.duration),
         ),
         ("get-big", lambda: loads.curl(stack.url("s3proxy"), "GET", "big-enc", settings)),
+        ("put-big", lambda: loads.curl(stack.url("s3proxy"), "PUT", "sink/put-big", settings)),
     ]
     lines: list[str] = []
     for name, run in wanted:
