@@ -33,6 +33,14 @@ def count_upstream(data: bytes) -> bytes:
     return data
 
 
+class BodyResponse(web.StreamResponse):
+    """A streamed response whose headers go out with its first body bytes, in one send, as
+    aiohttp does for a whole ``web.Response``: on loopback a send costs as much as the
+    proxy's own work on a small body (docs/performance.md, History)."""
+
+    _send_headers_immediately = False
+
+
 class Aborted(Exception):
     """The response had started when an error came; the connection was cut."""
 
@@ -108,7 +116,7 @@ def abort(request: web.Request) -> None:
 
 async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> web.StreamResponse:
     """Stream an upstream response to the client unchanged (hop-by-hop headers aside)."""
-    resp = web.StreamResponse(status=upstream_resp.status, reason=upstream_resp.reason)
+    resp = BodyResponse(status=upstream_resp.status, reason=upstream_resp.reason)
     add_headers(resp, client_response_headers(upstream_resp.headers.items(), decrypted=False))
     length = content_length(upstream_resp)
     if length is not None:

@@ -16,7 +16,7 @@ from s3proxy.core.layout import PlanDecryptor, ReadPlan
 from s3proxy.core.request import Target
 from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.readrules import plaintext_headers
-from s3proxy.server.relay import Aborted, abort, add_headers
+from s3proxy.server.relay import Aborted, BodyResponse, abort, add_headers
 
 log = logging.getLogger("s3proxy")
 
@@ -104,7 +104,7 @@ class PlaintextSender:
                 pending = await step(chunk)
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable("The upstream response broke off.") from exc
-        resp = web.StreamResponse(status=status)
+        resp = BodyResponse(status=status)
         add_headers(resp, plaintext_headers(source_headers, etag, hidden_tags))  # type: ignore[arg-type]
         add_headers(resp, extra or [])
         if content_range:
