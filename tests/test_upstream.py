@@ -246,3 +246,45 @@ def test_the_c_signer_signs_exactly_as_botocore(
     assert signed["Authorization"].endswith(f"Signature={expected}"), canonical
     sent = {k.lower(): v for k, v in signed.items()}
     assert all(sent[k].strip() == v.strip() for k, v in merged.items()), (sent, merged)
+
+
+def test_cookies_the_upstream_sets_are_never_sent_back() -> None:
+    """The proxy is no browser: a Set-Cookie from the store (or a load balancer in front of
+    it) is not kept, so no later upstream request carries it."""
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        resp = web.Response(body=b"")
+        resp.set_cookie("AWSALB", "sticky-session", path="/")
+        return resp
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        creds = CredentialSource.static("AKIDEXAMPLE", "secret")
+        await creds.start()
+        upstream = Upstream(
+            f"http://localhost:{port}", "us-east-1", creds
+        )  # a name: cookies of IPs are never kept
+        await upstream.start()
+        try:
+            for _ in range(2):
+                resp = await upstream.send("GET", Target("bkt", "k", ()), [])
+                assert resp.status == 200
+                assert "AWSALB" in resp.headers.get("Set-Cookie", "")
+                resp.release()
+        finally:
+            await upstream.close()
+            await creds.close()
+            await runner.cleanup()
+
+    asyncio.run(main())
+    assert seen == [None, None]

@@ -119,6 +119,8 @@ class Upstream:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # Nothing the store sets is kept or sent back (and no cookie look-up per request).
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
             # connect: the wait for a pooled connection plus connecting; past it, 503.
