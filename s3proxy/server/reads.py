@@ -9,14 +9,14 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from s3proxy.config import Config
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, RangeError
 from s3proxy.core.format import parse_header
 from s3proxy.core.headers import Headers, upstream_request_headers
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.server.objects import ObjectInspector, check_marker
+from s3proxy.server.objects import check_marker
+from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
     check_conditions,
@@ -33,20 +33,13 @@ from s3proxy.server.readrules import (
     upstream_chunks,
 )
 from s3proxy.server.relay import Marker, content_length, relay
-from s3proxy.server.sending import PlaintextSender
-from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 
 
 class Reader:
-    def __init__(
-        self, config: Config, upstream: Upstream, objects: ObjectInspector, sender: PlaintextSender
-    ) -> None:
-        self.config = config
-        self.upstream = upstream
-        self.objects = objects
-        self.sender = sender
+    def __init__(self, context: ReadContext) -> None:
+        self.context = context
 
     # ---- GetObject ---------------------------------------------------------------------------
 
@@ -58,12 +51,12 @@ class Reader:
             return await self._get_probed(request, target, headers, range_value, conditions)
         # Without a Range, If-Range means nothing; it never goes upstream (the upstream would
         # compare it with its own ETag and answer a whole stored object).
-        upstream_resp = await self.upstream.send("GET", target, headers)
+        upstream_resp = await self.context.upstream.send("GET", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
             if marker is None:
                 if upstream_resp.status == 200:
-                    unencrypted_allowed(self.config, target, upstream_resp)
+                    unencrypted_allowed(self.context.config, target, upstream_resp)
                 return await relay(request, upstream_resp)
             stored_total = content_length(upstream_resp)
             if stored_total is None:
@@ -75,16 +68,16 @@ class Reader:
             keys: dict[str, bytes] = {}
             first = parse_header(head)
             check_marker(first, marker)
-            info = self.objects.cached(target, stored_etag, stored_total, first)
+            info = self.context.objects.cached(target, stored_etag, stored_total, first)
             if info is None and marker.multipart:
                 # Its layout takes many ranged reads: the whole-object response does not wait
                 # for them (an upstream may give up on a reader that stalls, as LocalStack
                 # does after about a second); its plaintext is fetched again, If-Match.
                 upstream_resp.close()
-                info = await self.objects.build(
+                info = await self.context.objects.build(
                     target, stored_etag, stored_total, first, marker, keys, known=head
                 )
-                return await self.sender.send_span(
+                return await self.context.sender.send_span(
                     request,
                     target,
                     headers,
@@ -101,11 +94,11 @@ class Reader:
                 if not marker.multipart and stored_total <= WHOLE_READ_LIMIT:
                     # A small object arrives whole anyway: its trailer is in this response.
                     head += await read_exactly(upstream_resp, stored_total - HEADER_SIZE)
-                info = await self.objects.build(
+                info = await self.context.objects.build(
                     target, stored_etag, stored_total, first, marker, keys, known=head
                 )
             checksums = checksum_headers(info, marker) if checksum_mode(request) else []
-            return await self.sender.send_plan(
+            return await self.context.sender.send_plan(
                 request,
                 upstream_chunks(upstream_resp),
                 info.layout.plan_all(),
@@ -134,7 +127,7 @@ class Reader:
         known = await self._get_known(request, target, headers, range_value, conditions, keys)
         if known is not None:
             return known
-        found = await self.objects.probe(target, headers, keys)
+        found = await self.context.objects.probe(target, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
@@ -142,10 +135,10 @@ class Reader:
             # Not ours (or empty): the upstream answers the client's own range and conditions.
             conditions = [*conditions, *if_range_header(request)]
             again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
-            plain = await self.upstream.send("GET", target, again)
+            plain = await self.context.upstream.send("GET", target, again)
             async with plain:
                 if plain.status in (200, 206):
-                    unencrypted_allowed(self.config, target, plain)
+                    unencrypted_allowed(self.context.config, target, plain)
                 return await relay(request, plain)
         info, probe = found
         marker = Marker.of(probe)
@@ -165,7 +158,7 @@ class Reader:
             first, last = first_last
             plan = info.layout.plan_range(first, last)
             status, content_range = 206, f"bytes {first}-{last}/{total}"
-        return await self.sender.send_span(
+        return await self.context.sender.send_span(
             request,
             target,
             headers,
@@ -199,7 +192,7 @@ class Reader:
         if_range = request.headers.get("If-Range")
         if if_range is not None and not if_range.strip().startswith(("W/", '"')):
             return None  # a date needs the object's Last-Modified before the range is chosen
-        seen = self.objects.last_seen(target)
+        seen = self.context.objects.last_seen(target)
         if seen is None:
             return None
         stored_etag, info = seen
@@ -217,7 +210,7 @@ class Reader:
             first, last = first_last
             plan = info.layout.plan_range(first, last)
             status, content_range = 206, f"bytes {first}-{last}/{total}"
-        span = await self.objects.known_span(target, headers, stored_etag, info, plan)
+        span = await self.context.objects.known_span(target, headers, stored_etag, info, plan)
         if span is None:
             return None
         async with span.resp:
@@ -226,7 +219,7 @@ class Reader:
             extra: Headers = []
             if first_last is None and checksum_mode(request) and marker is not None:
                 extra = checksum_headers(info, marker)
-            return await self.sender.send_plan(
+            return await self.context.sender.send_plan(
                 request,
                 span.chunks(),
                 plan,
