@@ -54,13 +54,9 @@ class HeadReader:
                     request, target, upstream_resp, marker, range_value, conditions
                 )
         again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
-        plain = await self.context.upstream.send(
-            "HEAD", target, [*again, *if_range_header(request)]
+        return await self.context.relay_unencrypted(
+            request, "HEAD", target, [*again, *if_range_header(request)]
         )
-        async with plain:
-            if plain.status in (200, 206):
-                unencrypted_allowed(self.context.config, target, plain)
-            return await relay(request, plain)
 
     async def _head_encrypted(
         self,

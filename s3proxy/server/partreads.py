@@ -20,7 +20,6 @@ from s3proxy.server.readrules import (
     hidden_tags,
     plaintext_headers,
     pop_conditions,
-    unencrypted_allowed,
 )
 from s3proxy.server.relay import Marker, add_headers, relay
 
@@ -49,13 +48,9 @@ class PartReader:
             async with found:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
-            plain = await self.context.upstream.send(
-                request.method, target, [*headers, *conditions]
+            return await self.context.relay_unencrypted(
+                request, request.method, target, [*headers, *conditions]
             )
-            async with plain:
-                if plain.status in (200, 206):
-                    unencrypted_allowed(self.context.config, target, plain)
-                return await relay(request, plain)
         info, probe = found
         layout = info.layout
         marker = Marker.of(probe)

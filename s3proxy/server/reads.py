@@ -135,11 +135,7 @@ class Reader:
             # Not ours (or empty): the upstream answers the client's own range and conditions.
             conditions = [*conditions, *if_range_header(request)]
             again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
-            plain = await self.context.upstream.send("GET", target, again)
-            async with plain:
-                if plain.status in (200, 206):
-                    unencrypted_allowed(self.context.config, target, plain)
-                return await relay(request, plain)
+            return await self.context.relay_unencrypted(request, "GET", target, again)
         info, probe = found
         marker = Marker.of(probe)
         etag = info.etag or probe.headers.get("ETag")
