@@ -8,13 +8,14 @@ from aiohttp import web
 
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
-from s3proxy.core.headers import Headers, upstream_request_headers
+from s3proxy.core.headers import Headers
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.server.objects import check_marker
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
+    ReadHeaders,
     check_conditions,
     checksum_headers,
     checksum_mode,
@@ -23,8 +24,6 @@ from s3proxy.server.readrules import (
     if_range_header,
     last_modified,
     plaintext_headers,
-    pop_conditions,
-    pop_header,
     unencrypted_allowed,
 )
 from s3proxy.server.relay import Marker, add_headers, content_length, relay
@@ -37,9 +36,9 @@ class HeadReader:
     # ---- HeadObject --------------------------------------------------------------------------
 
     async def head_object(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        range_value = pop_header(headers, "Range")
-        conditions = pop_conditions(headers)
+        read_headers = ReadHeaders.of(request)
+        headers = read_headers.forwarded
+        range_value, conditions = read_headers.range_value, read_headers.conditions
         upstream_resp = await self.context.upstream.send("HEAD", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None

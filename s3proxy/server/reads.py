@@ -12,13 +12,15 @@ from aiohttp import web
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, RangeError
 from s3proxy.core.format import parse_header
-from s3proxy.core.headers import Headers, upstream_request_headers
+from s3proxy.core.headers import Headers
+from s3proxy.core.layout import ReadPlan
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.server.objects import check_marker
+from s3proxy.server.objects import ObjectInfo, check_marker
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
+    ReadHeaders,
     check_conditions,
     checksum_headers,
     checksum_mode,
@@ -26,8 +28,6 @@ from s3proxy.server.readrules import (
     hidden_tags,
     if_range_header,
     last_modified,
-    pop_conditions,
-    pop_header,
     read_exactly,
     unencrypted_allowed,
     upstream_chunks,
@@ -44,11 +44,10 @@ class Reader:
     # ---- GetObject ---------------------------------------------------------------------------
 
     async def get_object(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        range_value = pop_header(headers, "Range")
-        conditions = pop_conditions(headers)
-        if range_value is not None or conditions:
-            return await self._get_probed(request, target, headers, range_value, conditions)
+        read_headers = ReadHeaders.of(request)
+        if read_headers.range_value is not None or read_headers.conditions:
+            return await self._get_probed(request, target, read_headers)
+        headers = read_headers.forwarded
         # Without a Range, If-Range means nothing; it never goes upstream (the upstream would
         # compare it with its own ETag and answer a whole stored object).
         upstream_resp = await self.context.upstream.send("GET", target, headers)
@@ -113,47 +112,37 @@ class Reader:
             )
 
     async def _get_probed(
-        self,
-        request: web.Request,
-        target: Target,
-        headers: Headers,
-        range_value: str | None,
-        conditions: Headers,
+        self, request: web.Request, target: Target, read_headers: ReadHeaders
     ) -> web.StreamResponse:
         """Ranged or conditional GET: the first 256 bytes tell whether the object is ours, its
         size and stored ETag; the proxy evaluates the conditions on the plaintext ETag, then a
         second request with ``If-Match`` fetches exactly the segments of the range."""
         keys: dict[str, bytes] = {}
-        known = await self._get_known(request, target, headers, range_value, conditions, keys)
+        known = await self._get_known(request, target, read_headers, keys)
         if known is not None:
             return known
+        headers, range_value = read_headers.forwarded, read_headers.range_value
         found = await self.context.objects.probe(target, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
             # Not ours (or empty): the upstream answers the client's own range and conditions.
-            conditions = [*conditions, *if_range_header(request)]
+            conditions = [*read_headers.conditions, *if_range_header(request)]
             again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
             return await self.context.relay_unencrypted(request, "GET", target, again)
         info, probe = found
         marker = Marker.of(probe)
         etag = info.etag or probe.headers.get("ETag")
-        check_conditions(request, conditions, etag, probe)
-        total = info.size
+        check_conditions(request, read_headers.conditions, etag, probe)
         if_range = request.headers.get("If-Range")
         if not range_applies(if_range, etag or "", last_modified(probe)):
             range_value = None  # a stale If-Range: the whole object, 200, decrypted as ever
-        first_last = None if range_value is None else client_range(range_value, total)
+        first_last = None if range_value is None else client_range(range_value, info.size)
+        plan, status, content_range = _read_plan(info, first_last)
         extra: Headers = []
-        if first_last is None:
-            plan, status, content_range = info.layout.plan_all(), 200, None
-            if checksum_mode(request) and marker is not None:
-                extra = checksum_headers(info, marker)
-        else:
-            first, last = first_last
-            plan = info.layout.plan_range(first, last)
-            status, content_range = 206, f"bytes {first}-{last}/{total}"
+        if first_last is None and checksum_mode(request) and marker is not None:
+            extra = checksum_headers(info, marker)
         return await self.context.sender.send_span(
             request,
             target,
@@ -172,9 +161,7 @@ class Reader:
         self,
         request: web.Request,
         target: Target,
-        headers: Headers,
-        range_value: str | None,
-        conditions: Headers,
+        read_headers: ReadHeaders,
         keys: dict[str, bytes],
     ) -> web.StreamResponse | None:
         """Ranged or conditional GET of an object whose layout this process holds under the
@@ -183,6 +170,7 @@ class Reader:
         Last-Modified before anything is sent. ``None``: not known, or the object changed (or
         the request needs the probe): the caller probes (docs/design.md, Reading without a
         probe)."""
+        conditions = read_headers.conditions
         if any(k.lower() in ("if-none-match", "if-modified-since") for k, _ in conditions):
             return None  # revalidations mostly end in 304: the probe costs less than a span
         if_range = request.headers.get("If-Range")
@@ -193,20 +181,17 @@ class Reader:
             return None
         stored_etag, info = seen
         etag = info.etag or stored_etag
-        total = info.size
+        range_value = read_headers.range_value
         if not range_applies(if_range, etag, None):
             range_value = None
         try:
-            first_last = None if range_value is None else client_range(range_value, total)
+            first_last = None if range_value is None else client_range(range_value, info.size)
         except RangeError:
             return None  # perhaps a size that changed: the probe tells
-        if first_last is None:
-            plan, status, content_range = info.layout.plan_all(), 200, None
-        else:
-            first, last = first_last
-            plan = info.layout.plan_range(first, last)
-            status, content_range = 206, f"bytes {first}-{last}/{total}"
-        span = await self.context.objects.known_span(target, headers, stored_etag, info, plan)
+        plan, status, content_range = _read_plan(info, first_last)
+        span = await self.context.objects.known_span(
+            target, read_headers.forwarded, stored_etag, info, plan
+        )
         if span is None:
             return None
         async with span.resp:
@@ -227,3 +212,14 @@ class Reader:
                 keys=keys,
                 hidden_tags=hidden_tags(info),
             )
+
+
+def _read_plan(
+    info: ObjectInfo, first_last: tuple[int, int] | None
+) -> tuple[ReadPlan, int, str | None]:
+    """The stored segments to read, the status and the Content-Range: the whole object, or the
+    plaintext bytes ``first..last`` of it."""
+    if first_last is None:
+        return info.layout.plan_all(), 200, None
+    first, last = first_last
+    return info.layout.plan_range(first, last), 206, f"bytes {first}-{last}/{info.size}"
