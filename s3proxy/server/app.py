@@ -41,6 +41,7 @@ from s3proxy.server.partreads import PartReader
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
 from s3proxy.server.reads import Reader
+from s3proxy.server.recopy import CopyContext
 from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
 from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
@@ -77,7 +78,7 @@ class Proxy:
         parts = PartReader(read_context)
         listings = Listings(config, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
-        copier = Copier(config, upstream, objects, writer)
+        copier = Copier(CopyContext(config, upstream, objects, writer))
         attributes = Attributes(config, upstream, objects)
         self._handlers: dict[Action, Handler] = {
             Action.PASS_THROUGH: self._pass_through,
