@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
@@ -21,6 +21,7 @@ from s3proxy.upstream.client import Upstream
 
 CHUNK = 1024 * 1024
 _VERSION = re.compile(r"^vault:v(\d+):")
+StreamBody = Callable[[StreamInfo], AsyncIterator[bytes]]  # a stream's body as it is to be stored
 
 # Headers of a stored object that a rewritten copy must carry again.
 _KEPT = (
@@ -81,10 +82,14 @@ class Rewrapper:
         tagging = await self._tagging(target) if tagged else ""  # S3 counts tags in HEAD
         if tagging:
             kept.append(("x-amz-tagging", tagging))
+
+        def rewrapped_body(stream: StreamInfo) -> AsyncIterator[bytes]:
+            return self._rewrapped_stream(target, etag, stream, rewrapped)
+
         if marker.multipart:
-            await self._rewrite_multipart(target, layout, rewrapped, kept, etag)
+            await self._rewrite_multipart(target, layout, kept, rewrapped_body)
         else:
-            await self._rewrite_single(target, layout, rewrapped, kept, etag)
+            await self._rewrite_single(target, layout, kept, rewrapped_body)
         return "rewritten"
 
     async def _tagging(self, target: Target) -> str:
@@ -119,26 +124,16 @@ class Rewrapper:
             yield chunk
 
     async def _rewrite_single(
-        self,
-        target: Target,
-        layout: Layout,
-        rewrapped: dict[str, str],
-        kept: list[tuple[str, str]],
-        etag: str,
+        self, target: Target, layout: Layout, kept: list[tuple[str, str]], stream_body: StreamBody
     ) -> None:
-        body = self._rewrapped_stream(target, etag, layout.streams[0], rewrapped)
+        body = stream_body(layout.streams[0])
         resp = await self.upstream.send("PUT", target, kept, body, layout.stored_length)
         async with resp:
             if resp.status != 200:
                 raise S3ProxyError(f"rewriting failed with HTTP {resp.status}: {await resp.text()}")
 
     async def _rewrite_multipart(
-        self,
-        target: Target,
-        layout: Layout,
-        rewrapped: dict[str, str],
-        kept: list[tuple[str, str]],
-        etag: str,
+        self, target: Target, layout: Layout, kept: list[tuple[str, str]], stream_body: StreamBody
     ) -> None:
         create = await self.upstream.send(
             "POST", Target(target.bucket, target.key, (("uploads", None),)), kept, b""
@@ -156,7 +151,7 @@ class Rewrapper:
                 part = Target(
                     target.bucket, target.key, (("partNumber", str(number)), ("uploadId", uid))
                 )
-                body = self._rewrapped_stream(target, etag, stream, rewrapped)
+                body = stream_body(stream)
                 resp = await self.upstream.send("PUT", part, [], body, stream.stored_length)
                 async with resp:
                     if resp.status != 200:

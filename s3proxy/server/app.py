@@ -38,8 +38,10 @@ from s3proxy.server.identity import WHOAMI_PATH, Identity
 from s3proxy.server.listings import Listings
 from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.partreads import PartReader
+from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
 from s3proxy.server.reads import Reader
+from s3proxy.server.recopy import CopyContext
 from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
 from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
@@ -70,12 +72,13 @@ class Proxy:
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         objects = ObjectInspector(keys, upstream)
         sender = PlaintextSender(objects)
-        reader = Reader(config, upstream, objects, sender)
-        heads = HeadReader(config, upstream, objects)
-        parts = PartReader(config, upstream, objects, sender)
+        read_context = ReadContext(config, upstream, objects, sender)
+        reader = Reader(read_context)
+        heads = HeadReader(read_context)
+        parts = PartReader(read_context)
         listings = Listings(config, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
-        copier = Copier(config, upstream, objects, writer)
+        copier = Copier(CopyContext(config, upstream, objects, writer))
         attributes = Attributes(config, upstream, objects)
         self._handlers: dict[Action, Handler] = {
             Action.PASS_THROUGH: self._pass_through,

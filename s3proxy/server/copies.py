@@ -5,13 +5,11 @@ the proxy); any other range is read, authenticated, decrypted and encrypted anew
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from s3proxy.config import Config
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
     InvalidArgument,
@@ -31,13 +29,11 @@ from s3proxy.core.headers import (
 from s3proxy.core.layout import StreamInfo
 from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
 from s3proxy.core.request import Target, parse_target
-from s3proxy.core.s3xml import copy_result, replace_text, without_checksums
+from s3proxy.core.s3xml import replace_text, without_checksums
 from s3proxy.server.clientauth import discard_body
-from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
-from s3proxy.server.recopy import CopyByReencryption, must_reencrypt
+from s3proxy.server.objects import Current, ObjectInfo
+from s3proxy.server.recopy import CopyByReencryption, CopyContext, copy_response, must_reencrypt
 from s3proxy.server.relay import no_bytes, relay, relay_body
-from s3proxy.server.writes import Writer
-from s3proxy.upstream.client import Upstream
 
 _SOURCE_ETAG_CONDITIONS = ("x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
 _INVALID_RANGE = (
@@ -91,19 +87,14 @@ def _whole_stream(info: ObjectInfo, first: int, last: int) -> tuple[StreamInfo, 
 
 
 class Copier:
-    def __init__(
-        self, config: Config, upstream: Upstream, objects: ObjectInspector, writer: Writer
-    ) -> None:
-        self.config = config
-        self.upstream = upstream
-        self.objects = objects
-        self.writer = writer
-        self.recopy = CopyByReencryption(config, upstream, objects, writer)
+    def __init__(self, context: CopyContext) -> None:
+        self.context = context
+        self.recopy = CopyByReencryption(context)
 
     async def _source(self, request: web.Request, headers: Headers) -> Current | None:
         """The copy source as the client sees it; its ETag conditions are checked here and
         replaced by a condition on the stored ETag of the object they were checked against."""
-        current = await self.objects.current(source_target(request))
+        current = await self.context.objects.current(source_target(request))
         if current is None:
             return None  # the copy itself reports the missing source, as S3 would
         conditions = {k.lower(): v for k, v in headers if k.lower() in _SOURCE_ETAG_CONDITIONS}
@@ -131,7 +122,7 @@ class Copier:
         if (
             current is not None
             and info is not None
-            and must_reencrypt(self.config, info, current.target, target)
+            and must_reencrypt(self.context.config, info, current.target, target)
         ):
             await discard_body(request)
             return await self.recopy.copy(request, target, current, info)
@@ -145,7 +136,7 @@ class Copier:
         if info is not None and needs_manifest(info.layout):
             await self._keep_manifest(request, headers, info)
         await discard_body(request)
-        upstream_resp = await self.upstream.send("PUT", target, headers, b"")
+        upstream_resp = await self.context.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
             if upstream_resp.status == 200 and info is not None:
@@ -164,7 +155,8 @@ class Copier:
         if directive != "REPLACE":
             return
         first = info.layout.streams[0].header
-        value = manifest_value(await self.objects.unwrap(first.wrapped_key, None), info.layout)
+        first_key = await self.context.objects.unwrap(first.wrapped_key, None)
+        value = manifest_value(first_key, info.layout)
         tagging = request.headers.get("x-amz-tagging", "")
         headers[:] = [(k, v) for k, v in headers if k.lower() != "x-amz-tagging"]
         own = f"{MANIFEST_TAG}={value}"
@@ -175,7 +167,7 @@ class Copier:
         current = await self._source(request, headers)
         if current is None:
             await discard_body(request)
-            upstream_resp = await self.upstream.send("PUT", target, headers, b"")
+            upstream_resp = await self.context.upstream.send("PUT", target, headers, b"")
             async with upstream_resp:
                 return await relay(request, upstream_resp)
         info = current.info
@@ -191,7 +183,7 @@ class Copier:
         else:
             first, last = parse_copy_range(range_value, info.size)
         whole = _whole_stream(info, first, last) if info.size else None
-        if must_reencrypt(self.config, info, current.target, target):
+        if must_reencrypt(self.context.config, info, current.target, target):
             whole = None  # the part's stream is bound to the new name
         if whole is not None:
             return await self._copy_stream(request, target, headers, info, *whole)
@@ -210,7 +202,7 @@ class Copier:
         headers = [(k, v) for k, v in headers if k.lower() != "x-amz-copy-source-range"]
         end = stream.stored_offset + stream.stored_length - 1
         headers.append(("x-amz-copy-source-range", f"bytes={stream.stored_offset}-{end}"))
-        upstream_resp = await self.upstream.send("PUT", target, headers, b"")
+        upstream_resp = await self.context.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
             trailer = info.trailers[index]
@@ -228,14 +220,8 @@ class Copier:
             plaintext: AsyncIterator[bytes] = no_bytes()
         else:
             plan = info.layout.plan_range(first, last)
-            plaintext = self.objects.plaintext(current.target, current.stored_etag, plan)
-        resp, etag = await self.writer.put_stream(
+            plaintext = self.context.objects.plaintext(current.target, current.stored_etag, plan)
+        resp, etag = await self.context.writer.put_stream(
             target, [], last - first + 1, plaintext, whole_object=False
         )
-        async with resp:
-            body = await resp.read()
-            if resp.status != 200:
-                return relay_body(resp, body)
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            result = copy_result("CopyPartResult", etag, now)
-            return relay_body(resp, result, [("Content-Type", "application/xml")])
+        return await copy_response(resp, "CopyPartResult", etag)

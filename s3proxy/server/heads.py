@@ -6,15 +6,16 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from s3proxy.config import Config
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
-from s3proxy.core.headers import Headers, upstream_request_headers
+from s3proxy.core.headers import Headers
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.server.objects import ObjectInspector, check_marker
+from s3proxy.server.objects import check_marker
+from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
+    ReadHeaders,
     check_conditions,
     checksum_headers,
     checksum_mode,
@@ -23,33 +24,28 @@ from s3proxy.server.readrules import (
     if_range_header,
     last_modified,
     plaintext_headers,
-    pop_conditions,
-    pop_header,
     unencrypted_allowed,
 )
 from s3proxy.server.relay import Marker, add_headers, content_length, relay
-from s3proxy.upstream.client import Upstream
 
 
 class HeadReader:
-    def __init__(self, config: Config, upstream: Upstream, objects: ObjectInspector) -> None:
-        self.config = config
-        self.upstream = upstream
-        self.objects = objects
+    def __init__(self, context: ReadContext) -> None:
+        self.context = context
 
     # ---- HeadObject --------------------------------------------------------------------------
 
     async def head_object(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        range_value = pop_header(headers, "Range")
-        conditions = pop_conditions(headers)
-        upstream_resp = await self.upstream.send("HEAD", target, headers)
+        read_headers = ReadHeaders.of(request)
+        headers = read_headers.forwarded
+        range_value, conditions = read_headers.range_value, read_headers.conditions
+        upstream_resp = await self.context.upstream.send("HEAD", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
             if marker is None:
                 if upstream_resp.status != 200:
                     return await relay(request, upstream_resp)
-                unencrypted_allowed(self.config, target, upstream_resp)
+                unencrypted_allowed(self.context.config, target, upstream_resp)
                 if range_value is None and not conditions:
                     return await relay(request, upstream_resp)
             else:
@@ -57,11 +53,9 @@ class HeadReader:
                     request, target, upstream_resp, marker, range_value, conditions
                 )
         again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
-        plain = await self.upstream.send("HEAD", target, [*again, *if_range_header(request)])
-        async with plain:
-            if plain.status in (200, 206):
-                unencrypted_allowed(self.config, target, plain)
-            return await relay(request, plain)
+        return await self.context.relay_unencrypted(
+            request, "HEAD", target, [*again, *if_range_header(request)]
+        )
 
     async def _head_encrypted(
         self,
@@ -79,14 +73,14 @@ class HeadReader:
         # The header too (and the trailer in v2), or their authenticated copy cached under this
         # stored ETag and size: the marker alone must never decide the size a client is told
         # (docs/design.md, Reading).
-        info = self.objects.cached(target, stored_etag, stored_total, None)
+        info = self.context.objects.cached(target, stored_etag, stored_total, None)
         if info is not None:
             check_marker(info.layout.streams[0].header, marker)
         else:
             same = [("If-Match", stored_etag)] if stored_etag else []
             # A small single stream is read whole: its trailer comes with its header.
             small = not marker.multipart and stored_total <= WHOLE_READ_LIMIT
-            found = await self.objects.probe(
+            found = await self.context.objects.probe(
                 target, same, length=stored_total if small else HEADER_SIZE
             )
             if isinstance(found, aiohttp.ClientResponse):

@@ -359,29 +359,6 @@ class ObjectInspector:
         for number in numbers:
             self._parts.pop(_part_key(target, str(number)))
 
-    async def info(
-        self,
-        target: Target,
-        etag: str | None,
-        stored_total: int,
-        first: Header,
-        marker: Marker,
-        keys: dict[str, bytes] | None = None,
-        manifest: bool = True,
-        known: bytes = b"",
-    ) -> ObjectInfo:
-        """The object's layout, trailers and plaintext ETag (parallel reads, cached per ETag).
-        Data keys unwrapped on the way are left in ``keys`` for the rest of the request.
-        ``manifest=False`` skips the manifest check (and the cache): for the object
-        CompleteMultipartUpload has just made, whose manifest is yet to be written.
-        ``known``: the object's first stored bytes, already read (no request for those)."""
-        check_marker(first, marker)
-        if manifest:
-            cached = self.cached(target, etag, stored_total, first)
-            if cached is not None:
-                return cached
-        return await self.build(target, etag, stored_total, first, marker, keys, manifest, known)
-
     async def build(
         self,
         target: Target,
@@ -393,7 +370,12 @@ class ObjectInspector:
         manifest: bool = True,
         known: bytes = b"",
     ) -> ObjectInfo:
-        """:meth:`info` without the cache lookup (the caller looked already)."""
+        """The object's layout, trailers and plaintext ETag (parallel reads), cached per ETag;
+        the caller looked in the cache already (:meth:`cached`). Data keys unwrapped on the way
+        are left in ``keys`` for the rest of the request. ``manifest=False`` skips the manifest
+        check (and the cache): for the object CompleteMultipartUpload has just made, whose
+        manifest is yet to be written. ``known``: the object's first stored bytes, already read
+        (no request for those)."""
         check_marker(first, marker)
         sealed: dict[int, bytes] = {}
         layout = await self._layout(target, etag, stored_total, first, marker, sealed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from s3proxy.config import Config
 from s3proxy.core.errors import (
     InvalidArgument,
     InvalidPartNumber,
@@ -14,28 +13,20 @@ from s3proxy.core.errors import (
 )
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Target
-from s3proxy.server.objects import ObjectInspector
+from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     check_conditions,
     checksum_mode,
     hidden_tags,
     plaintext_headers,
     pop_conditions,
-    unencrypted_allowed,
 )
 from s3proxy.server.relay import Marker, add_headers, relay
-from s3proxy.server.sending import PlaintextSender
-from s3proxy.upstream.client import Upstream
 
 
 class PartReader:
-    def __init__(
-        self, config: Config, upstream: Upstream, objects: ObjectInspector, sender: PlaintextSender
-    ) -> None:
-        self.config = config
-        self.upstream = upstream
-        self.objects = objects
-        self.sender = sender
+    def __init__(self, context: ReadContext) -> None:
+        self.context = context
 
     # ---- GetObject / HeadObject ?partNumber=N ------------------------------------------------
 
@@ -52,16 +43,14 @@ class PartReader:
         conditions = pop_conditions(headers)
         whole = target.without("partNumber")
         keys: dict[str, bytes] = {}
-        found = await self.objects.probe(whole, headers, keys)
+        found = await self.context.objects.probe(whole, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
-            plain = await self.upstream.send(request.method, target, [*headers, *conditions])
-            async with plain:
-                if plain.status in (200, 206):
-                    unencrypted_allowed(self.config, target, plain)
-                return await relay(request, plain)
+            return await self.context.relay_unencrypted(
+                request, request.method, target, [*headers, *conditions]
+            )
         info, probe = found
         layout = info.layout
         marker = Marker.of(probe)
@@ -95,7 +84,7 @@ class PartReader:
             await resp.prepare(request)
             await resp.write_eof()
             return resp
-        return await self.sender.send_span(
+        return await self.context.sender.send_span(
             request,
             whole,
             headers,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -21,7 +22,12 @@ from s3proxy.core.errors import (
     RangeError,
     UpstreamUnavailable,
 )
-from s3proxy.core.headers import Headers, client_response_headers, get_header
+from s3proxy.core.headers import (
+    Headers,
+    client_response_headers,
+    get_header,
+    upstream_request_headers,
+)
 from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import RangeNotSatisfiable, parse_range
@@ -90,6 +96,22 @@ def check_unencrypted(config: Config, target: Target, resp: aiohttp.ClientRespon
             "The object was not written through s3proxy (it is not encrypted), and "
             "S3PROXY_UNENCRYPTED_OBJECTS does not allow returning it."
         )
+
+
+@dataclass(frozen=True)
+class ReadHeaders:
+    """A read's request headers: those forwarded upstream, and apart from them the client's
+    Range and conditions, which the proxy evaluates on the plaintext."""
+
+    forwarded: Headers
+    range_value: str | None
+    conditions: Headers
+
+    @classmethod
+    def of(cls, request: web.Request) -> ReadHeaders:
+        headers = upstream_request_headers(request.headers.items(), encrypting=False)
+        range_value = pop_header(headers, "Range")
+        return cls(headers, range_value, pop_conditions(headers))
 
 
 def pop_conditions(headers: Headers) -> Headers:

@@ -9,16 +9,18 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from s3proxy.config import Config
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, RangeError
 from s3proxy.core.format import parse_header
-from s3proxy.core.headers import Headers, upstream_request_headers
+from s3proxy.core.headers import Headers
+from s3proxy.core.layout import ReadPlan
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.server.objects import ObjectInspector, check_marker
+from s3proxy.server.objects import ObjectInfo, check_marker
+from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
+    ReadHeaders,
     check_conditions,
     checksum_headers,
     checksum_mode,
@@ -26,44 +28,34 @@ from s3proxy.server.readrules import (
     hidden_tags,
     if_range_header,
     last_modified,
-    pop_conditions,
-    pop_header,
     read_exactly,
     unencrypted_allowed,
     upstream_chunks,
 )
 from s3proxy.server.relay import Marker, content_length, relay
-from s3proxy.server.sending import PlaintextSender
-from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 
 
 class Reader:
-    def __init__(
-        self, config: Config, upstream: Upstream, objects: ObjectInspector, sender: PlaintextSender
-    ) -> None:
-        self.config = config
-        self.upstream = upstream
-        self.objects = objects
-        self.sender = sender
+    def __init__(self, context: ReadContext) -> None:
+        self.context = context
 
     # ---- GetObject ---------------------------------------------------------------------------
 
     async def get_object(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        range_value = pop_header(headers, "Range")
-        conditions = pop_conditions(headers)
-        if range_value is not None or conditions:
-            return await self._get_probed(request, target, headers, range_value, conditions)
+        read_headers = ReadHeaders.of(request)
+        if read_headers.range_value is not None or read_headers.conditions:
+            return await self._get_probed(request, target, read_headers)
+        headers = read_headers.forwarded
         # Without a Range, If-Range means nothing; it never goes upstream (the upstream would
         # compare it with its own ETag and answer a whole stored object).
-        upstream_resp = await self.upstream.send("GET", target, headers)
+        upstream_resp = await self.context.upstream.send("GET", target, headers)
         async with upstream_resp:
             marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
             if marker is None:
                 if upstream_resp.status == 200:
-                    unencrypted_allowed(self.config, target, upstream_resp)
+                    unencrypted_allowed(self.context.config, target, upstream_resp)
                 return await relay(request, upstream_resp)
             stored_total = content_length(upstream_resp)
             if stored_total is None:
@@ -75,16 +67,16 @@ class Reader:
             keys: dict[str, bytes] = {}
             first = parse_header(head)
             check_marker(first, marker)
-            info = self.objects.cached(target, stored_etag, stored_total, first)
+            info = self.context.objects.cached(target, stored_etag, stored_total, first)
             if info is None and marker.multipart:
                 # Its layout takes many ranged reads: the whole-object response does not wait
                 # for them (an upstream may give up on a reader that stalls, as LocalStack
                 # does after about a second); its plaintext is fetched again, If-Match.
                 upstream_resp.close()
-                info = await self.objects.build(
+                info = await self.context.objects.build(
                     target, stored_etag, stored_total, first, marker, keys, known=head
                 )
-                return await self.sender.send_span(
+                return await self.context.sender.send_span(
                     request,
                     target,
                     headers,
@@ -101,11 +93,11 @@ class Reader:
                 if not marker.multipart and stored_total <= WHOLE_READ_LIMIT:
                     # A small object arrives whole anyway: its trailer is in this response.
                     head += await read_exactly(upstream_resp, stored_total - HEADER_SIZE)
-                info = await self.objects.build(
+                info = await self.context.objects.build(
                     target, stored_etag, stored_total, first, marker, keys, known=head
                 )
             checksums = checksum_headers(info, marker) if checksum_mode(request) else []
-            return await self.sender.send_plan(
+            return await self.context.sender.send_plan(
                 request,
                 upstream_chunks(upstream_resp),
                 info.layout.plan_all(),
@@ -120,52 +112,38 @@ class Reader:
             )
 
     async def _get_probed(
-        self,
-        request: web.Request,
-        target: Target,
-        headers: Headers,
-        range_value: str | None,
-        conditions: Headers,
+        self, request: web.Request, target: Target, read_headers: ReadHeaders
     ) -> web.StreamResponse:
         """Ranged or conditional GET: the first 256 bytes tell whether the object is ours, its
         size and stored ETag; the proxy evaluates the conditions on the plaintext ETag, then a
         second request with ``If-Match`` fetches exactly the segments of the range."""
         keys: dict[str, bytes] = {}
-        known = await self._get_known(request, target, headers, range_value, conditions, keys)
+        known = await self._get_known(request, target, read_headers, keys)
         if known is not None:
             return known
-        found = await self.objects.probe(target, headers, keys)
+        headers, range_value = read_headers.forwarded, read_headers.range_value
+        found = await self.context.objects.probe(target, headers, keys)
         if isinstance(found, aiohttp.ClientResponse):
             async with found:
                 if found.status not in (200, 206, 416):
                     return await relay(request, found)
             # Not ours (or empty): the upstream answers the client's own range and conditions.
-            conditions = [*conditions, *if_range_header(request)]
+            conditions = [*read_headers.conditions, *if_range_header(request)]
             again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
-            plain = await self.upstream.send("GET", target, again)
-            async with plain:
-                if plain.status in (200, 206):
-                    unencrypted_allowed(self.config, target, plain)
-                return await relay(request, plain)
+            return await self.context.relay_unencrypted(request, "GET", target, again)
         info, probe = found
         marker = Marker.of(probe)
         etag = info.etag or probe.headers.get("ETag")
-        check_conditions(request, conditions, etag, probe)
-        total = info.size
+        check_conditions(request, read_headers.conditions, etag, probe)
         if_range = request.headers.get("If-Range")
         if not range_applies(if_range, etag or "", last_modified(probe)):
             range_value = None  # a stale If-Range: the whole object, 200, decrypted as ever
-        first_last = None if range_value is None else client_range(range_value, total)
+        first_last = None if range_value is None else client_range(range_value, info.size)
+        plan, status, content_range = _read_plan(info, first_last)
         extra: Headers = []
-        if first_last is None:
-            plan, status, content_range = info.layout.plan_all(), 200, None
-            if checksum_mode(request) and marker is not None:
-                extra = checksum_headers(info, marker)
-        else:
-            first, last = first_last
-            plan = info.layout.plan_range(first, last)
-            status, content_range = 206, f"bytes {first}-{last}/{total}"
-        return await self.sender.send_span(
+        if first_last is None and checksum_mode(request) and marker is not None:
+            extra = checksum_headers(info, marker)
+        return await self.context.sender.send_span(
             request,
             target,
             headers,
@@ -183,9 +161,7 @@ class Reader:
         self,
         request: web.Request,
         target: Target,
-        headers: Headers,
-        range_value: str | None,
-        conditions: Headers,
+        read_headers: ReadHeaders,
         keys: dict[str, bytes],
     ) -> web.StreamResponse | None:
         """Ranged or conditional GET of an object whose layout this process holds under the
@@ -194,30 +170,28 @@ class Reader:
         Last-Modified before anything is sent. ``None``: not known, or the object changed (or
         the request needs the probe): the caller probes (docs/design.md, Reading without a
         probe)."""
+        conditions = read_headers.conditions
         if any(k.lower() in ("if-none-match", "if-modified-since") for k, _ in conditions):
             return None  # revalidations mostly end in 304: the probe costs less than a span
         if_range = request.headers.get("If-Range")
         if if_range is not None and not if_range.strip().startswith(("W/", '"')):
             return None  # a date needs the object's Last-Modified before the range is chosen
-        seen = self.objects.last_seen(target)
+        seen = self.context.objects.last_seen(target)
         if seen is None:
             return None
         stored_etag, info = seen
         etag = info.etag or stored_etag
-        total = info.size
+        range_value = read_headers.range_value
         if not range_applies(if_range, etag, None):
             range_value = None
         try:
-            first_last = None if range_value is None else client_range(range_value, total)
+            first_last = None if range_value is None else client_range(range_value, info.size)
         except RangeError:
             return None  # perhaps a size that changed: the probe tells
-        if first_last is None:
-            plan, status, content_range = info.layout.plan_all(), 200, None
-        else:
-            first, last = first_last
-            plan = info.layout.plan_range(first, last)
-            status, content_range = 206, f"bytes {first}-{last}/{total}"
-        span = await self.objects.known_span(target, headers, stored_etag, info, plan)
+        plan, status, content_range = _read_plan(info, first_last)
+        span = await self.context.objects.known_span(
+            target, read_headers.forwarded, stored_etag, info, plan
+        )
         if span is None:
             return None
         async with span.resp:
@@ -226,7 +200,7 @@ class Reader:
             extra: Headers = []
             if first_last is None and checksum_mode(request) and marker is not None:
                 extra = checksum_headers(info, marker)
-            return await self.sender.send_plan(
+            return await self.context.sender.send_plan(
                 request,
                 span.chunks(),
                 plan,
@@ -238,3 +212,14 @@ class Reader:
                 keys=keys,
                 hidden_tags=hidden_tags(info),
             )
+
+
+def _read_plan(
+    info: ObjectInfo, first_last: tuple[int, int] | None
+) -> tuple[ReadPlan, int, str | None]:
+    """The stored segments to read, the status and the Content-Range: the whole object, or the
+    plaintext bytes ``first..last`` of it."""
+    if first_last is None:
+        return info.layout.plan_all(), 200, None
+    first, last = first_last
+    return info.layout.plan_range(first, last), 206, f"bytes {first}-{last}/{info.size}"

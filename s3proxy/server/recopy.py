@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -72,14 +74,32 @@ def _source_conditions(request: web.Request, last_modified: dt.datetime | None) 
         raise PreconditionFailed()
 
 
+async def copy_response(resp: aiohttp.ClientResponse, element: str, etag: str) -> web.Response:
+    """The answer to a copy the proxy wrote itself: S3's ``element`` (CopyObjectResult or
+    CopyPartResult) with the new plaintext ETag, or the upstream's error as it is."""
+    async with resp:
+        body = await resp.read()
+        if resp.status != 200:
+            return relay_body(resp, body)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        result = copy_result(element, etag, now)
+        return relay_body(resp, result, [("Content-Type", "application/xml")])
+
+
+@dataclass(frozen=True)
+class CopyContext:
+    """What the copies share (server/copies.py, and the re-encrypting copy here): built once per
+    proxy by server/app.py."""
+
+    config: Config
+    upstream: Upstream
+    objects: ObjectInspector
+    writer: Writer
+
+
 class CopyByReencryption:
-    def __init__(
-        self, config: Config, upstream: Upstream, objects: ObjectInspector, writer: Writer
-    ) -> None:
-        self.config = config
-        self.upstream = upstream
-        self.objects = objects
-        self.writer = writer
+    def __init__(self, context: CopyContext) -> None:
+        self.context = context
 
     async def copy(
         self, request: web.Request, target: Target, source: Current, info: ObjectInfo
@@ -106,7 +126,7 @@ class CopyByReencryption:
             if tags:
                 headers.append(("x-amz-tagging", urlencode(tags)))
         headers.append(
-            (MARKER_HEADER, marker_value(self.config.segment_size, version=WRITE_VERSION))
+            (MARKER_HEADER, marker_value(self.context.config.segment_size, version=WRITE_VERSION))
         )
         checksum: Checksum = None
         trailer = info.trailers[0] if len(info.trailers) == 1 else None
@@ -115,20 +135,14 @@ class CopyByReencryption:
         plaintext: AsyncIterator[bytes] = no_bytes()
         if info.size:
             plan = info.layout.plan_range(0, info.size - 1)
-            plaintext = self.objects.plaintext(source.target, source.stored_etag, plan)
-        resp, etag = await self.writer.put_stream(
+            plaintext = self.context.objects.plaintext(source.target, source.stored_etag, plan)
+        resp, etag = await self.context.writer.put_stream(
             target, headers, info.size, plaintext, lambda: checksum, whole_object=True
         )
-        async with resp:
-            body = await resp.read()
-            if resp.status != 200:
-                return relay_body(resp, body)
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            result = copy_result("CopyObjectResult", etag, now)
-            return relay_body(resp, result, [("Content-Type", "application/xml")])
+        return await copy_response(resp, "CopyObjectResult", etag)
 
     async def _source_headers(self, source: Current) -> tuple[Headers, dt.datetime | None]:
-        resp = await self.upstream.send(
+        resp = await self.context.upstream.send(
             "HEAD", source.target, [("If-Match", source.stored_etag)], None
         )
         async with resp:
@@ -146,5 +160,5 @@ class CopyByReencryption:
             return headers, modified
 
     async def _source_tags(self, source: Current) -> list[tuple[str, str]]:
-        tags = await self.objects.tags.read(source.target) or []
+        tags = await self.context.objects.tags.read(source.target) or []
         return [(k, v) for k, v in tags if k != MANIFEST_TAG]
