@@ -87,6 +87,11 @@ class LruCache(Generic[V]):
         self._items.move_to_end(key)
         return found[0]
 
+    def peek(self, key: CacheKey) -> V | None:
+        """The value, without counting a look-up or making it the most recent."""
+        found = self._items.get(key)
+        return None if found is None else found[0]
+
     def pop(self, key: CacheKey) -> None:
         old = self._items.pop(key, None)
         if old is not None:
@@ -329,7 +334,12 @@ class ObjectInspector:
         self._see(target, etag)
 
     def _see(self, target: Target, etag: str) -> None:
+        """Note ``etag`` as the object's latest; the info of the content it replaced is
+        dropped, so a key written again and again holds one entry, not one per write."""
         key = cache_key(target, None)
+        previous = self._last_etags.peek(key)
+        if previous is not None and previous != etag:
+            self._infos.pop(cache_key(target, previous))
         self._last_etags.put(key, etag, ETAG_ENTRY + sum(map(len, key)) + len(etag))
 
     def last_seen(self, target: Target) -> tuple[str, ObjectInfo] | None:
