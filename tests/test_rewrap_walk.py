@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -85,6 +86,8 @@ def _run_on_a_terminal(
     interrupted = False
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
+        if not select.select([leader], [], [], 1.0)[0]:
+            continue  # nothing written for a second: look at the deadline again
         try:
             chunk = os.read(leader, 65536)
         except OSError:  # the process closed the terminal
@@ -96,6 +99,11 @@ def _run_on_a_terminal(
             proc.send_signal(signal.SIGINT)
             interrupted = True
     os.close(leader)
+    if time.monotonic() >= deadline and proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+        written = text.decode(errors="replace")[-4000:]
+        pytest.fail(f"s3proxy {args[0]} still running after 240 s; it wrote:\n{written}")
     return proc.wait(timeout=60), text.decode(errors="replace")
 
 
