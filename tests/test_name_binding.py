@@ -256,6 +256,19 @@ def test_unbound_objects_read_within_the_migration_allowance(
         )
         head = raw.get_object(Bucket=bucket, Key="new/a", Range="bytes=0-255")["Body"].read()
         assert parse_header(head).name_bound
+        # a copy onto itself (a metadata change) binds it in place, and it stays readable
+        client.copy_object(
+            Bucket=bucket,
+            Key="legacy/m",
+            CopySource={"Bucket": bucket, "Key": "legacy/m"},
+            MetadataDirective="REPLACE",
+            Metadata={"migrated": "yes"},
+        )
+        head = raw.get_object(Bucket=bucket, Key="legacy/m", Range="bytes=0-255")["Body"].read()
+        assert parse_header(head).name_bound and parse_header(head).whole_object
+        got = client.get_object(Bucket=bucket, Key="legacy/m")
+        assert got["Metadata"] == {"migrated": "yes"}
+        assert got["Body"].read() == b"l" * (5 * 1024 * 1024) + b"legacy end"
     finally:
         migrating.stop()
 
