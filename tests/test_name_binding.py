@@ -175,6 +175,17 @@ def _refused_everywhere(client: Any, bucket: str, key: str) -> None:
         assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
     with pytest.raises(botocore.exceptions.ClientError):
         client.head_object(Bucket=bucket, Key=f"{key}.copy")  # nothing was written
+    upload = client.create_multipart_upload(Bucket=bucket, Key=f"{key}.parts")["UploadId"]
+    with pytest.raises(botocore.exceptions.ClientError) as failed:
+        client.upload_part_copy(
+            Bucket=bucket,
+            Key=f"{key}.parts",
+            UploadId=upload,
+            PartNumber=1,
+            CopySource={"Bucket": bucket, "Key": key},
+        )
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    client.abort_multipart_upload(Bucket=bucket, Key=f"{key}.parts", UploadId=upload)
 
 
 def test_unbound_ciphertext_moved_under_a_bound_key_is_refused(
