@@ -71,6 +71,20 @@ def test_the_state_file_is_written_without_following_a_planted_symlink(tmp_path:
     assert oct(state.stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_state_file_that_is_not_one_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    from s3proxy.core.errors import S3ProxyError
+
+    state = tmp_path / "rewrap.state"
+    options = WalkOptions(bucket="b", state=state)
+    for text in ("{not json", "[1, 2]", '{"failed": 3}', '{"after": 7}'):
+        state.write_text(text)
+        with pytest.raises(S3ProxyError, match="state file"):
+            _load_state(options)
+    state.write_bytes(b"\xff\xfe")
+    with pytest.raises(S3ProxyError, match="cannot be read"):
+        _load_state(options)
+
+
 def test_progress_lines_without_a_terminal_come_every_few_seconds() -> None:
     now = [0.0]
     progress = Progress(

@@ -68,7 +68,16 @@ async def listing(
 def _load_state(options: WalkOptions) -> dict[str, Any]:
     if options.state is None or not options.state.exists():
         return {}
-    state: dict[str, Any] = json.loads(options.state.read_text())
+    try:
+        state: Any = json.loads(options.state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise S3ProxyError(f"the state file {options.state} cannot be read: {exc}") from exc
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("after", ""), str)
+        or not isinstance(state.get("failed", []), list)
+    ):
+        raise S3ProxyError(f"the state file {options.state} is not a rewrap state")
     if state.get("bucket") != options.bucket or state.get("prefix") != options.prefix:
         raise S3ProxyError(
             f"the state file {options.state} belongs to another walk "
