@@ -885,7 +885,7 @@ def test_a_renewed_certificate_is_served_to_new_connections(tmp_path: Path) -> N
     """cert-manager rewrites the Secret's files in place; the webhook re-reads them."""
     import asyncio
 
-    from s3proxy.k8s.webhook import CertificateFiles
+    from s3proxy.server.tls import CertificateFiles
 
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import ssl
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from s3proxy.k8s.inject import review
+from s3proxy.server.tls import CertificateFiles
 
 log = logging.getLogger("s3proxy.webhook")
 MAX_BODY = 3 * 1024 * 1024  # the API server's own limit on a request is 3 MiB
@@ -30,30 +30,6 @@ class WebhookConfig:
     cert_file: str
     key_file: str
     defaults: Mapping[str, str]
-
-
-class CertificateFiles:
-    """An SSLContext serving ``cert_file``/``key_file``, reloaded when either file changes."""
-
-    def __init__(self, cert_file: str, key_file: str) -> None:
-        self.cert_file = cert_file
-        self.key_file = key_file
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._stamp = self._mtimes()
-        self.context.load_cert_chain(cert_file, key_file)
-
-    def _mtimes(self) -> tuple[float, float]:
-        return os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime
-
-    def reload_if_changed(self) -> bool:
-        stamp = self._mtimes()
-        if stamp == self._stamp:
-            return False
-        # New connections use the new pair; a half-written pair fails here and is retried.
-        self.context.load_cert_chain(self.cert_file, self.key_file)
-        self._stamp = stamp
-        return True
 
 
 def make_app(defaults: Mapping[str, str]) -> web.Application:
