@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from s3proxy.core.access import hostname, is_loopback
+from s3proxy.core.certs import GeneratedCertificate
 from s3proxy.core.cpus import quota_cpus, usable_cpus
 from s3proxy.core.sigv4 import parse_credentials_file
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
@@ -36,6 +37,25 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("S3PROXY_LISTEN", "--listen", "address the proxy listens on", "127.0.0.1:8190"),
+    Setting(
+        "S3PROXY_TLS_LISTEN",
+        "--tls-listen",
+        "address of an HTTPS listener serving the same proxy, for clients that insist on TLS "
+        "(same loopback rules as S3PROXY_LISTEN); none by default",
+    ),
+    Setting(
+        "S3PROXY_TLS_CERT_FILE",
+        "--tls-cert-file",
+        "its certificate chain (PEM), re-read when the file changes (cert-manager); default: a "
+        "certificate for localhost and 127.0.0.1 from a CA made at start",
+    ),
+    Setting("S3PROXY_TLS_KEY_FILE", "--tls-key-file", "the certificate's private key (PEM)"),
+    Setting(
+        "S3PROXY_TLS_CA_OUT",
+        "--tls-ca-out",
+        "without S3PROXY_TLS_CERT_FILE: where the CA made at start is written (PEM), for the "
+        "workload to trust (AWS_CA_BUNDLE)",
+    ),
     Setting(
         "S3PROXY_S3_ENDPOINT",
         "--s3-endpoint",
@@ -342,6 +362,19 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """The HTTPS listener (docs/operations.md, HTTPS); ``listen`` None: none."""
+
+    listen: tuple[str, int] | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_out: str | None = None
+    # The certificate made at start (no cert_file): made once, before workers start, so that
+    # every worker serves the certificate of the CA that was written.
+    generated: GeneratedCertificate | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     listen_host: str
     listen_port: int
@@ -375,6 +408,7 @@ class Config:
     )  # with bind_names: unbound streams allowed
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
     ops: OpsSettings = field(default_factory=OpsSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -484,13 +518,8 @@ def load(
     if remote not in ("true", "false"):
         raise ConfigError(f"S3PROXY_ALLOW_REMOTE_CLIENTS must be true or false, got {remote!r}")
     client_keys = _client_keys(values)
-    if not is_loopback(hostname(host)) and (remote != "true" or client_keys is None):
-        raise ConfigError(
-            f"S3PROXY_LISTEN {host}:{port} is not a loopback address: anything that reaches it "
-            "would use the proxy's identity. Listen on 127.0.0.1, or set both "
-            "S3PROXY_ALLOW_REMOTE_CLIENTS=true and S3PROXY_CLIENT_AUTH=sigv4 (with "
-            "S3PROXY_CLIENT_CREDENTIALS_FILE) so that only holders of workload keys get in."
-        )
+    _check_reach("S3PROXY_LISTEN", host, port, remote == "true" and client_keys is not None)
+    tls = _tls(values, remote == "true" and client_keys is not None)
     region = (
         values["S3PROXY_S3_REGION"]
         or env.get("AWS_REGION")
@@ -603,7 +632,53 @@ def load(
         s3_ca_bundle=ca_bundle,
         client_keys=client_keys,
         ops=_ops(values),
+        tls=tls,
     )
+
+
+def _check_reach(name: str, host: str, port: int, remote_allowed: bool) -> None:
+    if not is_loopback(hostname(host)) and not remote_allowed:
+        raise ConfigError(
+            f"{name} {host}:{port} is not a loopback address: anything that reaches it "
+            "would use the proxy's identity. Listen on 127.0.0.1, or set both "
+            "S3PROXY_ALLOW_REMOTE_CLIENTS=true and S3PROXY_CLIENT_AUTH=sigv4 (with "
+            "S3PROXY_CLIENT_CREDENTIALS_FILE) so that only holders of workload keys get in."
+        )
+
+
+def _tls(values: Mapping[str, str | None], remote_allowed: bool) -> TlsSettings:
+    """The HTTPS listener's settings; each one without the listener is an error, as is a
+    certificate without its key, or a CA to write for a certificate the proxy did not make."""
+    listen_text = values.get("S3PROXY_TLS_LISTEN")
+    cert, key = values.get("S3PROXY_TLS_CERT_FILE"), values.get("S3PROXY_TLS_KEY_FILE")
+    ca_out = values.get("S3PROXY_TLS_CA_OUT")
+    if not listen_text or listen_text.lower() == "off":
+        for name in ("S3PROXY_TLS_CERT_FILE", "S3PROXY_TLS_KEY_FILE", "S3PROXY_TLS_CA_OUT"):
+            if values.get(name):
+                raise ConfigError(f"{name} needs S3PROXY_TLS_LISTEN")
+        return TlsSettings()
+    listen = _listen(listen_text, "S3PROXY_TLS_LISTEN")
+    _check_reach("S3PROXY_TLS_LISTEN", *listen, remote_allowed)
+    plain = _listen(_require(values, "S3PROXY_LISTEN"))
+    admin = values.get("S3PROXY_ADMIN_LISTEN") or "off"
+    taken = [plain] + ([] if admin.lower() == "off" else [_listen(admin, "S3PROXY_ADMIN_LISTEN")])
+    if listen[1] in {p for _, p in taken}:
+        raise ConfigError(
+            f"S3PROXY_TLS_LISTEN {listen[0]}:{listen[1]} uses the port of another listener"
+        )
+    if bool(cert) != bool(key):
+        raise ConfigError("S3PROXY_TLS_CERT_FILE and S3PROXY_TLS_KEY_FILE go together")
+    if cert and ca_out:
+        raise ConfigError(
+            "S3PROXY_TLS_CA_OUT is for the certificate the proxy makes; with "
+            "S3PROXY_TLS_CERT_FILE the workload trusts the CA that issued that certificate"
+        )
+    for name, path in (("S3PROXY_TLS_CERT_FILE", cert), ("S3PROXY_TLS_KEY_FILE", key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{name} is not a readable file: {path!r}")
+    if ca_out and not os.path.isdir(os.path.dirname(os.path.abspath(ca_out))):
+        raise ConfigError(f"S3PROXY_TLS_CA_OUT: no directory for {ca_out!r}")
+    return TlsSettings(listen=listen, cert_file=cert, key_file=key, ca_out=ca_out)
 
 
 def _ops(values: Mapping[str, str | None]) -> OpsSettings:

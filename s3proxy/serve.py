@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
 from s3proxy.server.lifecycle import Lifecycle
 from s3proxy.server.peers import Peers
+from s3proxy.server.tls import keep_reloading, listener_context, prepare
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
@@ -77,6 +79,8 @@ async def run_proxy(
     for sig, reason in stops.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, lifecycle.request_stop, reason)
+    config = prepare(config)  # (a no-op when the workers' supervisor did it)
+    tls = listener_context(config.tls) if config.tls.listen is not None else None
     credentials = CredentialSource(lambda: resolve(config.credentials))
     vault = vault_from(config)
     admin_runner, admin = await _start_admin(config, lifecycle, vault, reuse_port, peers)
@@ -86,6 +90,7 @@ async def run_proxy(
     )
     runner: web.AppRunner | None = None
     checks: asyncio.Task[None] | None = None
+    reloading: asyncio.Task[None] | None = None
     try:
         await credentials.start()
         await vault.auth.start(config.vault_check_interval)
@@ -114,15 +119,22 @@ async def run_proxy(
             reuse_port=reuse_port or None,
         )
         await site.start()
+        sites = [site]
+        if tls is not None:
+            sites.append(await _start_tls(config, runner, tls[0], reuse_port))
+            if tls[1] is not None:
+                reloading = asyncio.create_task(keep_reloading(tls[1]))
         checks = asyncio.create_task(lifecycle.run_startup_checks(credentials, vault))
         await _log_start(config, credentials, identity)
         if ready is not None:
             ready.set()
         reason = await lifecycle.wait_for_stop()
-        await _drain(config, lifecycle, runner, site, reason)
+        await _drain(config, lifecycle, runner, sites, reason)
     finally:
         if checks is not None:
             checks.cancel()
+        if reloading is not None:
+            reloading.cancel()
         if publishing is not None:
             publishing.cancel()
         if runner is not None:
@@ -161,8 +173,33 @@ async def _start_admin(
     return runner, admin
 
 
+async def _start_tls(
+    config: Config, runner: web.AppRunner, context: ssl.SSLContext, reuse_port: bool
+) -> web.TCPSite:
+    """The HTTPS listener: the same application behind TLS (s3proxy/server/tls.py)."""
+    assert config.tls.listen is not None
+    host, port = config.tls.listen
+    site = web.TCPSite(
+        runner,
+        host,
+        port,
+        ssl_context=context,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        raise OSError(f"S3PROXY_TLS_LISTEN {host}:{port}: {exc.strerror or exc}") from exc
+    return site
+
+
 async def _drain(
-    config: Config, lifecycle: Lifecycle, runner: web.AppRunner, site: web.TCPSite, reason: str
+    config: Config,
+    lifecycle: Lifecycle,
+    runner: web.AppRunner,
+    sites: list[web.TCPSite],
+    reason: str,
 ) -> None:
     """Readiness already fails. Keep serving for the shutdown delay (not after
     ``/quitquitquit``: the workload said it is done), close the listener, then give requests in
@@ -179,7 +216,8 @@ async def _drain(
         await lifecycle.pause(delay)
     # Only the listener closes: aiohttp's own connection shutdown would stop reading the bodies
     # of requests in flight. Connections close after their current response instead.
-    await site.stop()
+    for site in sites:
+        await site.stop()
     if not await lifecycle.wait_idle(grace):
         log.warning(
             "shutdown grace period (%.1fs) over: cutting %d requests in flight",
@@ -191,12 +229,14 @@ async def _drain(
 async def _log_start(config: Config, credentials: CredentialSource, identity: Identity) -> None:
     described = await identity.describe()
     admin = config.ops.admin_listen
+    tls = config.tls.listen
     log.info(
-        "s3proxy %s listening on %s:%d (admin %s); upstream %s (region %s); credentials: %s "
-        "(key %s, identity %s); vault %s key %s/%s",
+        "s3proxy %s listening on %s:%d (https %s, admin %s); upstream %s (region %s); "
+        "credentials: %s (key %s, identity %s); vault %s key %s/%s",
         __version__,
         config.listen_host,
         config.listen_port,
+        f"{tls[0]}:{tls[1]}" if tls else "off",
         f"{admin[0]}:{admin[1]}" if admin else "off",
         config.s3_endpoint,
         config.s3_region,

@@ -23,6 +23,7 @@ from types import FrameType
 from s3proxy.config import Config
 from s3proxy.serve import run_proxy, settle_collector, setup_logging
 from s3proxy.server.peers import Peers
+from s3proxy.server.tls import prepare
 
 log = logging.getLogger("s3proxy")
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -48,6 +49,11 @@ def _worker(config: Config, index: int, slots: MutableSequence[int]) -> None:
 
 def serve(config: Config) -> int:
     """Run ``config.ops.workers`` workers (one: in this process) until they stop."""
+    try:
+        config = prepare(config)  # one certificate (and CA written) for every worker
+    except OSError as exc:
+        print(f"s3proxy: cannot listen: {exc}", file=sys.stderr)
+        return 1
     workers = config.ops.workers
     if workers <= 1:
         return serve_one(config)

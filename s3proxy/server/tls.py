@@ -1,31 +1,140 @@
-"""The proxy's HTTPS listener: an SSLContext serving a certificate pair from files, reloaded
-when they change (cert-manager renews them in place). docs/operations.md, HTTPS."""
+"""The proxy's HTTPS listener (docs/operations.md, HTTPS): its SSLContext (TLS 1.2 and later,
+the standard library's defaults otherwise), serving either a certificate pair from files,
+reloaded when they change (cert-manager renews them in place), or the certificate made at start
+(s3proxy/core/certs.py), whose CA is written for the workload to trust."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import ssl
+import tempfile
+from dataclasses import replace
+
+from s3proxy.config import Config, TlsSettings
+from s3proxy.core import certs
+from s3proxy.core.access import is_loopback
+
+log = logging.getLogger("s3proxy")
+RELOAD_SECONDS = 5.0  # how often the certificate files are checked for a change
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def server_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def load_pem(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``load_cert_chain`` from memory. ``ssl`` reads only files: the pair goes through an
+    anonymous memory file (memfd), so a key that never was on disk is not written there."""
+    data = cert_pem.rstrip(b"\n") + b"\n" + key_pem
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("s3proxy-tls", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="s3proxy-tls-") as directory:  # (0700)
+        path = os.path.join(directory, "pair.pem")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(data)
+        context.load_cert_chain(path)
 
 
 class CertificateFiles:
-    """An SSLContext serving ``cert_file``/``key_file``, reloaded when either file changes."""
+    """An SSLContext serving ``cert_file``/``key_file``, reloaded when either file changes. A
+    new pair is tried on a scratch context first: a half-written or mismatched pair leaves the
+    one being served in place (and is tried again at the next check)."""
 
     def __init__(self, cert_file: str, key_file: str) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._stamp = self._mtimes()
-        self.context.load_cert_chain(cert_file, key_file)
+        self.context = server_context()
+        self._stamp: tuple[tuple[int, int, int, int], ...] | None = None
+        self.reload_if_changed()
 
-    def _mtimes(self) -> tuple[float, float]:
-        return os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime
+    def _stamps(self) -> tuple[tuple[int, int, int, int], ...]:
+        # The inode too: a Secret volume swaps a symlink to new files, whose time may be equal.
+        found = (os.stat(self.cert_file), os.stat(self.key_file))
+        return tuple((s.st_mtime_ns, s.st_size, s.st_ino, s.st_dev) for s in found)
 
     def reload_if_changed(self) -> bool:
-        stamp = self._mtimes()
+        stamp = self._stamps()
         if stamp == self._stamp:
             return False
-        # New connections use the new pair; a half-written pair fails here and is retried.
-        self.context.load_cert_chain(self.cert_file, self.key_file)
+        with open(self.cert_file, "rb") as cert, open(self.key_file, "rb") as key:
+            cert_pem, key_pem = cert.read(), key.read()
+        load_pem(server_context(), cert_pem, key_pem)  # raises on a bad pair
+        load_pem(self.context, cert_pem, key_pem)  # new connections get the new pair
         self._stamp = stamp
         return True
+
+
+async def keep_reloading(files: CertificateFiles, interval: float = RELOAD_SECONDS) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if files.reload_if_changed():
+                log.info("reloaded the TLS certificate %s", files.cert_file)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("cannot reload the TLS certificate %s: %s", files.cert_file, exc)
+
+
+def write_public(path: str, data: bytes) -> None:
+    """``data`` at ``path``, whole or not at all (a reader never sees half a file): written to
+    a fresh file beside it, synced, then renamed over it; readable by every user."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, scratch = tempfile.mkstemp(prefix=".s3proxy-ca-", dir=directory)
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o644)
+            os.fsync(handle.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        os.unlink(scratch)
+        raise
+
+
+def prepare(config: Config) -> Config:
+    """Once, before serving (before workers start): without certificate files, make the
+    listener's certificate and write its CA to S3PROXY_TLS_CA_OUT. The result carries it."""
+    tls = config.tls
+    if tls.listen is None or tls.cert_file or tls.generated:
+        return config
+    host = tls.listen[0]
+    extra = [] if host in WILDCARDS or is_loopback(host) else [host]
+    generated = certs.generate(extra)
+    if tls.ca_out:
+        try:
+            write_public(tls.ca_out, generated.ca_pem)
+        except OSError as exc:
+            raise OSError(f"S3PROXY_TLS_CA_OUT {tls.ca_out}: {exc.strerror or exc}") from exc
+    return replace(config, tls=replace(tls, generated=generated))
+
+
+def listener_context(tls: TlsSettings) -> tuple[ssl.SSLContext, CertificateFiles | None]:
+    """The listener's SSLContext, and the files to watch when it serves files."""
+    if tls.cert_file and tls.key_file:
+        try:
+            files = CertificateFiles(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise OSError(
+                f"S3PROXY_TLS_CERT_FILE {tls.cert_file} / S3PROXY_TLS_KEY_FILE {tls.key_file}: "
+                f"cannot load the pair: {exc}"
+            ) from exc
+        return files.context, files
+    if tls.generated is None:
+        raise ValueError("listener_context needs prepare() first")
+    context = server_context()
+    load_pem(context, tls.generated.cert_pem, tls.generated.key_pem)
+    return context, None

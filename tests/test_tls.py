@@ -1,0 +1,380 @@
+"""The HTTPS listener (S3PROXY_TLS_LISTEN) as workloads meet it: real ``s3proxy serve`` processes
+with two workers, real boto3, AWS CLI and rclone trusting the CA the proxy wrote (and refusing
+the proxy without it), certificate files rotated under a running proxy, TLS versions, and the
+settings that do not go together."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.config import Config as BotoConfig
+from cryptography import x509
+
+from s3proxy.config import ConfigError, load
+from s3proxy.core import certs
+from s3proxy.devstack import S3Server, Vault, clean_env, free_port, wait_for
+from tests.conftest import ProxyProcess, aws_cli, start_proxy
+
+WORKLOAD_KEYS = {"aws_access_key_id": "AKIAWORKLOAD", "aws_secret_access_key": "workload-secret"}
+BASE = {"S3PROXY_VAULT_TRANSIT_KEY": "k", "VAULT_ADDR": "http://127.0.0.1:8200", "VAULT_TOKEN": "t"}
+
+
+class TlsProxy:
+    def __init__(self, proxy: ProxyProcess, port: int, ca: Path) -> None:
+        self.proxy = proxy
+        self.port = port
+        self.ca = ca
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def client(self, verify: str | bool, **config: Any) -> Any:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            verify=verify,
+            config=BotoConfig(retries={"max_attempts": 1}, **config),
+            **WORKLOAD_KEYS,
+        )
+
+
+def wait_tls(proxy: ProxyProcess, port: int, workers: int) -> None:
+    """Until every worker listens (before that, the first takes every connection)."""
+
+    def listening() -> bool:
+        if proxy.proc.poll() is not None:
+            raise RuntimeError(proxy.log_text())
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return proxy.log_text().count(" listening on ") >= workers
+
+    wait_for(listening, "the HTTPS listener")
+
+
+def start_tls_proxy(workdir: Path, vault: Vault, s3: S3Server, extra: dict[str, str]) -> TlsProxy:
+    port = free_port()
+    ca = workdir / f"ca-{port}.pem"
+    settings = {"S3PROXY_TLS_LISTEN": f"127.0.0.1:{port}", "S3PROXY_WORKERS": "2", **extra}
+    if "S3PROXY_TLS_CERT_FILE" not in extra:
+        settings["S3PROXY_TLS_CA_OUT"] = str(ca)
+    proxy = start_proxy(workdir, vault, s3, settings)
+    try:
+        wait_tls(proxy, port, int(settings["S3PROXY_WORKERS"]))
+    except Exception:
+        proxy.stop()
+        raise
+    return TlsProxy(proxy, port, ca)
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(workdir: Path, vault: Vault, s3: S3Server) -> Iterator[TlsProxy]:
+    """Only S3PROXY_TLS_LISTEN and S3PROXY_TLS_CA_OUT set (two workers)."""
+    found = start_tls_proxy(workdir, vault, s3, {})
+    yield found
+    found.proxy.stop()
+
+
+def handshake(port: int, cafile: Path | str, host: str = "localhost", **options: Any) -> str:
+    """The TLS version agreed, verifying the server as ``host``."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    if options.pop("any_cipher", False):
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # this client would speak TLS 1.0 and 1.1
+    for name, value in options.items():
+        setattr(context, name, value)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname=host) as wrapped,
+    ):
+        return str(wrapped.version())
+
+
+def test_boto3_trusts_the_written_ca_and_refuses_the_proxy_without_it(
+    tls_proxy: TlsProxy, bucket: str, raw: Any
+) -> None:
+    assert tls_proxy.ca.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert tls_proxy.ca.stat().st_mode & 0o777 == 0o644
+    client = tls_proxy.client(str(tls_proxy.ca))
+    body = os.urandom(100_000)
+    # Over https botocore sends aws-chunked bodies with a trailing checksum.
+    client.put_object(Bucket=bucket, Key="k", Body=body)
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body
+    got = client.get_object(Bucket=bucket, Key="k", Range="bytes=10-99")["Body"].read()
+    assert got == body[10:100]
+    stored = raw.get_object(Bucket=bucket, Key="k")["Body"].read()
+    assert body not in stored and body[:64] not in stored
+    with pytest.raises(botocore.exceptions.SSLError):
+        tls_proxy.client(True).get_object(Bucket=bucket, Key="k")
+
+
+def test_multipart_upload_and_download_over_https(tls_proxy: TlsProxy, bucket: str) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    client = tls_proxy.client(str(tls_proxy.ca))
+    body = os.urandom(11 * 1024 * 1024)
+    config = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 2**20)
+    import io
+
+    client.upload_fileobj(io.BytesIO(body), bucket, "mp", Config=config)
+    out = io.BytesIO()
+    client.download_fileobj(bucket, "mp", out, Config=config)
+    assert out.getvalue() == body
+
+
+def _cli_env(tls_proxy: TlsProxy, ca: str | None) -> dict[str, str]:
+    env = clean_env(
+        {
+            "AWS_ENDPOINT_URL_S3": tls_proxy.endpoint,
+            "AWS_ACCESS_KEY_ID": "AKIAWORKLOAD",
+            "AWS_SECRET_ACCESS_KEY": "workload-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+        env.pop(name, None)
+    if ca:
+        env["AWS_CA_BUNDLE"] = ca
+    return env
+
+
+def test_the_aws_cli_with_aws_ca_bundle(tls_proxy: TlsProxy, bucket: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(os.urandom(300_000))
+    env = _cli_env(tls_proxy, str(tls_proxy.ca))
+    for args in (["cp", str(src), f"s3://{bucket}/cli"], ["cp", f"s3://{bucket}/cli", str(dst)]):
+        done = subprocess.run(
+            [aws_cli(), "s3", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    assert dst.read_bytes() == src.read_bytes()
+    refused = subprocess.run(
+        [aws_cli(), "s3", "ls", f"s3://{bucket}/"],
+        env=_cli_env(tls_proxy, None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
+
+
+def _rclone(tls_proxy: TlsProxy, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("rclone")
+    assert found, "rclone is not installed: run `make system-deps`"
+    home.mkdir(exist_ok=True)
+    (home / "rclone.conf").write_text("")
+    remote = {
+        "TYPE": "s3",
+        "PROVIDER": "Other",
+        "ENDPOINT": tls_proxy.endpoint,
+        "ACCESS_KEY_ID": "AKIAWORKLOAD",
+        "SECRET_ACCESS_KEY": "workload-secret",
+        "REGION": "us-east-1",
+    }
+    env = clean_env(
+        {
+            "HOME": str(home),
+            "RCLONE_CONFIG": str(home / "rclone.conf"),
+            **{f"RCLONE_CONFIG_TARGET_{k}": v for k, v in remote.items()},
+        }
+    )
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "https_proxy"):
+        env.pop(name, None)
+    return subprocess.run(
+        [found, "--retries", "1", "--low-level-retries", "1", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_rclone_with_its_ca_cert_option(tls_proxy: TlsProxy, bucket: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(os.urandom(200_000))
+    home = tmp_path / "home"
+    ca = ["--ca-cert", str(tls_proxy.ca)]
+    up = _rclone(tls_proxy, home, *ca, "copyto", str(src), f"target:{bucket}/rc")
+    assert up.returncode == 0, up.stderr
+    down = _rclone(tls_proxy, home, *ca, "copyto", f"target:{bucket}/rc", str(dst))
+    assert down.returncode == 0, down.stderr
+    assert dst.read_bytes() == src.read_bytes()
+    refused = _rclone(tls_proxy, home, "lsf", f"target:{bucket}")
+    assert refused.returncode != 0
+    assert "certificate signed by unknown authority" in refused.stderr, refused.stderr
+
+
+def test_every_worker_serves_the_certificate_of_the_written_ca(tls_proxy: TlsProxy) -> None:
+    """Two workers share the port: twenty new connections land on both, and all verify."""
+    for _ in range(20):
+        handshake(tls_proxy.port, tls_proxy.ca)
+
+
+def test_the_certificate_names_localhost_and_127_0_0_1(tls_proxy: TlsProxy) -> None:
+    assert handshake(tls_proxy.port, tls_proxy.ca, "localhost")
+    assert handshake(tls_proxy.port, tls_proxy.ca, "127.0.0.1")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(tls_proxy.port, tls_proxy.ca, "example.com")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_only_tls_1_2_and_later(tls_proxy: TlsProxy) -> None:
+    assert handshake(tls_proxy.port, tls_proxy.ca) == "TLSv1.3"
+    tls12 = {"maximum_version": ssl.TLSVersion.TLSv1_2}
+    assert handshake(tls_proxy.port, tls_proxy.ca, **tls12) == "TLSv1.2"
+    for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        old = {"minimum_version": version, "maximum_version": version, "any_cipher": True}
+        with pytest.raises(ssl.SSLError):
+            handshake(tls_proxy.port, tls_proxy.ca, **old)
+
+
+def test_the_plain_listener_still_serves(tls_proxy: TlsProxy, bucket: str) -> None:
+    tls_proxy.client(str(tls_proxy.ca)).put_object(Bucket=bucket, Key="both", Body=b"x")
+    plain = tls_proxy.proxy.client()
+    assert plain.get_object(Bucket=bucket, Key="both")["Body"].read() == b"x"
+
+
+def _write_pair(directory: Path) -> Path:
+    """A fresh CA and server certificate: the pair in ``directory``, the CA returned."""
+    made = certs.generate()
+    (directory / "tls.crt").write_bytes(made.cert_pem)
+    (directory / "tls.key").write_bytes(made.key_pem)
+    ca = directory / f"ca-{time.monotonic_ns()}.pem"
+    ca.write_bytes(made.ca_pem)
+    return ca
+
+
+def test_rotated_certificate_files_are_served_without_a_restart(
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    first_ca = _write_pair(secret)
+    extra = {
+        "S3PROXY_TLS_CERT_FILE": str(secret / "tls.crt"),
+        "S3PROXY_TLS_KEY_FILE": str(secret / "tls.key"),
+    }
+    served = start_tls_proxy(workdir, vault, s3, extra)
+    try:
+        assert handshake(served.port, first_ca)
+        # Half a rotation (a new certificate, the old key) is not taken: the old pair stays.
+        other = certs.generate()
+        (secret / "tls.crt").write_bytes(other.cert_pem)
+        time.sleep(6)
+        for _ in range(4):
+            assert handshake(served.port, first_ca)
+        second_ca = _write_pair(secret)
+
+        def rotated() -> bool:  # in every worker (each checks the files on its own)
+            try:
+                return all(handshake(served.port, second_ca) for _ in range(8))
+            except ssl.SSLCertVerificationError:
+                return False
+
+        wait_for(rotated, "the rotated certificate", timeout=15)
+        for _ in range(4):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                handshake(served.port, first_ca)
+        assert "cannot reload the TLS certificate" in served.proxy.log_text()
+    finally:
+        served.proxy.stop()
+
+
+def test_the_generated_ca_may_vouch_for_loopback_names_only() -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    made = certs.generate(["10.0.0.7"], now=now)
+    ca = x509.load_pem_x509_certificate(made.ca_pem)
+    leaf = x509.load_pem_x509_certificate(made.cert_pem)
+    constraints = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical
+    permitted = set(constraints.value.permitted_subtrees or [])
+    assert permitted == {
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_network("127.0.0.1/32")),
+        x509.IPAddress(ipaddress.ip_network("::1/128")),
+        x509.IPAddress(ipaddress.ip_network("10.0.0.7/32")),
+    }
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert {str(a) for a in sans.get_values_for_type(x509.IPAddress)} == {
+        "127.0.0.1",
+        "::1",
+        "10.0.0.7",
+    }
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert leaf.issuer == ca.subject
+    assert leaf.not_valid_after_utc - now <= datetime.timedelta(days=certs.SERVER_DAYS)
+    assert b"PRIVATE KEY" not in made.ca_pem + made.cert_pem
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"S3PROXY_TLS_CA_OUT": "/tmp/ca.pem"}, "S3PROXY_TLS_CA_OUT needs S3PROXY_TLS_LISTEN"),
+        (
+            {"S3PROXY_TLS_LISTEN": "127.0.0.1:8443", "S3PROXY_TLS_CERT_FILE": "/etc/hostname"},
+            "go together",
+        ),
+        ({"S3PROXY_TLS_LISTEN": "0.0.0.0:8443"}, "not a loopback address"),
+        ({"S3PROXY_TLS_LISTEN": "127.0.0.1:8190"}, "uses the port of another listener"),
+        ({"S3PROXY_TLS_LISTEN": "127.0.0.1:8191"}, "uses the port of another listener"),
+        ({"S3PROXY_TLS_LISTEN": "localhost"}, "must be HOST:PORT"),
+        (
+            {
+                "S3PROXY_TLS_LISTEN": "127.0.0.1:8443",
+                "S3PROXY_TLS_CERT_FILE": "/etc/hostname",
+                "S3PROXY_TLS_KEY_FILE": "/etc/hostname",
+                "S3PROXY_TLS_CA_OUT": "/tmp/ca.pem",
+            },
+            "S3PROXY_TLS_CA_OUT is for the certificate the proxy makes",
+        ),
+        (
+            {"S3PROXY_TLS_LISTEN": "127.0.0.1:8443", "S3PROXY_TLS_CA_OUT": "/nonexistent/ca.pem"},
+            "no directory",
+        ),
+    ],
+)
+def test_settings_that_do_not_go_together(settings: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load({**BASE, **settings})
+
+
+def test_tls_listen_alone_is_loopback_https() -> None:
+    config = load({**BASE, "S3PROXY_TLS_LISTEN": "127.0.0.1:8443"})
+    assert config.tls.listen == ("127.0.0.1", 8443)
+    assert load(BASE).tls.listen is None
+
+
+def test_an_unusable_certificate_pair_stops_the_start(
+    workdir: Path, vault: Vault, s3: S3Server, tmp_path: Path
+) -> None:
+    made = certs.generate()
+    other = certs.generate()
+    (tmp_path / "tls.crt").write_bytes(made.cert_pem)
+    (tmp_path / "tls.key").write_bytes(other.key_pem)  # not the certificate's key
+    with pytest.raises(RuntimeError, match="cannot load the pair"):
+        start_tls_proxy(
+            workdir,
+            vault,
+            s3,
+            {
+                "S3PROXY_TLS_CERT_FILE": str(tmp_path / "tls.crt"),
+                "S3PROXY_TLS_KEY_FILE": str(tmp_path / "tls.key"),
+            },
+        )
