@@ -70,7 +70,8 @@ def start_tls_proxy(workdir: Path, vault: Vault, s3: S3Server, extra: dict[str, 
     ca = workdir / f"ca-{port}.pem"
     settings = {"S3PROXY_TLS_LISTEN": f"127.0.0.1:{port}", "S3PROXY_WORKERS": "2", **extra}
     if "S3PROXY_TLS_CERT_FILE" not in extra:
-        settings["S3PROXY_TLS_CA_OUT"] = str(ca)
+        settings.setdefault("S3PROXY_TLS_CA_OUT", str(ca))
+        ca = Path(settings["S3PROXY_TLS_CA_OUT"])
     proxy = start_proxy(workdir, vault, s3, settings)
     try:
         wait_tls(proxy, port, int(settings["S3PROXY_WORKERS"]))
