@@ -35,8 +35,15 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 # Debian programs the tests drive (tests/test_backup_tools.py); installed only when missing.
 SYSTEM_DEPS := rclone s3cmd
 
+# pgBackRest and PostgreSQL (tests/test_pgbackrest.py), as package:program pairs: PostgreSQL's
+# programs live outside PATH, under /usr/lib/postgresql/<version>/bin.
+SYSTEM_DEPS_PG := pgbackrest:pgbackrest postgresql:/usr/lib/postgresql/*/bin/initdb
+
 system-deps:
 	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for t in $(SYSTEM_DEPS_PG); do \
+		command -v $${t#*:} >/dev/null 2>&1 || ls $${t#*:} >/dev/null 2>&1 || missing="$$missing $${t%%:*}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
