@@ -94,7 +94,7 @@ def _check(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from s3proxy.devstack import run_dev
 
-    return run_dev(port=args.port, bucket=args.bucket)
+    return run_dev(port=args.port, bucket=args.bucket, tls_port=args.tls_port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dev", help="run the proxy with a local moto S3 and OpenBao Vault, for trying it out"
     )
     dev.add_argument("--port", type=int, default=8190, help="proxy port (default 8190)")
+    dev.add_argument(
+        "--tls-port", type=int, default=8443, help="the proxy's HTTPS port (default 8443)"
+    )
     dev.add_argument("--bucket", default="demo", help="bucket to create (default demo)")
     dev.set_defaults(func=_dev)
     add_webhook_command(sub)

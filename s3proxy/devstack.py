@@ -366,21 +366,25 @@ def peers(workdir: Path) -> Iterator[tuple[Vault, S3Server]]:
         vault.stop()
 
 
-def run_dev(port: int = 8190, bucket: str = "demo") -> int:
-    """``s3proxy dev``: local S3 and Vault, the proxy in front, until Ctrl-C."""
+def run_dev(port: int = 8190, bucket: str = "demo", tls_port: int = 8443) -> int:
+    """``s3proxy dev``: local S3 and Vault, the proxy in front (plain HTTP and HTTPS with a CA
+    made at start), until Ctrl-C."""
     from s3proxy.config import load
     from s3proxy.serve import run_proxy, setup_logging
+    from s3proxy.server.tls import prepare
 
     workdir = Path(tempfile.mkdtemp(prefix="s3proxy-dev-"))
     print("s3proxy dev: starting OpenBao and moto on 127.0.0.1 ...", flush=True)
     with peers(workdir) as (vault, s3):
         s3.client().create_bucket(Bucket=bucket)
-        env = proxy_env(vault, s3, port=port)
+        ca = workdir / "ca.pem"
+        tls = {"S3PROXY_TLS_LISTEN": f"127.0.0.1:{tls_port}", "S3PROXY_TLS_CA_OUT": str(ca)}
+        env = proxy_env(vault, s3, port=port, extra=tls)
         # This process is the proxy: its own upstream credentials come from its environment.
         for k in [k for k in os.environ if k.startswith(_AWS_ENV_PREFIXES)]:
             del os.environ[k]
         os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-        config = load(env)
+        config = prepare(load(env))  # writes the CA now, so it can be printed
         setup_logging("INFO")
         aws = Path(sys.executable).parent / "aws"
         aws_cmd = str(aws) if aws.exists() else "aws"
@@ -388,6 +392,7 @@ def run_dev(port: int = 8190, bucket: str = "demo") -> int:
             f"""
 s3proxy dev is running (Ctrl-C stops everything):
   proxy     http://127.0.0.1:{port}
+            https://localhost:{tls_port} (its CA: {ca})
   upstream  moto S3 at {s3.endpoint}, bucket '{bucket}' (holds only ciphertext)
   vault     OpenBao dev at {vault.addr}, token '{vault.token}', transit key '{vault.transit_key}'
   logs      {workdir}
@@ -397,6 +402,11 @@ Try it from another shell (the workload's keys are ignored; any will do):
          AWS_SECRET_ACCESS_KEY=any AWS_DEFAULT_REGION=us-east-1
   echo 'hello, sovereign world' > hello.txt
   {aws_cmd} s3 cp hello.txt s3://{bucket}/hello.txt && {aws_cmd} s3 cp s3://{bucket}/hello.txt -
+
+Over HTTPS (pgBackRest: repo1-s3-endpoint=localhost, repo1-storage-port={tls_port},
+repo1-storage-ca-file={ca}, repo1-s3-uri-style=path; README.md):
+  AWS_ENDPOINT_URL_S3=https://localhost:{tls_port} AWS_CA_BUNDLE={ca} \\
+    {aws_cmd} s3 cp s3://{bucket}/hello.txt -
 """,
             flush=True,
         )

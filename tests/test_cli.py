@@ -113,11 +113,11 @@ def test_serve_exits_nonzero_with_one_line_naming_the_variable() -> None:
 
 
 def test_dev_command_serves_the_printed_example(tmp_path: Path) -> None:
-    port = free_port()
+    port, tls_port = free_port(), str(free_port())
     out_path = tmp_path / "dev.out"
     with out_path.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "s3proxy", "dev", "--port", str(port)],
+            [sys.executable, "-m", "s3proxy", "dev", "--port", str(port), "--tls-port", tls_port],
             env=clean_env(),
             stdout=out,
             stderr=subprocess.STDOUT,

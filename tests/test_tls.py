@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -135,10 +136,10 @@ def test_multipart_upload_and_download_over_https(tls_proxy: TlsProxy, bucket: s
     assert out.getvalue() == body
 
 
-def _cli_env(tls_proxy: TlsProxy, ca: str | None) -> dict[str, str]:
+def _cli_env(endpoint: str, ca: str | None) -> dict[str, str]:
     env = clean_env(
         {
-            "AWS_ENDPOINT_URL_S3": tls_proxy.endpoint,
+            "AWS_ENDPOINT_URL_S3": endpoint,
             "AWS_ACCESS_KEY_ID": "AKIAWORKLOAD",
             "AWS_SECRET_ACCESS_KEY": "workload-secret",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -156,7 +157,7 @@ def _cli_env(tls_proxy: TlsProxy, ca: str | None) -> dict[str, str]:
 def test_the_aws_cli_with_aws_ca_bundle(tls_proxy: TlsProxy, bucket: str, tmp_path: Path) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     src.write_bytes(os.urandom(300_000))
-    env = _cli_env(tls_proxy, str(tls_proxy.ca))
+    env = _cli_env(tls_proxy.endpoint, str(tls_proxy.ca))
     for args in (["cp", str(src), f"s3://{bucket}/cli"], ["cp", f"s3://{bucket}/cli", str(dst)]):
         done = subprocess.run(
             [aws_cli(), "s3", *args], env=env, capture_output=True, text=True, timeout=60
@@ -165,7 +166,7 @@ def test_the_aws_cli_with_aws_ca_bundle(tls_proxy: TlsProxy, bucket: str, tmp_pa
     assert dst.read_bytes() == src.read_bytes()
     refused = subprocess.run(
         [aws_cli(), "s3", "ls", f"s3://{bucket}/"],
-        env=_cli_env(tls_proxy, None),
+        env=_cli_env(tls_proxy.endpoint, None),
         capture_output=True,
         text=True,
         timeout=60,
@@ -379,3 +380,40 @@ def test_an_unusable_certificate_pair_stops_the_start(
                 "S3PROXY_TLS_KEY_FILE": str(tmp_path / "tls.key"),
             },
         )
+
+
+def test_make_dev_prints_the_https_endpoint_and_its_ca(tmp_path: Path) -> None:
+    """``s3proxy dev`` (``make dev``) serves HTTPS too; its printed example works as printed."""
+    import signal
+    import sys
+
+    port, tls_port = free_port(), str(free_port())
+    out_path = tmp_path / "dev.out"
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "s3proxy", "dev", "--port", str(port), "--tls-port", tls_port],
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_for(lambda: b"listening on" in out_path.read_bytes(), "s3proxy dev", timeout=60)
+        printed = out_path.read_text()
+        found = re.search(
+            rf"AWS_ENDPOINT_URL_S3=https://localhost:{tls_port} AWS_CA_BUNDLE=(\S+) ", printed
+        )
+        assert found, printed
+        assert f"repo1-storage-port={tls_port}" in printed
+        assert f"https://localhost:{tls_port} (its CA: {found.group(1)})" in printed
+        env = _cli_env(f"https://localhost:{tls_port}", found.group(1))
+        (tmp_path / "hello.txt").write_text("hello over TLS\n")
+        for args in (["hello.txt", "s3://demo/hello.txt"], ["s3://demo/hello.txt", "-"]):
+            done = subprocess.run(
+                [aws_cli(), "s3", "cp", *args], cwd=tmp_path, env=env, capture_output=True
+            )
+            assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout == b"hello over TLS\n"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
