@@ -23,6 +23,7 @@ KUSTOMIZATIONS = [
     DEPLOY,
     DEPLOY / "overlays" / "static-keys",
     DEPLOY / "overlays" / "gke",
+    DEPLOY / "overlays" / "tls-cert-manager",
     DEPLOY / "webhook",
 ]
 # The oldest Kubernetes with native sidecars on by default and matchConditions GA, and the newest

@@ -7,6 +7,7 @@ changes nothing."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -707,9 +708,12 @@ class PodRuntime:
         local: dict[str, Path] = {}
         for mount in container.get("volumeMounts", []):
             directory = self.root / mount["mountPath"].lstrip("/")
-            directory.mkdir(parents=True)
             volume = volumes[mount["name"]]
-            if "secret" in volume:
+            # An emptyDir is one directory for every container that mounts it.
+            directory.mkdir(parents=True, exist_ok="emptyDir" in volume)
+            if "emptyDir" in volume:
+                pass
+            elif "secret" in volume:
                 data = self.secrets[volume["secret"]["secretName"]]
                 items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
@@ -733,7 +737,7 @@ class PodRuntime:
             for path, directory in local.items():
                 if value.startswith(path + "/"):
                     value = str(directory) + value[len(path) :]
-            for address in ("127.0.0.1:8190", "0.0.0.0:8191"):
+            for address in ("127.0.0.1:8190", "0.0.0.0:8191", "127.0.0.1:8443"):
                 value = value.replace(address, self.port(address))
             env[entry["name"]] = value
         return env
@@ -805,6 +809,31 @@ def test_the_injected_sidecar_serves_a_workload_that_only_has_the_endpoint(
         ],
     )
     spec = inject(webhook, original)["spec"]
+    with run_pod(spec, key, s3, tmp_path) as (runtime, app_env):
+        s3_address = runtime.port("127.0.0.1:8190")
+        assert app_env["AWS_ENDPOINT_URL_S3"] == f"http://{s3_address}"
+        source = tmp_path / "hello.txt"
+        source.write_bytes(b"hello from an injected pod\n" * 100)
+        aws = str(Path(sys.executable).parent / "aws")
+        target = f"s3://{bucket}/injected/hello.txt"
+        subprocess.run([aws, "s3", "cp", str(source), target], env=app_env, check=True, timeout=60)
+        back = subprocess.run(
+            [aws, "s3", "cp", target, "-"], env=app_env, check=True, timeout=60, capture_output=True
+        )
+        assert back.stdout == source.read_bytes()
+        stored = s3.client().get_object(Bucket=bucket, Key="injected/hello.txt")["Body"].read()
+        assert b"hello from an injected pod" not in stored
+        with urllib.request.urlopen(f"http://{s3_address}/_s3proxy/whoami", timeout=5) as r:
+            identity = json.loads(r.read())
+        assert identity["vault"]["auth"] == "jwt"
+
+
+@contextlib.contextmanager
+def run_pod(
+    spec: dict[str, Any], key: rsa.RSAPrivateKey, s3: S3Server, tmp_path: Path
+) -> Iterator[tuple[PodRuntime, dict[str, str]]]:
+    """The injected proxy of ``spec`` running as its container says, until the block ends; the
+    runtime and the app container's environment (its mounts made, as the kubelet would)."""
     secrets = {"moto-keys": {"access-key-id": s3.access_key, "secret-access-key": s3.secret_key}}
     runtime = PodRuntime(spec, tmp_path / "pod", secrets)
     (proxy,) = spec["initContainers"]
@@ -821,9 +850,8 @@ def test_the_injected_sidecar_serves_a_workload_that_only_has_the_endpoint(
     process = _spawn(
         [entrypoint, *proxy["args"]], clean_env({**machine, **proxy_env}), tmp_path / "proxy.log"
     )
-    s3_address = runtime.port("127.0.0.1:8190")
     try:
-        host, port = s3_address.split(":")
+        host, port = runtime.port("127.0.0.1:8190").split(":")
 
         def listening() -> bool:
             if process.proc.poll() is not None:
@@ -832,22 +860,10 @@ def test_the_injected_sidecar_serves_a_workload_that_only_has_the_endpoint(
                 return True
 
         wait_for(listening, "the injected proxy")
-        app_env = clean_env({**machine, **runtime.env(app, {})})
-        assert app_env["AWS_ENDPOINT_URL_S3"] == f"http://{s3_address}"
-        source = tmp_path / "hello.txt"
-        source.write_bytes(b"hello from an injected pod\n" * 100)
-        aws = str(Path(sys.executable).parent / "aws")
-        target = f"s3://{bucket}/injected/hello.txt"
-        subprocess.run([aws, "s3", "cp", str(source), target], env=app_env, check=True, timeout=60)
-        back = subprocess.run(
-            [aws, "s3", "cp", target, "-"], env=app_env, check=True, timeout=60, capture_output=True
-        )
-        assert back.stdout == source.read_bytes()
-        stored = s3.client().get_object(Bucket=bucket, Key="injected/hello.txt")["Body"].read()
-        assert b"hello from an injected pod" not in stored
-        with urllib.request.urlopen(f"http://{s3_address}/_s3proxy/whoami", timeout=5) as r:
-            identity = json.loads(r.read())
-        assert identity["vault"]["auth"] == "jwt"
+        app_env = clean_env({**machine, **runtime.env(app, runtime.mounts(app, key))})
+        for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # this machine's, not the pod's
+            app_env.pop(name, None)
+        yield runtime, app_env
     finally:
         process.stop()
 
@@ -919,3 +935,125 @@ def test_a_renewed_certificate_is_served_to_new_connections(tmp_path: Path) -> N
     os.utime(cert, (time.time() + 5, time.time() + 5))
     assert files.reload_if_changed() is True
     assert asyncio.run(handshake(new_cert)) and not asyncio.run(handshake(old))
+
+
+def test_the_tls_annotation_gives_the_app_https_and_the_proxys_ca(webhook: Webhook) -> None:
+    """``s3proxy.io/tls: "true"``: the proxy's HTTPS listener, the memory volume it writes its
+    CA to, mounted read-only into the app containers, whose AWS_ENDPOINT_URL_S3 is the HTTPS
+    listener and AWS_CA_BUNDLE the CA; in container mode not into init containers (they run
+    before the proxy, the volume is empty then)."""
+    patched = inject(
+        webhook,
+        pod(
+            {"s3proxy.io/tls": "true"},
+            initContainers=[{"name": "migrate", "image": "busybox:1.36"}],
+        ),
+    )
+    spec = patched["spec"]
+    volume = by_name(spec["volumes"])["s3proxy-tls-ca"]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
+    proxy, migrate = spec["initContainers"]
+    assert env(proxy)["S3PROXY_TLS_LISTEN"] == "127.0.0.1:8443"
+    assert env(proxy)["S3PROXY_TLS_CA_OUT"] == "/var/run/s3proxy.io/tls/ca.pem"
+    writable = {"name": "s3proxy-tls-ca", "mountPath": "/var/run/s3proxy.io/tls"}
+    assert writable in proxy["volumeMounts"]
+    readonly = {**writable, "readOnly": True}
+    for app in (spec["containers"][0], migrate):  # native mode: init containers run after it
+        assert env(app)["AWS_ENDPOINT_URL_S3"] == "https://127.0.0.1:8443"
+        assert env(app)["AWS_CA_BUNDLE"] == "/var/run/s3proxy.io/tls/ca.pem"
+        assert app["volumeMounts"] == [readonly]
+    old = inject(
+        webhook,
+        pod(
+            {"s3proxy.io/tls": "true", "s3proxy.io/sidecar-mode": "container"},
+            initContainers=[{"name": "migrate", "image": "busybox:1.36"}],
+        ),
+    )["spec"]
+    (migrate,) = old["initContainers"]
+    assert "volumeMounts" not in migrate and "AWS_CA_BUNDLE" not in env(migrate)
+    proxy, app = old["containers"]
+    assert env(app)["AWS_CA_BUNDLE"] == "/var/run/s3proxy.io/tls/ca.pem"
+    assert readonly in app["volumeMounts"] and writable in proxy["volumeMounts"]
+    without = inject(webhook, pod())["spec"]
+    assert "s3proxy-tls-ca" not in by_name(without["volumes"])
+    assert "AWS_CA_BUNDLE" not in env(without["containers"][0])
+    assert "S3PROXY_TLS_LISTEN" not in env(without["initContainers"][0])
+
+
+def test_the_tls_annotation_leaves_what_the_app_set_and_refuses_its_port(
+    webhook: Webhook,
+) -> None:
+    own = [
+        {"name": "AWS_ENDPOINT_URL_S3", "value": "https://localhost:8443"},
+        {"name": "AWS_CA_BUNDLE", "value": "/etc/bundle.pem"},
+    ]
+    spec = inject(
+        webhook,
+        pod({"s3proxy.io/tls": "true"}, containers=[{"name": "app", "image": "a", "env": own}]),
+    )["spec"]
+    assert env(spec["containers"][0]) == {e["name"]: e["value"] for e in own}
+    taken = pod(
+        {"s3proxy.io/tls": "true"},
+        containers=[{"name": "app", "image": "a", "ports": [{"containerPort": 8443}]}],
+    )
+    response = webhook.review(taken)
+    assert "patch" not in response and "8443" in response["warnings"][0]
+    invalid = webhook.review(pod({"s3proxy.io/tls": "yes"}))
+    assert "patch" not in invalid and "tls" in invalid["warnings"][0]
+
+
+def test_the_injected_tls_sidecar_serves_the_app_over_https_with_the_shared_ca(
+    webhook: Webhook,
+    jwt_vault: tuple[Any, rsa.RSAPrivateKey],
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """The tls annotation's output, run: the proxy writes its CA into the shared volume, and
+    the app's env alone (AWS_ENDPOINT_URL_S3 https, AWS_CA_BUNDLE) leads the AWS CLI to it."""
+    vault, key = jwt_vault
+    original = pod(
+        {
+            "s3proxy.io/tls": "true",
+            "s3proxy.io/vault-addr": vault.addr,
+            "s3proxy.io/vault-auth": "jwt",
+            "s3proxy.io/vault-role": "backup-writer",
+            "s3proxy.io/vault-audience": "vault",
+            "s3proxy.io/s3-endpoint": s3.endpoint,
+            "s3proxy.io/s3-region": s3.region,
+            "s3proxy.io/s3-credentials-secret": "moto-keys",
+        },
+        containers=[
+            {
+                "name": "app",
+                "image": "amazon/aws-cli:2.17.0",
+                "env": [
+                    {"name": "AWS_ACCESS_KEY_ID", "value": "any"},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "value": "any"},
+                    {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+                ],
+            }
+        ],
+    )
+    spec = inject(webhook, original)["spec"]
+    with run_pod(spec, key, s3, tmp_path) as (runtime, app_env):
+        tls_address = runtime.port("127.0.0.1:8443")
+        assert app_env["AWS_ENDPOINT_URL_S3"] == f"https://{tls_address}"
+        assert Path(app_env["AWS_CA_BUNDLE"]).read_bytes().startswith(b"-----BEGIN CERT")
+        aws = str(Path(sys.executable).parent / "aws")
+        target = f"s3://{bucket}/injected/tls.txt"
+        put = subprocess.run(
+            [aws, "s3", "cp", "-", target], input=b"over TLS\n", env=app_env, timeout=60
+        )
+        assert put.returncode == 0
+        back = subprocess.run(
+            [aws, "s3", "cp", target, "-"], env=app_env, check=True, timeout=60, capture_output=True
+        )
+        assert back.stdout == b"over TLS\n"
+        refused = subprocess.run(
+            [aws, "s3", "ls", f"s3://{bucket}/"],
+            env={k: v for k, v in app_env.items() if k != "AWS_CA_BUNDLE"},
+            capture_output=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0 and b"CERTIFICATE_VERIFY_FAILED" in refused.stderr

@@ -21,6 +21,7 @@ SKIP_CONTAINERS = "eks.amazonaws.com/skip-containers"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 SKIPPED_NAMESPACES = ("kube-system", "kube-public")
 ENDPOINT_VAR = "AWS_ENDPOINT_URL_S3"
+CA_BUNDLE_VAR = "AWS_CA_BUNDLE"
 
 # What EKS's pod identity webhook gives containers for IRSA and Pod Identity. When it ran before
 # this injector, these are moved from the app containers to the proxy (docs/threat-model.md).
@@ -164,8 +165,15 @@ class _Mutation:
         if any(c["name"] == sidecar.NAME for c in every):
             raise NotUnderstood(f"a container is already named {sidecar.NAME}")
         ports = {p.get("containerPort") for c in every for p in c.get("ports", [])}
-        if ports & {sidecar.S3_PORT, sidecar.ADMIN_PORT}:
-            raise NotUnderstood(f"a container uses port {sidecar.S3_PORT} or {sidecar.ADMIN_PORT}")
+        ours = [sidecar.S3_PORT, sidecar.ADMIN_PORT]
+        if sidecar.tls_on(self.settings):
+            ours.append(sidecar.TLS_PORT)
+            paths = {m.get("mountPath") for c in every for m in c.get("volumeMounts", [])}
+            if sidecar.TLS_CA_DIR in paths:
+                raise NotUnderstood(f"a container mounts something at {sidecar.TLS_CA_DIR}")
+        if ports & set(ours):
+            listed = ", ".join(str(p) for p in ours[:-1])
+            raise NotUnderstood(f"a container uses port {listed} or {ours[-1]}")
         volumes = self.spec.get("volumes", [])
         if not isinstance(volumes, list) or not all(isinstance(v, dict) for v in volumes):
             raise NotUnderstood("spec.volumes is not a list of objects")
@@ -194,8 +202,12 @@ class _Mutation:
             for entry in env:
                 if entry.get("name") in CREDENTIAL_VARS + SHARED_VARS:
                     self.moved_env.setdefault(entry["name"], entry)
-        if endpoint and not any(e.get("name") == ENDPOINT_VAR for e in env):
-            kept.append({"name": ENDPOINT_VAR, "value": sidecar.ENDPOINT})
+        own_endpoint = any(e.get("name") == ENDPOINT_VAR for e in env)
+        if endpoint and not own_endpoint:
+            kept.append({"name": ENDPOINT_VAR, "value": sidecar.endpoint(self.settings)})
+        tls = endpoint and sidecar.tls_on(self.settings)
+        if tls and not any(e.get("name") == CA_BUNDLE_VAR for e in env):
+            kept.append({"name": CA_BUNDLE_VAR, "value": sidecar.TLS_CA_FILE})
         ops: list[dict[str, Any]] = []
         if kept != env:
             ops.append(
@@ -207,11 +219,14 @@ class _Mutation:
             for m in mounts
             if m.get("mountPath") not in CREDENTIAL_DIRS and m.get("name") not in CREDENTIAL_VOLUMES
         ]
+        for mount in mounts:
+            if mount not in kept_mounts:
+                self.moved_mounts.setdefault(mount.get("mountPath", ""), mount)
+        if tls:  # the CA the proxy writes, for AWS_CA_BUNDLE and any client's CA setting
+            kept_mounts = [*kept_mounts, sidecar.app_ca_mount()]
         if kept_mounts != mounts:
-            for mount in mounts:
-                if mount not in kept_mounts:
-                    self.moved_mounts.setdefault(mount.get("mountPath", ""), mount)
-            ops.append({"op": "replace", "path": f"{path}/volumeMounts", "value": kept_mounts})
+            op = "replace" if "volumeMounts" in item else "add"
+            ops.append({"op": op, "path": f"{path}/volumeMounts", "value": kept_mounts})
         return ops
 
     def _volumes(self) -> list[dict[str, Any]]:

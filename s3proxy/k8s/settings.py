@@ -127,6 +127,15 @@ SIDECAR_SETTINGS: tuple[SidecarSetting, ...] = (
     SidecarSetting(
         "log-level", "", _one_of("", "DEBUG", "INFO", "WARNING", "ERROR"), "S3PROXY_LOG_LEVEL"
     ),
+    SidecarSetting(
+        "tls",
+        "false",
+        _one_of("true", "false"),
+        "'true': the proxy also serves HTTPS on 127.0.0.1:8443 with a CA it makes at start, "
+        "shared with the app containers through a memory volume (AWS_CA_BUNDLE), and their "
+        "AWS_ENDPOINT_URL_S3 is https://127.0.0.1:8443 (pgBackRest and other clients that "
+        "insist on TLS)",
+    ),
     SidecarSetting("requests-cpu", "250m", _quantity, "the proxy's CPU request"),
     SidecarSetting("requests-memory", "128Mi", _quantity, "its memory request"),
     SidecarSetting("limits-cpu", "1", _quantity, "its CPU limit (one event loop uses one core)"),

@@ -13,13 +13,19 @@ ADMIN_PORT = 8191
 # Workloads get the IP, not "localhost": with a host name the SDKs' endpoint rules may address
 # bucket.localhost, which does not resolve in a pod (docs/kubernetes.md).
 ENDPOINT = f"http://127.0.0.1:{S3_PORT}"
+TLS_PORT = 8443
+TLS_ENDPOINT = f"https://127.0.0.1:{TLS_PORT}"
 UID = 65532
 
 S3_SECRET_VOLUME = "s3proxy-s3-credentials"
 S3_SECRET_DIR = "/var/run/secrets/s3proxy.io/s3"
 VAULT_TOKEN_VOLUME = "s3proxy-vault-token"
 VAULT_TOKEN_DIR = "/var/run/secrets/s3proxy.io/vault"
-VOLUMES = (S3_SECRET_VOLUME, VAULT_TOKEN_VOLUME)
+# With tls: the CA the proxy writes at start, shared with the app containers (memory-backed).
+TLS_CA_VOLUME = "s3proxy-tls-ca"
+TLS_CA_DIR = "/var/run/s3proxy.io/tls"
+TLS_CA_FILE = f"{TLS_CA_DIR}/ca.pem"
+VOLUMES = (S3_SECRET_VOLUME, VAULT_TOKEN_VOLUME, TLS_CA_VOLUME)
 
 # In 'container' mode nothing makes the app wait for the proxy but this postStart hook: the
 # kubelet starts the next container only once it returns.
@@ -52,6 +58,11 @@ def _env(settings: Mapping[str, str], service_account: str) -> list[dict[str, An
         ("log-level", "S3PROXY_LOG_LEVEL"),
     )
     env += [{"name": var, "value": settings[name]} for name, var in optional if settings[name]]
+    if tls_on(settings):
+        env += [
+            {"name": "S3PROXY_TLS_LISTEN", "value": f"127.0.0.1:{TLS_PORT}"},
+            {"name": "S3PROXY_TLS_CA_OUT", "value": TLS_CA_FILE},
+        ]
     env.append({"name": "S3PROXY_VAULT_JWT_FILE", "value": f"{VAULT_TOKEN_DIR}/token"})
     if settings["s3-credentials-secret"]:
         ref = {"name": settings["s3-credentials-secret"], "key": "access-key-id"}
@@ -65,6 +76,20 @@ def _env(settings: Mapping[str, str], service_account: str) -> list[dict[str, An
     return env
 
 
+def tls_on(settings: Mapping[str, str]) -> bool:
+    return settings["tls"] == "true"
+
+
+def endpoint(settings: Mapping[str, str]) -> str:
+    """What the app containers' ``AWS_ENDPOINT_URL_S3`` is set to."""
+    return TLS_ENDPOINT if tls_on(settings) else ENDPOINT
+
+
+def app_ca_mount() -> dict[str, Any]:
+    """The CA volume as the app containers mount it (the proxy alone writes it)."""
+    return {"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True}
+
+
 def volumes(settings: Mapping[str, str]) -> list[dict[str, Any]]:
     """The pod volumes the proxy alone mounts. Its Vault login token is always its own: the
     API server mounts the pod's token into the containers it had before webhooks ran, not into
@@ -75,6 +100,9 @@ def volumes(settings: Mapping[str, str]) -> list[dict[str, Any]]:
     # Readable by the proxy's user whatever uid the app runs as (only the proxy mounts it).
     projected = {"sources": [{"serviceAccountToken": token}], "defaultMode": 0o444}
     found: list[dict[str, Any]] = [{"name": VAULT_TOKEN_VOLUME, "projected": projected}]
+    if tls_on(settings):
+        memory = {"medium": "Memory", "sizeLimit": "1Mi"}
+        found.append({"name": TLS_CA_VOLUME, "emptyDir": memory})
     if settings["s3-credentials-secret"]:
         found.append(
             {
@@ -92,6 +120,8 @@ def _mounts(settings: Mapping[str, str]) -> list[dict[str, Any]]:
     found = [{"name": VAULT_TOKEN_VOLUME, "mountPath": VAULT_TOKEN_DIR, "readOnly": True}]
     if settings["s3-credentials-secret"]:
         found.append({"name": S3_SECRET_VOLUME, "mountPath": S3_SECRET_DIR, "readOnly": True})
+    if tls_on(settings):
+        found.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR})
     return found
 
 
