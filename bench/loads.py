@@ -35,6 +35,7 @@ class Workload:
     name: str
     run: Callable[[str, str], Figures]  # (base URL, path name) -> figures
     higher_is_better: dict[str, bool]
+    tls: bool = False  # through the TLS listeners of nginx and s3proxy (the upstream has none)
 
 
 def _json_line(output: str, what: str) -> dict[str, float]:
@@ -62,7 +63,10 @@ def big_key(path: str) -> str:
     return "big-enc" if path == "s3proxy" else "big-plain"
 
 
-def wrk(base: str, method: str, key: str, connections: int, duration: float) -> Figures:
+def wrk(
+    base: str, method: str, key: str, connections: int, duration: float, close: bool = False
+) -> Figures:
+    """``close``: a new connection (over TLS: a full handshake) for every request."""
     wrk_bin = shutil.which("wrk") or "/usr/bin/wrk"
     cmd = [
         wrk_bin,
@@ -76,6 +80,8 @@ def wrk(base: str, method: str, key: str, connections: int, duration: float) -> 
         f"{base}/bench/{key}",
     ]
     env = clean_env({"BENCH_METHOD": method, "BENCH_BODY_BYTES": "4096"})
+    if close:
+        env["BENCH_CLOSE"] = "1"
     found = _json_line(_run(cmd, duration + 60, env), "wrk")
     errors = sum(found[k] for k in ("connect", "read", "write", "status", "timeout"))
     return {
@@ -118,6 +124,19 @@ def workloads(settings: Settings) -> list[Workload]:
                 return wrk(base, method, key, conns, settings.duration)
 
             found.append(Workload(f"wrk {method} 4 KiB, {conns} conn", run, rate))
+
+    # What TLS costs (docs/performance.md): keep-alive (record encryption only) and a
+    # handshake for every request (Connection: close), against the plain 64-connection GET.
+    def tls_get(base: str, path: str, close: bool = False) -> Figures:
+        return wrk(base, "GET", small_key(path), 64, settings.duration, close=close)
+
+    def tls_handshakes(base: str, path: str) -> Figures:
+        return tls_get(base, path, close=True)
+
+    found.append(Workload("wrk GET 4 KiB, 64 conn, TLS keep-alive", tls_get, rate, tls=True))
+    found.append(
+        Workload("wrk GET 4 KiB, 64 conn, TLS handshake each", tls_handshakes, rate, tls=True)
+    )
 
     def curl_put(base: str, path: str) -> Figures:
         return curl(base, "PUT", "sink/put-big", settings)

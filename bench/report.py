@@ -19,6 +19,7 @@ class Results:
     order: list[str] = field(default_factory=list)  # workload names, in run order
     better: dict[str, dict[str, bool]] = field(default_factory=dict)  # figure: higher better?
     big: set[str] = field(default_factory=set)  # workloads that move the large object
+    tls: set[str] = field(default_factory=set)  # workloads over the TLS listeners
     samples: dict[tuple[str, str, str], list[float]] = field(
         default_factory=lambda: defaultdict(list)
     )
@@ -190,8 +191,10 @@ def _workload_checks(res: Results, workload: str) -> list[Check]:
 
 
 def checks(res: Results) -> list[Check]:
-    found = [c for w in res.order for c in _workload_checks(res, w)]
-    peaks = {w: _median(res.rss[(w, "s3proxy")]) for w in res.order}
+    """Issue 10's targets, for the plain listener (the TLS rows are in :func:`tls_lines`)."""
+    plain = [w for w in res.order if w not in res.tls]
+    found = [c for w in plain for c in _workload_checks(res, w)]
+    peaks = {w: _median(res.rss[(w, "s3proxy")]) for w in plain}
     highest = max(peaks.values(), default=math.nan)
     found.append(Check("s3proxy peak RSS < 100 MiB (every workload)", highest, 100, False, " MiB"))
     small = max((v for w, v in peaks.items() if w not in res.big), default=math.nan)
@@ -213,8 +216,32 @@ def targets_table(res: Results) -> list[str]:
     return lines
 
 
+def tls_lines(res: Results, plain: str = "wrk GET 4 KiB, 64 conn") -> list[str]:
+    """What TLS adds per request, in CPU µs of the proxy process (nginx for reference): over
+    keep-alive connections (record encryption), and for a new connection each (the handshake)."""
+    keep = next((w for w in res.order if w in res.tls and "keep-alive" in w), None)
+    each = next((w for w in res.order if w in res.tls and "handshake" in w), None)
+    if keep is None or each is None or plain not in res.order:
+        return []
+
+    def per(workload: str, path: str) -> float:
+        return _median(res.cpu_per_request[(workload, path)])
+
+    parts = []
+    for path in ("s3proxy", "nginx"):
+        record = per(keep, path) - per(plain, path)
+        handshake = per(each, path) - per(keep, path)
+        parts.append(f"{path} +{fmt(record)} µs keep-alive, +{fmt(handshake)} µs a handshake")
+    peak = _median(res.rss[(each, "s3proxy")])
+    return [
+        f"- TLS, CPU per 4 KiB GET against plain (64 connections): {'; '.join(parts)}; s3proxy "
+        f"peak RSS with 64 TLS connections {fmt(peak)} MiB"
+    ]
+
+
 def other_lines(res: Results) -> list[str]:
     return [
+        *tls_lines(res),
         f"- start to first served GET (median): s3proxy {fmt(_median(res.start_s['s3proxy']))} s, "
         f"nginx {fmt(_median(res.start_s['nginx']))} s",
         f"- Vault transit calls during the measured s3proxy runs: {res.vault_calls} "

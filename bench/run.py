@@ -117,11 +117,15 @@ def measure(
         res.better[w.name] = w.higher_is_better
         if "iB" in w.name and "4 KiB" not in w.name:
             res.big.add(w.name)
+        if w.tls:
+            res.tls.add(w.name)
     for r in range(repeat):
         for i, w in enumerate(chosen):
             shift = (r + i) % len(report.PATHS)
             order = report.PATHS[shift:] + report.PATHS[:shift]
             for path in order:
+                if w.tls and path == "direct":
+                    continue  # the upstream speaks no TLS
                 stack.check_alive()
                 proxy = Meter(stack.pids[path]) if path != "direct" else None
                 upstream = Meter(stack.pids["upstream"])
@@ -130,7 +134,7 @@ def measure(
                 for meter in (proxy, upstream):
                     if meter is not None:
                         meter.start()
-                figures = w.run(stack.url(path), path)
+                figures = w.run(stack.url(path, tls=w.tls), path)
                 used = upstream.stop()
                 res.upstream_requests[(w.name, path)].append(stack.upstream_requests() - served)
                 res.upstream_cpu[(w.name, path)].append(used.cpu_s)

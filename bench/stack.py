@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from s3proxy.core.certs import generate
 from s3proxy.devstack import (
     Process,
     S3Server,
@@ -53,6 +54,10 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {dir}/../tls.crt;
+        ssl_certificate_key {dir}/../tls.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
         keepalive_requests 1000000;
         client_max_body_size 0;
         proxy_request_buffering off;
@@ -144,8 +149,21 @@ class Stack:
         self._stack.callback(process.stop)
         return process
 
+    def _write_certificate(self) -> None:
+        """One certificate for the TLS listeners of nginx and s3proxy (ECDSA P-256)."""
+        made = generate()
+        (self.workdir / "tls.crt").write_bytes(made.cert_pem)
+        (self.workdir / "tls.key").write_bytes(made.key_pem)
+        self.ports["s3proxy-tls"] = free_port()
+        self.proxy_extra |= {
+            "S3PROXY_TLS_LISTEN": f"127.0.0.1:{self.ports['s3proxy-tls']}",
+            "S3PROXY_TLS_CERT_FILE": str(self.workdir / "tls.crt"),
+            "S3PROXY_TLS_KEY_FILE": str(self.workdir / "tls.key"),
+        }
+
     def _start(self) -> None:
         binary = build_upstream(self.cache)
+        self._write_certificate()
         port = free_port()
         env = clean_env({"GOGC": "25"})  # the stored objects are large: collect them early
         upstream = self._keep(
@@ -157,8 +175,9 @@ class Stack:
         self.upstream = S3Server(
             upstream, f"http://127.0.0.1:{port}", UPSTREAM_KEY, UPSTREAM_KEY, "us-east-1"
         )
-        nginx, nginx_port = self.start_nginx("nginx")
+        nginx, nginx_port, nginx_tls = self.start_nginx("nginx")
         self.ports["nginx"], self.pids["nginx"] = nginx_port, nginx.proc.pid
+        self.ports["nginx-tls"] = nginx_tls
         self.servers["nginx"] = nginx
         self.vault = start_vault(
             self.workdir, extra_config=AUDIT_CONFIG.format(path=self.audit_log)
@@ -182,23 +201,29 @@ class Stack:
                     f"{process.log_text()[-3000:]}"
                 )
 
-    def start_nginx(self, name: str) -> tuple[Process, int]:
-        """An nginx in front of the upstream, listening once this returns."""
+    def start_nginx(self, name: str) -> tuple[Process, int, int]:
+        """An nginx in front of the upstream, listening once this returns; its plain and TLS
+        ports."""
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         prefix = self.workdir / name
         prefix.mkdir(exist_ok=True)
         user = "user root;" if os.geteuid() == 0 else ""
         conf = prefix / "nginx.conf"
         conf.write_text(
-            NGINX_CONF.format(user=user, dir=prefix, upstream=self.ports["direct"], port=port)
+            NGINX_CONF.format(
+                user=user, dir=prefix, upstream=self.ports["direct"], port=port, tls_port=tls_port
+            )
         )
         cmd = [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
         process = self._keep(spawn(cmd, clean_env(), prefix / "stdout.log"))
         wait_listening(process, port, "nginx")
-        return process, port
+        return process, port, tls_port
 
-    def url(self, path: str) -> str:
+    def url(self, path: str, tls: bool = False) -> str:
+        """The base URL of a path; with ``tls`` its TLS listener (nginx and s3proxy only)."""
+        if tls:
+            return f"https://127.0.0.1:{self.ports[f'{path}-tls']}"
         return f"http://127.0.0.1:{self.ports[path]}"
 
     def upstream_requests(self) -> int:
@@ -229,14 +254,15 @@ class Stack:
         200 answer to GET ``probe_path`` (an encrypted object: the key is unwrapped at Vault)."""
         assert self.vault is not None and self.upstream is not None
         port = free_port()
-        env = proxy_env(self.vault, self.upstream, port=port, extra=self.proxy_extra)
+        extra = self.proxy_extra | {"S3PROXY_TLS_LISTEN": f"127.0.0.1:{free_port()}"}
+        env = proxy_env(self.vault, self.upstream, port=port, extra=extra)
         return self._start_seconds(
             [sys.executable, "-m", "s3proxy", "serve"], env, port, probe_path, timeout
         )
 
     def nginx_start_seconds(self, probe_path: str, timeout: float = 30.0) -> float:
         started = time.monotonic()
-        process, port = self.start_nginx(f"nginx-start-{int(started * 1000)}")
+        process, port, _ = self.start_nginx(f"nginx-start-{int(started * 1000)}")
         try:
             while http_status(port, "GET", probe_path) != 200:
                 time.sleep(0.005)

@@ -1,7 +1,10 @@
--- wrk script of the benchmark: BENCH_METHOD (GET or PUT) and BENCH_BODY_BYTES set the request;
--- done() prints one JSON line that bench/loads.py reads.
+-- wrk script of the benchmark: BENCH_METHOD (GET or PUT) and BENCH_BODY_BYTES set the request,
+-- BENCH_CLOSE=1 a new connection for each; done() prints one JSON line that bench/loads.py reads.
 local method = os.getenv("BENCH_METHOD") or "GET"
 wrk.method = method
+if os.getenv("BENCH_CLOSE") == "1" then
+  wrk.headers["Connection"] = "close"
+end
 if method == "PUT" then
   local size = tonumber(os.getenv("BENCH_BODY_BYTES") or "4096")
   local pattern = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/"
