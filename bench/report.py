@@ -218,10 +218,12 @@ def targets_table(res: Results) -> list[str]:
 
 def tls_lines(res: Results, plain: str = "wrk GET 4 KiB, 64 conn") -> list[str]:
     """What TLS adds per request, in CPU µs of the proxy process (nginx for reference): over
-    keep-alive connections (record encryption), and for a new connection each (the handshake)."""
+    keep-alive connections (record encryption), and with a new connection for each request
+    against the same in plain HTTP (the handshake)."""
     keep = next((w for w in res.order if w in res.tls and "keep-alive" in w), None)
     each = next((w for w in res.order if w in res.tls and "handshake" in w), None)
-    if keep is None or each is None or plain not in res.order:
+    new = next((w for w in res.order if w not in res.tls and "new connection" in w), None)
+    if keep is None or each is None or new is None or plain not in res.order:
         return []
 
     def per(workload: str, path: str) -> float:
@@ -230,7 +232,7 @@ def tls_lines(res: Results, plain: str = "wrk GET 4 KiB, 64 conn") -> list[str]:
     parts = []
     for path in ("s3proxy", "nginx"):
         record = per(keep, path) - per(plain, path)
-        handshake = per(each, path) - per(keep, path)
+        handshake = per(each, path) - per(new, path)
         parts.append(f"{path} +{fmt(record)} µs keep-alive, +{fmt(handshake)} µs a handshake")
     peak = _median(res.rss[(each, "s3proxy")])
     return [

@@ -44,7 +44,7 @@ def test_quick_run_reports_every_workload_on_every_path(tmp_path: Path) -> None:
         if len(cells) == 7:  # workload | figure | direct | nginx | s3proxy | ratio | spread
             figures[(cells[0], cells[1])] = cells[2:5]
     workloads = {w for w, _ in figures}
-    assert len(workloads) == 11, workloads
+    assert len(workloads) == 12, workloads
     for (workload, figure), values in figures.items():
         if "TLS" in workload:  # the upstream (direct) has no TLS listener
             assert values[0] == "\N{EN DASH}", (workload, values)
