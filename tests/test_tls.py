@@ -175,7 +175,9 @@ def test_the_aws_cli_with_aws_ca_bundle(tls_proxy: TlsProxy, bucket: str, tmp_pa
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
 
 
-def _rclone(tls_proxy: TlsProxy, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _rclone(
+    tls_proxy: TlsProxy, home: Path, *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     found = shutil.which("rclone")
     assert found, "rclone is not installed: run `make system-deps`"
     home.mkdir(exist_ok=True)
@@ -197,6 +199,7 @@ def _rclone(tls_proxy: TlsProxy, home: Path, *args: str) -> subprocess.Completed
     )
     for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "https_proxy"):
         env.pop(name, None)
+    env.update(env_extra or {})
     return subprocess.run(
         [found, "--retries", "1", "--low-level-retries", "1", *args],
         env=env,
@@ -217,6 +220,14 @@ def test_rclone_with_its_ca_cert_option(tls_proxy: TlsProxy, bucket: str, tmp_pa
     down = _rclone(tls_proxy, home, *ca, "copyto", f"target:{bucket}/rc", str(dst))
     assert down.returncode == 0, down.stderr
     assert dst.read_bytes() == src.read_bytes()
+    # rclone fails with AWS_CA_BUNDLE set (as the webhook's tls annotation sets it); a container
+    # that sets it empty itself (the webhook then leaves it) runs rclone with --ca-cert.
+    bundle = {"AWS_CA_BUNDLE": str(tls_proxy.ca)}
+    failed = _rclone(tls_proxy, home, *ca, "lsf", f"target:{bucket}", env_extra=bundle)
+    assert failed.returncode != 0 and "LoadCustomCABundleError" in failed.stderr, failed.stderr
+    empty = {"AWS_CA_BUNDLE": ""}
+    listed = _rclone(tls_proxy, home, *ca, "lsf", f"target:{bucket}", env_extra=empty)
+    assert listed.returncode == 0 and "rc" in listed.stdout.split(), listed.stderr
     refused = _rclone(tls_proxy, home, "lsf", f"target:{bucket}")
     assert refused.returncode != 0
     assert "certificate signed by unknown authority" in refused.stderr, refused.stderr
