@@ -428,3 +428,34 @@ def test_make_dev_prints_the_https_endpoint_and_its_ca(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_prepare_makes_one_certificate_and_writes_its_ca_whole(tmp_path: Path) -> None:
+    from s3proxy.server.tls import prepare
+
+    keys = tmp_path / "keys"
+    keys.write_text("AKIAWORKLOAD workload-secret\n")
+    ca_out = tmp_path / "ca.pem"
+    ca_out.symlink_to(tmp_path / "elsewhere.pem")  # replaced, not followed
+    remote = {
+        "S3PROXY_LISTEN": "10.0.0.7:8190",
+        "S3PROXY_ALLOW_REMOTE_CLIENTS": "true",
+        "S3PROXY_CLIENT_AUTH": "sigv4",
+        "S3PROXY_CLIENT_CREDENTIALS_FILE": str(keys),
+        "S3PROXY_TLS_LISTEN": "10.0.0.7:8443",
+        "S3PROXY_TLS_CA_OUT": str(ca_out),
+    }
+    config = prepare(load({**BASE, **remote}))
+    made = config.tls.generated
+    assert made is not None and prepare(config) is config  # once, also for the workers
+    assert not ca_out.is_symlink() and not (tmp_path / "elsewhere.pem").exists()
+    assert ca_out.read_bytes() == made.ca_pem and ca_out.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem", "keys"]  # no scratch left
+    leaf = x509.load_pem_x509_certificate(made.cert_pem)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.0.0.7" in {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    wildcard = prepare(load({**BASE, **remote, "S3PROXY_TLS_LISTEN": "0.0.0.0:8443"}))
+    assert wildcard.tls.generated is not None
+    leaf = x509.load_pem_x509_certificate(wildcard.tls.generated.cert_pem)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(a) for a in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
