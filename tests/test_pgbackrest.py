@@ -4,7 +4,8 @@
 proxy gets only ``S3PROXY_TLS_LISTEN`` and ``S3PROXY_TLS_CA_OUT``; pgBackRest only the settings
 the README shows. stanza-create, check, a full and an incremental backup, a restore into a new
 directory that replays the archived WAL, the restored cluster started and its rows counted; the
-repository's objects in the store are the proxy's ciphertext."""
+repository's objects in the store are the proxy's ciphertext. With ``repo1-bundle=y`` (small
+files bundled into larger objects, read back with ranged GETs) the backups take 2 s, not 10."""
 
 from __future__ import annotations
 
@@ -113,6 +114,7 @@ log-level-console=warn
 log-level-file=off
 start-fast=y
 compress-level=1
+repo1-bundle=y
 archive-timeout=30
 
 [{STANZA}]
