@@ -23,7 +23,12 @@ from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
 from s3proxy.server.lifecycle import Lifecycle
 from s3proxy.server.peers import Peers
-from s3proxy.server.tls import keep_reloading, listener_context, prepare
+from s3proxy.server.tls import (
+    bound_server_buffers,
+    keep_reloading,
+    listener_context,
+    prepare,
+)
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
@@ -80,7 +85,10 @@ async def run_proxy(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, lifecycle.request_stop, reason)
     config = prepare(config)  # (a no-op when the workers' supervisor did it)
-    tls = listener_context(config.tls) if config.tls.listen is not None else None
+    tls = None
+    if config.tls.listen is not None:
+        bound_server_buffers()
+        tls = listener_context(config.tls)
     credentials = CredentialSource(lambda: resolve(config.credentials))
     vault = vault_from(config)
     admin_runner, admin = await _start_admin(config, lifecycle, vault, reuse_port, peers)

@@ -10,7 +10,9 @@ import logging
 import os
 import ssl
 import tempfile
+from asyncio import sslproto
 from dataclasses import replace
+from typing import Any
 
 from s3proxy.config import Config, TlsSettings
 from s3proxy.core import certs
@@ -19,6 +21,29 @@ from s3proxy.core.access import is_loopback
 log = logging.getLogger("s3proxy")
 RELOAD_SECONDS = 5.0  # how often the certificate files are checked for a change
 WILDCARDS = ("", "0.0.0.0", "::")
+
+
+# Ciphertext read per receive on a server-side TLS connection. asyncio allocates its read buffer
+# (256 KiB) for every TLS connection as it is accepted, before any byte arrives; 64 KiB still
+# holds four full TLS records (docs/operations.md, HTTPS: what it costs).
+SERVER_READ_BUFFER = 64 * 1024
+
+
+class _ServerSideBuffers(sslproto.SSLProtocol):
+    """asyncio's TLS protocol with :data:`SERVER_READ_BUFFER` for connections it accepts; the
+    upstream client's connections keep the default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        server_side = kwargs.get("server_side", args[4] if len(args) > 4 else False)
+        if server_side:
+            self.max_size = SERVER_READ_BUFFER  # type: ignore[misc]
+        super().__init__(*args, **kwargs)
+
+
+def bound_server_buffers() -> None:
+    """Make asyncio use :class:`_ServerSideBuffers` for the TLS connections it makes from now
+    on (it looks ``sslproto.SSLProtocol`` up at each connection). Idempotent."""
+    sslproto.SSLProtocol = _ServerSideBuffers  # type: ignore[misc]
 
 
 def server_context() -> ssl.SSLContext:
