@@ -482,6 +482,11 @@ def test_idle_tls_connections_cost_little_memory(workdir: Path, vault: Vault, s3
         time.sleep(0.5)
         grown = _rss_mib(served.proxy.proc.pid) - before
         assert grown < 60, f"{grown:.0f} MiB for 300 idle TLS connections"
+        # and they are closed once the handshake timeout (10 s, not asyncio's 60) is over
+        sockets[-1].settimeout(20)
+        started = time.monotonic()
+        assert sockets[-1].recv(1) == b""
+        assert time.monotonic() - started < 12
     finally:
         for sock in sockets:
             sock.close()

@@ -27,16 +27,22 @@ WILDCARDS = ("", "0.0.0.0", "::")
 # (256 KiB) for every TLS connection as it is accepted, before any byte arrives; 64 KiB still
 # holds four full TLS records (docs/operations.md, HTTPS: what it costs).
 SERVER_READ_BUFFER = 64 * 1024
+# Seconds an accepted connection may take to complete its handshake (asyncio: 60, and aiohttp's
+# site has no setting for it); a loopback handshake takes milliseconds.
+SERVER_HANDSHAKE_TIMEOUT = 10.0
 
 
 class _ServerSideBuffers(sslproto.SSLProtocol):
-    """asyncio's TLS protocol with :data:`SERVER_READ_BUFFER` for connections it accepts; the
-    upstream client's connections keep the default."""
+    """asyncio's TLS protocol with :data:`SERVER_READ_BUFFER` and
+    :data:`SERVER_HANDSHAKE_TIMEOUT` for connections it accepts; the upstream client's
+    connections keep the defaults."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         server_side = kwargs.get("server_side", args[4] if len(args) > 4 else False)
         if server_side:
             self.max_size = SERVER_READ_BUFFER  # type: ignore[misc]
+            if kwargs.get("ssl_handshake_timeout") is None and len(args) <= 7:
+                kwargs["ssl_handshake_timeout"] = SERVER_HANDSHAKE_TIMEOUT
         super().__init__(*args, **kwargs)
 
 
