@@ -5,17 +5,15 @@ plaintext part ETags mapped to the stored parts', the plaintext ETag of the resu
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import cast
 
 import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
 from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
-from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, new_hasher, verifier_for
+from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, verifier_for
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
     IncompleteBody,
@@ -55,14 +53,14 @@ from s3proxy.core.s3xml import (
     set_checksum,
 )
 from s3proxy.core.sizes import ciphertext_length
-from s3proxy.core.trailing import PAYLOAD as TRAILING_PAYLOAD
-from s3proxy.core.trailing import TrailingChecksumFramer
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector, check_marker, object_checksum
 from s3proxy.server.relay import READ_CHUNK, Marker, relay_body
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.forms import Chunk
+from s3proxy.upstream.uploads import Uploads
 
 log = logging.getLogger("s3proxy")
 
@@ -119,14 +117,6 @@ async def _client_plaintext(
     verifier.verify()
 
 
-def _with_aws_chunked(headers: Headers) -> Headers:
-    """The headers with ``aws-chunked`` first in ``Content-Encoding`` (S3 removes it again)."""
-    encoding = get_header(headers, "Content-Encoding")
-    rest = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
-    value = "aws-chunked" + (f",{encoding}" if encoding else "")
-    return [*rest, ("Content-Encoding", value)]
-
-
 def _requested_checksum(headers: Mapping[str, str]) -> tuple[str, str] | None:
     """The (algorithm, type) a CreateMultipartUpload asks for, checked as S3 checks it."""
     algorithm = headers.get("x-amz-checksum-algorithm")
@@ -158,11 +148,11 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     return parser.close()
 
 
-Chunk = bytes | bytearray | memoryview
-
-
-def _unframed(data: Chunk) -> Chunk:
-    return data
+def _quoted_like(condition: str, stored_etag: str) -> str:
+    """The stored ETag, quoted as the client quoted its condition: some stores (Ceph RGW)
+    compare the header with the ETag as text, so a client that sends it bare gets it bare."""
+    bare = stored_etag.strip().strip('"')
+    return f'"{bare}"' if condition.strip().startswith(('"', 'W/"')) else bare
 
 
 class Writer:
@@ -173,6 +163,7 @@ class Writer:
         self.keys = keys
         self.upstream = upstream
         self.objects = objects
+        self.uploads = Uploads(upstream, config.upstream_checksum)
         # The proxy's budget, shared out among its workers: with two, four parses at once
         # would take both cores from the requests the bound protects (tests/test_hostile.py).
         self._completions = asyncio.Semaphore(max(1, COMPLETIONS_AT_ONCE // config.ops.workers))
@@ -211,24 +202,14 @@ class Writer:
         if length <= SINGLE_SEND_LIMIT:
             return await self._put_small(target, headers, plaintext, checksum, encryptor, sealed)
         failure: list[S3ProxyError] = []
-        framer = None
-        stored = ciphertext_length(length, seg, WRITE_VERSION)
-        sent, payload = stored, None
-        if self.config.upstream_checksum is not None:
-            framer = TrailingChecksumFramer(self.config.upstream_checksum, stored)
-            sent = framer.length
-            payload = TRAILING_PAYLOAD
-            headers = [*_with_aws_chunked(headers), *framer.headers]
-            headers.append(("x-amz-decoded-content-length", str(stored)))
-        frame = framer.frame if framer is not None else _unframed
 
         async def body() -> AsyncIterator[Chunk]:
             try:
-                yield frame(encryptor.header)
+                yield encryptor.header
                 async for plain in plaintext:
                     out = encryptor.feed(plain)
                     if out:
-                        yield frame(out)
+                        yield out
                 found = checksum()
                 last = encryptor.finish(*found) if found is not None else encryptor.finish()
                 if sealed is not None and encryptor.md5 is not None:  # (the layout cache)
@@ -238,12 +219,11 @@ class Writer:
                 raise
             # Only a fully received and verified body gets its final segment: without it the
             # upstream never sees a complete request, so nothing is stored.
-            yield b"".join((frame(last), framer.finish() if framer is not None else b""))
+            yield last
 
+        stored = ciphertext_length(length, seg, WRITE_VERSION)
         try:
-            # The pieces are bytes-like (aiohttp writes any); the client's signature says bytes.
-            stream = cast(AsyncIterator[bytes], body())
-            resp = await self.upstream.send("PUT", target, headers, stream, sent, payload)
+            resp = await self.uploads.put_stream(target, headers, stored, body())
         except Exception:
             if failure:
                 raise failure[0] from None
@@ -272,29 +252,30 @@ class Writer:
         pieces.append(encryptor.finish(*found) if found is not None else encryptor.finish())
         if sealed is not None and encryptor.md5 is not None:  # (the layout cache)
             sealed(encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
-        body = b"".join(pieces)
-        algorithm = self.config.upstream_checksum
-        if algorithm is not None:
-            hasher = new_hasher(algorithm)
-            hasher.update(body)
-            value = base64.b64encode(hasher.digest()).decode()
-            headers = [*headers, (f"x-amz-checksum-{algorithm}", value)]
-        resp = await self.upstream.send("PUT", target, headers, body)
+        resp = await self.uploads.put_whole(target, headers, b"".join(pieces))
         return resp, single_etag(encryptor.md5 or b"")
 
     async def if_match_for_upstream(self, target: Target, headers: Headers) -> None:
-        """A conditional write's ``If-Match`` names the plaintext ETag the client saw: check it
-        here and make the upstream write conditional on the stored ETag of that same object."""
-        value = get_header(headers, "If-Match")
-        if value is None:
+        """A conditional write's ``If-Match`` / ``If-None-Match`` names plaintext ETags the
+        client saw: they are checked here against the object's, and the upstream write is made
+        conditional on the stored ETag of that same object. ``*`` goes upstream as it is (the
+        store checks existence itself, atomically)."""
+        if_match = get_header(headers, "If-Match")
+        if_none_match = get_header(headers, "If-None-Match")
+        named = [v for v in (if_match, if_none_match) if v is not None and v.strip() != "*"]
+        if not named:
             return
         current = await self.objects.current(target)
         if current is None:
             return  # the upstream answers for a missing object, as S3 would
-        headers[:] = [(k, v) for k, v in headers if k.lower() != "if-match"]
-        if not etag_matches(value, current.etag):
+        if if_none_match is not None and etag_matches(if_none_match, current.etag):
             raise PreconditionFailed()
-        headers.append(("If-Match", current.stored_etag))
+        if if_match is None or if_match.strip() == "*":
+            return
+        headers[:] = [(k, v) for k, v in headers if k.lower() != "if-match"]
+        if not etag_matches(if_match, current.etag):
+            raise PreconditionFailed()
+        headers.append(("If-Match", _quoted_like(if_match, current.stored_etag)))
 
     async def encrypt_upload(self, request: web.Request, target: Target) -> web.StreamResponse:
         """PutObject or UploadPart: the body becomes one stream (docs/design.md, Writing)."""
