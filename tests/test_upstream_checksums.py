@@ -4,14 +4,18 @@
 - LocalStack's S3 verifies the trailer: a body altered between the proxy and the upstream (by a
   relay in the test that flips one byte) is refused and not stored; without the checksum it is
   stored, and only the read finds out;
-- moto refuses uploads to a bucket with a default Object Lock retention that carry no checksum
-  (``MissingUploadObjectWithObjectLockHeaders``), as S3 does: the proxy's uploads are accepted.
+- moto refuses uploads to a bucket with a default Object Lock retention, or with an explicit
+  retention or legal hold, that carry no checksum (``MissingUploadObjectWithObjectLockHeaders``),
+  as S3 does: the proxy's uploads are accepted;
+- with ``auto`` (the default) the proxy learns the trailer from both, leaving nothing behind.
+Ceph RGW, which takes signed chunks instead, is tests/test_rgw.py's.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import io
 import os
 import socket
@@ -468,3 +472,76 @@ def test_an_object_lock_bucket_refuses_uploads_without_the_upstream_checksum(
     assert error["Error"]["Code"] == "MissingUploadObjectWithObjectLockHeaders", error
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert _missing(s3.client(), locked_bucket, "one")
+
+
+@pytest.mark.parametrize("size", [1000, 200_000])
+def test_object_lock_headers_on_a_put(
+    proxy: ProxyProcess, s3: S3Server, locked_bucket: str, size: int
+) -> None:
+    """A PutObject with an explicit retention and legal hold needs a checksum S3 recognises
+    (moto checks for Content-MD5 or x-amz-sdk-checksum-algorithm): sent whole (a header
+    checksum) and streamed (a trailer)."""
+    client = proxy.client()
+    body = os.urandom(size)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    client.put_object(
+        Bucket=locked_bucket,
+        Key="held",
+        Body=body,
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+        ObjectLockLegalHoldStatus="ON",
+    )
+    assert client.get_object(Bucket=locked_bucket, Key="held")["Body"].read() == body
+    head = s3.client().head_object(Bucket=locked_bucket, Key="held")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockLegalHoldStatus"] == "ON"
+
+
+# What S3PROXY_UPSTREAM_CHECKSUM=auto (the default) learns -----------------------------------
+
+
+def _learned(proxy: ProxyProcess) -> list[str]:
+    return [
+        line["message"] for line in proxy.log_lines() if "takes uploads with" in line["message"]
+    ]
+
+
+def test_auto_learns_the_trailer_from_localstack_and_stores_nothing_to_learn_it(
+    workdir: Path, vault: Vault, localstack: S3Server, ls_bucket: str
+) -> None:
+    """LocalStack refuses the probe's wrong trailer (BadDigest): the trailer it is, and the
+    bucket holds only what the client wrote."""
+    fresh = start_proxy(workdir, vault, localstack, {"S3PROXY_WORKERS": "1"})
+    try:
+        fresh.client().put_object(Bucket=ls_bucket, Key="first", Body=os.urandom(100))
+        learned = _learned(fresh)
+    finally:
+        fresh.stop()
+    assert len(learned) == 1 and "trailer checksum (crc32)" in learned[0], learned
+    assert "400 BadDigest" in learned[0]
+    listed = localstack.client().list_object_versions(Bucket=ls_bucket)
+    assert [v["Key"] for v in listed.get("Versions", [])] == ["first"]
+    assert not listed.get("DeleteMarkers")
+
+
+def test_auto_learns_the_trailer_from_moto_and_removes_its_probe(
+    workdir: Path, vault: Vault, s3: S3Server
+) -> None:
+    """moto stores the probe's upload (it verifies no checksum): the trailer it is (the form
+    that also satisfies its Object Lock check), and the probe object is deleted again, every
+    version of it in a versioned bucket."""
+    raw = s3.client()
+    bucket = f"v-{uuid.uuid4().hex[:12]}"
+    raw.create_bucket(Bucket=bucket)
+    raw.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    fresh = start_proxy(workdir, vault, s3, {"S3PROXY_WORKERS": "1"})
+    try:
+        fresh.client().put_object(Bucket=bucket, Key="first", Body=os.urandom(100_000))
+        learned = _learned(fresh)
+    finally:
+        fresh.stop()
+    assert len(learned) == 1 and "trailer checksum (crc32)" in learned[0], learned
+    listed = raw.list_object_versions(Bucket=bucket)
+    assert [v["Key"] for v in listed.get("Versions", [])] == ["first"]
+    assert not listed.get("DeleteMarkers")

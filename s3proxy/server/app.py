@@ -28,6 +28,7 @@ from s3proxy.core.errors import (
 )
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
+from s3proxy.core.sigv4 import presigned_expiry
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import accesslog
 from s3proxy.server.attributes import Attributes
@@ -122,6 +123,8 @@ class Proxy:
                     whoami = await self.identity.whoami(request)
                     status = whoami.status
                     return whoami
+            elif "X-Amz-Expires" in request.query:  # S3 refuses such a URL, signed or not
+                presigned_expiry(request.query["X-Amz-Expires"])
             target = parse_target(
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
             )
