@@ -545,3 +545,23 @@ def test_auto_learns_the_trailer_from_moto_and_removes_its_probe(
     listed = raw.list_object_versions(Bucket=bucket)
     assert [v["Key"] for v in listed.get("Versions", [])] == ["first"]
     assert not listed.get("DeleteMarkers")
+
+
+def test_a_probe_refused_for_its_bucket_decides_nothing(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """The first upload names a bucket that does not exist: the client gets S3's NoSuchBucket,
+    the form stays unknown (not 'none'), and the next upload learns it."""
+    fresh = start_proxy(workdir, vault, s3, {"S3PROXY_WORKERS": "1"})
+    try:
+        client = fresh.client(retries={"total_max_attempts": 1})
+        with pytest.raises(ClientError) as caught:
+            client.put_object(Bucket=f"missing-{uuid.uuid4().hex[:8]}", Key="k", Body=b"x" * 1000)
+        assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
+        client.put_object(Bucket=bucket, Key="k", Body=os.urandom(100_000))
+        learned = _learned(fresh)
+        text = fresh.log_text()
+    finally:
+        fresh.stop()
+    assert "not learned yet: 404 NoSuchBucket" in text
+    assert len(learned) == 1 and "trailer checksum (crc32)" in learned[0], learned

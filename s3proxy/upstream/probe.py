@@ -12,8 +12,9 @@ Checksums toward the store).
    first) verifies chunk signatures: SIGNED.
 3. Anything else refused, or stored (deleted again): PLAIN.
 
-An answer that says nothing about the form (5xx, 403 AccessDenied, no connection) decides
-nothing: the caller uploads without a checksum this time and asks again later.
+An answer that says nothing about the form (5xx, 403 AccessDenied, 404 NoSuchBucket, no
+connection) decides nothing: the caller uploads without a checksum this time and asks again
+later.
 """
 
 from __future__ import annotations
@@ -36,10 +37,25 @@ _CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _ANSWER_LIMIT = 64 * 1024
 CHECKSUM_REFUSALS = frozenset({"BadDigest", "XAmzContentChecksumMismatch", "InvalidDigest"})
 MAX_KEY_BYTES = 1024
+ABOUT_THE_TARGET = frozenset({"InvalidBucketName", "KeyTooLongError", "NoSuchBucket"})
+NOT_ABOUT_THE_BODY = ABOUT_THE_TARGET | {
+    "AuthorizationHeaderMalformed",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "RequestTimeTooSkewed",
+    "SlowDown",
+}
 
 
 class Inconclusive(Exception):
-    """The store's answer says nothing about the form (try again later)."""
+    """The store's answer says nothing about the form; ``soon``: it was about the upload's
+    bucket or key (the next upload may ask again at once), not the store or the proxy's
+    access (then wait)."""
+
+    def __init__(self, said: str, soon: bool = False) -> None:
+        super().__init__(said)
+        self.soon = soon
 
 
 def probe_target(target: Target) -> Target:
@@ -74,9 +90,21 @@ async def _send(
         return str(resp.status)
     found = _CODE.search(answer)
     code = found.group(1).decode() if found else ""
-    if resp.status >= 500 or (resp.status == 403 and code != "SignatureDoesNotMatch"):
-        raise Inconclusive(f"{resp.status} {code}".strip())
-    return f"{resp.status} {code}".strip()
+    said = f"{resp.status} {code}".strip()
+    if not _about_the_body(resp.status, code):
+        raise Inconclusive(said, soon=code in ABOUT_THE_TARGET)
+    return said
+
+
+def _about_the_body(status: int, code: str) -> bool:
+    """Whether a refusal can be about the body's form (a wrong trailer or chunk signature, a
+    payload type not taken, the probe's condition), not about the bucket, the key or the
+    proxy's access."""
+    if code in NOT_ABOUT_THE_BODY:
+        return False
+    if status == 403:
+        return code == "SignatureDoesNotMatch"
+    return status in (400, 411, 412, 501)
 
 
 async def _wrong_trailer(upstream: Upstream, target: Target, algorithm: str) -> str:

@@ -49,8 +49,13 @@ class Uploads:
                 learning = probe.learn(self.upstream, target, AUTO_TRAILER)
                 self.choice = await asyncio.wait_for(learning, PROBE_TIMEOUT)
                 return self.choice
-            except (probe.Inconclusive, UpstreamUnavailable, aiohttp.ClientError) as exc:
+            except probe.Inconclusive as exc:
+                if exc.soon:  # (the client gets the store's answer about its bucket or key)
+                    log.info("upload form of %s not learned yet: %s", self.upstream.endpoint, exc)
+                    return UNDECIDED
                 failure: object = exc
+            except (UpstreamUnavailable, aiohttp.ClientError) as exc:
+                failure = exc
             except TimeoutError:
                 failure = f"no answer in {PROBE_TIMEOUT:.0f} s"
             self._retry_at = time.monotonic() + RETRY_AFTER
