@@ -87,6 +87,12 @@ async def _send(
         query = (("versionId", version),) if version and version != "null" else ()
         removed = await upstream.send("DELETE", Target(target.bucket, target.key, query), [])
         removed.release()
+        if removed.status >= 300:  # e.g. a default Object Lock retention
+            log.warning(
+                "the upload form probe stored %s and could not delete it (HTTP %d)",
+                target.resource,
+                removed.status,
+            )
         return str(resp.status)
     found = _CODE.search(answer)
     code = found.group(1).decode() if found else ""
