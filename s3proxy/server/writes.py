@@ -152,7 +152,7 @@ def _quoted_like(condition: str, stored_etag: str) -> str:
     """The stored ETag, quoted as the client quoted its condition: some stores (Ceph RGW)
     compare the header with the ETag as text, so a client that sends it bare gets it bare."""
     bare = stored_etag.strip().strip('"')
-    return f'"{bare}"' if condition.strip().startswith(('"', 'W/"')) else bare
+    return f'"{bare}"' if condition.strip().startswith(('"', 'W/"')) else bare  # (and for *)
 
 
 class Writer:
@@ -258,19 +258,18 @@ class Writer:
     async def if_match_for_upstream(self, target: Target, headers: Headers) -> None:
         """A conditional write's ``If-Match`` / ``If-None-Match`` names plaintext ETags the
         client saw: they are checked here against the object's, and the upstream write is made
-        conditional on the stored ETag of that same object. ``*`` goes upstream as it is (the
-        store checks existence itself, atomically)."""
+        conditional on the stored ETag of that same object (``If-Match: *`` too: moto compares
+        it as an ETag). ``If-None-Match: *`` goes upstream as it is."""
         if_match = get_header(headers, "If-Match")
         if_none_match = get_header(headers, "If-None-Match")
-        named = [v for v in (if_match, if_none_match) if v is not None and v.strip() != "*"]
-        if not named:
+        if if_match is None and (if_none_match is None or if_none_match.strip() == "*"):
             return
         current = await self.objects.current(target)
         if current is None:
             return  # the upstream answers for a missing object, as S3 would
         if if_none_match is not None and etag_matches(if_none_match, current.etag):
             raise PreconditionFailed()
-        if if_match is None or if_match.strip() == "*":
+        if if_match is None:
             return
         headers[:] = [(k, v) for k, v in headers if k.lower() != "if-match"]
         if not etag_matches(if_match, current.etag):
