@@ -74,7 +74,7 @@ def test_boto3_put_get(via: Any, rgw: RGW, rgw_bucket: str, size: int) -> None:
 
 
 def test_the_proxy_logs_the_form_it_learned(
-    via: Any, rgw_proxy: ProxyProcess, rgw_bucket: str
+    via: Any, rgw: RGW, rgw_proxy: ProxyProcess, rgw_bucket: str
 ) -> None:
     via.put_object(Bucket=rgw_bucket, Key="k", Body=b"x" * 100_000)
     learned = [
@@ -82,6 +82,10 @@ def test_the_proxy_logs_the_form_it_learned(
     ]
     assert learned, rgw_proxy.log_text()[-3000:]
     assert all("signed chunks" in m for m in learned), learned
+    direct = rgw.client()
+    for bucket in direct.list_buckets()["Buckets"]:  # the probes stored nothing, anywhere
+        listed = direct.list_objects_v2(Bucket=bucket["Name"]).get("Contents", [])
+        assert not [o["Key"] for o in listed if ".s3proxy-probe-" in o["Key"]]
 
 
 def test_boto3_multipart(via: Any, rgw_bucket: str) -> None:
