@@ -337,6 +337,7 @@ def test_a_small_body_altered_on_the_way_upstream_is_refused(
     put = [r for r in tampering.requests_for(key) if r.method == "PUT"]
     assert [r.flipped for r in put] == [True]
     assert f"x-amz-checksum-{algorithm}" in put[0].headers
+    assert put[0].headers["x-amz-sdk-checksum-algorithm"] == algorithm.upper()  # (Object Lock)
     assert "x-amz-trailer" not in put[0].headers
     assert caught.value.response["Error"]["Code"] == "BadDigest", caught.value.response
     assert _missing(localstack.client(), ls_bucket, key)
@@ -374,6 +375,7 @@ def test_altered_parts_are_refused(
 
     puts = [r for r in tampering.requests_for(key) if r.method == "PUT"]
     assert [(r.flipped, "x-amz-copy-source" in r.headers) for r in puts] == [(True, False)] * 2
+    assert [r.headers["x-amz-sdk-checksum-algorithm"] for r in puts] == ["CRC32"] * 2
     for caught in (uploaded, copied):
         error = caught.value.response
         assert error["Error"]["Code"] == "BadDigest", error
