@@ -17,6 +17,7 @@ import base64
 import contextlib
 import datetime as dt
 import io
+import json
 import os
 import socket
 import subprocess
@@ -34,7 +35,7 @@ from botocore.exceptions import ClientError
 from s3proxy.core.checksums import new_hasher
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
 from s3proxy.devstack import S3Server, Vault, proxy_env, start_vault
-from tests.conftest import ProxyProcess, start_proxy, upload_multipart
+from tests.conftest import SESSION_SECRETS, ProxyProcess, start_proxy, upload_multipart
 
 pytest_plugins = ["tests.localstack"]
 
@@ -599,3 +600,48 @@ def test_rewrap_writes_into_an_object_lock_bucket(
     report = done.stderr.decode()
     assert done.returncode == 0, report
     assert "rewrapped 2, already current 0, not encrypted 0, failed 0" in report
+
+
+def test_a_probe_the_store_denies_fails_no_upload(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """The proxy's identity may not write the probe's key (an IAM deny): the answer says nothing
+    about the form, so the upload goes without a checksum, succeeds, and a warning says so."""
+    iam = s3.client("iam")
+    user = f"noprobe-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="no-probes",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "*", "Resource": "*"},
+                    {
+                        "Effect": "Deny",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/*.s3proxy-probe-*",
+                    },
+                ],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    limited = {
+        "S3PROXY_WORKERS": "1",
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+    SESSION_SECRETS.append(key["SecretAccessKey"])
+    fresh = start_proxy(workdir, vault, s3, limited)
+    try:
+        client = fresh.client(retries={"total_max_attempts": 1})
+        body = os.urandom(100_000)
+        client.put_object(Bucket=bucket, Key="k", Body=body)
+        assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body
+        text = fresh.log_text()
+    finally:
+        fresh.stop()
+    assert "could not learn which upload form" in text and "403 AccessDenied" in text, text[-2000:]
+    assert not _learned(fresh)
