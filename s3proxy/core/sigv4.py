@@ -226,14 +226,18 @@ def _presigned(
 def presigned_expiry(text: str) -> int:
     """A presigned URL's ``X-Amz-Expires``: whole seconds, 1 to 604800, as S3 takes it (checked
     whether or not the proxy checks signatures: S3 would refuse the URL either way)."""
-    if not (text.isascii() and text.isdigit()):
-        raise AuthorizationQueryParametersError("X-Amz-Expires should be a number.")
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
+    if text.startswith("-"):
+        raise AuthorizationQueryParametersError("X-Amz-Expires must be non-negative")
     seconds = int(text)
     if seconds < 1:
-        raise AuthorizationQueryParametersError("X-Amz-Expires must be positive.")
+        raise AuthorizationQueryParametersError("X-Amz-Expires must be at least one second")
     if seconds > MAX_EXPIRES:
         raise AuthorizationQueryParametersError(
-            "X-Amz-Expires must be less than a week (in seconds) that is; 604800"
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+            "X-Amz-Expires must be less than 604800 seconds"
         )
     return seconds
 
