@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from s3proxy.core.checksums import new_hasher
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
-from s3proxy.devstack import S3Server, Vault, proxy_env, start_vault
+from s3proxy.devstack import S3Server, Vault, proxy_env, start_s3, start_vault
 from tests.conftest import SESSION_SECRETS, ProxyProcess, start_proxy, upload_multipart
 
 pytest_plugins = ["tests.localstack"]
@@ -76,6 +76,8 @@ class TamperingRelay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.tamper: str | None = None
+        # Rewrites each request head (its lines) before it goes on, if set.
+        self.rewrite_head: Callable[[list[bytes]], list[bytes]] | None = None
         self.relayed: list[Relayed] = []
         self.errors: list[str] = []
         self._sockets: list[socket.socket] = []
@@ -143,6 +145,8 @@ class TamperingRelay:
         flip = method == "PUT" and tamper is not None and tamper in path and length > FLIP_AT
         # Recorded before the body goes on: the answer may reach the test before this returns.
         self.relayed.append(Relayed(method, path, headers, length, flip))
+        if self.rewrite_head is not None:
+            head = self.rewrite_head(head)
         upstream.sendall(b"".join(head))
         done = 0
         while done < length:
@@ -645,3 +649,43 @@ def test_a_probe_the_store_denies_fails_no_upload(
         fresh.stop()
     assert "could not learn which upload form" in text and "403 AccessDenied" in text, text[-2000:]
     assert not _learned(fresh)
+
+
+def _as_unframed(head: list[bytes]) -> list[bytes]:
+    """A request head as a store that knows nothing of aws-chunked would read it: the body is
+    just bytes (the payload hash says nothing, no content coding)."""
+    out = []
+    for line in head:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name == b"x-amz-content-sha256":
+            line = b"x-amz-content-sha256: UNSIGNED-PAYLOAD\r\n"
+        elif name in (b"content-encoding", b"x-amz-decoded-content-length", b"x-amz-trailer"):
+            continue
+        out.append(line)
+    return out
+
+
+def test_a_store_that_keeps_the_framing_gets_no_framing(workdir: Path, vault: Vault) -> None:
+    """A store that stores aws-chunked bodies as they are sent (here moto behind a relay that
+    hides the framing from it) takes every probe: the HEAD of the stored probe shows the framing
+    was kept, so uploads go unframed and read back."""
+    loose = start_s3(workdir, enforce_signatures=False)  # the relay changes signed headers
+    relay = TamperingRelay(int(loose.endpoint.rsplit(":", 1)[1]))
+    relay.rewrite_head = _as_unframed
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    loose.client().create_bucket(Bucket=bucket)
+    fresh = start_proxy(
+        workdir, vault, loose, {"S3PROXY_WORKERS": "1", "S3PROXY_S3_ENDPOINT": relay.endpoint}
+    )
+    try:
+        client = fresh.client(retries={"total_max_attempts": 1})
+        body = os.urandom(200_000)
+        client.put_object(Bucket=bucket, Key="k", Body=body)
+        assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body
+        learned = _learned(fresh)
+    finally:
+        fresh.stop()
+        relay.stop()
+        loose.stop()
+    assert len(learned) == 1 and "with no checksum" in learned[0], learned
+    assert "stored" in learned[0] and "bytes" in learned[0], learned

@@ -4,7 +4,8 @@ Checksums toward the store).
 1. A tiny trailer-checksum PUT whose trailer is wrong. A store that verifies trailers refuses it
    with ``BadDigest`` (or MinIO's ``XAmzContentChecksumMismatch``) and stores nothing: TRAILER.
    A store that takes it without verifying (moto) stores it: TRAILER as well (nothing better is
-   verified there), and the probe object is deleted again.
+   verified there) if it stored the decoded 26 bytes (a HEAD says), and the probe object is
+   deleted again.
 2. Any other refusal (Ceph RGW 16: ``XAmzContentSHA256Mismatch``): two signed aws-chunked PUTs
    with ``If-Match: *`` (the probe key never exists), the first with a wrong chunk signature,
    the second right. They differ only in that signature, so a store that refuses the first and
@@ -84,22 +85,34 @@ async def _send(
         answer = await resp.content.read(_ANSWER_LIMIT)
         version = resp.headers.get("x-amz-version-id")
     if resp.status < 300:
-        query = (("versionId", version),) if version and version != "null" else ()
-        removed = await upstream.send("DELETE", Target(target.bucket, target.key, query), [])
-        removed.release()
-        if removed.status >= 300:  # e.g. a default Object Lock retention
-            log.warning(
-                "the upload form probe stored %s and could not delete it (HTTP %d)",
-                target.resource,
-                removed.status,
-            )
-        return str(resp.status)
+        return await _stored(upstream, target, version, resp.status)
     found = _CODE.search(answer)
     code = found.group(1).decode() if found else ""
     said = f"{resp.status} {code}".strip()
     if not _about_the_body(resp.status, code):
         raise Inconclusive(said, soon=code in ABOUT_THE_TARGET)
     return said
+
+
+async def _stored(upstream: Upstream, target: Target, version: str | None, status: int) -> str:
+    """A probe the store took: ``"200"`` if it stored the decoded body (a store that does not
+    decode aws-chunked keeps the framing: ``"200 stored 153 bytes"``); deleted again."""
+    query = (("versionId", version),) if version and version != "null" else ()
+    stored = Target(target.bucket, target.key, query)
+    head = await upstream.send("HEAD", stored, [])
+    head.release()
+    size = head.headers.get("Content-Length", "")
+    removed = await upstream.send("DELETE", stored, [])
+    removed.release()
+    if removed.status >= 300:  # e.g. a default Object Lock retention
+        log.warning(
+            "the upload form probe stored %s and could not delete it (HTTP %d)",
+            target.resource,
+            removed.status,
+        )
+    if head.status == 200 and size != str(len(PROBE_BODY)):
+        return f"{status} stored {size} bytes"
+    return str(status)
 
 
 def _about_the_body(status: int, code: str) -> bool:
@@ -110,6 +123,8 @@ def _about_the_body(status: int, code: str) -> bool:
         return False
     if status == 403:
         return code == "SignatureDoesNotMatch"
+    if status == 404:  # If-Match on a missing key, as S3 and moto answer it
+        return code == "NoSuchKey"
     return status in (400, 411, 412, 501)
 
 
@@ -143,16 +158,21 @@ async def _signed_chunks(upstream: Upstream, target: Target, *, wrong: bool) -> 
     return await _send(upstream, target, form, framed)
 
 
+def _taken(answer: str) -> bool:
+    """Whether the store took a probe's body and stored it as sent."""
+    return answer.isdigit() and answer.startswith("2")
+
+
 def _passed(answer: str) -> bool:
     """Whether a probe got past the body checks: stored, or refused only for its condition."""
-    return answer.startswith("2") or answer == "412 PreconditionFailed"
+    return _taken(answer) or answer in ("412 PreconditionFailed", "404 NoSuchKey")
 
 
 async def learn(upstream: Upstream, target: Target, algorithm: str) -> Choice:
     """The form the store takes, probed next to ``target``; raises :class:`Inconclusive`."""
     probe = probe_target(target)
     first = await _wrong_trailer(upstream, probe, algorithm)
-    if first.startswith("2") or first.split(" ")[-1] in CHECKSUM_REFUSALS:
+    if _taken(first) or first.split(" ")[-1] in CHECKSUM_REFUSALS:
         choice = Choice(Form.TRAILER, algorithm)
     else:
         wrong = await _signed_chunks(upstream, probe, wrong=True)
