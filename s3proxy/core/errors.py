@@ -165,6 +165,17 @@ class InvalidPart(S3ProxyError):
         )
 
 
+class NoSuchUpload(S3ProxyError):
+    status = 404
+    code = "NoSuchUpload"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The specified multipart upload does not exist. The upload ID may be invalid, or "
+            "the upload may have been aborted or completed."
+        )
+
+
 class InvalidPartOrder(S3ProxyError):
     status = 400
     code = "InvalidPartOrder"

@@ -42,6 +42,16 @@ class ExpectedPart:
 OwnPart = Callable[[int], tuple[str, Header, Trailer] | None]
 
 
+def effective(claimed: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The list without entries followed at once by another for the same part (a retried
+    UploadPart's two answers): the last entry counts, as RGW takes it."""
+    return [
+        entry
+        for index, entry in enumerate(claimed)
+        if index + 1 == len(claimed) or claimed[index + 1][0] != entry[0]
+    ]
+
+
 def expected_parts(
     claimed: Sequence[tuple[int, str]], listed: Mapping[int, ListedPart], own: OwnPart
 ) -> list[ExpectedPart]:
@@ -58,9 +68,7 @@ def expected_parts(
         )
     out: list[ExpectedPart] = []
     previous, offset = 0, 0
-    for index, (number, etag) in enumerate(claimed):
-        if index + 1 < len(claimed) and claimed[index + 1][0] == number:
-            continue  # a part listed again at once: the last entry counts (as RGW takes it)
+    for number, etag in effective(claimed):
         if number <= previous:
             raise InvalidPartOrder()
         previous = number

@@ -12,10 +12,16 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.core.errors import IntegrityError, InvalidArgument, MissingContentLength, xml_text
+from s3proxy.core.errors import (
+    IntegrityError,
+    InvalidArgument,
+    MissingContentLength,
+    NoSuchUpload,
+    xml_text,
+)
 from s3proxy.core.etags import md5_of_etag
 from s3proxy.core.headers import Headers, upstream_request_headers
-from s3proxy.core.partlist import ExpectedPart, ListedPart, expected_parts
+from s3proxy.core.partlist import ExpectedPart, ListedPart, effective, expected_parts
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import (
     S3_NS,
@@ -163,16 +169,19 @@ class Completer:
         self, target: Target, headers: Headers, claimed: list[tuple[int, str]]
     ) -> web.StreamResponse:
         """An upload whose parts do not list: the upstream is asked to complete the client's
-        list as it is, for its own refusal (NoSuchUpload, AccessDenied, ...), which no S3
-        gives a list of plaintext ETags; should it complete anything, it is an error."""
+        list as it is, for its own refusal (NoSuchUpload, AccessDenied, ...). Should it answer
+        success (an upstream that repeats any completion, as moto does), the list was never
+        checked: the answer is NoSuchUpload, as ListParts said, and no manifest is written."""
         resp = await self.upstream.send("POST", target, headers, completion_body(claimed))
         async with resp:
             data = await resp.read()
             if resp.status == 200 and b"CompleteMultipartUploadResult" in data:
-                raise IntegrityError(
-                    f"The upstream completed {target.resource}, whose parts it did not list; "
-                    "no manifest was written, so the object cannot be read."
+                log.warning(
+                    "%s: the upstream answered a Complete of an upload it does not list with "
+                    "success; the parts named are not proven, so the answer is NoSuchUpload",
+                    target.resource,
                 )
+                raise NoSuchUpload()
             return relay_body(resp, data)
 
     async def _verified(
@@ -190,6 +199,7 @@ class Completer:
         no longer lists, so the stored part ETags are unknown; the answer is the object's, if the
         current object is proven to be exactly the parts named (their plaintext MD5s, in order).
         ``None``: it is not (the listing's refusal is the answer)."""
+        claimed = effective(claimed)
         if status != 404 or not claimed:
             return None
         try:
