@@ -198,7 +198,7 @@ class Completer:
         """A Complete repeated after it succeeded (a client retrying, as S3 allows): the upload
         no longer lists, so the stored part ETags are unknown; the answer is the object's, if the
         current object is proven to be exactly the parts named (their plaintext MD5s, in order).
-        ``None``: it is not (the listing's refusal is the answer)."""
+        ``None``: it is not (the upstream answers the Complete, see :meth:`_unlisted`)."""
         claimed = effective(claimed)
         if status != 404 or not claimed:
             return None
