@@ -254,6 +254,24 @@ SETTINGS: tuple[Setting, ...] = (
         "false",
     ),
     Setting(
+        "S3PROXY_UNBOUND_OBJECTS",
+        "--unbound-objects",
+        "with S3PROXY_BIND_OBJECT_NAMES=true: 'refuse' fails the read of a stream not bound to "
+        "its name (written before binding, or unbound ciphertext moved under a bound key); "
+        "'allow' reads them (migrations), narrowed by the next two settings",
+        "refuse",
+    ),
+    Setting(
+        "S3PROXY_UNBOUND_PREFIXES",
+        "--unbound-prefixes",
+        "with 'allow': only objects under these comma-separated bucket/key-prefix entries",
+    ),
+    Setting(
+        "S3PROXY_UNBOUND_BEFORE",
+        "--unbound-before",
+        "with 'allow': only objects last modified before this ISO 8601 time",
+    ),
+    Setting(
         "S3PROXY_MAX_REQUESTS",
         "--max-requests",
         "requests served at once; more are answered 503 SlowDown, as S3 does under load",
@@ -352,6 +370,9 @@ class Config:
     credentials: CredentialSettings
     s3_ca_bundle: str | None
     bind_names: bool = False  # streams bound to their bucket and key
+    unbound: UnencryptedPolicy = field(
+        default_factory=UnencryptedPolicy
+    )  # with bind_names: unbound streams allowed
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
     ops: OpsSettings = field(default_factory=OpsSettings)
 
@@ -371,17 +392,22 @@ def _raw(env: Mapping[str, str], flags: Mapping[str, str | None]) -> dict[str, s
     return values
 
 
-def _unencrypted_policy(values: Mapping[str, str | None], mode: str) -> UnencryptedPolicy:
-    before_text = values.get("S3PROXY_UNENCRYPTED_BEFORE")
+def _allowance(values: Mapping[str, str | None], group: str) -> UnencryptedPolicy:
+    """A migration allowance: ``S3PROXY_<group>_OBJECTS`` (allow or refuse), narrowed by
+    ``_PREFIXES`` and ``_BEFORE`` (S3PROXY_UNENCRYPTED_*, S3PROXY_UNBOUND_*)."""
+    name = f"S3PROXY_{group}_OBJECTS"
+    mode = _require(values, name).lower()
+    if mode not in ("allow", "refuse"):
+        raise ConfigError(f"{name} must be allow or refuse, got {mode!r}")
+    before_name = f"S3PROXY_{group}_BEFORE"
+    before_text = values.get(before_name)
     try:
         before = parse_before(before_text) if before_text else None
     except ValueError as exc:
-        raise ConfigError(
-            f"S3PROXY_UNENCRYPTED_BEFORE must be an ISO 8601 time, got {before_text!r}"
-        ) from exc
+        raise ConfigError(f"{before_name} must be an ISO 8601 time, got {before_text!r}") from exc
     return UnencryptedPolicy(
         allow=mode == "allow",
-        prefixes=_names(values.get("S3PROXY_UNENCRYPTED_PREFIXES")),
+        prefixes=_names(values.get(f"S3PROXY_{group}_PREFIXES")),
         before=before,
     )
 
@@ -485,11 +511,6 @@ def load(
         raise ConfigError(f"S3PROXY_VAULT_TIMEOUT must be a number, got {timeout_text!r}") from exc
     if not timeout > 0:
         raise ConfigError("S3PROXY_VAULT_TIMEOUT must be positive")
-    unencrypted = _require(values, "S3PROXY_UNENCRYPTED_OBJECTS").lower()
-    if unencrypted not in ("allow", "refuse"):
-        raise ConfigError(
-            f"S3PROXY_UNENCRYPTED_OBJECTS must be allow or refuse, got {unencrypted!r}"
-        )
     seg_text = _require(values, "S3PROXY_SEGMENT_SIZE")
     if not seg_text.isdigit() or not 1024 <= int(seg_text) <= MAX_SEGMENT_SIZE:
         raise ConfigError(
@@ -569,13 +590,14 @@ def load(
         virtual_host_suffixes=suffixes,
         allowed_hosts=_names(values.get("S3PROXY_ALLOWED_HOSTS")),
         cors_origins=_names(values.get("S3PROXY_CORS_ORIGINS")),
-        unencrypted=_unencrypted_policy(values, unencrypted),
+        unencrypted=_allowance(values, "UNENCRYPTED"),
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
         upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
         max_requests=int(max_requests),
         multipart_manifest=manifest == "tagging",
         bind_names=bind_names == "true",
+        unbound=_allowance(values, "UNBOUND"),
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,

@@ -37,7 +37,7 @@ from s3proxy.server.copies import Copier
 from s3proxy.server.heads import HeadReader
 from s3proxy.server.identity import WHOAMI_PATH, Identity
 from s3proxy.server.listings import Listings
-from s3proxy.server.objects import ObjectInspector
+from s3proxy.server.objects import NameRule, ObjectInspector
 from s3proxy.server.partreads import PartReader
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
@@ -71,7 +71,7 @@ class Proxy:
         self._in_flight = 0
         self._hosts: dict[str | None, bool] = {}  # Host value -> allowed (bounded, below)
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
-        objects = ObjectInspector(keys, upstream)
+        objects = ObjectInspector(keys, upstream, NameRule(config.bind_names, config.unbound))
         sender = PlaintextSender(objects)
         read_context = ReadContext(config, upstream, objects, sender)
         reader = Reader(read_context)

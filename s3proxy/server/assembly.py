@@ -17,7 +17,13 @@ from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
 from s3proxy.core.manifest import manifest_value, needs_manifest
 from s3proxy.core.partlist import ExpectedPart, expected_size
 from s3proxy.core.request import Target
-from s3proxy.server.objects import ObjectInfo, ObjectInspector, check_marker, object_checksum
+from s3proxy.server.objects import (
+    ObjectInfo,
+    ObjectInspector,
+    check_marker,
+    last_modified,
+    object_checksum,
+)
 
 log = logging.getLogger("s3proxy")
 
@@ -58,7 +64,8 @@ class AssemblyCheck:
         headers = await self._headers(target, stored_etag, parts, first, sealed)
         layout = Layout.from_headers(headers)
         check_object_shape(layout, True)
-        check_name_binding(layout, target.bucket or "", target.key or "")
+        unbound_allowed = self.objects.names.unbound_allowed(target, last_modified(probe))
+        check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
         trailers = await self._trailers(target, stored_etag, layout, parts, sealed, head)
         etag = object_etag([t.md5 if t is not None else None for t in trailers], True)
         info = ObjectInfo(layout, trailers, etag, object_checksum(layout, trailers, marker))

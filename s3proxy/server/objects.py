@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
 
 import aiohttp
@@ -30,6 +32,7 @@ from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
+from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.relay import (
@@ -190,10 +193,36 @@ def cache_key(target: Target, etag: str | None) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
 
 
+def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
+    value = resp.headers.get("Last-Modified")
+    if value is None:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """Which streams may read without a name binding: any, unless the proxy binds names
+    (S3PROXY_BIND_OBJECT_NAMES); then only those its migration allowance covers
+    (S3PROXY_UNBOUND_*)."""
+
+    bind_names: bool = False
+    unbound: UnencryptedPolicy = field(default_factory=UnencryptedPolicy)
+
+    def unbound_allowed(self, target: Target, modified: dt.datetime | None) -> bool:
+        if not self.bind_names:
+            return True
+        return self.unbound.allows(target.bucket or "", target.key or "", modified)
+
+
 class ObjectInspector:
-    def __init__(self, keys: KeyService, upstream: Upstream) -> None:
+    def __init__(self, keys: KeyService, upstream: Upstream, names: NameRule | None = None) -> None:
         self.keys = keys
         self.upstream = upstream
+        self.names = names or NameRule()
         self.tags = Tags(upstream)
         self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
         self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
@@ -405,18 +434,23 @@ class ObjectInspector:
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
         known: bytes = b"",
+        modified: dt.datetime | None = None,
     ) -> ObjectInfo:
         """The object's layout, trailers and plaintext ETag (parallel reads), cached per ETag;
         the caller looked in the cache already (:meth:`cached`). Data keys unwrapped on the way
         are left in ``keys`` for the rest of the request. ``manifest=False`` skips the manifest
         check (and the cache): for the object CompleteMultipartUpload has just made, whose
         manifest is yet to be written. ``known``: the object's first stored bytes, already read
-        (no request for those)."""
+        (no request for those). ``modified``: the object's Last-Modified, for the migration
+        allowance of unbound streams (:class:`NameRule`). Every read path builds its info here
+        or takes it from the cache, which holds only infos built here or written by this
+        process: the name binding is checked on every read."""
         check_marker(first, marker)
         sealed: dict[int, bytes] = {}
         layout = await self._layout(target, etag, stored_total, first, marker, sealed)
         check_object_shape(layout, marker.multipart)
-        check_name_binding(layout, target.bucket or "", target.key or "")
+        unbound_allowed = self.names.unbound_allowed(target, modified)
+        check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
         if marker.multipart and needs_manifest(layout) and manifest:
             first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
             check_manifest(first_key, layout, await self.tags.manifest(target))
@@ -486,7 +520,15 @@ class ObjectInspector:
             if cached is not None:
                 return cached, probe
         info = await self.build(
-            target, stored_etag, stored_total, first, marker, keys, manifest, known=data
+            target,
+            stored_etag,
+            stored_total,
+            first,
+            marker,
+            keys,
+            manifest,
+            known=data,
+            modified=last_modified(probe),
         )
         return info, probe
 
