@@ -96,11 +96,6 @@ def test_boto3_multipart(via: Any, rgw_bucket: str) -> None:
     assert head["ContentLength"] == sum(map(len, parts))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RGW answers the second Complete 500 'This multipart completion is already in "
-    "progress' through the proxy: helper B's part of issue 18 (a separate branch)",
-)
 def test_a_multipart_upload_completed_twice(via: Any, rgw_bucket: str) -> None:
     """S3 answers a repeated CompleteMultipartUpload of a completed upload with the same result
     (SDKs retry it after a lost answer)."""
@@ -389,4 +384,7 @@ def test_a_body_altered_on_the_way_to_rgw_is_refused(
                 checked.get_object(Bucket=rgw_bucket, Key=key)["Body"].read()
     finally:
         relay.tamper = None
-    assert not relay.errors, relay.errors
+    # RGW may answer a refused chunk and close before the rest of the body is relayed.
+    unexpected = [e for e in relay.errors if not e.endswith("closed inside the body")]
+    relay.errors.clear()
+    assert not unexpected, unexpected
