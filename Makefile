@@ -32,18 +32,17 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	cd tests/js && npm ci --silent --no-audit --no-fund
 	touch $@
 
-# Debian programs the tests drive (tests/test_backup_tools.py); installed only when missing.
-SYSTEM_DEPS := rclone s3cmd
+# Debian programs the tests drive (tests/test_backup_tools.py; a throwaway Ceph RADOS Gateway
+# for tests/test_rgw.py), as package:command; installed only when the command is missing.
+SYSTEM_DEPS := rclone:rclone s3cmd:s3cmd ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw \
+	ceph-common:radosgw-admin
 
-# pgBackRest and PostgreSQL (tests/test_pgbackrest.py), as package:program pairs: PostgreSQL's
-# programs live outside PATH, under /usr/lib/postgresql/<version>/bin.
+# pgBackRest and PostgreSQL (tests/test_pgbackrest.py), as package:command; PostgreSQL's
+# programs live outside PATH, so its command is a path (a glob over the version).
 SYSTEM_DEPS_PG := pgbackrest:pgbackrest postgresql:/usr/lib/postgresql/*/bin/initdb
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	for t in $(SYSTEM_DEPS_PG); do \
-		command -v $${t#*:} >/dev/null 2>&1 || ls $${t#*:} >/dev/null 2>&1 || missing="$$missing $${t%%:*}"; \
-	done; \
+	@missing=""; for d in $(SYSTEM_DEPS) $(SYSTEM_DEPS_PG); do command -v $${d#*:} >/dev/null 2>&1 || missing="$$missing $${d%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \

@@ -99,13 +99,6 @@ KNOWN_CAUSES: list[tuple[str, str, str]] = [
         "as from AWS S3 (moto accepts it): a stream's header declares the plaintext length "
         "before the first segment (docs/design.md, Writing)",
     ),
-    (
-        "test_multipart_upload_incorrect_etag",
-        r"ClientError not raised",
-        BY_DESIGN + "the plaintext MD5 of a part of an unfinished upload is sealed inside the "
-        "part, which S3 lets nobody read before completion, and the proxy keeps no state: a part "
-        "ETag no part has cannot be refused before completing (docs/design.md, ETags)",
-    ),
 ]
 
 # What s3-tests' configuration needs: one IAM user per section, all in moto's one account.

@@ -17,10 +17,13 @@ from s3proxy.core.certs import GeneratedCertificate
 from s3proxy.core.cpus import quota_cpus, usable_cpus
 from s3proxy.core.sigv4 import parse_credentials_file
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
+from s3proxy.core.trailing import UPSTREAM_CHECKSUMS
 from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
 from s3proxy.keys.cache import CacheLimits
 from s3proxy.keys.vaultauth import METHODS, VaultAuthSettings
 from s3proxy.upstream.credentials import CredentialSettings
+
+UPSTREAM_CHECKSUM_SETTINGS = ("auto", *UPSTREAM_CHECKSUMS, "signed", "off")
 
 
 class ConfigError(Exception):
@@ -300,9 +303,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "S3PROXY_UPSTREAM_CHECKSUM",
         "--upstream-checksum",
-        "checksum of the bytes sent with every upload, in an aws-chunked trailer the upstream "
-        "verifies: crc32, crc32c or crc64nvme; 'off' for upstreams that refuse it (GCS)",
-        "crc32",
+        "how uploads go upstream so the store refuses damaged bytes: 'auto' learns what the "
+        "store takes; crc32, crc32c or crc64nvme: an aws-chunked trailer checksum; 'signed': "
+        "signed aws-chunked chunks (Ceph RGW before 18); 'off': none (GCS)",
+        "auto",
     ),
     Setting("S3PROXY_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO"),
     Setting(
@@ -396,7 +400,7 @@ class Config:
     unencrypted: UnencryptedPolicy
     segment_size: int
     exact_list_sizes: bool
-    upstream_checksum: str | None  # algorithm of the trailing checksum sent upstream
+    upstream_checksum: str  # auto, crc32, crc32c, crc64nvme, signed or off
     max_requests: int
     multipart_manifest: bool
     log_level: str
@@ -558,9 +562,9 @@ def load(
     if not max_requests.isdigit() or int(max_requests) < 1:
         raise ConfigError(f"S3PROXY_MAX_REQUESTS must be a positive integer, got {max_requests!r}")
     upstream_checksum = _require(values, "S3PROXY_UPSTREAM_CHECKSUM").lower()
-    if upstream_checksum not in ("crc32", "crc32c", "crc64nvme", "off"):
+    if upstream_checksum not in UPSTREAM_CHECKSUM_SETTINGS:
         raise ConfigError(
-            "S3PROXY_UPSTREAM_CHECKSUM must be crc32, crc32c, crc64nvme or off, "
+            "S3PROXY_UPSTREAM_CHECKSUM must be auto, crc32, crc32c, crc64nvme, signed or off, "
             f"got {upstream_checksum!r}"
         )
     level = _require(values, "S3PROXY_LOG_LEVEL").upper()
@@ -622,7 +626,7 @@ def load(
         unencrypted=_allowance(values, "UNENCRYPTED"),
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
-        upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
+        upstream_checksum=upstream_checksum,
         max_requests=int(max_requests),
         multipart_manifest=manifest == "tagging",
         bind_names=bind_names == "true",

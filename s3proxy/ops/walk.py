@@ -211,7 +211,7 @@ async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr)
         await loop.run_in_executor(None, vault.auth.login)
         await credentials.start()
         await upstream.start()
-        walk = Walk(Rewrapper(vault, upstream), upstream, options, out)
+        walk = Walk(Rewrapper(vault, upstream, config.upstream_checksum), upstream, options, out)
         progress = await walk.run()
     except S3ProxyError as exc:
         out.write(f"s3proxy rewrap: {exc.message}\n")

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
@@ -273,29 +273,51 @@ class ObjectInspector:
                 raise IntegrityError("The stored object's header does not match its size.")
             return single
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-        async def fetch(offset: int) -> tuple[int, Header | None]:
-            before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
-            async with gate:
-                data = await self._fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
-            if data is None:
-                return offset, None
-            if before:
-                sealed[offset - before] = data[:before]
-            try:
-                return offset, parse_header(data[before:])
-            except IntegrityError:
-                return offset, None
-
         gen: Discovery = discover(stored_total, first)
         try:
             wanted = next(gen)
             while True:
-                found = dict(await asyncio.gather(*(fetch(o) for o in wanted)))
+                found = dict(
+                    await asyncio.gather(
+                        *(self._boundary(target, etag, o, gate, sealed) for o in wanted)
+                    )
+                )
                 wanted = gen.send(found)
         except StopIteration as stop:
             layout: Layout = stop.value
         return layout
+
+    async def _boundary(
+        self,
+        target: Target,
+        etag: str | None,
+        offset: int,
+        gate: asyncio.Semaphore,
+        sealed: dict[int, bytes],
+    ) -> tuple[int, Header | None]:
+        """The stream header at ``offset``, read with the sealed trailer just before it (left in
+        ``sealed`` by its offset): one ranged read. ``None``: no valid header there."""
+        before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
+        async with gate:
+            data = await self._fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
+        if data is None:
+            return offset, None
+        if before:
+            sealed[offset - before] = data[:before]
+        try:
+            return offset, parse_header(data[before:])
+        except IntegrityError:
+            return offset, None
+
+    async def boundaries(
+        self, target: Target, etag: str, offsets: list[int], sealed: dict[int, bytes]
+    ) -> dict[int, Header | None]:
+        """The stream headers at these offsets of the object whose stored ETag is ``etag``,
+        each with the trailer before it (in ``sealed``): one ranged read per offset, in
+        parallel (CompleteMultipartUpload's check of the parts' order)."""
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+        jobs = (self._boundary(target, etag, o, gate, sealed) for o in offsets)
+        return dict(await asyncio.gather(*jobs))
 
     async def unwrap(self, wrapped: str, keys: dict[str, bytes] | None) -> bytes:
         """A stream's data key, remembered in ``keys`` (one request's keys) when given."""
@@ -306,7 +328,7 @@ class ObjectInspector:
             keys[wrapped] = key
         return key
 
-    async def _trailers(
+    async def trailers(
         self,
         target: Target,
         etag: str | None,
@@ -314,14 +336,18 @@ class ObjectInspector:
         keys: dict[str, bytes] | None,
         sealed: dict[int, bytes],
         known: bytes = b"",
+        given: Mapping[int, Trailer] | None = None,
     ) -> tuple[Trailer | None, ...]:
         """Every stream's trailer, authenticated: read where not already in ``sealed`` (by
-        offset) or in ``known`` (the object's first bytes)."""
+        offset) or in ``known`` (the object's first bytes); ``given``: trailers already known
+        by stream index (sealed by this process), neither read nor opened."""
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def one(index: int) -> Trailer | None:
             stream = layout.streams[index]
             offset = stream.trailer_offset
+            if given is not None and index in given:
+                return given[index]
             if offset is None:
                 return None
             found: bytes | None = sealed.get(offset)
@@ -428,7 +454,7 @@ class ObjectInspector:
         if marker.multipart and needs_manifest(layout) and manifest:
             first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
             check_manifest(first_key, layout, await self.tags.manifest(target))
-        trailers = await self._trailers(target, etag, layout, keys, sealed, known)
+        trailers = await self.trailers(target, etag, layout, keys, sealed, known)
         md5s = [t.md5 if t is not None else None for t in trailers]
         plain_etag = object_etag(md5s, marker.multipart)
         info = ObjectInfo(layout, trailers, plain_etag, object_checksum(layout, trailers, marker))
