@@ -57,7 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
         "S3PROXY_TLS_CA_OUT",
         "--tls-ca-out",
         "without S3PROXY_TLS_CERT_FILE: where the CA made at start is written (PEM), for the "
-        "workload to trust (AWS_CA_BUNDLE)",
+        "workload to trust (repo1-storage-ca-file, rclone --ca-cert)",
+    ),
+    Setting(
+        "S3PROXY_TLS_CA_BUNDLE_OUT",
+        "--tls-ca-bundle-out",
+        "... and where it is written followed by the CAs the proxy itself trusts (its system "
+        "bundle), for AWS_CA_BUNDLE, which replaces an SDK's trusted CAs",
     ),
     Setting(
         "S3PROXY_S3_ENDPOINT",
@@ -373,6 +379,7 @@ class TlsSettings:
     cert_file: str | None = None
     key_file: str | None = None
     ca_out: str | None = None
+    ca_bundle_out: str | None = None  # the CA followed by the system's
     # The certificate made at start (no cert_file): made once, before workers start, so that
     # every worker serves the certificate of the CA that was written.
     generated: GeneratedCertificate | None = None
@@ -656,8 +663,15 @@ def _tls(values: Mapping[str, str | None], remote_allowed: bool) -> TlsSettings:
     listen_text = values.get("S3PROXY_TLS_LISTEN")
     cert, key = values.get("S3PROXY_TLS_CERT_FILE"), values.get("S3PROXY_TLS_KEY_FILE")
     ca_out = values.get("S3PROXY_TLS_CA_OUT")
+    bundle_out = values.get("S3PROXY_TLS_CA_BUNDLE_OUT")
+    outputs = (("S3PROXY_TLS_CA_OUT", ca_out), ("S3PROXY_TLS_CA_BUNDLE_OUT", bundle_out))
     if not listen_text or listen_text.lower() == "off":
-        for name in ("S3PROXY_TLS_CERT_FILE", "S3PROXY_TLS_KEY_FILE", "S3PROXY_TLS_CA_OUT"):
+        for name in (
+            "S3PROXY_TLS_CERT_FILE",
+            "S3PROXY_TLS_KEY_FILE",
+            "S3PROXY_TLS_CA_OUT",
+            "S3PROXY_TLS_CA_BUNDLE_OUT",
+        ):
             if values.get(name):
                 raise ConfigError(f"{name} needs S3PROXY_TLS_LISTEN")
         return TlsSettings()
@@ -672,17 +686,20 @@ def _tls(values: Mapping[str, str | None], remote_allowed: bool) -> TlsSettings:
         )
     if bool(cert) != bool(key):
         raise ConfigError("S3PROXY_TLS_CERT_FILE and S3PROXY_TLS_KEY_FILE go together")
-    if cert and ca_out:
-        raise ConfigError(
-            "S3PROXY_TLS_CA_OUT is for the certificate the proxy makes; with "
-            "S3PROXY_TLS_CERT_FILE the workload trusts the CA that issued that certificate"
-        )
+    for name, out in outputs:
+        if cert and out:
+            raise ConfigError(
+                f"{name} is for the certificate the proxy makes; with "
+                "S3PROXY_TLS_CERT_FILE the workload trusts the CA that issued that certificate"
+            )
+        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise ConfigError(f"{name}: no directory for {out!r}")
     for name, path in (("S3PROXY_TLS_CERT_FILE", cert), ("S3PROXY_TLS_KEY_FILE", key)):
         if path and not os.path.isfile(path):
             raise ConfigError(f"{name} is not a readable file: {path!r}")
-    if ca_out and not os.path.isdir(os.path.dirname(os.path.abspath(ca_out))):
-        raise ConfigError(f"S3PROXY_TLS_CA_OUT: no directory for {ca_out!r}")
-    return TlsSettings(listen=listen, cert_file=cert, key_file=key, ca_out=ca_out)
+    return TlsSettings(
+        listen=listen, cert_file=cert, key_file=key, ca_out=ca_out, ca_bundle_out=bundle_out
+    )
 
 
 def _ops(values: Mapping[str, str | None]) -> OpsSettings:

@@ -154,6 +154,20 @@ def _cli_env(endpoint: str, ca: str | None) -> dict[str, str]:
     return env
 
 
+def test_the_ca_bundle_serves_the_proxy_and_the_rest_of_the_world(tmp_path: Path) -> None:
+    """S3PROXY_TLS_CA_BUNDLE_OUT: the CA, then the bundle the proxy's own OpenSSL trusts."""
+    from s3proxy.server.tls import prepare, system_cas
+
+    out = {"S3PROXY_TLS_CA_OUT": "ca.pem", "S3PROXY_TLS_CA_BUNDLE_OUT": "bundle.pem"}
+    settings = {k: str(tmp_path / v) for k, v in out.items()}
+    config = prepare(load({**BASE, "S3PROXY_TLS_LISTEN": "127.0.0.1:8443", **settings}))
+    assert config.tls.generated is not None
+    bundle = (tmp_path / "bundle.pem").read_bytes()
+    assert bundle == config.tls.generated.ca_pem + b"\n" + system_cas()
+    assert (tmp_path / "ca.pem").read_bytes() == config.tls.generated.ca_pem
+    assert (tmp_path / "bundle.pem").stat().st_mode & 0o777 == 0o644
+
+
 def test_the_aws_cli_with_aws_ca_bundle(tls_proxy: TlsProxy, bucket: str, tmp_path: Path) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     src.write_bytes(os.urandom(300_000))
@@ -343,6 +357,19 @@ def test_the_generated_ca_may_vouch_for_loopback_names_only() -> None:
     ("settings", "message"),
     [
         ({"S3PROXY_TLS_CA_OUT": "/tmp/ca.pem"}, "S3PROXY_TLS_CA_OUT needs S3PROXY_TLS_LISTEN"),
+        (
+            {"S3PROXY_TLS_CA_BUNDLE_OUT": "/tmp/b.pem"},
+            "S3PROXY_TLS_CA_BUNDLE_OUT needs S3PROXY_TLS_LISTEN",
+        ),
+        (
+            {
+                "S3PROXY_TLS_LISTEN": "127.0.0.1:8443",
+                "S3PROXY_TLS_CERT_FILE": "/etc/hostname",
+                "S3PROXY_TLS_KEY_FILE": "/etc/hostname",
+                "S3PROXY_TLS_CA_BUNDLE_OUT": "/tmp/b.pem",
+            },
+            "S3PROXY_TLS_CA_BUNDLE_OUT is for the certificate the proxy makes",
+        ),
         (
             {"S3PROXY_TLS_LISTEN": "127.0.0.1:8443", "S3PROXY_TLS_CERT_FILE": "/etc/hostname"},
             "go together",

@@ -955,12 +955,13 @@ def test_the_tls_annotation_gives_the_app_https_and_the_proxys_ca(webhook: Webho
     proxy, migrate = spec["initContainers"]
     assert env(proxy)["S3PROXY_TLS_LISTEN"] == "127.0.0.1:8443"
     assert env(proxy)["S3PROXY_TLS_CA_OUT"] == "/var/run/s3proxy.io/tls/ca.pem"
+    assert env(proxy)["S3PROXY_TLS_CA_BUNDLE_OUT"] == "/var/run/s3proxy.io/tls/ca-bundle.pem"
     writable = {"name": "s3proxy-tls-ca", "mountPath": "/var/run/s3proxy.io/tls"}
     assert writable in proxy["volumeMounts"]
     readonly = {**writable, "readOnly": True}
     for app in (spec["containers"][0], migrate):  # native mode: init containers run after it
         assert env(app)["AWS_ENDPOINT_URL_S3"] == "https://127.0.0.1:8443"
-        assert env(app)["AWS_CA_BUNDLE"] == "/var/run/s3proxy.io/tls/ca.pem"
+        assert env(app)["AWS_CA_BUNDLE"] == "/var/run/s3proxy.io/tls/ca-bundle.pem"
         assert app["volumeMounts"] == [readonly]
     old = inject(
         webhook,
@@ -972,7 +973,7 @@ def test_the_tls_annotation_gives_the_app_https_and_the_proxys_ca(webhook: Webho
     (migrate,) = old["initContainers"]
     assert "volumeMounts" not in migrate and "AWS_CA_BUNDLE" not in env(migrate)
     proxy, app = old["containers"]
-    assert env(app)["AWS_CA_BUNDLE"] == "/var/run/s3proxy.io/tls/ca.pem"
+    assert env(app)["AWS_CA_BUNDLE"] == "/var/run/s3proxy.io/tls/ca-bundle.pem"
     assert readonly in app["volumeMounts"] and writable in proxy["volumeMounts"]
     without = inject(webhook, pod())["spec"]
     assert "s3proxy-tls-ca" not in by_name(without["volumes"])
@@ -1039,7 +1040,10 @@ def test_the_injected_tls_sidecar_serves_the_app_over_https_with_the_shared_ca(
     with run_pod(spec, key, s3, tmp_path) as (runtime, app_env):
         tls_address = runtime.port("127.0.0.1:8443")
         assert app_env["AWS_ENDPOINT_URL_S3"] == f"https://{tls_address}"
-        assert Path(app_env["AWS_CA_BUNDLE"]).read_bytes().startswith(b"-----BEGIN CERT")
+        bundle = Path(app_env["AWS_CA_BUNDLE"]).read_bytes()
+        ca = (Path(app_env["AWS_CA_BUNDLE"]).parent / "ca.pem").read_bytes()
+        # the proxy's CA, then the CAs the proxy trusts, for the app's other AWS endpoints
+        assert bundle.startswith(ca) and bundle.count(b"-----BEGIN CERTIFICATE-----") > 10
         aws = str(Path(sys.executable).parent / "aws")
         target = f"s3://{bucket}/injected/tls.txt"
         put = subprocess.run(

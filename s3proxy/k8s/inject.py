@@ -207,7 +207,7 @@ class _Mutation:
             kept.append({"name": ENDPOINT_VAR, "value": sidecar.endpoint(self.settings)})
         tls = endpoint and sidecar.tls_on(self.settings)
         if tls and not any(e.get("name") == CA_BUNDLE_VAR for e in env):
-            kept.append({"name": CA_BUNDLE_VAR, "value": sidecar.TLS_CA_FILE})
+            kept.append({"name": CA_BUNDLE_VAR, "value": sidecar.TLS_CA_BUNDLE_FILE})
         ops: list[dict[str, Any]] = []
         if kept != env:
             ops.append(

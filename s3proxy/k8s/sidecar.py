@@ -25,6 +25,9 @@ VAULT_TOKEN_DIR = "/var/run/secrets/s3proxy.io/vault"
 TLS_CA_VOLUME = "s3proxy-tls-ca"
 TLS_CA_DIR = "/var/run/s3proxy.io/tls"
 TLS_CA_FILE = f"{TLS_CA_DIR}/ca.pem"
+# The CA followed by the proxy image's system CAs: AWS_CA_BUNDLE replaces an SDK's trusted CAs,
+# and the app may call other AWS endpoints too.
+TLS_CA_BUNDLE_FILE = f"{TLS_CA_DIR}/ca-bundle.pem"
 VOLUMES = (S3_SECRET_VOLUME, VAULT_TOKEN_VOLUME, TLS_CA_VOLUME)
 
 # In 'container' mode nothing makes the app wait for the proxy but this postStart hook: the
@@ -62,6 +65,7 @@ def _env(settings: Mapping[str, str], service_account: str) -> list[dict[str, An
         env += [
             {"name": "S3PROXY_TLS_LISTEN", "value": f"127.0.0.1:{TLS_PORT}"},
             {"name": "S3PROXY_TLS_CA_OUT", "value": TLS_CA_FILE},
+            {"name": "S3PROXY_TLS_CA_BUNDLE_OUT", "value": TLS_CA_BUNDLE_FILE},
         ]
     env.append({"name": "S3PROXY_VAULT_JWT_FILE", "value": f"{VAULT_TOKEN_DIR}/token"})
     if settings["s3-credentials-secret"]:

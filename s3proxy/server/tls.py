@@ -147,12 +147,28 @@ def prepare(config: Config) -> Config:
     host = tls.listen[0]
     extra = [] if host in WILDCARDS or is_loopback(host) else [host]
     generated = certs.generate(extra)
-    if tls.ca_out:
-        try:
-            write_public(tls.ca_out, generated.ca_pem)
-        except OSError as exc:
-            raise OSError(f"S3PROXY_TLS_CA_OUT {tls.ca_out}: {exc.strerror or exc}") from exc
+    outputs = [("S3PROXY_TLS_CA_OUT", tls.ca_out, generated.ca_pem)]
+    if tls.ca_bundle_out:
+        bundle = generated.ca_pem + b"\n" + system_cas()
+        outputs.append(("S3PROXY_TLS_CA_BUNDLE_OUT", tls.ca_bundle_out, bundle))
+    for name, path, data in outputs:
+        if path:
+            try:
+                write_public(path, data)
+            except OSError as exc:
+                raise OSError(f"{name} {path}: {exc.strerror or exc}") from exc
     return replace(config, tls=replace(tls, generated=generated))
+
+
+def system_cas() -> bytes:
+    """The CA bundle this process's OpenSSL trusts by default (``SSL_CERT_FILE``, else the
+    system's): what an SDK given AWS_CA_BUNDLE would otherwise have trusted."""
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.openssl_cafile):
+        if path and os.path.isfile(path):
+            with open(path, "rb") as handle:
+                return handle.read()
+    raise OSError("no system CA bundle found (SSL_CERT_FILE) for S3PROXY_TLS_CA_BUNDLE_OUT")
 
 
 def listener_context(tls: TlsSettings) -> tuple[ssl.SSLContext, CertificateFiles | None]:
