@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import xml.etree.ElementTree as ET
+from urllib.parse import quote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from s3proxy.core.awschunked import AwsChunkedDecoder
 from s3proxy.core.conditions import evaluate, range_applies
 from s3proxy.core.errors import S3ProxyError, error_document
 from s3proxy.core.headers import client_response_headers, upstream_request_headers
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import classify, parse_target
 from s3proxy.core.s3xml import (
     completion_parts,
@@ -21,7 +23,10 @@ from s3proxy.core.s3xml import (
     listed_parts,
     rewrite_listing,
 )
+from s3proxy.core.s3xml import completion_parts as parse_completion
+from s3proxy.core.sigv4 import read_signature
 from s3proxy.core.sizes import RangeNotSatisfiable, parse_range
+from s3proxy.server.copies import parse_copy_range
 
 BOUNDED = settings(max_examples=300, deadline=None)
 header_names = st.sampled_from(
@@ -208,3 +213,88 @@ def test_error_documents_are_always_well_formed_xml(code: str, message: str, res
 def test_conditions_never_fail_on_odd_values(headers: dict[str, str], if_range: str | None) -> None:
     assert evaluate(headers, '"abc"', None) in (None, 304, 412)
     assert isinstance(range_applies(if_range, '"abc"', None), bool)
+
+
+# What arrives where a number should: ASCII digits, other scripts' digits (int() takes Arabic-Indic
+# and NKo ones), characters str.isdigit() passes and int() refuses (superscripts, circled
+# digits), signs, spaces, underscores, and very long digit strings.
+ODD_DIGITS = "0123456789\u00b2\u00b3\u00b9\u2460\u0663\u06f5\u07c0\u0d67\u0660_+- \t"
+numberish = st.one_of(
+    st.text(alphabet=ODD_DIGITS, min_size=1, max_size=8),
+    st.integers(0, 10**30).map(str),
+    st.text(max_size=6),
+)
+
+
+@BOUNDED
+@given(text=numberish)
+def test_numbers_are_ascii_digits_and_nothing_else(text: str) -> None:
+    value = parse_decimal(text)
+    if value is None:
+        assert not (text.isascii() and text.isdigit()) or len(text) > 19
+    else:
+        assert text.isascii() and text.isdigit() and int(text) == value
+
+
+@BOUNDED
+@given(first=numberish, last=numberish, total=st.integers(1, 10**12))
+def test_ranges_of_odd_numbers_are_ignored_or_inside_the_object(
+    first: str, last: str, total: int
+) -> None:
+    for value in (f"bytes={first}-{last}", f"bytes={first}-", f"bytes=-{last}"):
+        try:
+            found = parse_range(value, total)
+        except RangeNotSatisfiable:
+            continue
+        assert found is None or 0 <= found[0] <= found[1] < total
+        if found is not None:  # only ASCII digits make a range ("1_0" or "+5" do not)
+            spec = value.removeprefix("bytes=")
+            assert all(t.strip().isascii() and t.strip().isdigit() for t in spec.split("-") if t)
+
+
+@BOUNDED
+@given(first=numberish, last=numberish, total=st.integers(1, 10**12))
+def test_copy_source_ranges_of_odd_numbers_are_s3_errors(first: str, last: str, total: int) -> None:
+    try:
+        found = parse_copy_range(f"bytes={first}-{last}", total)
+    except S3ProxyError:
+        return
+    assert 0 <= found[0] <= found[1] < total
+
+
+@BOUNDED
+@given(number=numberish, size=numberish)
+def test_part_numbers_and_sizes_in_xml_are_numbers_or_refused(number: str, size: str) -> None:
+    complete = f"<CompleteMultipartUpload><Part><PartNumber>{_escape(number)}</PartNumber>"
+    complete += '<ETag>"e"</ETag></Part></CompleteMultipartUpload>'
+    with contextlib.suppress(S3ProxyError):
+        assert all(isinstance(n, int) for n, _ in parse_completion(complete.encode()))
+    listing = (
+        f"<ListPartsResult><Part><PartNumber>{_escape(number)}</PartNumber><ETag>e</ETag>"
+        f"<Size>{_escape(size)}</Size></Part></ListPartsResult>"
+    ).encode()
+    with contextlib.suppress(S3ProxyError):
+        assert all(isinstance(n, int) for n, _, _ in listed_parts(listing).parts)
+    objects = (
+        f"<ListBucketResult><Contents><Key>k</Key><Size>{_escape(size)}</Size></Contents>"
+        "</ListBucketResult>"
+    ).encode()
+    with contextlib.suppress(S3ProxyError):
+        assert all(isinstance(o.size, int) for o in listed_objects(objects))
+
+
+@BOUNDED
+@given(expires=numberish, date=numberish)
+def test_presigned_expiry_of_odd_numbers_is_an_s3_error_or_a_signature(
+    expires: str, date: str
+) -> None:
+    query = (
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20130524%2Fus-east-1%2Fs3"
+        f"%2Faws4_request&X-Amz-Date={quote(date)}&X-Amz-Expires={quote(expires)}"
+        "&X-Amz-SignedHeaders=host&X-Amz-Signature=00"
+    )
+    try:
+        sig = read_signature(query, {})
+    except S3ProxyError:
+        return
+    assert sig.expires is not None and 0 <= sig.expires <= 7 * 24 * 3600

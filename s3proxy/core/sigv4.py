@@ -28,6 +28,7 @@ from s3proxy.core.errors import (
     S3ProxyError,
     SignatureDoesNotMatch,
 )
+from s3proxy.core.numbers import parse_decimal
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=15)
@@ -90,7 +91,7 @@ def _credential(text: str, presigned: bool) -> tuple[str, str, str, str]:
             '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".',
         )
     access_key, date, region, service, _ = parts
-    if not (len(date) == 8 and date.isdigit()):
+    if len(date) != 8 or parse_decimal(date) is None:
         raise _error(presigned, f"Invalid credential date {date!r}.")
     if service != "s3":
         raise _error(presigned, f"The credential names service {service!r}; expecting 's3'.")
@@ -206,8 +207,8 @@ def _presigned(
             "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and "
             "X-Amz-Expires parameters."
         )
-    expires_text = params["X-Amz-Expires"]
-    if not expires_text.isdigit() or int(expires_text) > MAX_EXPIRES:
+    expires = parse_decimal(params["X-Amz-Expires"], high=MAX_EXPIRES)
+    if expires is None:
         raise AuthorizationQueryParametersError(
             "X-Amz-Expires must be a number of seconds, at most 604800 (seven days)."
         )
@@ -221,7 +222,7 @@ def _presigned(
         signature=params["X-Amz-Signature"],
         timestamp=params["X-Amz-Date"],
         presigned=True,
-        expires=int(expires_text),
+        expires=expires,
         payload_hash=_payload_hash(headers.get("x-amz-content-sha256"), True),
         query=tuple(p for p in pairs if p[0] != "X-Amz-Signature"),
     )

@@ -45,6 +45,7 @@ from s3proxy.core.headers import (
 )
 from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
 from s3proxy.core.manifest import manifest_value, needs_manifest
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import (
@@ -87,12 +88,12 @@ def is_aws_chunked(headers: Mapping[str, str]) -> bool:
 
 def _plaintext_length(request: web.Request, chunked: bool) -> int:
     if chunked:
-        decoded = request.headers.get("x-amz-decoded-content-length")
-        if decoded is None or not decoded.isdigit():
+        decoded = parse_decimal(request.headers.get("x-amz-decoded-content-length"))
+        if decoded is None:
             raise MissingContentLength(
                 "You must provide the x-amz-decoded-content-length header with aws-chunked bodies."
             )
-        return int(decoded)
+        return decoded
     if request.content_length is None:
         raise MissingContentLength("You must provide the Content-Length HTTP header.")
     return request.content_length
