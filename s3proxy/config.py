@@ -7,6 +7,7 @@ prints it as one line and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,6 +261,27 @@ SETTINGS: tuple[Setting, ...] = (
         "256",
     ),
     Setting(
+        "S3PROXY_BODY_IDLE_TIMEOUT",
+        "--body-idle-timeout",
+        "seconds a request body may send nothing; then the request ends with 400 "
+        "RequestTimeout and nothing is stored (S3 waits about 20)",
+        "20",
+    ),
+    Setting(
+        "S3PROXY_BODY_HELD_TIMEOUT",
+        "--body-held-timeout",
+        "seconds a body the proxy holds in memory (pass-through bodies up to 1 MiB, "
+        "CompleteMultipartUpload, tagging) may take in all",
+        "60",
+    ),
+    Setting(
+        "S3PROXY_BODY_MEMORY",
+        "--body-memory",
+        "bytes of request bodies held in memory at once, per worker; a request that would "
+        "pass it is answered 503 SlowDown at once",
+        str(64 * 1024 * 1024),
+    ),
+    Setting(
         "S3PROXY_UPSTREAM_CHECKSUM",
         "--upstream-checksum",
         "checksum of the bytes sent with every upload, in an aws-chunked trailer the upstream "
@@ -324,6 +346,15 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class BodySettings:
+    """Bounds on reading request bodies (docs/design.md, Bounds under hostile load)."""
+
+    idle_timeout: float = 20.0  # seconds a body may send nothing (S3 waits about 20)
+    held_timeout: float = 60.0  # seconds a body held in memory may take in all
+    memory: int = 64 * 1024 * 1024  # bytes of bodies held in memory at once, per process
+
+
+@dataclass(frozen=True)
 class Config:
     listen_host: str
     listen_port: int
@@ -354,6 +385,7 @@ class Config:
     bind_names: bool = False  # streams bound to their bucket and key
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
     ops: OpsSettings = field(default_factory=OpsSettings)
+    bodies: BodySettings = field(default_factory=BodySettings)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -581,6 +613,23 @@ def load(
         s3_ca_bundle=ca_bundle,
         client_keys=client_keys,
         ops=_ops(values),
+        bodies=_bodies(values),
+    )
+
+
+def _bodies(values: Mapping[str, str | None]) -> BodySettings:
+    found = {}
+    for name in ("S3PROXY_BODY_IDLE_TIMEOUT", "S3PROXY_BODY_HELD_TIMEOUT", "S3PROXY_BODY_MEMORY"):
+        found[name] = _number(values, name, positive=True)
+        if not math.isfinite(found[name]):
+            raise ConfigError(f"{name} must be a finite number")
+    memory = found["S3PROXY_BODY_MEMORY"]
+    if memory != int(memory) or memory < 1024 * 1024:
+        raise ConfigError("S3PROXY_BODY_MEMORY must be a whole number of bytes, at least 1 MiB")
+    return BodySettings(
+        idle_timeout=found["S3PROXY_BODY_IDLE_TIMEOUT"],
+        held_timeout=found["S3PROXY_BODY_HELD_TIMEOUT"],
+        memory=int(memory),
     )
 
 

@@ -3,37 +3,50 @@ well-formed S3 error document."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from s3proxy.devstack import S3Server, Vault
 from tests.conftest import PROXY_WORKERS, ProxyProcess, start_proxy, tree_peak_rss_mib
+from tests.localstack import LocalStack
+
+pytest_plugins = ["tests.localstack"]
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "status", "code"),
     [
-        "/some-bucket/%FF?torrent",
-        "/some-bucket/ctl%08key?torrent",
-        "/some-bucket/%ED%A0%80?torrent",
+        # Keys that are not UTF-8 (a stray byte, an encoded surrogate): S3's InvalidURI.
+        ("/some-bucket/%FF?torrent", 400, "InvalidURI"),
+        ("/some-bucket/%ED%A0%80?torrent", 400, "InvalidURI"),
+        ("/some-bucket/%FF", 400, "InvalidURI"),
+        ("/some-bucket/ctl%08key?torrent", 501, "NotImplemented"),
+        ("/some-bucket/new%0Aline?torrent", 501, "NotImplemented"),
     ],
 )
-def test_odd_keys_get_well_formed_error_documents(proxy: ProxyProcess, path: str) -> None:
+def test_odd_keys_get_well_formed_error_documents(
+    proxy: ProxyProcess, path: str, status: int, code: str
+) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
     connection.request("GET", path)
     resp = connection.getresponse()
     body = resp.read()
     connection.close()
-    assert resp.status == 501, body
+    assert resp.status == status, body
     root = ET.fromstring(body)
-    assert root.findtext("Code") == "NotImplemented"
+    assert root.findtext("Code") == code
     assert root.findtext("Resource", "").startswith("/some-bucket/")
 
 
@@ -176,5 +189,112 @@ def test_configured_origins_get_the_proxys_own_cors(
         assert got["access-control-allow-headers"] == "x-amz-date"
         status, _, body = _request(proxy, "GET", f"/{bucket}/c", {"Host": "s3proxy.svc:8190"})
         assert (status, body) == (200, b"for the app")
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def before_localstack(workdir: Path, vault: Vault, localstack: LocalStack) -> Any:
+    proxy = start_proxy(workdir, vault, localstack)
+    yield proxy
+    proxy.stop()
+
+
+KEYS_S3_STORES = ["a\nb", "line\r\nbreak", "tab\tand\x01\x1f\x7f", "\u2028sep", "a%0Ab?c#d&e"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    key=st.text(alphabet="ab/ \n\r\t\x01\x1f\x7f%+?#&\u00e9\u2028", min_size=1, max_size=8).filter(
+        lambda key: not key.startswith("/")  # (LocalStack takes "/b//" for the bucket)
+    )
+)
+@example(key=KEYS_S3_STORES[0])
+def test_keys_with_newlines_and_control_characters_round_trip(
+    before_localstack: ProxyProcess, key: str
+) -> None:
+    """boto3 ``put_object(Key="a\\nb")`` got a plain-text 404 (the route pattern took no
+    newline); S3 stores such keys, and LocalStack (unlike moto) does too."""
+    client = before_localstack.client()
+    client.create_bucket(Bucket="odd-keys")
+    client.put_object(Bucket="odd-keys", Key=key, Body=key.encode())
+    assert client.get_object(Bucket="odd-keys", Key=key)["Body"].read() == key.encode()
+    assert client.head_object(Bucket="odd-keys", Key=key)["ContentLength"] == len(key.encode())
+    client.delete_object(Bucket="odd-keys", Key=key)
+
+
+STALL_TIMEOUT = 2.0  # the test's S3PROXY_BODY_IDLE_TIMEOUT
+
+
+def _stalled_upload(port: int, path: str, size: int, out: list[tuple[float, bytes]]) -> None:
+    """Sends a PUT of ``size`` bytes but its last, then waits for the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = (
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {size}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        sock.sendall(head + b"x" * (size - 1))
+        sent = time.monotonic()
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"</Error>" not in answer:
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                answer += piece
+        out.append((time.monotonic() - sent, answer))
+
+
+def test_stalled_uploads_are_cut_with_request_timeout_and_store_nothing(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str, raw: Any
+) -> None:
+    """40 clients send all but the last byte of their bodies and stall: pass-through bodies the
+    proxy holds (PUT ?acl, 1 MiB), and encrypted PutObjects (1 MiB streamed, 32 KiB sealed
+    whole). Each is answered 400 RequestTimeout within the configured idle timeout, nothing is
+    stored, the proxy's memory stays within the sidecar's limit, and other requests are
+    answered meanwhile within 100 ms."""
+    proxy = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {"S3PROXY_BODY_IDLE_TIMEOUT": str(STALL_TIMEOUT), "S3PROXY_WORKERS": "1"},
+    )
+    try:
+        client = proxy.client()
+        client.put_object(Bucket=bucket, Key="acl-target", Body=b"a")
+        client.put_object(Bucket=bucket, Key="probe", Body=b"small object")
+        uploads = [(f"/{bucket}/acl-target?acl", 1024 * 1024)] * 20
+        uploads += [(f"/{bucket}/big-{i}", 1024 * 1024) for i in range(10)]
+        uploads += [(f"/{bucket}/small-{i}", 32 * 1024) for i in range(10)]
+        answers: list[tuple[float, bytes]] = []
+        threads = [
+            threading.Thread(target=_stalled_upload, args=(proxy.port, path, size, answers))
+            for path, size in uploads
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # all of them stalled by now
+        latencies = []
+        for _ in range(10):
+            started = time.monotonic()
+            connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+            connection.request("GET", f"/{bucket}/probe")
+            assert connection.getresponse().read() == b"small object"
+            connection.close()
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join(30)
+        assert len(answers) == len(uploads)
+        for waited, answer in answers:
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+            assert b"<Code>RequestTimeout</Code>" in answer, answer[:400]
+            assert STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + 1.5, waited
+        stored = raw.list_objects_v2(Bucket=bucket).get("Contents", [])
+        assert sorted(o["Key"] for o in stored) == ["acl-target", "probe"]
+        ranked = sorted(latencies)
+        print(f"latency during the stall: median {ranked[5]:.3f} s, max {ranked[-1]:.3f} s")
+        assert ranked[-1] < 0.1, ranked
+        assert tree_peak_rss_mib(proxy.proc.pid) < 256
     finally:
         proxy.stop()

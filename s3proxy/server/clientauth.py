@@ -34,6 +34,7 @@ from s3proxy.core.sigv4 import (
     read_signature,
     same_signature,
 )
+from s3proxy.server.bodies import body_chunks, reserve
 
 SIGNATURE = web.RequestKey("s3proxy.client_signature", ClientSignature)  # once verified
 CHUNKS = web.RequestKey("s3proxy.chunk_signatures", ChunkSignatures)  # signed aws-chunked body
@@ -138,10 +139,15 @@ class BodyHash:
 
 async def read_checked(request: web.Request, limit: int, too_large: S3ProxyError) -> bytes:
     """The whole (small) request body, at most ``limit`` bytes (else ``too_large`` is raised),
-    checked against the signed payload hash when the client signed one."""
+    checked against the signed payload hash when the client signed one. Its bytes are taken
+    from the process's budget for held bodies until the request ends."""
     check = BodyHash.of(request)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large
+    reserve(request, limit if length is None else length)
     body = bytearray()
-    async for piece in request.content.iter_chunked(64 * 1024):
+    async for piece in body_chunks(request, 64 * 1024, held=True):
         body += piece
         if len(body) > limit:
             raise too_large

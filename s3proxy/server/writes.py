@@ -18,7 +18,6 @@ from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
 from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, new_hasher, verifier_for
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
-    IncompleteBody,
     InternalError,
     InvalidArgument,
     InvalidRequest,
@@ -60,6 +59,7 @@ from s3proxy.core.trailing import PAYLOAD as TRAILING_PAYLOAD
 from s3proxy.core.trailing import TrailingChecksumFramer
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
+from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector, check_marker, object_checksum
 from s3proxy.server.relay import READ_CHUNK, Marker, relay_body
@@ -105,14 +105,11 @@ async def _client_plaintext(
     """The request body as plaintext, fed to the client's digests; it ends only after every
     digest (header or trailer) has matched."""
     signed = BodyHash.of(request)  # a signed payload hash (client authentication)
-    try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            signed.update(chunk)
-            plain = decoder.feed(chunk) if decoder is not None else chunk
-            verifier.update(plain)
-            yield plain
-    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise IncompleteBody("The request body was cut off.") from exc
+    async for chunk in body_chunks(request, READ_CHUNK):  # (idle timeout: RequestTimeout)
+        signed.update(chunk)
+        plain = decoder.feed(chunk) if decoder is not None else chunk
+        verifier.update(plain)
+        yield plain
     if decoder is not None:
         decoder.finish()
         verifier.trailers_arrived(decoder.trailers)
@@ -148,7 +145,7 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     parser = CompletionParser()
     signed = BodyHash.of(request)
     received = 0
-    async for piece in request.content.iter_chunked(COMPLETE_PIECE):
+    async for piece in body_chunks(request, COMPLETE_PIECE, held=True):
         received += len(piece)
         if received > COMPLETE_BODY_LIMIT:
             raise InvalidArgument("The CompleteMultipartUpload body is too large.")
