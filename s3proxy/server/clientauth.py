@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from aiohttp import web
 from botocore.auth import S3SigV4Auth
@@ -61,10 +61,13 @@ class _Verifier(S3SigV4Auth):  # type: ignore[misc]
 
 
 def _canonical_path(raw_target: str) -> str:
+    """The path as SigV4 canonicalizes it, from the very bytes the router decodes: a signature
+    for one key never covers another (``%FF`` and ``%EF%BF%BD`` stay two paths)."""
     path = raw_target.partition("?")[0]
     if not path.startswith("/"):  # an absolute URI as request target
         path = urlsplit(path).path or "/"
-    return quote(unquote(path), safe="/~")
+    raw = unquote_to_bytes(path.encode("utf-8", "surrogateescape"))
+    return quote(raw, safe="/~")
 
 
 class ClientAuthenticator:
