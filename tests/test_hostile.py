@@ -3,8 +3,10 @@ well-formed S3 error document."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
+import logging
 import socket
 import subprocess
 import sys
@@ -12,15 +14,19 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from s3proxy.config import load
+from s3proxy.core.request import Action, Target
 from s3proxy.devstack import S3Server, Vault
+from s3proxy.server.app import Proxy, build_app
 from tests.conftest import PROXY_WORKERS, ProxyProcess, start_proxy, tree_peak_rss_mib
-from tests.localstack import LocalStack
 
 pytest_plugins = ["tests.localstack"]
 
@@ -194,7 +200,7 @@ def test_configured_origins_get_the_proxys_own_cors(
 
 
 @pytest.fixture(scope="module")
-def before_localstack(workdir: Path, vault: Vault, localstack: LocalStack) -> Any:
+def before_localstack(workdir: Path, vault: Vault, localstack: S3Server) -> Any:
     proxy = start_proxy(workdir, vault, localstack)
     yield proxy
     proxy.stop()
@@ -296,5 +302,74 @@ def test_stalled_uploads_are_cut_with_request_timeout_and_store_nothing(
         print(f"latency during the stall: median {ranked[5]:.3f} s, max {ranked[-1]:.3f} s")
         assert ranked[-1] < 0.1, ranked
         assert tree_peak_rss_mib(proxy.proc.pid) < 256
+    finally:
+        proxy.stop()
+
+
+def test_a_defect_is_an_internal_error_document_with_a_logged_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception outside the error hierarchy (a defect, injected here into one handler) is
+    answered with S3's InternalError document and its request id, and logged with its
+    traceback; before, aiohttp answered a bare text 500 and logged nothing of the request."""
+    config = load(
+        env={
+            "S3PROXY_VAULT_TRANSIT_KEY": "k",
+            "VAULT_ADDR": "http://127.0.0.1:1",
+            "VAULT_TOKEN": "t",
+        }
+    )
+    proxy = Proxy(config, cast(Any, None), cast(Any, None))
+
+    async def defect(request: web.Request, target: Target) -> web.StreamResponse:
+        raise ValueError("invalid literal for int() with base 10: '²'")
+
+    proxy._handlers[Action.GET_OBJECT] = defect
+
+    async def run() -> tuple[int, str, bytes]:
+        server = TestServer(build_app(proxy), host="127.0.0.1")
+        async with server, TestClient(server) as client:
+            resp = await client.get("/bucket/key")
+            return resp.status, resp.headers.get("x-amz-request-id", ""), await resp.read()
+
+    with caplog.at_level(logging.ERROR, logger="s3proxy"):
+        status, request_id, body = asyncio.run(run())
+    root = ET.fromstring(body)
+    assert status == 500 and root.findtext("Code") == "InternalError", body
+    assert root.findtext("RequestId") == request_id != ""
+    assert "invalid literal" not in body.decode()  # (the defect's text stays in the log)
+    logged = [r for r in caplog.records if r.exc_info and "unexpected error" in r.getMessage()]
+    assert logged and "invalid literal" in str(logged[0].exc_info[1])  # type: ignore[index]
+
+
+def test_held_bodies_past_the_memory_budget_get_slow_down_at_once(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """With a budget of 4 MiB for held bodies, 6 stalled 1 MiB pass-through bodies: 4 are held
+    (and cut by the idle timeout), the other 2 are answered 503 SlowDown without waiting."""
+    proxy = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {
+            "S3PROXY_BODY_IDLE_TIMEOUT": str(STALL_TIMEOUT),
+            "S3PROXY_BODY_MEMORY": str(4 * 1024 * 1024),
+            "S3PROXY_WORKERS": "1",
+        },
+    )
+    try:
+        proxy.client().put_object(Bucket=bucket, Key="acl-target", Body=b"a")
+        answers: list[tuple[float, bytes]] = []
+        args = (proxy.port, f"/{bucket}/acl-target?acl", 1024 * 1024, answers)
+        threads = [threading.Thread(target=_stalled_upload, args=args) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        codes = sorted(
+            (answer.split(b"<Code>")[1].split(b"</Code>")[0], waited) for waited, answer in answers
+        )
+        assert [code for code, _ in codes] == [b"RequestTimeout"] * 4 + [b"SlowDown"] * 2, codes
+        assert all(waited < 1.0 for code, waited in codes if code == b"SlowDown"), codes
     finally:
         proxy.stop()

@@ -54,7 +54,7 @@ from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 CORS_ORIGIN = "s3proxy.cors_origin"  # request key: the allowed Origin of a cross-origin request
-STARTED = "s3proxy.response_started"  # request key: a response is being sent
+STARTED = web.RequestKey("s3proxy.response_started", bool)  # a response is being sent
 
 SIGNING_BUFFER_LIMIT = 1024 * 1024  # pass-through bodies up to this size are signed by hash
 HOST_VERDICTS = 256  # Host values whose verdict is remembered

@@ -49,7 +49,7 @@ class BodyRules:
 
 
 RULES = web.RequestKey("s3proxy.body_rules", BodyRules)
-_HELD = "s3proxy.body_bytes_held"
+_HELD = web.RequestKey("s3proxy.body_bytes_held", int)
 _DEFAULT = BodyRules(BodySettings())
 
 
