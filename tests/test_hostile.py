@@ -124,7 +124,9 @@ def test_fifty_hostile_clients_neither_exhaust_memory_nor_stall_the_proxy(
         assert ranked[-1] < 0.5, ranked[-5:]  # and none stalled
         # deploy/sidecar.yaml's limit for its one worker; a pod running N workers needs N times
         # it (docs/performance.md, Workers), which the supervisor's share fits in.
-        assert tree_peak_rss_mib(proxy.proc.pid) < 256 * PROXY_WORKERS
+        peak = tree_peak_rss_mib(proxy.proc.pid)
+        print(f"peak RSS {peak:.0f} MiB")
+        assert peak < 256 * PROXY_WORKERS
     finally:
         proxy.stop()
 
@@ -232,14 +234,25 @@ def test_keys_with_newlines_and_control_characters_round_trip(
 STALL_TIMEOUT = 2.0  # the test's S3PROXY_BODY_IDLE_TIMEOUT
 
 
-def _stalled_upload(port: int, path: str, size: int, out: list[tuple[float, bytes]]) -> None:
-    """Sends a PUT of ``size`` bytes but its last, then waits for the answer."""
+def _stalled_upload(
+    port: int, path: str, size: int, out: list[tuple[float, bytes]], chunked: bool = False
+) -> None:
+    """Sends a PUT of ``size`` bytes but its last (as aws-chunked framing if ``chunked``),
+    then waits for the answer."""
+    body = b"x" * size
+    extra = ""
+    if chunked:
+        extra = (
+            "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n"
+            f"Content-Encoding: aws-chunked\r\nx-amz-decoded-content-length: {size}\r\n"
+        )
+        body = f"{size:x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         head = (
-            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {size}\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n"
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: application/octet-stream\r\n{extra}\r\n"
         ).encode()
-        sock.sendall(head + b"x" * (size - 1))
+        sock.sendall(head + body[:-1])
         sent = time.monotonic()
         answer = b""
         with contextlib.suppress(OSError):
@@ -255,10 +268,10 @@ def test_stalled_uploads_are_cut_with_request_timeout_and_store_nothing(
     workdir: Path, vault: Vault, s3: S3Server, bucket: str, raw: Any
 ) -> None:
     """40 clients send all but the last byte of their bodies and stall: pass-through bodies the
-    proxy holds (PUT ?acl, 1 MiB), and encrypted PutObjects (1 MiB streamed, 32 KiB sealed
-    whole). Each is answered 400 RequestTimeout within the configured idle timeout, nothing is
-    stored, the proxy's memory stays within the sidecar's limit, and other requests are
-    answered meanwhile within 100 ms."""
+    proxy holds (PUT ?acl, 1 MiB), encrypted PutObjects (1 MiB streamed, 32 KiB sealed whole,
+    1 MiB aws-chunked) and UploadParts (1 MiB). Each is answered 400 RequestTimeout within the
+    configured idle timeout, nothing is stored, the proxy's memory stays within the sidecar's
+    limit, and other requests are answered meanwhile within 100 ms."""
     proxy = start_proxy(
         workdir,
         vault,
@@ -269,13 +282,21 @@ def test_stalled_uploads_are_cut_with_request_timeout_and_store_nothing(
         client = proxy.client()
         client.put_object(Bucket=bucket, Key="acl-target", Body=b"a")
         client.put_object(Bucket=bucket, Key="probe", Body=b"small object")
-        uploads = [(f"/{bucket}/acl-target?acl", 1024 * 1024)] * 20
-        uploads += [(f"/{bucket}/big-{i}", 1024 * 1024) for i in range(10)]
-        uploads += [(f"/{bucket}/small-{i}", 32 * 1024) for i in range(10)]
+        upload = client.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+        mib = 1024 * 1024
+        uploads = [(f"/{bucket}/acl-target?acl", mib, False)] * 20
+        uploads += [(f"/{bucket}/big-{i}", mib, False) for i in range(6)]
+        uploads += [(f"/{bucket}/small-{i}", 32 * 1024, False) for i in range(6)]
+        uploads += [(f"/{bucket}/chunked-{i}", mib, True) for i in range(4)]
+        uploads += [
+            (f"/{bucket}/parts?partNumber={i + 1}&uploadId={upload}", mib, False) for i in range(4)
+        ]
         answers: list[tuple[float, bytes]] = []
         threads = [
-            threading.Thread(target=_stalled_upload, args=(proxy.port, path, size, answers))
-            for path, size in uploads
+            threading.Thread(
+                target=_stalled_upload, args=(proxy.port, path, size, answers, chunked)
+            )
+            for path, size, chunked in uploads
         ]
         for thread in threads:
             thread.start()
@@ -298,10 +319,13 @@ def test_stalled_uploads_are_cut_with_request_timeout_and_store_nothing(
             assert STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + 1.5, waited
         stored = raw.list_objects_v2(Bucket=bucket).get("Contents", [])
         assert sorted(o["Key"] for o in stored) == ["acl-target", "probe"]
+        assert raw.list_parts(Bucket=bucket, Key="parts", UploadId=upload).get("Parts", []) == []
         ranked = sorted(latencies)
         print(f"latency during the stall: median {ranked[5]:.3f} s, max {ranked[-1]:.3f} s")
         assert ranked[-1] < 0.1, ranked
-        assert tree_peak_rss_mib(proxy.proc.pid) < 256
+        peak = tree_peak_rss_mib(proxy.proc.pid)
+        print(f"peak RSS {peak:.0f} MiB")
+        assert peak < 256
     finally:
         proxy.stop()
 
