@@ -32,11 +32,13 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	cd tests/js && npm ci --silent --no-audit --no-fund
 	touch $@
 
-# Debian programs the tests drive (tests/test_backup_tools.py); installed only when missing.
-SYSTEM_DEPS := rclone s3cmd
+# Debian programs the tests drive (tests/test_backup_tools.py; a throwaway Ceph RADOS Gateway
+# for tests/test_rgw.py), as package:command; installed only when the command is missing.
+SYSTEM_DEPS := rclone:rclone s3cmd:s3cmd ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw \
+	ceph-common:radosgw-admin
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for d in $(SYSTEM_DEPS); do command -v $${d#*:} >/dev/null 2>&1 || missing="$$missing $${d%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \

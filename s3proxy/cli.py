@@ -13,7 +13,7 @@ from s3proxy import __version__
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
 from s3proxy.k8s.command import add_webhook_command
 from s3proxy.ops.check import run_checks
-from s3proxy.ops.tools import decrypt
+from s3proxy.ops.tools import DecryptOptions, decrypt
 from s3proxy.ops.walk import WalkOptions, rewrap
 from s3proxy.serve import setup_logging
 from s3proxy.workers import serve as serve_with_workers
@@ -44,13 +44,23 @@ def _decrypt(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     setup_logging("WARNING")
-    src = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
-    dst = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    options = DecryptOptions(
+        bucket=args.bucket,
+        key=args.key,
+        version_id=args.version_id,
+        manifest=args.manifest,
+        require_binding=args.require_binding,
+    )
+    output = None if args.output == "-" else Path(args.output)
     try:
-        return asyncio.run(decrypt(config, src, dst))
+        src = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"s3proxy decrypt: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(decrypt(config, src, output, options))
     finally:
         src.close()
-        dst.close()
 
 
 def _rewrap(args: argparse.Namespace) -> int:
@@ -100,7 +110,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_flags(dec)
     dec.add_argument("--in", dest="input", default="-", help="stored object (default stdin)")
-    dec.add_argument("--out", dest="output", default="-", help="plaintext (default stdout)")
+    dec.add_argument(
+        "--out",
+        dest="output",
+        default="-",
+        help="plaintext (default stdout); written only once the whole object verified",
+    )
+    dec.add_argument("--bucket", help="the object's bucket: checks its name binding")
+    dec.add_argument("--key", help="the object's key: checks its name binding")
+    dec.add_argument("--version-id", help="with --bucket and --key: the version's tags")
+    dec.add_argument(
+        "--manifest",
+        help="a multipart object's s3proxy-manifest tag value (default: read from the store "
+        "with --bucket and --key)",
+    )
+    dec.add_argument(
+        "--require-binding",
+        action="store_true",
+        help="refuse streams not bound to --bucket and --key (as a proxy with "
+        "S3PROXY_BIND_OBJECT_NAMES=true does)",
+    )
     dec.set_defaults(func=_decrypt)
     rew = sub.add_parser(
         "rewrap",

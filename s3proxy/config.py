@@ -17,10 +17,13 @@ from s3proxy.core.access import hostname, is_loopback
 from s3proxy.core.cpus import quota_cpus, usable_cpus
 from s3proxy.core.sigv4 import parse_credentials_file
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
+from s3proxy.core.trailing import UPSTREAM_CHECKSUMS
 from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
 from s3proxy.keys.cache import CacheLimits
 from s3proxy.keys.vaultauth import METHODS, VaultAuthSettings
 from s3proxy.upstream.credentials import CredentialSettings
+
+UPSTREAM_CHECKSUM_SETTINGS = ("auto", *UPSTREAM_CHECKSUMS, "signed", "off")
 
 
 class ConfigError(Exception):
@@ -255,6 +258,24 @@ SETTINGS: tuple[Setting, ...] = (
         "false",
     ),
     Setting(
+        "S3PROXY_UNBOUND_OBJECTS",
+        "--unbound-objects",
+        "with S3PROXY_BIND_OBJECT_NAMES=true: 'refuse' fails the read of a stream not bound to "
+        "its name (written before binding, or unbound ciphertext moved under a bound key); "
+        "'allow' reads them (migrations), narrowed by the next two settings",
+        "refuse",
+    ),
+    Setting(
+        "S3PROXY_UNBOUND_PREFIXES",
+        "--unbound-prefixes",
+        "with 'allow': only objects under these comma-separated bucket/key-prefix entries",
+    ),
+    Setting(
+        "S3PROXY_UNBOUND_BEFORE",
+        "--unbound-before",
+        "with 'allow': only objects last modified before this ISO 8601 time",
+    ),
+    Setting(
         "S3PROXY_MAX_REQUESTS",
         "--max-requests",
         "requests served at once; more are answered 503 SlowDown, as S3 does under load",
@@ -284,9 +305,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "S3PROXY_UPSTREAM_CHECKSUM",
         "--upstream-checksum",
-        "checksum of the bytes sent with every upload, in an aws-chunked trailer the upstream "
-        "verifies: crc32, crc32c or crc64nvme; 'off' for upstreams that refuse it (GCS)",
-        "crc32",
+        "how uploads go upstream so the store refuses damaged bytes: 'auto' learns what the "
+        "store takes; crc32, crc32c or crc64nvme: an aws-chunked trailer checksum; 'signed': "
+        "signed aws-chunked chunks (Ceph RGW before 18); 'off': none (GCS)",
+        "auto",
     ),
     Setting("S3PROXY_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR", "INFO"),
     Setting(
@@ -376,13 +398,16 @@ class Config:
     unencrypted: UnencryptedPolicy
     segment_size: int
     exact_list_sizes: bool
-    upstream_checksum: str | None  # algorithm of the trailing checksum sent upstream
+    upstream_checksum: str  # auto, crc32, crc32c, crc64nvme, signed or off
     max_requests: int
     multipart_manifest: bool
     log_level: str
     credentials: CredentialSettings
     s3_ca_bundle: str | None
     bind_names: bool = False  # streams bound to their bucket and key
+    unbound: UnencryptedPolicy = field(
+        default_factory=UnencryptedPolicy
+    )  # with bind_names: unbound streams allowed
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
     ops: OpsSettings = field(default_factory=OpsSettings)
     bodies: BodySettings = field(default_factory=BodySettings)
@@ -403,17 +428,22 @@ def _raw(env: Mapping[str, str], flags: Mapping[str, str | None]) -> dict[str, s
     return values
 
 
-def _unencrypted_policy(values: Mapping[str, str | None], mode: str) -> UnencryptedPolicy:
-    before_text = values.get("S3PROXY_UNENCRYPTED_BEFORE")
+def _allowance(values: Mapping[str, str | None], group: str) -> UnencryptedPolicy:
+    """A migration allowance: ``S3PROXY_<group>_OBJECTS`` (allow or refuse), narrowed by
+    ``_PREFIXES`` and ``_BEFORE`` (S3PROXY_UNENCRYPTED_*, S3PROXY_UNBOUND_*)."""
+    name = f"S3PROXY_{group}_OBJECTS"
+    mode = _require(values, name).lower()
+    if mode not in ("allow", "refuse"):
+        raise ConfigError(f"{name} must be allow or refuse, got {mode!r}")
+    before_name = f"S3PROXY_{group}_BEFORE"
+    before_text = values.get(before_name)
     try:
         before = parse_before(before_text) if before_text else None
     except ValueError as exc:
-        raise ConfigError(
-            f"S3PROXY_UNENCRYPTED_BEFORE must be an ISO 8601 time, got {before_text!r}"
-        ) from exc
+        raise ConfigError(f"{before_name} must be an ISO 8601 time, got {before_text!r}") from exc
     return UnencryptedPolicy(
         allow=mode == "allow",
-        prefixes=_names(values.get("S3PROXY_UNENCRYPTED_PREFIXES")),
+        prefixes=_names(values.get(f"S3PROXY_{group}_PREFIXES")),
         before=before,
     )
 
@@ -517,11 +547,6 @@ def load(
         raise ConfigError(f"S3PROXY_VAULT_TIMEOUT must be a number, got {timeout_text!r}") from exc
     if not timeout > 0:
         raise ConfigError("S3PROXY_VAULT_TIMEOUT must be positive")
-    unencrypted = _require(values, "S3PROXY_UNENCRYPTED_OBJECTS").lower()
-    if unencrypted not in ("allow", "refuse"):
-        raise ConfigError(
-            f"S3PROXY_UNENCRYPTED_OBJECTS must be allow or refuse, got {unencrypted!r}"
-        )
     seg_text = _require(values, "S3PROXY_SEGMENT_SIZE")
     if not seg_text.isdigit() or not 1024 <= int(seg_text) <= MAX_SEGMENT_SIZE:
         raise ConfigError(
@@ -540,9 +565,9 @@ def load(
     if not max_requests.isdigit() or int(max_requests) < 1:
         raise ConfigError(f"S3PROXY_MAX_REQUESTS must be a positive integer, got {max_requests!r}")
     upstream_checksum = _require(values, "S3PROXY_UPSTREAM_CHECKSUM").lower()
-    if upstream_checksum not in ("crc32", "crc32c", "crc64nvme", "off"):
+    if upstream_checksum not in UPSTREAM_CHECKSUM_SETTINGS:
         raise ConfigError(
-            "S3PROXY_UPSTREAM_CHECKSUM must be crc32, crc32c, crc64nvme or off, "
+            "S3PROXY_UPSTREAM_CHECKSUM must be auto, crc32, crc32c, crc64nvme, signed or off, "
             f"got {upstream_checksum!r}"
         )
     level = _require(values, "S3PROXY_LOG_LEVEL").upper()
@@ -601,13 +626,14 @@ def load(
         virtual_host_suffixes=suffixes,
         allowed_hosts=_names(values.get("S3PROXY_ALLOWED_HOSTS")),
         cors_origins=_names(values.get("S3PROXY_CORS_ORIGINS")),
-        unencrypted=_unencrypted_policy(values, unencrypted),
+        unencrypted=_allowance(values, "UNENCRYPTED"),
         segment_size=int(seg_text),
         exact_list_sizes=list_sizes == "exact",
-        upstream_checksum=None if upstream_checksum == "off" else upstream_checksum,
+        upstream_checksum=upstream_checksum,
         max_requests=int(max_requests),
         multipart_manifest=manifest == "tagging",
         bind_names=bind_names == "true",
+        unbound=_allowance(values, "UNBOUND"),
         log_level=level,
         credentials=credentials,
         s3_ca_bundle=ca_bundle,

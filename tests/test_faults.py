@@ -629,3 +629,186 @@ def test_a_slow_vault_gives_503_and_stores_nothing(
         report(proxy)
         proxy.stop()
         relay.close()
+
+
+# ---- 5. a completion the store cannot bless ----------------------------------------------------
+#
+# Between the proxy and moto sits an HTTP relay that forwards every request and response as it
+# is, except what a hostile store would change: the CompleteMultipartUpload body (a part
+# dropped, so the store joins fewer parts and answers 200), or, for a reorder, the part numbers
+# of two UploadParts with the ETags ListParts and Complete show for them swapped to match (the
+# store keeps two parts in each other's place and hides it). Every rewrite keeps the body's
+# length, so the proxy's signature over the headers still verifies; moto takes the signed body
+# hash literally (tests/conftest.py). A reorder changes the signed query, so it runs against a
+# moto that checks no signatures.
+
+PART_SIZES = [5 * MiB, 5 * MiB, 5 * MiB, 1000]
+
+
+def _swap(text: bytes, a: bytes, b: bytes) -> bytes:
+    return text.replace(a, b"\0").replace(b, a).replace(b"\0", b)
+
+
+def _drop_part(body: bytes, number: int) -> bytes:
+    """The Complete body without part ``number``, padded with spaces to its length."""
+    start = body.index(b"<Part><PartNumber>%d</PartNumber>" % number)
+    end = body.index(b"</Part>", start) + len(b"</Part>")
+    cut = body[:start] + body[end:]
+    return cut + b" " * (len(body) - len(cut))
+
+
+class HostileStore:
+    """An aiohttp relay to ``upstream`` (run on its own loop in a thread) that rewrites what
+    :attr:`mode` says: ``honest``, ``drop-last``, ``drop-middle`` or ``reorder``."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.mode = "honest"
+        self.etags: dict[int, bytes] = {}  # part number as moto stored it -> its ETag's hex
+        self.completes = 0
+        self._loop: Any = None
+        self._ready = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        import asyncio
+
+        from aiohttp import ClientSession, web
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.content.read()  # (read() stops at 1 MiB)
+            path = request.raw_path
+            is_part = request.method == "PUT" and "uploadId=" in path and "partNumber=" in path
+            if self.mode == "reorder" and is_part:
+                path = _swap(path.encode(), b"partNumber=2", b"partNumber=3").decode()
+            if request.method == "POST" and "uploadId=" in path:
+                self.completes += 1
+                body = self._complete_body(body)
+            skip = {"content-length", "transfer-encoding"}
+            headers = [(k, v) for k, v in request.headers.items() if k.lower() not in skip]
+            async with session.request(
+                request.method, self.upstream + path, headers=headers, data=body
+            ) as resp:
+                data = await resp.read()
+                out = [
+                    (k, v)
+                    for k, v in resp.headers.items()
+                    if k.lower() not in (*skip, "content-encoding")
+                ]
+            if is_part and resp.status == 200:
+                number = int(path.split("partNumber=")[1].split("&")[0])
+                # (hex only: ListParts XML may quote it as &#34;)
+                self.etags[number] = resp.headers["ETag"].strip('"').encode()
+            if request.method == "GET" and "uploadId=" in path and self.mode == "reorder":
+                data = _swap(data, self.etags[2], self.etags[3])  # ListParts hides the swap
+            return web.Response(status=resp.status, headers=out, body=data)
+
+        async def main() -> None:
+            nonlocal session
+            session = ClientSession(auto_decompress=False, skip_auto_headers=("User-Agent",))
+            server = web.Server(handle)
+            listener = await asyncio.get_running_loop().create_server(server, "127.0.0.1", 0)
+            self.port = listener.sockets[0].getsockname()[1]
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        session: Any = None
+        self._loop = asyncio.new_event_loop()
+        with contextlib.suppress(RuntimeError):
+            self._loop.run_until_complete(main())
+
+    def _complete_body(self, body: bytes) -> bytes:
+        if self.mode == "drop-last":
+            return _drop_part(body, len(PART_SIZES))
+        if self.mode == "drop-middle":
+            return _drop_part(body, 2)
+        if self.mode == "reorder":  # the proxy names the stored parts as ListParts showed them
+            return _swap(body, self.etags[2], self.etags[3])
+        return body
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _manifest_tags(raw: Any, bucket: str, key: str) -> list[str]:
+    tags = raw.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    return [t["Value"] for t in tags if t["Key"] == "s3proxy-manifest"]
+
+
+@pytest.fixture(scope="module")
+def lax_s3(workdir: Path) -> Iterator[S3Server]:
+    """A moto that checks no signatures (the reorder rewrites a signed query)."""
+    from s3proxy.devstack import start_s3
+
+    server = start_s3(workdir, enforce_signatures=False)
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("completed_by", ["uploader", "another process"])
+@pytest.mark.parametrize("mode", ["honest", "drop-last", "drop-middle", "reorder"])
+def test_a_store_that_completes_other_parts_gets_no_manifest_and_no_reads(
+    workdir: Path, vault: Vault, s3: S3Server, lax_s3: S3Server, mode: str, completed_by: str
+) -> None:
+    store = lax_s3 if mode == "reorder" else s3
+    hostile = HostileStore(store.endpoint)
+    relayed = dataclasses.replace(store, endpoint=hostile.endpoint)
+    one = {"S3PROXY_WORKERS": "1"}  # the parts this process sealed are the point
+    uploader = start_proxy(workdir, vault, relayed, one)
+    completer = start_proxy(workdir, vault, relayed, one) if completed_by != "uploader" else None
+    fresh = start_proxy(workdir, vault, store)  # a proxy that never saw the upload
+    raw = store.client()
+    bucket, key = f"t-{uuid.uuid4().hex[:12]}", "backup.tar"
+    raw.create_bucket(Bucket=bucket)
+    try:
+        client = uploader.client(**CLIENT)
+        parts = [os.urandom(n) for n in PART_SIZES]
+        uid = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        hostile.mode = mode  # (a reorder starts with the UploadParts)
+        listed = [
+            {"PartNumber": i + 1, "ETag": client.upload_part(
+                Bucket=bucket, Key=key, UploadId=uid, PartNumber=i + 1, Body=p
+            )["ETag"]}
+            for i, p in enumerate(parts)
+        ]  # fmt: skip
+        via = (completer or uploader).client(**CLIENT)
+        complete = lambda: via.complete_multipart_upload(  # noqa: E731
+            Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": listed}
+        )
+        reader = fresh.client(**CLIENT)
+        if mode == "honest":
+            complete()
+            assert reader.get_object(Bucket=bucket, Key=key)["Body"].read() == b"".join(parts)
+            assert len(_manifest_tags(raw, bucket, key)) == 1
+            return
+        err = failure(complete)
+        print(f"\n{mode}, completed by the {completed_by}: {describe(err)}")
+        assert hostile.completes == 1  # the store completed (and answered 200) once
+        assert isinstance(err, ClientError), describe(err)
+        status = err.response["ResponseMetadata"]["HTTPStatusCode"]
+        # The store joined other streams (500, an integrity error), or, where the completing
+        # process did not seal the part, a stream other than the one whose ETag was named there
+        # (400 InvalidPart, as S3 answers a wrong part ETag).
+        if status == 400:
+            assert (mode, completed_by) == ("reorder", "another process"), describe(err)
+            assert err.response["Error"]["Code"] == "InvalidPart"
+        else:
+            assert status == 500, describe(err)
+            logged = (completer or uploader).log_lines()
+            assert any(e.get("integrity") for e in logged), "no integrity failure logged"
+        assert raw.head_object(Bucket=bucket, Key=key)  # the store did complete something
+        assert _manifest_tags(raw, bucket, key) == []
+        with pytest.raises(ClientError) as refused:
+            reader.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    finally:
+        for p in (uploader, completer, fresh):
+            if p is not None:
+                report(p)
+                p.stop()
+        hostile.close()

@@ -34,6 +34,28 @@ def _command(
     )
 
 
+def _vault_only(vault: Vault, s3: S3Server) -> dict[str, str]:
+    env = proxy_env(vault, s3, port=1)  # only the Vault settings matter here
+    env.update({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "S3PROXY_S3_ENDPOINT": ""})
+    return env
+
+
+def _manifest(raw: Any, bucket: str, key: str) -> str:
+    tags = raw.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    return str(next(t["Value"] for t in tags if t["Key"] == "s3proxy-manifest"))
+
+
+def _streams(blob: bytes) -> list[bytes]:
+    """The stored streams of an object, one after the other."""
+    found, offset = [], 0
+    while offset < len(blob):
+        header = parse_header(blob[offset : offset + HEADER_SIZE])
+        size = ciphertext_length(header.plaintext_length, header.segment_size, header.version)
+        found.append(blob[offset : offset + size])
+        offset += size
+    return found
+
+
 def test_break_glass_decrypt_needs_only_vault(
     workdir: Path, vault: Vault, s3: S3Server, client: Any, raw: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -41,21 +63,106 @@ def test_break_glass_decrypt_needs_only_vault(
     parts = [os.urandom(5 * MiB), os.urandom(1234)]
     client.put_object(Bucket=bucket, Key="single", Body=single)
     upload_multipart(client, bucket, "multi", parts)
-    env = proxy_env(vault, s3, port=1)  # only the Vault settings matter here
-    env.update({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "S3PROXY_S3_ENDPOINT": ""})
+    env = _vault_only(vault, s3)
+    proof = {"single": [], "multi": ["--manifest", _manifest(raw, bucket, "multi")]}
     for key, plaintext in [("single", single), ("multi", b"".join(parts))]:
         stored = raw.get_object(Bucket=bucket, Key=key)["Body"].read()
         (tmp_path / key).write_bytes(stored)
+        out = tmp_path / f"{key}.out"
         done = _command(
-            ["decrypt", "--in", str(tmp_path / key), "--out", str(tmp_path / f"{key}.out")], env
+            ["decrypt", "--in", str(tmp_path / key), "--out", str(out), *proof[key]], env
         )
         assert done.returncode == 0, done.stderr.decode()
-        assert (tmp_path / f"{key}.out").read_bytes() == plaintext
-        piped = _command(["decrypt"], env, input=stored)
+        assert out.read_bytes() == plaintext and oct(out.stat().st_mode & 0o777) == "0o600"
+        piped = _command(["decrypt", *proof[key]], env, input=stored)
         assert piped.returncode == 0 and piped.stdout == plaintext
+    # with the object's name, the manifest is read from the store (the S3 settings of serve)
+    named = ["--bucket", bucket, "--key", "multi"]
+    fetched = _command(
+        ["decrypt", "--in", str(tmp_path / "multi"), *named], proxy_env(vault, s3, port=1)
+    )
+    assert fetched.returncode == 0 and fetched.stdout == b"".join(parts), fetched.stderr.decode()
+    unproven = _command(["decrypt", "--in", str(tmp_path / "multi")], env)
+    assert unproven.returncode == 1 and unproven.stdout == b""
+    assert b"--manifest" in unproven.stderr
     truncated = _command(["decrypt"], env, input=(tmp_path / "single").read_bytes()[:-10])
-    assert truncated.returncode == 1
-    assert b"incomplete" in truncated.stderr
+    assert truncated.returncode == 1 and truncated.stdout == b""
+    assert b"Nothing was written" in truncated.stderr
+
+
+def test_break_glass_decrypt_refuses_reshaped_objects_and_writes_nothing(
+    vault: Vault, s3: S3Server, client: Any, raw: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Issue 18: every stream authenticates, yet the object is not the one written; the
+    emergency reader must refuse it as a GET does, and leave no plaintext behind."""
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1234)]
+    upload_multipart(client, bucket, "multi", parts)
+    client.put_object(Bucket=bucket, Key="a", Body=b"the first object")
+    client.put_object(Bucket=bucket, Key="b", Body=b"the second object")
+    stored = {k: raw.get_object(Bucket=bucket, Key=k)["Body"].read() for k in ("multi", "a", "b")}
+    p1, p2, p3 = _streams(stored["multi"])
+    reshaped = {
+        "last part dropped": p1 + p2,
+        "parts swapped": p2 + p1 + p3,
+        "middle part dropped": p1 + p3,
+        "two PutObjects concatenated": stored["a"] + stored["b"],
+        "one part on its own": p2,
+        "the first part on its own": p1,
+    }
+    vault_only = _vault_only(vault, s3)
+    with_store = proxy_env(vault, s3, port=1)
+    proofs = [
+        (vault_only, []),
+        (vault_only, ["--manifest", _manifest(raw, bucket, "multi")]),
+        (with_store, ["--bucket", bucket, "--key", "multi"]),  # the manifest from the store
+    ]
+    out = tmp_path / "plain.out"
+    for name, blob in reshaped.items():
+        source = tmp_path / "stored"
+        source.write_bytes(blob)
+        for env, proof in proofs:
+            out.write_bytes(b"what was there before")
+            done = _command(["decrypt", "--in", str(source), "--out", str(out), *proof], env)
+            assert done.returncode == 1, (name, proof, done.stderr.decode())
+            assert b"Nothing was written" in done.stderr, name
+            assert out.read_bytes() == b"what was there before", name
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.out", "stored"], name
+        piped = _command(["decrypt", *proofs[1][1]], vault_only, input=blob)
+        assert piped.returncode == 1 and piped.stdout == b"", name
+    # the honest objects themselves still decrypt
+    honest = _command(["decrypt", *proofs[1][1]], vault_only, input=stored["multi"])
+    assert honest.returncode == 0 and honest.stdout == b"".join(parts)
+    one = _command(["decrypt"], vault_only, input=stored["a"])
+    assert one.returncode == 0 and one.stdout == b"the first object"
+
+
+def test_break_glass_decrypt_checks_the_name_binding(
+    workdir: Path, vault: Vault, s3: S3Server, client: Any, raw: Any, bucket: str
+) -> None:
+    bound = start_proxy(workdir, vault, s3, {"S3PROXY_BIND_OBJECT_NAMES": "true"})
+    try:
+        bound.client().put_object(Bucket=bucket, Key="salary/alice", Body=b"alice: 100")
+    finally:
+        bound.stop()
+    client.put_object(Bucket=bucket, Key="unbound", Body=b"no binding")
+    env = _vault_only(vault, s3)
+    alice = raw.get_object(Bucket=bucket, Key="salary/alice")["Body"].read()
+    unbound = raw.get_object(Bucket=bucket, Key="unbound")["Body"].read()
+
+    def run(blob: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return _command(["decrypt", *args], env, input=blob)
+
+    named = ["--bucket", bucket, "--key", "salary/alice"]
+    assert run(alice, *named).stdout == b"alice: 100"
+    assert run(alice, "--bucket", bucket, "--key", "salary/bob").returncode == 1
+    assert run(alice, "--bucket", "other", "--key", "salary/alice").returncode == 1
+    unnamed = run(alice)
+    assert unnamed.returncode == 1 and b"--bucket and --key" in unnamed.stderr
+    assert run(unbound, *named).stdout == b"no binding"  # a proxy that does not bind reads it
+    strict = run(unbound, *named, "--require-binding")
+    assert strict.returncode == 1 and strict.stdout == b""
+    assert b"not bound to its name" in strict.stderr
+    assert run(alice, *named, "--require-binding").stdout == b"alice: 100"
 
 
 @pytest.fixture

@@ -328,3 +328,86 @@ def test_memory_stays_bounded_whatever_the_object_size(
         assert grown < 48, f"proxy peak RSS grew by {grown:.0f} MiB"
     finally:
         proxy.stop()
+
+
+def _error(call: Any) -> tuple[int, str]:
+    with pytest.raises(ClientError) as err:
+        call()
+    return err.value.response["ResponseMetadata"]["HTTPStatusCode"], err.value.response["Error"][
+        "Code"
+    ]
+
+
+def test_complete_refuses_part_lists_as_s3_does_and_repeats_as_s3_does(
+    workdir: Path, vault: Vault, s3: S3Server, raw: Any, bucket: str
+) -> None:
+    """A part ETag that is not the part's is ``InvalidPart`` (s3-tests
+    ``test_multipart_upload_incorrect_etag``), found before completing where this process sealed
+    the part, after it where another did (the upload is then gone and nothing reads); parts out
+    of order are ``InvalidPartOrder``, no parts ``MalformedXML``; a part listed twice in a row
+    counts once; a Complete repeated after it succeeded is answered again."""
+    one = {"S3PROXY_WORKERS": "1"}
+    uploader, other = start_proxy(workdir, vault, s3, one), start_proxy(workdir, vault, s3, one)
+    try:
+        client, elsewhere = uploader.client(), other.client()
+        parts = [os.urandom(5 * MiB), os.urandom(1000)]
+        key = "wrong-etag"
+        uid = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        etags = [
+            client.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=i + 1, Body=p)[
+                "ETag"
+            ]
+            for i, p in enumerate(parts)
+        ]
+
+        def complete(via: Any, listed: list[tuple[int, str]]) -> Any:
+            return via.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=uid,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in listed]},
+            )
+
+        wrong = '"ffffffffffffffffffffffffffffffff"'
+        assert _error(lambda: complete(client, [(1, etags[0]), (2, wrong)])) == (
+            400,
+            "InvalidPart",
+        )
+        assert _error(lambda: complete(client, [(1, etags[0]), (3, etags[1])])) == (
+            400,
+            "InvalidPart",
+        )
+        assert _error(lambda: complete(client, [(2, etags[1]), (1, etags[0])])) == (
+            400,
+            "InvalidPartOrder",
+        )
+        assert raw.list_parts(Bucket=bucket, Key=key, UploadId=uid)["Parts"]  # still there
+        # A part named twice in a row (a retried UploadPart's two answers): the last counts.
+        listed = [(1, wrong), (1, etags[0]), (2, etags[1])]
+        done = complete(client, listed)
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"".join(parts)
+        # Repeated, by the same process or another: the same answer.
+        assert complete(client, listed)["ETag"] == done["ETag"]
+        assert complete(elsewhere, listed)["ETag"] == done["ETag"]
+        assert _error(lambda: complete(client, [(1, etags[0]), (2, wrong)]))[0] == 404
+
+        # Parts sealed by another process: the wrong ETag shows only once the upstream has
+        # completed; the answer is still InvalidPart, and the object is never readable.
+        key = "wrong-etag-elsewhere"
+        uid = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        etags = [
+            client.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=i + 1, Body=p)[
+                "ETag"
+            ]
+            for i, p in enumerate(parts)
+        ]
+        assert _error(lambda: complete(elsewhere, [(1, etags[0]), (2, wrong)])) == (
+            400,
+            "InvalidPart",
+        )
+        tags = raw.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+        assert [t for t in tags if t["Key"] == "s3proxy-manifest"] == []
+        assert _error(lambda: client.get_object(Bucket=bucket, Key=key))[0] == 500
+    finally:
+        uploader.stop()
+        other.stop()

@@ -22,6 +22,7 @@ import pytest
 
 from s3proxy.devstack import S3Server, Vault, proxy_env, start_vault
 from s3proxy.ops.progress import Progress, ProgressDisplay, ResumePoint
+from s3proxy.ops.walk import WalkOptions, _load_state, _save_state
 from tests.conftest import start_proxy
 
 OBJECTS = 2000
@@ -44,6 +45,44 @@ def test_resume_point_passes_only_finished_keys() -> None:
     assert point.after == "c"
     point.finished("d")
     assert point.after == "d"
+
+
+def test_the_state_file_is_written_without_following_a_planted_symlink(tmp_path: Path) -> None:
+    state = tmp_path / "rewrap.state"
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    # whoever can write the state's directory plants links where a writer might write
+    for name in ("rewrap.state.tmp", ".rewrap.state.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    options = WalkOptions(bucket="b", state=state)
+    _save_state(options, "obj/00042", ["obj/00007"])
+    assert victim.read_text() == "precious"
+    assert not state.is_symlink()
+    assert _load_state(options) == {
+        "bucket": "b",
+        "prefix": "",
+        "after": "obj/00042",
+        "failed": ["obj/00007"],
+    }
+    _save_state(options, "obj/00043", [])  # replaced whole, again
+    assert _load_state(options)["after"] == "obj/00043" and victim.read_text() == "precious"
+    leftovers = {p.name for p in tmp_path.iterdir()}
+    assert leftovers == {"rewrap.state", "victim", "rewrap.state.tmp", ".rewrap.state.tmp"}
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_state_file_that_is_not_one_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    from s3proxy.core.errors import S3ProxyError
+
+    state = tmp_path / "rewrap.state"
+    options = WalkOptions(bucket="b", state=state)
+    for text in ("{not json", "[1, 2]", '{"failed": 3}', '{"after": 7}'):
+        state.write_text(text)
+        with pytest.raises(S3ProxyError, match="state file"):
+            _load_state(options)
+    state.write_bytes(b"\xff\xfe")
+    with pytest.raises(S3ProxyError, match="cannot be read"):
+        _load_state(options)
 
 
 def test_progress_lines_without_a_terminal_come_every_few_seconds() -> None:

@@ -4,17 +4,24 @@
 - LocalStack's S3 verifies the trailer: a body altered between the proxy and the upstream (by a
   relay in the test that flips one byte) is refused and not stored; without the checksum it is
   stored, and only the read finds out;
-- moto refuses uploads to a bucket with a default Object Lock retention that carry no checksum
-  (``MissingUploadObjectWithObjectLockHeaders``), as S3 does: the proxy's uploads are accepted.
+- moto refuses uploads to a bucket with a default Object Lock retention, or with an explicit
+  retention or legal hold, that carry no checksum (``MissingUploadObjectWithObjectLockHeaders``),
+  as S3 does: the proxy's uploads are accepted;
+- with ``auto`` (the default) the proxy learns the trailer from both, leaving nothing behind.
+Ceph RGW, which takes signed chunks instead, is tests/test_rgw.py's.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import io
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,8 +34,8 @@ from botocore.exceptions import ClientError
 
 from s3proxy.core.checksums import new_hasher
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, ciphertext_length
-from s3proxy.devstack import S3Server, Vault
-from tests.conftest import ProxyProcess, start_proxy, upload_multipart
+from s3proxy.devstack import S3Server, Vault, proxy_env, start_s3, start_vault
+from tests.conftest import SESSION_SECRETS, ProxyProcess, start_proxy, upload_multipart
 
 pytest_plugins = ["tests.localstack"]
 
@@ -69,6 +76,8 @@ class TamperingRelay:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.tamper: str | None = None
+        # Rewrites each request head (its lines) before it goes on, if set.
+        self.rewrite_head: Callable[[list[bytes]], list[bytes]] | None = None
         self.relayed: list[Relayed] = []
         self.errors: list[str] = []
         self._sockets: list[socket.socket] = []
@@ -136,6 +145,8 @@ class TamperingRelay:
         flip = method == "PUT" and tamper is not None and tamper in path and length > FLIP_AT
         # Recorded before the body goes on: the answer may reach the test before this returns.
         self.relayed.append(Relayed(method, path, headers, length, flip))
+        if self.rewrite_head is not None:
+            head = self.rewrite_head(head)
         upstream.sendall(b"".join(head))
         done = 0
         while done < length:
@@ -331,6 +342,7 @@ def test_a_small_body_altered_on_the_way_upstream_is_refused(
     put = [r for r in tampering.requests_for(key) if r.method == "PUT"]
     assert [r.flipped for r in put] == [True]
     assert f"x-amz-checksum-{algorithm}" in put[0].headers
+    assert put[0].headers["x-amz-sdk-checksum-algorithm"] == algorithm.upper()  # (Object Lock)
     assert "x-amz-trailer" not in put[0].headers
     assert caught.value.response["Error"]["Code"] == "BadDigest", caught.value.response
     assert _missing(localstack.client(), ls_bucket, key)
@@ -368,6 +380,7 @@ def test_altered_parts_are_refused(
 
     puts = [r for r in tampering.requests_for(key) if r.method == "PUT"]
     assert [(r.flipped, "x-amz-copy-source" in r.headers) for r in puts] == [(True, False)] * 2
+    assert [r.headers["x-amz-sdk-checksum-algorithm"] for r in puts] == ["CRC32"] * 2
     for caught in (uploaded, copied):
         error = caught.value.response
         assert error["Error"]["Code"] == "BadDigest", error
@@ -468,3 +481,211 @@ def test_an_object_lock_bucket_refuses_uploads_without_the_upstream_checksum(
     assert error["Error"]["Code"] == "MissingUploadObjectWithObjectLockHeaders", error
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert _missing(s3.client(), locked_bucket, "one")
+
+
+@pytest.mark.parametrize("size", [1000, 200_000])
+def test_object_lock_headers_on_a_put(
+    proxy: ProxyProcess, s3: S3Server, locked_bucket: str, size: int
+) -> None:
+    """A PutObject with an explicit retention and legal hold needs a checksum S3 recognises
+    (moto checks for Content-MD5 or x-amz-sdk-checksum-algorithm): sent whole (a header
+    checksum) and streamed (a trailer)."""
+    client = proxy.client()
+    body = os.urandom(size)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    client.put_object(
+        Bucket=locked_bucket,
+        Key="held",
+        Body=body,
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+        ObjectLockLegalHoldStatus="ON",
+    )
+    assert client.get_object(Bucket=locked_bucket, Key="held")["Body"].read() == body
+    head = s3.client().head_object(Bucket=locked_bucket, Key="held")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockLegalHoldStatus"] == "ON"
+
+
+# What S3PROXY_UPSTREAM_CHECKSUM=auto (the default) learns -----------------------------------
+
+
+def _learned(proxy: ProxyProcess) -> list[str]:
+    return [
+        line["message"] for line in proxy.log_lines() if "takes uploads with" in line["message"]
+    ]
+
+
+def test_auto_learns_the_trailer_from_localstack_and_stores_nothing_to_learn_it(
+    workdir: Path, vault: Vault, localstack: S3Server, ls_bucket: str
+) -> None:
+    """LocalStack refuses the probe's wrong trailer (BadDigest): the trailer it is, and the
+    bucket holds only what the client wrote."""
+    fresh = start_proxy(workdir, vault, localstack, {"S3PROXY_WORKERS": "1"})
+    try:
+        fresh.client().put_object(Bucket=ls_bucket, Key="first", Body=os.urandom(100))
+        learned = _learned(fresh)
+    finally:
+        fresh.stop()
+    assert len(learned) == 1 and "trailer checksum (crc32)" in learned[0], learned
+    assert "400 BadDigest" in learned[0]
+    listed = localstack.client().list_object_versions(Bucket=ls_bucket)
+    assert [v["Key"] for v in listed.get("Versions", [])] == ["first"]
+    assert not listed.get("DeleteMarkers")
+
+
+def test_auto_learns_the_trailer_from_moto_and_removes_its_probe(
+    workdir: Path, vault: Vault, s3: S3Server
+) -> None:
+    """moto stores the probe's upload (it verifies no checksum): the trailer it is (the form
+    that also satisfies its Object Lock check), and the probe object is deleted again, every
+    version of it in a versioned bucket."""
+    raw = s3.client()
+    bucket = f"v-{uuid.uuid4().hex[:12]}"
+    raw.create_bucket(Bucket=bucket)
+    raw.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    fresh = start_proxy(workdir, vault, s3, {"S3PROXY_WORKERS": "1"})
+    try:
+        fresh.client().put_object(Bucket=bucket, Key="first", Body=os.urandom(100_000))
+        learned = _learned(fresh)
+    finally:
+        fresh.stop()
+    assert len(learned) == 1 and "trailer checksum (crc32)" in learned[0], learned
+    listed = raw.list_object_versions(Bucket=bucket)
+    assert [v["Key"] for v in listed.get("Versions", [])] == ["first"]
+    assert not listed.get("DeleteMarkers")
+
+
+def test_a_probe_refused_for_its_bucket_decides_nothing(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """The first upload names a bucket that does not exist: the client gets S3's NoSuchBucket,
+    the form stays unknown (not 'none'), and the next upload learns it."""
+    fresh = start_proxy(workdir, vault, s3, {"S3PROXY_WORKERS": "1"})
+    try:
+        client = fresh.client(retries={"total_max_attempts": 1})
+        with pytest.raises(ClientError) as caught:
+            client.put_object(Bucket=f"missing-{uuid.uuid4().hex[:8]}", Key="k", Body=b"x" * 1000)
+        assert caught.value.response["Error"]["Code"] == "NoSuchBucket"
+        client.put_object(Bucket=bucket, Key="k", Body=os.urandom(100_000))
+        learned = _learned(fresh)
+        text = fresh.log_text()
+    finally:
+        fresh.stop()
+    assert "not learned yet: 404 NoSuchBucket" in text
+    assert len(learned) == 1 and "trailer checksum (crc32)" in learned[0], learned
+
+
+def test_rewrap_writes_into_an_object_lock_bucket(
+    workdir: Path, s3: S3Server, locked_bucket: str
+) -> None:
+    """``s3proxy rewrap`` rewrites objects with the proxy's checksum too, so a bucket with a
+    default retention takes its writes (a single object and a multipart one). The form is set:
+    moto stores the probe's upload, which the retention keeps from being deleted."""
+    own = start_vault(workdir)
+    form = {"S3PROXY_UPSTREAM_CHECKSUM": "crc32"}
+    try:
+        writer = start_proxy(workdir, own, s3, form)
+        try:
+            client = writer.client()
+            client.put_object(Bucket=locked_bucket, Key="one", Body=os.urandom(100_000))
+            upload_multipart(client, locked_bucket, "two", [os.urandom(5 * MiB), b"end"])
+        finally:
+            writer.stop()
+        assert own.api("POST", "transit/keys/s3proxy/rotate")[0] in (200, 204)
+        done = subprocess.run(
+            [sys.executable, "-m", "s3proxy", "rewrap", "--bucket", locked_bucket],
+            env=proxy_env(own, s3, port=1, extra=form),
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        own.stop()
+    report = done.stderr.decode()
+    assert done.returncode == 0, report
+    assert "rewrapped 2, already current 0, not encrypted 0, failed 0" in report
+
+
+def test_a_probe_the_store_denies_fails_no_upload(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """The proxy's identity may not write the probe's key (an IAM deny): the answer says nothing
+    about the form, so the upload goes without a checksum, succeeds, and a warning says so."""
+    iam = s3.client("iam")
+    user = f"noprobe-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="no-probes",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "*", "Resource": "*"},
+                    {
+                        "Effect": "Deny",
+                        "Action": "s3:PutObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/*.s3proxy-probe-*",
+                    },
+                ],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    limited = {
+        "S3PROXY_WORKERS": "1",
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+    SESSION_SECRETS.append(key["SecretAccessKey"])
+    fresh = start_proxy(workdir, vault, s3, limited)
+    try:
+        client = fresh.client(retries={"total_max_attempts": 1})
+        body = os.urandom(100_000)
+        client.put_object(Bucket=bucket, Key="k", Body=body)
+        assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body
+        text = fresh.log_text()
+    finally:
+        fresh.stop()
+    assert "could not learn which upload form" in text and "403 AccessDenied" in text, text[-2000:]
+    assert not _learned(fresh)
+
+
+def _as_unframed(head: list[bytes]) -> list[bytes]:
+    """A request head as a store that knows nothing of aws-chunked would read it: the body is
+    just bytes (the payload hash says nothing, no content coding)."""
+    out = []
+    for line in head:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name == b"x-amz-content-sha256":
+            line = b"x-amz-content-sha256: UNSIGNED-PAYLOAD\r\n"
+        elif name in (b"content-encoding", b"x-amz-decoded-content-length", b"x-amz-trailer"):
+            continue
+        out.append(line)
+    return out
+
+
+def test_a_store_that_keeps_the_framing_gets_no_framing(workdir: Path, vault: Vault) -> None:
+    """A store that stores aws-chunked bodies as they are sent (here moto behind a relay that
+    hides the framing from it) takes every probe: the HEAD of the stored probe shows the framing
+    was kept, so uploads go unframed and read back."""
+    loose = start_s3(workdir, enforce_signatures=False)  # the relay changes signed headers
+    relay = TamperingRelay(int(loose.endpoint.rsplit(":", 1)[1]))
+    relay.rewrite_head = _as_unframed
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    loose.client().create_bucket(Bucket=bucket)
+    fresh = start_proxy(
+        workdir, vault, loose, {"S3PROXY_WORKERS": "1", "S3PROXY_S3_ENDPOINT": relay.endpoint}
+    )
+    try:
+        client = fresh.client(retries={"total_max_attempts": 1})
+        body = os.urandom(200_000)
+        client.put_object(Bucket=bucket, Key="k", Body=body)
+        assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == body
+        learned = _learned(fresh)
+    finally:
+        fresh.stop()
+        relay.stop()
+        loose.stop()
+    assert len(learned) == 1 and "with no checksum" in learned[0], learned
+    assert "stored" in learned[0] and "bytes" in learned[0], learned

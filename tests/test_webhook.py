@@ -409,6 +409,130 @@ def test_plain_container_mode_for_clusters_before_1_29(webhook: Webhook) -> None
     assert annotations["kubectl.kubernetes.io/default-container"] == "app"
 
 
+IRSA_ENV = [
+    {"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"},
+    {"name": "AWS_DEFAULT_REGION", "value": "eu-central-1"},
+    {"name": "AWS_REGION", "value": "eu-central-1"},
+    {"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::111122223333:role/backup"},
+    {
+        "name": "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+    },
+]
+IRSA_MOUNT = {
+    "name": "aws-iam-token",
+    "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+    "readOnly": True,
+}
+POD_IDENTITY_ENV = [
+    {"name": "AWS_CONTAINER_CREDENTIALS_FULL_URI", "value": "http://169.254.170.23/v1/credentials"},
+    {
+        "name": "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "value": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
+    },
+]
+POD_IDENTITY_MOUNT = {
+    "name": "eks-pod-identity-token",
+    "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount",
+    "readOnly": True,
+}
+
+
+def eks_injected(original: dict[str, Any]) -> dict[str, Any]:
+    """The pod as EKS's pod identity webhook leaves it when the service account has both an
+    IRSA role and a Pod Identity association: every container, init containers included, gets
+    the variables and token mounts, and the pod the projected token volumes."""
+    changed = deepcopy(original)
+    spec = changed["spec"]
+    for item in spec.get("initContainers", []) + spec["containers"]:
+        item["env"] = item.get("env", []) + IRSA_ENV + POD_IDENTITY_ENV
+        item["volumeMounts"] = [*item.get("volumeMounts", []), IRSA_MOUNT, POD_IDENTITY_MOUNT]
+    irsa = {"audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}
+    pod_identity = {
+        "audience": "pods.eks.amazonaws.com",
+        "expirationSeconds": 86400,
+        "path": "eks-pod-identity-token",
+    }
+    spec["volumes"] = [
+        *spec.get("volumes", []),
+        {"name": "aws-iam-token", "projected": {"sources": [{"serviceAccountToken": irsa}]}},
+        {
+            "name": "eks-pod-identity-token",
+            "projected": {"sources": [{"serviceAccountToken": pod_identity}]},
+        },
+    ]
+    return changed
+
+
+@pytest.mark.parametrize("mode", ["native", "container"])
+def test_no_container_but_the_proxy_keeps_the_pods_aws_credentials(
+    webhook: Webhook, mode: str
+) -> None:
+    """Init containers too, in both modes: one that kept the proxy's role could write plaintext
+    straight to the store (issue 18)."""
+    original = eks_injected(
+        pod(
+            {"s3proxy.io/sidecar-mode": mode},
+            initContainers=[
+                {"name": "migrate", "image": "migrate:1"},
+                {"name": "seed", "image": "seed:1", "env": [{"name": "MODE", "value": "x"}]},
+            ],
+            containers=[
+                {"name": "app", "image": "app:1"},
+                {"name": "uploader", "image": "uploader:1"},
+            ],
+        )
+    )
+    patched = inject(webhook, original)
+    spec = patched["spec"]
+    every = spec["initContainers"] + spec["containers"]
+    proxies = [c for c in every if c["name"] == "s3proxy"]
+    others = [c for c in every if c["name"] != "s3proxy"]
+    assert len(proxies) == 1 and len(others) == 4
+    credential_vars = {e["name"] for e in IRSA_ENV + POD_IDENTITY_ENV} - {
+        "AWS_STS_REGIONAL_ENDPOINTS",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+    }
+    token_volumes = {"aws-iam-token", "eks-pod-identity-token"}
+    for item in others:
+        assert not credential_vars & set(env(item)), item["name"]
+        mounts = item.get("volumeMounts", [])
+        assert not token_volumes & {m["name"] for m in mounts}, item["name"]
+        assert not any("eks.amazonaws.com" in m["mountPath"] for m in mounts), item["name"]
+    (proxy,) = proxies
+    assert credential_vars <= set(env(proxy))
+    assert token_volumes <= {m["name"] for m in proxy["volumeMounts"]}
+    app_env = env(by_name(spec["containers"])["app"])
+    assert app_env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:8190"
+    seed = env(by_name(spec["initContainers"])["seed"])
+    if mode == "native":
+        assert seed["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:8190"
+    else:  # no proxy runs yet for init containers: no endpoint, and no credentials either
+        assert "AWS_ENDPOINT_URL_S3" not in seed and seed["MODE"] == "x"
+
+
+def test_a_transit_key_per_namespace_or_service_account(webhook: Webhook) -> None:
+    def key_of(annotations: dict[str, str], namespace: str, account: str) -> str:
+        original = pod(annotations, serviceAccountName=account)
+        response = webhook.review(deepcopy(original), namespace=namespace)
+        assert "warnings" not in response, response
+        patched = apply(original, response)
+        proxy = by_name(patched["spec"]["initContainers"])["s3proxy"]
+        return str(env(proxy)["S3PROXY_VAULT_TRANSIT_KEY"])
+
+    per_namespace = {"s3proxy.io/transit-key": "s3proxy-{namespace}"}
+    assert key_of(per_namespace, "team-a", "backup") == "s3proxy-team-a"
+    assert key_of(per_namespace, "team-b", "backup") == "s3proxy-team-b"
+    per_account = {"s3proxy.io/transit-key": "tenant-{namespace}-{serviceaccount}"}
+    assert key_of(per_account, "team-a", "db-backup") == "tenant-team-a-db-backup"
+    assert key_of({}, "team-a", "backup") == "s3proxy"  # the webhook's default: one key for all
+    for bad in ("s3proxy-{pod}", "s3proxy-{namespace", "{namespace}}"):
+        response = webhook.review(pod({"s3proxy.io/transit-key": bad}))
+        assert "patch" not in response
+        assert "transit-key has an invalid value" in response["warnings"][0]
+
+
 def test_the_container_mode_wait_hook_waits_for_startup(tmp_path: Path) -> None:
     """The postStart script returns once GET /startup on the admin port answers."""
     from s3proxy.k8s.sidecar import ADMIN_PORT, WAIT_FOR_STARTUP

@@ -172,6 +172,42 @@ class MalformedXML(S3ProxyError):
     code = "MalformedXML"
 
 
+class InvalidPart(S3ProxyError):
+    """A CompleteMultipartUpload names a part that was not uploaded, or with another ETag."""
+
+    status = 400
+    code = "InvalidPart"
+
+    def __init__(self, number: int) -> None:
+        super().__init__(
+            f"One or more of the specified parts could not be found. The part may not have been "
+            f"uploaded, or the specified entity tag may not match the part's entity tag "
+            f"(part {number})."
+        )
+
+
+class NoSuchUpload(S3ProxyError):
+    status = 404
+    code = "NoSuchUpload"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The specified multipart upload does not exist. The upload ID may be invalid, or "
+            "the upload may have been aborted or completed."
+        )
+
+
+class InvalidPartOrder(S3ProxyError):
+    status = 400
+    code = "InvalidPartOrder"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The list of parts was not in ascending order. The parts list must be specified in "
+            "order by part number."
+        )
+
+
 class SignatureDoesNotMatch(S3ProxyError):
     """The workload's SigV4 signature (header, query, chunk or trailer) is not what its key
     gives (client authentication only)."""

@@ -169,13 +169,22 @@ def check_object_shape(layout: Layout, multipart: bool) -> None:
             raise IntegrityError("The stored object is a part of another object, not a whole one.")
 
 
-def check_name_binding(layout: Layout, bucket: str, key: str) -> None:
+def check_name_binding(layout: Layout, bucket: str, key: str, unbound_allowed: bool = True) -> None:
     """A stream bound to its object's name (format v2, flag bit 0) reads only under that name:
-    ciphertext moved to another key by someone with access to the bucket is refused."""
+    ciphertext moved to another key by someone with access to the bucket is refused. With
+    ``unbound_allowed`` false (a proxy that binds names, outside its migration allowance) a
+    stream without a binding is refused too: else any unbound ciphertext under the same transit
+    key, moved under a bound key, would read as that key's content (docs/threat-model.md)."""
     expected = name_binding(bucket, key)
     for stream in layout.streams:
-        if stream.header.name_bound and stream.header.name_binding != expected:
-            raise IntegrityError("The stored object was written under another name.")
+        if stream.header.name_bound:
+            if stream.header.name_binding != expected:
+                raise IntegrityError("The stored object was written under another name.")
+        elif not unbound_allowed:
+            raise IntegrityError(
+                "The stored object is not bound to its name, and S3PROXY_UNBOUND_OBJECTS "
+                "does not allow reading it."
+            )
 
 
 # Requests in one round of speculative header fetches.

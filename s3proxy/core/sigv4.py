@@ -216,11 +216,7 @@ def _presigned(
             "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and "
             "X-Amz-Expires parameters."
         )
-    expires = parse_decimal(params["X-Amz-Expires"], high=MAX_EXPIRES)
-    if expires is None:
-        raise AuthorizationQueryParametersError(
-            "X-Amz-Expires must be a number of seconds, at most 604800 (seven days)."
-        )
+    expires = presigned_expiry(params["X-Amz-Expires"])
     access_key, date, region, service = _credential(params["X-Amz-Credential"], True)
     return ClientSignature(
         access_key=access_key,
@@ -235,6 +231,25 @@ def _presigned(
         payload_hash=_payload_hash(headers.get("x-amz-content-sha256"), True),
         query=tuple(p for p in pairs if p[0] != "X-Amz-Signature"),
     )
+
+
+def presigned_expiry(text: str) -> int:
+    """A presigned URL's ``X-Amz-Expires``: whole seconds, 1 to 604800, as S3 takes it (checked
+    whether or not the proxy checks signatures: S3 would refuse the URL either way)."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
+    if text.startswith("-"):
+        raise AuthorizationQueryParametersError("X-Amz-Expires must be non-negative")
+    seconds = int(text)
+    if seconds < 1:
+        raise AuthorizationQueryParametersError("X-Amz-Expires must be at least one second")
+    if seconds > MAX_EXPIRES:
+        raise AuthorizationQueryParametersError(
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+            "X-Amz-Expires must be less than 604800 seconds"
+        )
+    return seconds
 
 
 def check_time(sig: ClientSignature, now: datetime) -> None:
@@ -286,6 +301,13 @@ def same_signature(expected: str, given: str) -> None:
         )
 
 
+def chunk_string_to_sign(timestamp: str, scope: str, previous: str, chunk_sha256: str) -> str:
+    """What an aws-chunked chunk's signature signs: the previous signature and its SHA-256."""
+    return "\n".join(
+        ("AWS4-HMAC-SHA256-PAYLOAD", timestamp, scope, previous, EMPTY_SHA256, chunk_sha256)
+    )
+
+
 class ChunkSignatures:
     """Checks the signature chain of a signed aws-chunked body: each chunk is signed over the
     previous signature (the request's own, first) and the chunk's SHA-256; the trailer, if the
@@ -310,15 +332,8 @@ class ChunkSignatures:
         self._hash.update(data)
 
     def end(self) -> None:
-        string_to_sign = "\n".join(
-            (
-                "AWS4-HMAC-SHA256-PAYLOAD",
-                self._timestamp,
-                self._scope,
-                self._previous,
-                EMPTY_SHA256,
-                self._hash.hexdigest(),
-            )
+        string_to_sign = chunk_string_to_sign(
+            self._timestamp, self._scope, self._previous, self._hash.hexdigest()
         )
         same_signature(self._sign(string_to_sign), self._claimed or "")
         self._previous = self._claimed or ""

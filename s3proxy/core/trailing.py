@@ -32,7 +32,8 @@ def _chunk_overhead(size: int) -> int:
     return len(f"{size:x}") + 4  # size line and its CRLF, the CRLF after the data
 
 
-def _trailer(algorithm: str, digest: bytes) -> bytes:
+def trailer(algorithm: str, digest: bytes) -> bytes:
+    """The last chunk and the trailer that carries ``digest``."""
     value = base64.b64encode(digest).decode()
     return f"0\r\nx-amz-checksum-{algorithm}:{value}\r\n\r\n".encode()
 
@@ -42,7 +43,7 @@ def encoded_length(total: int, algorithm: str, chunk_size: int = CHUNK_SIZE) -> 
     full, rest = divmod(total, chunk_size)
     framing = full * _chunk_overhead(chunk_size) + (_chunk_overhead(rest) if rest else 0)
     digest_size = len(new_hasher(algorithm).digest())
-    return total + framing + len(_trailer(algorithm, bytes(digest_size)))
+    return total + framing + len(trailer(algorithm, bytes(digest_size)))
 
 
 class TrailingChecksumFramer:
@@ -95,4 +96,4 @@ class TrailingChecksumFramer:
     def finish(self) -> bytes:
         if self._left:
             raise ValueError("the body ended before its announced length")
-        return _trailer(self.algorithm, self._hasher.digest())
+        return trailer(self.algorithm, self._hasher.digest())

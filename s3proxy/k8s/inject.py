@@ -36,6 +36,9 @@ CREDENTIAL_DIRS = (
     "/var/run/secrets/eks.amazonaws.com/serviceaccount",
     "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount",
 )
+# The volumes EKS's webhook projects the IRSA and Pod Identity tokens into (mounted at the
+# directories above; a mount of them anywhere else is taken away all the same).
+CREDENTIAL_VOLUMES = ("aws-iam-token", "eks-pod-identity-token")
 WARNING_LIMIT = 120
 
 
@@ -120,7 +123,21 @@ def plan(request: dict[str, Any], defaults: Mapping[str, str]) -> list[dict[str,
     if not settings["vault-addr"]:
         raise NotUnderstood(f"no vault-addr (annotation {DOMAIN}/vault-addr)")
     spec = _dict(pod.get("spec"), "spec")
+    account = str(spec.get("serviceAccountName") or "default")
+    try:
+        settings["transit-key"] = transit_key(settings["transit-key"], namespace, account)
+    except SettingsError as exc:
+        raise NotUnderstood(str(exc)) from exc
     return _Mutation(spec, settings, annotations).operations()
+
+
+def transit_key(template: str, namespace: str, service_account: str) -> str:
+    """The pod's transit key name: ``{namespace}`` and ``{serviceaccount}`` in the setting
+    replaced by the pod's (docs/kubernetes.md, Transit keys per namespace)."""
+    if "{namespace}" in template and not namespace:
+        raise SettingsError("transit-key names {namespace}, but the pod has no namespace")
+    name = template.replace("{namespace}", namespace)
+    return name.replace("{serviceaccount}", service_account)
 
 
 class _Mutation:
@@ -159,23 +176,25 @@ class _Mutation:
         ops: list[dict[str, Any]] = []
         for index, item in enumerate(self.containers):
             ops += self._app(f"/spec/containers/{index}", item)
-        if self.native:  # init containers run before a plain-container proxy exists
-            for index, item in enumerate(self.init_containers):
-                ops += self._app(f"/spec/initContainers/{index}", item)
+        # Init containers lose the pod's credentials in both modes. In 'container' mode they
+        # run before the proxy exists, so they get no endpoint: S3 is out of their reach.
+        for index, item in enumerate(self.init_containers):
+            ops += self._app(f"/spec/initContainers/{index}", item, endpoint=self.native)
         ops += self._volumes()
         ops.append(self._insert())
         ops += self._annotate()
         return ops
 
-    def _app(self, path: str, item: dict[str, Any]) -> list[dict[str, Any]]:
-        """Sets the endpoint; takes the pod's cloud credentials away from the container."""
+    def _app(self, path: str, item: dict[str, Any], endpoint: bool = True) -> list[dict[str, Any]]:
+        """Sets the endpoint (unless ``endpoint`` is false); takes the pod's cloud credentials
+        away from the container."""
         env = item.get("env", [])
         kept = [e for e in env if e.get("name") not in CREDENTIAL_VARS]
         if len(kept) < len(env):  # EKS gave this container credentials: the proxy takes them
             for entry in env:
                 if entry.get("name") in CREDENTIAL_VARS + SHARED_VARS:
                     self.moved_env.setdefault(entry["name"], entry)
-        if not any(e.get("name") == ENDPOINT_VAR for e in env):
+        if endpoint and not any(e.get("name") == ENDPOINT_VAR for e in env):
             kept.append({"name": ENDPOINT_VAR, "value": sidecar.ENDPOINT})
         ops: list[dict[str, Any]] = []
         if kept != env:
@@ -183,7 +202,11 @@ class _Mutation:
                 {"op": "replace" if "env" in item else "add", "path": f"{path}/env", "value": kept}
             )
         mounts = item.get("volumeMounts", [])
-        kept_mounts = [m for m in mounts if m.get("mountPath") not in CREDENTIAL_DIRS]
+        kept_mounts = [
+            m
+            for m in mounts
+            if m.get("mountPath") not in CREDENTIAL_DIRS and m.get("name") not in CREDENTIAL_VOLUMES
+        ]
         if kept_mounts != mounts:
             for mount in mounts:
                 if mount not in kept_mounts:

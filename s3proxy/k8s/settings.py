@@ -46,6 +46,12 @@ def _word(value: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}", value) is not None
 
 
+def _key_template(value: str) -> bool:
+    # A transit key name, in which {namespace} and {serviceaccount} stand for the pod's.
+    plain = value.replace("{namespace}", "n").replace("{serviceaccount}", "s")
+    return _word(plain) and "{" not in plain and "}" not in plain
+
+
 def _one_of(*choices: str) -> Callable[[str], bool]:
     return lambda value: value in choices
 
@@ -98,7 +104,13 @@ SIDECAR_SETTINGS: tuple[SidecarSetting, ...] = (
         "the proxy container only; default: the API server's own audience)",
     ),
     SidecarSetting("vault-namespace", "", _word, "VAULT_NAMESPACE"),
-    SidecarSetting("transit-key", "s3proxy", _word, "S3PROXY_VAULT_TRANSIT_KEY"),
+    SidecarSetting(
+        "transit-key",
+        "s3proxy",
+        _key_template,
+        "S3PROXY_VAULT_TRANSIT_KEY; {namespace} and {serviceaccount} stand for the pod's, "
+        "for a key per namespace or per service account (e.g. 's3proxy-{namespace}')",
+    ),
     SidecarSetting("transit-mount", "", _word, "S3PROXY_VAULT_TRANSIT_MOUNT"),
     SidecarSetting("s3-endpoint", "", _url, "S3PROXY_S3_ENDPOINT"),
     SidecarSetting("s3-region", "", _word, "S3PROXY_S3_REGION ('auto' for GCS)"),

@@ -18,6 +18,7 @@ from s3proxy.keys.transit import VaultTransit
 from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.relay import Marker
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.uploads import Uploads
 
 CHUNK = 1024 * 1024
 _VERSION = re.compile(r"^vault:v(\d+):")
@@ -48,9 +49,10 @@ def key_version(wrapped: str) -> int:
 class Rewrapper:
     """Rewraps objects one at a time; any number may run at once."""
 
-    def __init__(self, vault: VaultTransit, upstream: Upstream) -> None:
+    def __init__(self, vault: VaultTransit, upstream: Upstream, checksum: str = "auto") -> None:
         self.vault = vault
         self.upstream = upstream
+        self.uploads = Uploads(upstream, checksum)  # the writes carry the proxy's checksum
         self.objects = ObjectInspector(vault, upstream)
 
     async def one(self, target: Target, latest: int, dry_run: bool = False) -> str:
@@ -127,7 +129,7 @@ class Rewrapper:
         self, target: Target, layout: Layout, kept: list[tuple[str, str]], stream_body: StreamBody
     ) -> None:
         body = stream_body(layout.streams[0])
-        resp = await self.upstream.send("PUT", target, kept, body, layout.stored_length)
+        resp = await self.uploads.put_stream(target, kept, layout.stored_length, body)
         async with resp:
             if resp.status != 200:
                 raise S3ProxyError(f"rewriting failed with HTTP {resp.status}: {await resp.text()}")
@@ -152,7 +154,7 @@ class Rewrapper:
                     target.bucket, target.key, (("partNumber", str(number)), ("uploadId", uid))
                 )
                 body = stream_body(stream)
-                resp = await self.upstream.send("PUT", part, [], body, stream.stored_length)
+                resp = await self.uploads.put_stream(part, [], stream.stored_length, body)
                 async with resp:
                     if resp.status != 200:
                         raise S3ProxyError(

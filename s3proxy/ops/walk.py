@@ -5,11 +5,13 @@ summary. See docs/keys.md, Rotation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +68,16 @@ async def listing(
 def _load_state(options: WalkOptions) -> dict[str, Any]:
     if options.state is None or not options.state.exists():
         return {}
-    state: dict[str, Any] = json.loads(options.state.read_text())
+    try:
+        state: Any = json.loads(options.state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise S3ProxyError(f"the state file {options.state} cannot be read: {exc}") from exc
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("after", ""), str)
+        or not isinstance(state.get("failed", []), list)
+    ):
+        raise S3ProxyError(f"the state file {options.state} is not a rewrap state")
     if state.get("bucket") != options.bucket or state.get("prefix") != options.prefix:
         raise S3ProxyError(
             f"the state file {options.state} belongs to another walk "
@@ -81,9 +92,31 @@ def _save_state(options: WalkOptions, after: str, failed: list[str]) -> None:
     text = json.dumps(
         {"bucket": options.bucket, "prefix": options.prefix, "after": after, "failed": failed}
     )
-    tmp = options.state.with_name(options.state.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, options.state)
+    write_file_safely(options.state, text.encode())
+
+
+def write_file_safely(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` whole: written to a new temporary file beside it (created
+    with ``O_EXCL | O_NOFOLLOW``, so nothing planted at a predictable name, such as a symlink,
+    is opened), flushed to disk, then renamed over ``path``. A crash leaves the old file or the
+    new one, never a torn one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself, on filesystems that need it
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 class Walk:
@@ -178,7 +211,7 @@ async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr)
         await loop.run_in_executor(None, vault.auth.login)
         await credentials.start()
         await upstream.start()
-        walk = Walk(Rewrapper(vault, upstream), upstream, options, out)
+        walk = Walk(Rewrapper(vault, upstream, config.upstream_checksum), upstream, options, out)
         progress = await walk.run()
     except S3ProxyError as exc:
         out.write(f"s3proxy rewrap: {exc.message}\n")

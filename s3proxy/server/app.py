@@ -31,17 +31,19 @@ from s3proxy.core.errors import (
 )
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
+from s3proxy.core.sigv4 import presigned_expiry
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import accesslog
 from s3proxy.server.attributes import Attributes
 from s3proxy.server.bodies import RULES as BODY_RULES
 from s3proxy.server.bodies import BodyRules, body_chunks
 from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
+from s3proxy.server.completion import COMPLETE_BODY_LIMIT, Completer
 from s3proxy.server.copies import Copier
 from s3proxy.server.heads import HeadReader
 from s3proxy.server.identity import WHOAMI_PATH, Identity
 from s3proxy.server.listings import Listings
-from s3proxy.server.objects import ObjectInspector
+from s3proxy.server.objects import NameRule, ObjectInspector
 from s3proxy.server.partreads import PartReader
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
@@ -49,7 +51,7 @@ from s3proxy.server.reads import Reader
 from s3proxy.server.recopy import CopyContext
 from s3proxy.server.relay import READ_CHUNK, Aborted, abort, relay, upstream_bytes
 from s3proxy.server.sending import PlaintextSender
-from s3proxy.server.writes import COMPLETE_BODY_LIMIT, Writer, is_aws_chunked
+from s3proxy.server.writes import Writer, is_aws_chunked
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
@@ -77,7 +79,7 @@ class Proxy:
         self._hosts: dict[str | None, bool] = {}  # Host value -> allowed (bounded, below)
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         self._bodies = BodyRules(config.bodies)
-        objects = ObjectInspector(keys, upstream)
+        objects = ObjectInspector(keys, upstream, NameRule(config.bind_names, config.unbound))
         sender = PlaintextSender(objects)
         read_context = ReadContext(config, upstream, objects, sender)
         reader = Reader(read_context)
@@ -85,6 +87,7 @@ class Proxy:
         parts = PartReader(read_context)
         listings = Listings(config, upstream, objects)
         writer = Writer(config, keys, upstream, objects)
+        completer = Completer(config, upstream, objects, writer)
         copier = Copier(CopyContext(config, upstream, objects, writer))
         attributes = Attributes(config, upstream, objects)
         self._handlers: dict[Action, Handler] = {
@@ -92,7 +95,7 @@ class Proxy:
             Action.PUT_OBJECT: writer.encrypt_upload,
             Action.UPLOAD_PART: writer.encrypt_upload,
             Action.CREATE_MULTIPART: writer.create_multipart,
-            Action.COMPLETE_MULTIPART: writer.complete_multipart,
+            Action.COMPLETE_MULTIPART: completer.complete_multipart,
             Action.COPY_OBJECT: copier.copy_object,
             Action.UPLOAD_PART_COPY: copier.upload_part_copy,
             Action.GET_OBJECT: reader.get_object,
@@ -130,6 +133,8 @@ class Proxy:
                     whoami = await self.identity.whoami(request)
                     status = whoami.status
                     return whoami
+            elif "X-Amz-Expires" in request.query:  # S3 refuses such a URL, signed or not
+                presigned_expiry(request.query["X-Amz-Expires"])
             target = parse_target(
                 request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
             )

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
 
 import aiohttp
@@ -30,6 +32,7 @@ from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
+from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import metrics
 from s3proxy.server.relay import (
@@ -190,10 +193,36 @@ def cache_key(target: Target, etag: str | None) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
 
 
+def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
+    value = resp.headers.get("Last-Modified")
+    if value is None:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """Which streams may read without a name binding: any, unless the proxy binds names
+    (S3PROXY_BIND_OBJECT_NAMES); then only those its migration allowance covers
+    (S3PROXY_UNBOUND_*)."""
+
+    bind_names: bool = False
+    unbound: UnencryptedPolicy = field(default_factory=UnencryptedPolicy)
+
+    def unbound_allowed(self, target: Target, modified: dt.datetime | None) -> bool:
+        if not self.bind_names:
+            return True
+        return self.unbound.allows(target.bucket or "", target.key or "", modified)
+
+
 class ObjectInspector:
-    def __init__(self, keys: KeyService, upstream: Upstream) -> None:
+    def __init__(self, keys: KeyService, upstream: Upstream, names: NameRule | None = None) -> None:
         self.keys = keys
         self.upstream = upstream
+        self.names = names or NameRule()
         self.tags = Tags(upstream)
         self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
         self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
@@ -244,29 +273,51 @@ class ObjectInspector:
                 raise IntegrityError("The stored object's header does not match its size.")
             return single
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-        async def fetch(offset: int) -> tuple[int, Header | None]:
-            before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
-            async with gate:
-                data = await self._fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
-            if data is None:
-                return offset, None
-            if before:
-                sealed[offset - before] = data[:before]
-            try:
-                return offset, parse_header(data[before:])
-            except IntegrityError:
-                return offset, None
-
         gen: Discovery = discover(stored_total, first)
         try:
             wanted = next(gen)
             while True:
-                found = dict(await asyncio.gather(*(fetch(o) for o in wanted)))
+                found = dict(
+                    await asyncio.gather(
+                        *(self._boundary(target, etag, o, gate, sealed) for o in wanted)
+                    )
+                )
                 wanted = gen.send(found)
         except StopIteration as stop:
             layout: Layout = stop.value
         return layout
+
+    async def _boundary(
+        self,
+        target: Target,
+        etag: str | None,
+        offset: int,
+        gate: asyncio.Semaphore,
+        sealed: dict[int, bytes],
+    ) -> tuple[int, Header | None]:
+        """The stream header at ``offset``, read with the sealed trailer just before it (left in
+        ``sealed`` by its offset): one ranged read. ``None``: no valid header there."""
+        before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
+        async with gate:
+            data = await self._fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
+        if data is None:
+            return offset, None
+        if before:
+            sealed[offset - before] = data[:before]
+        try:
+            return offset, parse_header(data[before:])
+        except IntegrityError:
+            return offset, None
+
+    async def boundaries(
+        self, target: Target, etag: str, offsets: list[int], sealed: dict[int, bytes]
+    ) -> dict[int, Header | None]:
+        """The stream headers at these offsets of the object whose stored ETag is ``etag``,
+        each with the trailer before it (in ``sealed``): one ranged read per offset, in
+        parallel (CompleteMultipartUpload's check of the parts' order)."""
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+        jobs = (self._boundary(target, etag, o, gate, sealed) for o in offsets)
+        return dict(await asyncio.gather(*jobs))
 
     async def unwrap(self, wrapped: str, keys: dict[str, bytes] | None) -> bytes:
         """A stream's data key, remembered in ``keys`` (one request's keys) when given."""
@@ -277,7 +328,7 @@ class ObjectInspector:
             keys[wrapped] = key
         return key
 
-    async def _trailers(
+    async def trailers(
         self,
         target: Target,
         etag: str | None,
@@ -285,14 +336,18 @@ class ObjectInspector:
         keys: dict[str, bytes] | None,
         sealed: dict[int, bytes],
         known: bytes = b"",
+        given: Mapping[int, Trailer] | None = None,
     ) -> tuple[Trailer | None, ...]:
         """Every stream's trailer, authenticated: read where not already in ``sealed`` (by
-        offset) or in ``known`` (the object's first bytes)."""
+        offset) or in ``known`` (the object's first bytes); ``given``: trailers already known
+        by stream index (sealed by this process), neither read nor opened."""
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def one(index: int) -> Trailer | None:
             stream = layout.streams[index]
             offset = stream.trailer_offset
+            if given is not None and index in given:
+                return given[index]
             if offset is None:
                 return None
             found: bytes | None = sealed.get(offset)
@@ -379,22 +434,27 @@ class ObjectInspector:
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
         known: bytes = b"",
+        modified: dt.datetime | None = None,
     ) -> ObjectInfo:
         """The object's layout, trailers and plaintext ETag (parallel reads), cached per ETag;
         the caller looked in the cache already (:meth:`cached`). Data keys unwrapped on the way
         are left in ``keys`` for the rest of the request. ``manifest=False`` skips the manifest
         check (and the cache): for the object CompleteMultipartUpload has just made, whose
         manifest is yet to be written. ``known``: the object's first stored bytes, already read
-        (no request for those)."""
+        (no request for those). ``modified``: the object's Last-Modified, for the migration
+        allowance of unbound streams (:class:`NameRule`). Every read path builds its info here
+        or takes it from the cache, which holds only infos built here or written by this
+        process: the name binding is checked on every read."""
         check_marker(first, marker)
         sealed: dict[int, bytes] = {}
         layout = await self._layout(target, etag, stored_total, first, marker, sealed)
         check_object_shape(layout, marker.multipart)
-        check_name_binding(layout, target.bucket or "", target.key or "")
+        unbound_allowed = self.names.unbound_allowed(target, modified)
+        check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
         if marker.multipart and needs_manifest(layout) and manifest:
             first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
             check_manifest(first_key, layout, await self.tags.manifest(target))
-        trailers = await self._trailers(target, etag, layout, keys, sealed, known)
+        trailers = await self.trailers(target, etag, layout, keys, sealed, known)
         md5s = [t.md5 if t is not None else None for t in trailers]
         plain_etag = object_etag(md5s, marker.multipart)
         info = ObjectInfo(layout, trailers, plain_etag, object_checksum(layout, trailers, marker))
@@ -460,7 +520,15 @@ class ObjectInspector:
             if cached is not None:
                 return cached, probe
         info = await self.build(
-            target, stored_etag, stored_total, first, marker, keys, manifest, known=data
+            target,
+            stored_etag,
+            stored_total,
+            first,
+            marker,
+            keys,
+            manifest,
+            known=data,
+            modified=last_modified(probe),
         )
         return info, probe
 

@@ -5,10 +5,8 @@ did not write. See docs/design.md, Reading."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 from aiohttp import web
@@ -33,6 +31,7 @@ from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import RangeNotSatisfiable, parse_range
 from s3proxy.server.objects import ObjectInfo
+from s3proxy.server.objects import last_modified as last_modified  # the read handlers' too
 from s3proxy.server.relay import READ_CHUNK, Marker, count_upstream
 
 # A plain GET of a single-stream object up to this stored size whose layout is not cached reads
@@ -134,16 +133,6 @@ def if_range_header(request: web.Request) -> Headers:
     write (the upstream's ETag is then the client's)."""
     value = request.headers.get("If-Range")
     return [("If-Range", value)] if value is not None else []
-
-
-def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
-    value = resp.headers.get("Last-Modified")
-    if value is None:
-        return None
-    try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def check_conditions(

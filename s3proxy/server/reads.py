@@ -74,7 +74,14 @@ class Reader:
                 # does after about a second); its plaintext is fetched again, If-Match.
                 upstream_resp.close()
                 info = await self.context.objects.build(
-                    target, stored_etag, stored_total, first, marker, keys, known=head
+                    target,
+                    stored_etag,
+                    stored_total,
+                    first,
+                    marker,
+                    keys,
+                    known=head,
+                    modified=last_modified(upstream_resp),
                 )
                 return await self.context.sender.send_span(
                     request,
@@ -94,7 +101,14 @@ class Reader:
                     # A small object arrives whole anyway: its trailer is in this response.
                     head += await read_exactly(upstream_resp, stored_total - HEADER_SIZE)
                 info = await self.context.objects.build(
-                    target, stored_etag, stored_total, first, marker, keys, known=head
+                    target,
+                    stored_etag,
+                    stored_total,
+                    first,
+                    marker,
+                    keys,
+                    known=head,
+                    modified=last_modified(upstream_resp),
                 )
             checksums = checksum_headers(info, marker) if checksum_mode(request) else []
             return await self.context.sender.send_plan(

@@ -51,9 +51,12 @@ _COPY_ONLY = ("x-amz-metadata-directive", "x-amz-tagging-directive", "x-goog-met
 
 def must_reencrypt(config: Config, info: ObjectInfo, source: Target, dest: Target) -> bool:
     """Whether a copy to ``dest`` must go through the proxy: the source's streams are bound to
-    its name, or new streams are to be bound, and the name changes."""
+    its name, or new streams are to be bound, and the name changes; or new streams are to be
+    bound and the source has unbound ones (read within S3PROXY_UNBOUND_*): a copy onto itself
+    then binds it, where the store's copy would keep it unbound and, newly modified, outside
+    S3PROXY_UNBOUND_BEFORE."""
     if (source.bucket, source.key) == (dest.bucket, dest.key):
-        return False
+        return config.bind_names and not all(s.header.name_bound for s in info.layout.streams)
     return config.bind_names or any(s.header.name_bound for s in info.layout.streams)
 
 

@@ -12,14 +12,16 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from awscrt import auth as crt_auth
 from awscrt import http as crt_http
-from botocore.auth import UNSIGNED_PAYLOAD
-from botocore.credentials import ReadOnlyCredentials
+from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
 from yarl import URL
 
 from s3proxy.core.errors import UpstreamUnavailable
@@ -86,6 +88,33 @@ class _Signer:
         return out
 
 
+@dataclass(frozen=True)
+class Signing:
+    """What signed a request, for what is signed after it (aws-chunked chunk signatures): its
+    signature, ``X-Amz-Date`` and credential scope, and the function that signs with its key
+    (botocore's SigV4 key derivation and HMAC)."""
+
+    signature: str
+    timestamp: str
+    scope: str
+    sign: Callable[[str], str]
+
+    @classmethod
+    def of(cls, headers: dict[str, str], creds: ReadOnlyCredentials, region: str) -> Signing:
+        authorization = headers.get("Authorization") or headers.get("authorization") or ""
+        signature = authorization.rpartition("Signature=")[2]
+        timestamp = headers.get("X-Amz-Date") or headers.get("x-amz-date") or ""
+        auth = S3SigV4Auth(Credentials(creds.access_key, creds.secret_key), "s3", region)
+        request = AWSRequest()
+        request.context["timestamp"] = timestamp
+        return cls(
+            signature,
+            timestamp,
+            f"{timestamp[:8]}/{region}/s3/aws4_request",
+            lambda text: str(auth.signature(text, request)),
+        )
+
+
 class Upstream:
     """Signs and sends requests to the one configured S3 endpoint."""
 
@@ -134,9 +163,15 @@ class Upstream:
             await self._session.close()
 
     async def sign(
-        self, method: str, target: Target, headers: Headers, payload_hash: str
+        self,
+        method: str,
+        target: Target,
+        headers: Headers,
+        payload_hash: str,
+        on_signed: Callable[[Signing], None] | None = None,
     ) -> tuple[str, dict[str, str]]:
-        """The URL and the complete signed headers for a request."""
+        """The URL and the complete signed headers for a request; ``on_signed`` is told what
+        signed it."""
         url = self.endpoint + target.upstream_path()
         merged: dict[str, str] = {}
         for name, value in headers:
@@ -147,6 +182,8 @@ class Upstream:
             merged.pop(name, None)  # the signer's own
         creds = await self.credentials.current()
         signed = self._signer.sign(method, target.upstream_path(), merged, payload_hash, creds)
+        if on_signed is not None:
+            on_signed(Signing.of(signed, creds, self.region))
         return url, signed
 
     async def send(
@@ -157,10 +194,12 @@ class Upstream:
         body: bytes | AsyncIterator[bytes] | None = None,
         content_length: int | None = None,
         payload_hash: str | None = None,
+        on_signed: Callable[[Signing], None] | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a signed request; ``body`` is bytes (its hash is signed) or a stream of exactly
         ``content_length`` bytes (sent as UNSIGNED-PAYLOAD, or as the given ``payload_hash``,
-        such as an aws-chunked framing with a trailing checksum)."""
+        such as an aws-chunked framing with a trailing checksum, or signed chunks: their
+        framer learns the request's signature from ``on_signed`` before the body is read)."""
         if self._session is None:
             raise RuntimeError("Upstream.start() was not awaited")
         out = list(headers)
@@ -175,7 +214,7 @@ class Upstream:
                 raise ValueError("a streamed body needs its length")
             payload_hash = payload_hash or UNSIGNED_PAYLOAD
             out.append(("Content-Length", str(content_length)))
-        url, signed = await self.sign(method, target, out, payload_hash)
+        url, signed = await self.sign(method, target, out, payload_hash, on_signed)
         data: Any = body
         started, answer = time.monotonic(), None
         try:
