@@ -397,3 +397,58 @@ def test_held_bodies_past_the_memory_budget_get_slow_down_at_once(
         assert all(waited < 1.0 for code, waited in codes if code == b"SlowDown"), codes
     finally:
         proxy.stop()
+
+
+def _trickled(port: int, method: str, path: str, size: int) -> tuple[float, bytes]:
+    """Sends a body of ``size`` bytes (the start of an XML document, then spaces) one byte
+    every 0.2 s; the answer and when it came."""
+    body = b"<CompleteMultipartUpload>".ljust(size)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {size}\r\n"
+        sock.sendall(head.encode() + b"\r\n")
+        started = time.monotonic()
+        sock.setblocking(False)
+        answer = b""
+        for byte in body:
+            with contextlib.suppress(BlockingIOError):
+                answer += sock.recv(65536)
+            if answer:
+                break
+            with contextlib.suppress(OSError):
+                sock.send(bytes([byte]))
+            time.sleep(0.2)
+        sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            while b"</Error>" not in answer:
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                answer += piece
+        return time.monotonic() - started, answer
+
+
+def test_held_bodies_that_trickle_are_cut_at_the_overall_timeout(
+    workdir: Path, vault: Vault, s3: S3Server, bucket: str
+) -> None:
+    """A client sending a byte every 0.2 s never trips the idle timeout (5 s here), but a body
+    the proxy holds (pass-through, CompleteMultipartUpload) must be complete within the held
+    timeout (1.5 s here): then 400 RequestTimeout."""
+    proxy = start_proxy(
+        workdir,
+        vault,
+        s3,
+        {"S3PROXY_BODY_IDLE_TIMEOUT": "5", "S3PROXY_BODY_HELD_TIMEOUT": "1.5"},
+    )
+    try:
+        client = proxy.client()
+        client.put_object(Bucket=bucket, Key="acl-target", Body=b"a")
+        upload = client.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+        for method, path in (
+            ("PUT", f"/{bucket}/acl-target?acl"),
+            ("POST", f"/{bucket}/m?uploadId={upload}"),
+        ):
+            waited, answer = _trickled(proxy.port, method, path, 100)
+            assert b"<Code>RequestTimeout</Code>" in answer, (path, answer[:300])
+            assert 1.2 < waited < 3.0, (path, waited)
+    finally:
+        proxy.stop()
