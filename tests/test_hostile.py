@@ -28,7 +28,7 @@ from s3proxy.devstack import S3Server, Vault
 from s3proxy.server.app import Proxy, build_app
 from tests.conftest import PROXY_WORKERS, ProxyProcess, start_proxy, tree_peak_rss_mib
 
-pytest_plugins = ["tests.localstack"]
+pytest_plugins = ["tests.localstack", "tests.rgw"]
 
 
 @pytest.mark.parametrize(
@@ -201,9 +201,11 @@ def test_configured_origins_get_the_proxys_own_cors(
         proxy.stop()
 
 
-@pytest.fixture(scope="module")
-def before_localstack(workdir: Path, vault: Vault, localstack: S3Server) -> Any:
-    proxy = start_proxy(workdir, vault, localstack)
+@pytest.fixture(scope="module", params=["localstack", "rgw"])
+def before_store(request: pytest.FixtureRequest, workdir: Path, vault: Vault) -> Any:
+    """A proxy in front of a store that keeps keys with newlines (moto cannot)."""
+    store = request.getfixturevalue(request.param)
+    proxy = start_proxy(workdir, vault, store)
     yield proxy
     proxy.stop()
 
@@ -218,12 +220,16 @@ KEYS_S3_STORES = ["a\nb", "line\r\nbreak", "tab\tand\x01\x1f\x7f", "\u2028sep", 
     )
 )
 @example(key=KEYS_S3_STORES[0])
+@example(key=KEYS_S3_STORES[1])
+@example(key=KEYS_S3_STORES[2])
+@example(key=KEYS_S3_STORES[3])
+@example(key=KEYS_S3_STORES[4])
 def test_keys_with_newlines_and_control_characters_round_trip(
-    before_localstack: ProxyProcess, key: str
+    before_store: ProxyProcess, key: str
 ) -> None:
     """boto3 ``put_object(Key="a\\nb")`` got a plain-text 404 (the route pattern took no
-    newline); S3 stores such keys, and LocalStack (unlike moto) does too."""
-    client = before_localstack.client()
+    newline); S3 stores such keys, and so do LocalStack and Ceph RGW (moto cannot)."""
+    client = before_store.client()
     client.create_bucket(Bucket="odd-keys")
     client.put_object(Bucket="odd-keys", Key=key, Body=key.encode())
     assert client.get_object(Bucket="odd-keys", Key=key)["Body"].read() == key.encode()
