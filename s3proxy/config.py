@@ -7,6 +7,7 @@ prints it as one line and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -307,6 +308,27 @@ SETTINGS: tuple[Setting, ...] = (
         "256",
     ),
     Setting(
+        "S3PROXY_BODY_IDLE_TIMEOUT",
+        "--body-idle-timeout",
+        "seconds a request body may send nothing; then the request ends with 400 "
+        "RequestTimeout and nothing is stored (S3 waits about 20)",
+        "20",
+    ),
+    Setting(
+        "S3PROXY_BODY_HELD_TIMEOUT",
+        "--body-held-timeout",
+        "seconds a body the proxy holds in memory (pass-through bodies up to 1 MiB, "
+        "CompleteMultipartUpload, tagging) may take in all",
+        "60",
+    ),
+    Setting(
+        "S3PROXY_BODY_MEMORY",
+        "--body-memory",
+        "bytes of request bodies held in memory at once, per worker; a request that would "
+        "pass it is answered 503 SlowDown at once",
+        str(64 * 1024 * 1024),
+    ),
+    Setting(
         "S3PROXY_UPSTREAM_CHECKSUM",
         "--upstream-checksum",
         "how uploads go upstream so the store refuses damaged bytes: 'auto' learns what the "
@@ -386,6 +408,15 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class BodySettings:
+    """Bounds on reading request bodies (docs/design.md, Bounds under hostile load)."""
+
+    idle_timeout: float = 20.0  # seconds a body may send nothing (S3 waits about 20)
+    held_timeout: float = 60.0  # seconds a body held in memory may take in all
+    memory: int = 64 * 1024 * 1024  # bytes of bodies held in memory at once, per process
+
+
+@dataclass(frozen=True)
 class Config:
     listen_host: str
     listen_port: int
@@ -420,6 +451,7 @@ class Config:
     client_keys: dict[str, str] | None = None  # workload keys, when client authentication is on
     ops: OpsSettings = field(default_factory=OpsSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    bodies: BodySettings = field(default_factory=BodySettings)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -644,6 +676,7 @@ def load(
         client_keys=client_keys,
         ops=_ops(values),
         tls=tls,
+        bodies=_bodies(values),
     )
 
 
@@ -699,6 +732,22 @@ def _tls(values: Mapping[str, str | None], remote_allowed: bool) -> TlsSettings:
             raise ConfigError(f"{name} is not a readable file: {path!r}")
     return TlsSettings(
         listen=listen, cert_file=cert, key_file=key, ca_out=ca_out, ca_bundle_out=bundle_out
+    )
+
+
+def _bodies(values: Mapping[str, str | None]) -> BodySettings:
+    found = {}
+    for name in ("S3PROXY_BODY_IDLE_TIMEOUT", "S3PROXY_BODY_HELD_TIMEOUT", "S3PROXY_BODY_MEMORY"):
+        found[name] = _number(values, name, positive=True)
+        if not math.isfinite(found[name]):
+            raise ConfigError(f"{name} must be a finite number")
+    memory = found["S3PROXY_BODY_MEMORY"]
+    if memory != int(memory) or memory < 1024 * 1024:
+        raise ConfigError("S3PROXY_BODY_MEMORY must be a whole number of bytes, at least 1 MiB")
+    return BodySettings(
+        idle_timeout=found["S3PROXY_BODY_IDLE_TIMEOUT"],
+        held_timeout=found["S3PROXY_BODY_HELD_TIMEOUT"],
+        memory=int(memory),
     )
 
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from s3proxy.core.errors import (
     AuthorizationQueryParametersError,
     InvalidAccessKeyId,
     InvalidRequest,
+    InvalidURI,
     MalformedChunk,
     RequestTimeTooSkewed,
     S3ProxyError,
@@ -585,3 +587,59 @@ def test_the_js_sdk_streams_uploads_with_the_workload_key(
             assert json.loads(result.stdout) == {"equal": True, "length": 300_000}
         else:
             assert result.returncode != 0 and b"SignatureDoesNotMatch" in result.stderr
+
+
+def test_unsigned_goog_headers_and_undecodable_queries_are_refused() -> None:
+    """GCS acts on ``x-goog-*`` as S3 on ``x-amz-*`` (a replayed CopyObject plus an added
+    ``x-goog-metadata-directive: REPLACE`` dropped the object's metadata); and a query of
+    bytes that are not UTF-8 would verify as its replacement-character twin."""
+    added = _get_example()
+    added = added.clone(headers={**added.headers, "x-goog-metadata-directive": "REPLACE"})
+    with pytest.raises(AccessDeniedByProxy, match="x-goog-metadata-directive"):
+        _authenticator().verify(added)
+    with pytest.raises(InvalidURI):
+        read_signature("versionId=%FF", CIMultiDict(_get_example().headers))
+
+
+def _signed(method: str, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers botocore signs for ``url`` with the workload key (now, any region)."""
+    request = AWSRequest(method=method, url=url, headers=extra or {})
+    S3SigV4Auth(Credentials(WORKLOAD_KEY, WORKLOAD_SECRET), "s3", "eu-central-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def _raw(proxy: ProxyProcess, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.request(method, path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    code = ET.fromstring(body).findtext("Code") if body else ""
+    return resp.status, code or ""
+
+
+def test_a_signature_covers_exactly_the_path_and_headers_it_signed(
+    authed: ProxyProcess, raw: Any, bucket: str
+) -> None:
+    """A DELETE signed for ``/b/%EF%BF%BD`` authorised ``DELETE /b/%FF`` (and ``%FE``,
+    ``%C0``): the verifier decoded with replacement characters, the router kept the bytes."""
+    raw.put_object(Bucket=bucket, Key="\ufffd", Body=b"kept")
+    base = f"http://127.0.0.1:{authed.port}"
+    signed = _signed("DELETE", f"{base}/{bucket}/%EF%BF%BD")
+    for other in ("%FF", "%FE", "%C0"):
+        assert _raw(authed, "DELETE", f"/{bucket}/{other}", signed) == (
+            403,
+            "SignatureDoesNotMatch",
+        )
+    # Signed for its own bytes, a key that is not UTF-8 is S3's InvalidURI, not a bare 500.
+    own = _signed("DELETE", f"{base}/{bucket}/%FF")
+    assert _raw(authed, "DELETE", f"/{bucket}/%FF", own) == (400, "InvalidURI")
+    own = _signed("GET", f"{base}/{bucket}/%FF")
+    assert _raw(authed, "GET", f"/{bucket}/%FF", own) == (400, "InvalidURI")
+    assert raw.get_object(Bucket=bucket, Key="\ufffd")["Body"].read() == b"kept"
+    # An x-goog-* header added to a signed CopyObject is refused; signed, it passes.
+    copy = {"x-amz-copy-source": f"/{bucket}/%EF%BF%BD", "x-amz-metadata-directive": "COPY"}
+    signed = _signed("PUT", f"{base}/{bucket}/copy", copy)
+    replaced = {**signed, "x-goog-metadata-directive": "REPLACE"}
+    assert _raw(authed, "PUT", f"/{bucket}/copy", replaced) == (403, "AccessDenied")
+    assert "Contents" not in raw.list_objects_v2(Bucket=bucket, Prefix="copy")

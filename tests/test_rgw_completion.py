@@ -3,18 +3,12 @@ with an empty ``<ETag>`` and, for a Complete repeated after it succeeded (s3-tes
 ``test_multipart_upload_small`` does it), demands the part list it completed (else 500 "This
 multipart completion is already in progress").
 
-The ``rgw`` fixture here is a stand-in: a throwaway single-node Ceph started with the recipe in
-/work/shared/notes/rgw (free ports, its own directory). Once the project's RGW tier
-(tests/rgw.py, ``pytest_plugins = ["tests.rgw"]``) is on main, its session fixture replaces
-this one. Uploads go with ``S3PROXY_UPSTREAM_CHECKSUM=off`` (RGW 16 refuses the trailer
-payload).
+The ``rgw`` fixture is the RGW tier's (tests/rgw.py); the proxies run with default settings.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,42 +17,20 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from s3proxy.devstack import Process, S3Server, Vault, free_port
+from s3proxy.devstack import S3Server, Vault
 from tests.conftest import ProxyProcess, start_proxy
 
 MiB = 1024 * 1024
-RECIPE = Path("/work/shared/notes/rgw")
-ACCESS_KEY = "AK000000000000000000"
-SECRET_KEY = "SK0000000000000000000000000000000000000000"
-OFF = {"S3PROXY_UPSTREAM_CHECKSUM": "off", "S3PROXY_WORKERS": "1"}
+ONE_WORKER = {"S3PROXY_WORKERS": "1"}
 
+pytest_plugins = ["tests.rgw"]
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    if not (RECIPE / "start.sh").exists() or shutil.which("radosgw") is None:
-        pytest.skip("no Ceph RGW here (radosgw and /work/shared/notes/rgw/start.sh)")
-    d = Path(tmp_path_factory.mktemp("rgw"))  # (admin sockets: a short path)
-    env = {
-        **os.environ,
-        "RGW_DIR": str(d),
-        "MON_PORT": str(free_port()),
-        "RGW_PORT": str(free_port()),
-        "AK": ACCESS_KEY,
-        "SK": SECRET_KEY,
-    }
-    subprocess.run(["bash", str(RECIPE / "start.sh")], env=env, check=True, timeout=150)
-    keeper = Process(subprocess.Popen(["sleep", "3600"]), d / "log" / "client.rgw.log")
-    yield S3Server(keeper, f"http://127.0.0.1:{env['RGW_PORT']}", ACCESS_KEY, SECRET_KEY)
-    subprocess.run(["bash", str(RECIPE / "stop.sh")], env=env, check=False, timeout=60)
-    keeper.stop()
 
 
 @pytest.fixture(scope="module")
 def rgw_proxies(workdir: Path, vault: Vault, rgw: S3Server) -> Iterator[list[ProxyProcess]]:
     """Two proxy processes in front of RGW, sharing nothing."""
-    started = [start_proxy(workdir, vault, rgw, OFF) for _ in range(2)]
+    started = [start_proxy(workdir, vault, rgw, ONE_WORKER) for _ in range(2)]
     yield started
     for p in started:
         p.stop()

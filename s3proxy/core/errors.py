@@ -40,6 +40,27 @@ class IncompleteBody(S3ProxyError):
     code = "IncompleteBody"
 
 
+class RequestTimeout(S3ProxyError):
+    """The client stopped sending its request body (idle or overall body timeout)."""
+
+    status = 400
+    code = "RequestTimeout"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Your socket connection to the server was not read from or written to within the "
+            "timeout period. Idle connections will be closed."
+        )
+
+
+class InvalidURI(S3ProxyError):
+    status = 400
+    code = "InvalidURI"
+
+    def __init__(self) -> None:
+        super().__init__("Couldn't parse the specified URI.")
+
+
 class BadDigest(S3ProxyError):
     status = 400
     code = "BadDigest"

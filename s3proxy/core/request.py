@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from s3proxy.core.errors import InvalidRequest, NotImplementedByProxy
+from s3proxy.core.errors import InvalidRequest, InvalidURI, NotImplementedByProxy
 
 # The workload's own signing travels in these query parameters (SigV4 and SigV2 presigning).
 PRESIGN_PARAMS = frozenset(
@@ -34,6 +34,7 @@ PRESIGN_PARAMS = frozenset(
 )
 
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 Query = tuple[tuple[str, str | None], ...]
 
@@ -148,7 +149,15 @@ def parse_target(raw_target: str, host: str | None, virtual_host_suffixes: Itera
         key = _unquote(raw_key) if slash and raw_key else None
     if not _BUCKET_RE.match(bucket):
         raise InvalidRequest("The specified bucket is not valid.")
+    if key is not None and not utf8_text(key):
+        raise InvalidURI()
     return Target(bucket, key, query)
+
+
+def utf8_text(text: str) -> bool:
+    """Whether ``text`` came from valid UTF-8: S3 keys are UTF-8, and a key of other bytes
+    (kept by surrogateescape, or an encoded surrogate) is refused before anything uses it."""
+    return text.isascii() or not _SURROGATE.search(text)
 
 
 class Action(enum.Enum):

@@ -13,6 +13,7 @@ from typing import cast
 
 from s3proxy.core.errors import MalformedXML
 from s3proxy.core.errors import xml_text as escape
+from s3proxy.core.numbers import parse_decimal
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _CHECKSUM_ELEMENTS = frozenset(
@@ -53,8 +54,9 @@ def rewrite_part_sizes(body: bytes, plaintext_size: Callable[[int], int]) -> byt
         if _local(part.tag) != "Part":
             continue
         for child in part:
-            if _local(child.tag) == "Size" and child.text and child.text.strip().isdigit():
-                child.text = str(plaintext_size(int(child.text)))
+            size = parse_decimal((child.text or "").strip())
+            if _local(child.tag) == "Size" and size is not None:
+                child.text = str(plaintext_size(size))
     return _serialize(root)
 
 
@@ -69,6 +71,10 @@ class ListedObject:
 
 
 _LISTED = frozenset({"Contents", "Version"})
+
+
+def _size(element: ET.Element) -> int | None:
+    return parse_decimal((element.text or "").strip())
 
 
 def _child_text(element: ET.Element, name: str) -> str | None:
@@ -88,10 +94,11 @@ def listed_objects(body: bytes) -> list[ListedObject]:
             continue
         size = _child_text(entry, "Size")
         key = _child_text(entry, "Key")
-        if key is None or size is None or not size.strip().isdigit():
+        number = parse_decimal((size or "").strip())
+        if key is None or number is None:
             continue
         version = _child_text(entry, "VersionId")
-        out.append(ListedObject(key, version, _child_text(entry, "ETag"), int(size)))
+        out.append(ListedObject(key, version, _child_text(entry, "ETag"), number))
     return out
 
 
@@ -105,7 +112,7 @@ def rewrite_listing(body: bytes, found: list[tuple[int, str | None]]) -> bytes:
             continue
         size_element = next((c for c in entry if _local(c.tag) == "Size"), None)
         key = _child_text(entry, "Key")
-        if size_element is None or key is None or not (size_element.text or "").strip().isdigit():
+        if size_element is None or key is None or _size(size_element) is None:
             continue
         size, etag = found[index]
         size_element.text = str(size)
@@ -159,9 +166,10 @@ class CompletionParser:
             if self._depth == 1 and _local(found.tag) == "Part":
                 number = _child_text(found, "PartNumber")
                 etag = _child_text(found, "ETag")
-                if number is None or etag is None or not number.strip().isdigit():
+                value = parse_decimal((number or "").strip())
+                if value is None or etag is None:
                     raise MalformedXML(_MALFORMED)
-                self.parts.append((int(number.strip()), etag.strip()))
+                self.parts.append((value, etag.strip()))
                 if len(self.parts) > MAX_COMPLETION_PARTS:
                     raise MalformedXML("The upload cannot have more than 10000 parts.")
             if self._depth == 1:
@@ -210,10 +218,10 @@ def listed_parts(body: bytes) -> PartsPage:
     for part in root:
         if _local(part.tag) != "Part":
             continue
-        number = (_child_text(part, "PartNumber") or "").strip()
-        size = (_child_text(part, "Size") or "").strip()
-        if number.isdigit() and size.isdigit():
-            parts.append((int(number), (_child_text(part, "ETag") or "").strip(), int(size)))
+        number = parse_decimal((_child_text(part, "PartNumber") or "").strip())
+        size = parse_decimal((_child_text(part, "Size") or "").strip())
+        if number is not None and size is not None:
+            parts.append((number, (_child_text(part, "ETag") or "").strip(), size))
     truncated = (_child_text(root, "IsTruncated") or "").strip().lower() == "true"
     marker = _child_text(root, "NextPartNumberMarker")
     return PartsPage(parts, marker.strip() if truncated and marker else None)

@@ -15,19 +15,21 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from s3proxy.core.errors import (
     AccessDeniedByProxy,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
     InvalidRequest,
+    InvalidURI,
     MalformedChunk,
     NotImplementedByProxy,
     RequestTimeTooSkewed,
     S3ProxyError,
     SignatureDoesNotMatch,
 )
+from s3proxy.core.numbers import parse_decimal
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=15)
@@ -90,7 +92,7 @@ def _credential(text: str, presigned: bool) -> tuple[str, str, str, str]:
             '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".',
         )
     access_key, date, region, service, _ = parts
-    if not (len(date) == 8 and date.isdigit()):
+    if len(date) != 8 or parse_decimal(date) is None:
         raise _error(presigned, f"Invalid credential date {date!r}.")
     if service != "s3":
         raise _error(presigned, f"The credential names service {service!r}; expecting 's3'.")
@@ -122,12 +124,20 @@ def _authorization_fields(value: str) -> dict[str, str]:
 
 def query_pairs(raw_query: str) -> list[tuple[str, str]]:
     """The query's parameters, percent-decoded, in the order sent (a missing '=' is an empty
-    value, as SigV4 canonicalizes it)."""
+    value, as SigV4 canonicalizes it). Bytes that are not UTF-8 are refused: decoded with
+    replacement characters, two different queries would verify as one."""
     pairs = []
     for piece in raw_query.split("&") if raw_query else ():
         name, _, value = piece.partition("=")
-        pairs.append((unquote(name), unquote(value)))
+        pairs.append((_strict_unquote(name), _strict_unquote(value)))
     return pairs
+
+
+def _strict_unquote(text: str) -> str:
+    try:
+        return unquote_to_bytes(text.encode("utf-8", "surrogateescape")).decode("utf-8")
+    except UnicodeError as exc:
+        raise InvalidURI() from exc
 
 
 def _payload_hash(value: str | None, presigned: bool) -> str:
@@ -263,11 +273,17 @@ def check_time(sig: ClientSignature, now: datetime) -> None:
         raise AccessDeniedByProxy("Request has expired.")
 
 
+# Headers that must be signed: S3's own, and GCS's, which the proxy forwards and a GCS upstream
+# acts on just the same (x-goog-metadata-directive, x-goog-copy-source, x-goog-meta-*).
+MUST_SIGN_PREFIXES = ("x-amz-", "x-goog-")
+
+
 def check_unsigned_headers(sig: ClientSignature, header_names: Sequence[str]) -> None:
-    """Every ``x-amz-*`` header the request carries must be signed, as S3 requires (so nothing
-    such as a copy source or metadata can be added to a signed request)."""
+    """Every ``x-amz-*`` (and ``x-goog-*``) header the request carries must be signed, as S3
+    requires (so nothing such as a copy source or metadata can be added to a signed request)."""
     signed = set(sig.signed_headers)
-    unsigned = sorted({n.lower() for n in header_names if n.lower().startswith("x-amz-")} - signed)
+    carried = {n.lower() for n in header_names}
+    unsigned = sorted({n for n in carried if n.startswith(MUST_SIGN_PREFIXES)} - signed)
     if sig.presigned:
         unsigned = [n for n in unsigned if n != "x-amz-content-sha256"]
     if unsigned:

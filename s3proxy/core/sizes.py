@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3proxy.core.numbers import parse_decimal
+
 HEADER_SIZE = 256
 TAG_SIZE = 16
 # Format v2 ends every stream with a sealed record of this many bytes (64 + a 16-byte tag).
@@ -108,15 +110,9 @@ def parse_range(value: str, total: int) -> tuple[int, int] | None:
     unit, eq, spec = value.strip().partition("=")
     if not eq or unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first_text, dash, last_text = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        first = int(first_text) if first_text.strip() else None
-        last = int(last_text) if last_text.strip() else None
-    except ValueError:
-        return None
-    if (first is not None and first < 0) or (last is not None and last < 0):
+    first_text, dash, last_text = (t.strip() for t in spec.strip().partition("-"))
+    first, last = parse_decimal(first_text), parse_decimal(last_text)
+    if not dash or (first_text and first is None) or (last_text and last is None):
         return None
     final = total - 1
     if (first is None and last == 0) or (first is not None and first > final):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -18,10 +19,12 @@ from s3proxy.core.errors import (
     AccessDeniedByProxy,
     IncompleteBody,
     IntegrityError,
+    InternalError,
     InvalidRequest,
     MissingContentLength,
     NotImplementedByProxy,
     RangeError,
+    RequestTimeout,
     S3ProxyError,
     SlowDown,
     error_document,
@@ -32,6 +35,8 @@ from s3proxy.core.sigv4 import presigned_expiry
 from s3proxy.keys.transit import KeyService
 from s3proxy.ops import accesslog
 from s3proxy.server.attributes import Attributes
+from s3proxy.server.bodies import RULES as BODY_RULES
+from s3proxy.server.bodies import BodyRules, body_chunks
 from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
 from s3proxy.server.completion import COMPLETE_BODY_LIMIT, Completer
 from s3proxy.server.copies import Copier
@@ -44,13 +49,14 @@ from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
 from s3proxy.server.reads import Reader
 from s3proxy.server.recopy import CopyContext
-from s3proxy.server.relay import READ_CHUNK, Aborted, relay, upstream_bytes
+from s3proxy.server.relay import READ_CHUNK, Aborted, abort, relay, upstream_bytes
 from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.writes import Writer, is_aws_chunked
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
 CORS_ORIGIN = "s3proxy.cors_origin"  # request key: the allowed Origin of a cross-origin request
+STARTED = web.RequestKey("s3proxy.response_started", bool)  # a response is being sent
 
 SIGNING_BUFFER_LIMIT = 1024 * 1024  # pass-through bodies up to this size are signed by hash
 HOST_VERDICTS = 256  # Host values whose verdict is remembered
@@ -72,6 +78,7 @@ class Proxy:
         self._in_flight = 0
         self._hosts: dict[str | None, bool] = {}  # Host value -> allowed (bounded, below)
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
+        self._bodies = BodyRules(config.bodies)
         objects = ObjectInspector(keys, upstream, NameRule(config.bind_names, config.unbound))
         sender = PlaintextSender(objects)
         read_context = ReadContext(config, upstream, objects, sender)
@@ -115,6 +122,7 @@ class Proxy:
         status = 0
         received = [0]
         upstream_bytes.set(received)
+        request[BODY_RULES] = self._bodies
         self._in_flight += 1
         try:
             if self._in_flight > self.config.max_requests:
@@ -147,6 +155,8 @@ class Proxy:
         except Aborted as cut:
             record.integrity = isinstance(cut.__cause__, IntegrityError)
             raise
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            raise  # the client went away: nobody to answer
         except NotModified as answer:
             status = 304
             return web.Response(status=304, headers=answer.headers)
@@ -167,7 +177,26 @@ class Proxy:
             resp = _error_response(request, err, resource, request_id)
             record.bytes_out = _body_length(request, resp)
             return resp
+        except Exception:
+            # A defect: logged with its traceback, answered as S3 answers its own (never a
+            # bare 500 without a log line); a response already under way is cut instead.
+            log.exception(
+                "%s %s %s: unexpected error",
+                request.method,
+                resource,
+                operation,
+                extra={"request_id": request_id},
+            )
+            status, record.error_code = 500, "InternalError"
+            if request.get(STARTED):
+                abort(request)
+                raise Aborted() from None
+            defect = InternalError("We encountered an internal error. Please try again.")
+            resp = _error_response(request, defect, resource, request_id)
+            record.bytes_out = _body_length(request, resp)
+            return resp
         finally:
+            self._bodies.budget.release(request)
             self._in_flight -= 1
             record.operation, record.status, record.upstream_bytes = operation, status, received[0]
             record.bytes_in = request.content.total_bytes
@@ -226,6 +255,7 @@ class Proxy:
     async def _pass_through(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         body: bytes | AsyncIterator[bytes] | None = None
+        failure: list[S3ProxyError] = []
         length = request.content_length
         if request.can_read_body:
             if length is not None and length <= SIGNING_BUFFER_LIMIT:
@@ -235,12 +265,17 @@ class Proxy:
                 if len(body) != length:
                     raise IncompleteBody("The request body ended before its declared length.")
             elif length is not None:
-                body = _exact_body(request, length, BodyHash.of(request))
+                body = _exact_body(request, length, BodyHash.of(request), failure)
             else:
                 raise MissingContentLength("You must provide the Content-Length HTTP header.")
         elif request.method in ("PUT", "POST"):
             body = b""
-        upstream_resp = await self.upstream.send(request.method, target, headers, body, length)
+        try:
+            upstream_resp = await self.upstream.send(request.method, target, headers, body, length)
+        except S3ProxyError:
+            if failure:
+                raise failure[0] from None
+            raise
         async with upstream_resp:
             return await relay(request, upstream_resp)
 
@@ -252,9 +287,13 @@ def _error_response(
     if isinstance(err, RangeError):
         headers["Content-Range"] = f"bytes */{err.total}"
     if request.method == "HEAD":
-        return web.Response(status=err.status, headers=headers)
-    body = error_document(err.code, err.message, resource, request_id)
-    return web.Response(status=err.status, body=body, headers=headers)
+        resp = web.Response(status=err.status, headers=headers)
+    else:
+        body = error_document(err.code, err.message, resource, request_id)
+        resp = web.Response(status=err.status, body=body, headers=headers)
+    if isinstance(err, RequestTimeout):
+        resp.force_close()  # as S3 does: the client stopped sending; its body is not read
+    return resp
 
 
 def _refuse(request: web.Request, err: S3ProxyError) -> web.Response:
@@ -274,12 +313,26 @@ def _body_length(request: web.Request, resp: web.StreamResponse) -> int:
     return resp.content_length or 0
 
 
-async def _exact_body(request: web.Request, length: int, signed: BodyHash) -> AsyncIterator[bytes]:
+async def _exact_body(
+    request: web.Request, length: int, signed: BodyHash, failure: list[S3ProxyError]
+) -> AsyncIterator[bytes]:
     """The body, with its last piece held back until length and signed hash are checked: the
-    upstream never receives a whole body that fails them."""
+    upstream never receives a whole body that fails them (nor one that stalls). Its error
+    is kept in ``failure`` (the upstream client reports only that sending failed)."""
+    try:
+        async for piece in _checked_body(request, length, signed):
+            yield piece
+    except S3ProxyError as err:
+        failure.append(err)
+        raise
+
+
+async def _checked_body(
+    request: web.Request, length: int, signed: BodyHash
+) -> AsyncIterator[bytes]:
     received = 0
     held: bytes | None = None
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
+    async for chunk in body_chunks(request, READ_CHUNK):
         received += len(chunk)
         signed.update(chunk)
         if held is not None:
@@ -293,6 +346,7 @@ async def _exact_body(request: web.Request, length: int, signed: BodyHash) -> As
 
 
 async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    request[STARTED] = True  # (its status line may have gone out: no error document now)
     origin = request.get(CORS_ORIGIN)
     if origin is not None and request.method != "OPTIONS":
         for name, value in cors_headers(origin):
@@ -301,6 +355,7 @@ async def _add_cors_headers(request: web.Request, response: web.StreamResponse) 
 
 def build_app(proxy: Proxy) -> web.Application:
     app = web.Application(client_max_size=COMPLETE_BODY_LIMIT)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    # Any path, newlines and control characters included: S3 stores such keys.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.handle)
     app.on_response_prepare.append(_add_cors_headers)
     return app

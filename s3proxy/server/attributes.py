@@ -9,6 +9,7 @@ from aiohttp import web
 from s3proxy.config import Config
 from s3proxy.core.errors import InvalidArgument
 from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import PlaintextAttributes, rewrite_object_attributes
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
@@ -21,9 +22,10 @@ def _number(request: web.Request, name: str, default: int) -> int:
     text = request.headers.get(name)
     if text is None:
         return default
-    if not text.strip().isdigit():
+    number = parse_decimal(text.strip())
+    if number is None:
         raise InvalidArgument(f"Invalid value for {name}.")
-    return int(text)
+    return number
 
 
 def plaintext_attributes(info: ObjectInfo, marker: Marker | None) -> PlaintextAttributes:

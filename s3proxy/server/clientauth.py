@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from aiohttp import web
 from botocore.auth import S3SigV4Auth
@@ -34,6 +34,7 @@ from s3proxy.core.sigv4 import (
     read_signature,
     same_signature,
 )
+from s3proxy.server.bodies import body_chunks, reserve
 
 SIGNATURE = web.RequestKey("s3proxy.client_signature", ClientSignature)  # once verified
 CHUNKS = web.RequestKey("s3proxy.chunk_signatures", ChunkSignatures)  # signed aws-chunked body
@@ -60,10 +61,13 @@ class _Verifier(S3SigV4Auth):  # type: ignore[misc]
 
 
 def _canonical_path(raw_target: str) -> str:
+    """The path as SigV4 canonicalizes it, from the very bytes the router decodes: a signature
+    for one key never covers another (``%FF`` and ``%EF%BF%BD`` stay two paths)."""
     path = raw_target.partition("?")[0]
     if not path.startswith("/"):  # an absolute URI as request target
         path = urlsplit(path).path or "/"
-    return quote(unquote(path), safe="/~")
+    raw = unquote_to_bytes(path.encode("utf-8", "surrogateescape"))
+    return quote(raw, safe="/~")
 
 
 class ClientAuthenticator:
@@ -138,10 +142,15 @@ class BodyHash:
 
 async def read_checked(request: web.Request, limit: int, too_large: S3ProxyError) -> bytes:
     """The whole (small) request body, at most ``limit`` bytes (else ``too_large`` is raised),
-    checked against the signed payload hash when the client signed one."""
+    checked against the signed payload hash when the client signed one. Its bytes are taken
+    from the process's budget for held bodies until the request ends."""
     check = BodyHash.of(request)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large
+    reserve(request, limit if length is None else length)
     body = bytearray()
-    async for piece in request.content.iter_chunked(64 * 1024):
+    async for piece in body_chunks(request, 64 * 1024, held=True):
         body += piece
         if len(body) > limit:
             raise too_large

@@ -32,6 +32,7 @@ from s3proxy.core.s3xml import (
     set_checksum,
 )
 from s3proxy.server.assembly import AssemblyCheck
+from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash
 from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.server.relay import relay_body
@@ -53,7 +54,7 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     parser = CompletionParser()
     signed = BodyHash.of(request)
     received = 0
-    async for piece in request.content.iter_chunked(COMPLETE_PIECE):
+    async for piece in body_chunks(request, COMPLETE_PIECE, held=True):
         received += len(piece)
         if received > COMPLETE_BODY_LIMIT:
             raise InvalidArgument("The CompleteMultipartUpload body is too large.")

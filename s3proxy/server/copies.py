@@ -28,6 +28,7 @@ from s3proxy.core.headers import (
 )
 from s3proxy.core.layout import StreamInfo
 from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target, parse_target
 from s3proxy.core.s3xml import replace_text, without_checksums
 from s3proxy.server.clientauth import discard_body
@@ -63,11 +64,9 @@ def parse_copy_range(value: str, total: int) -> tuple[int, int]:
     """The inclusive plaintext range of ``x-amz-copy-source-range`` (strict, as S3 parses it)."""
     unit, eq, spec = value.strip().partition("=")
     first_text, dash, last_text = spec.partition("-")
-    if unit != "bytes" or not eq or not dash or not first_text.isdigit():
+    first, last = parse_decimal(first_text), parse_decimal(last_text)
+    if unit != "bytes" or not eq or not dash or first is None or last is None:
         raise InvalidArgument(_INVALID_RANGE)
-    if not last_text.isdigit():
-        raise InvalidArgument(_INVALID_RANGE)
-    first, last = int(first_text), int(last_text)
     if first > last:
         raise InvalidArgument(_INVALID_RANGE)
     if last >= total:

@@ -12,6 +12,7 @@ from s3proxy.core.errors import (
     NotImplementedByProxy,
 )
 from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
@@ -33,12 +34,11 @@ class PartReader:
     async def read_part(self, request: web.Request, target: Target) -> web.StreamResponse:
         """One part of an object, as S3 serves it: 206, the part's plaintext bytes, their place
         in the whole object in ``Content-Range``, and ``x-amz-mp-parts-count``."""
-        number_text = target.param("partNumber") or ""
-        if not number_text.isdigit() or not 1 <= int(number_text) <= 10000:
+        number = parse_decimal(target.param("partNumber"), low=1, high=10000)
+        if number is None:
             raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
         if request.headers.get("Range") is not None:
             raise InvalidRequest("Cannot specify both Range header and partNumber query parameter")
-        number = int(number_text)
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         conditions = pop_conditions(headers)
         whole = target.without("partNumber")
@@ -57,7 +57,7 @@ class PartReader:
         parts = len(layout.streams)
         stored_etag = probe.headers.get("ETag", "")
         suffix = stored_etag.strip('"').rpartition("-")[2]
-        if marker is not None and marker.multipart and suffix.isdigit() and int(suffix) != parts:
+        if marker is not None and marker.multipart and parse_decimal(suffix) not in (None, parts):
             raise NotImplementedByProxy(
                 "s3proxy does not support this request: partNumber reads of an object whose "
                 "parts were copied from other multipart objects"

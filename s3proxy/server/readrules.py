@@ -27,6 +27,7 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.manifest import needs_manifest
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import RangeNotSatisfiable, parse_range
 from s3proxy.server.objects import ObjectInfo
@@ -74,13 +75,17 @@ def plaintext_headers(
         name = k.lower()
         if name == "etag" and etag is not None:
             v = etag
-        elif name == "x-amz-tagging-count" and hidden_tags and v.strip().isdigit():
-            count = int(v) - hidden_tags
+        elif name == "x-amz-tagging-count" and hidden_tags and _count(v) is not None:
+            count = (_count(v) or 0) - hidden_tags
             if count <= 0:
                 continue
             v = str(count)
         out.append((k, v))
     return out
+
+
+def _count(value: str) -> int | None:
+    return parse_decimal(value.strip())
 
 
 def hidden_tags(info: ObjectInfo) -> int:

@@ -17,6 +17,7 @@ from s3proxy.core.headers import (
     own_metadata,
     parse_marker,
 )
+from s3proxy.core.numbers import parse_decimal
 
 log = logging.getLogger("s3proxy")
 
@@ -78,29 +79,28 @@ class Marker:
         if value is None:
             return None
         fields = parse_marker(value)
-        seg = fields.get("seg", "")
-        if fields.get("v") not in ("1", "2") or not seg.isdigit() or int(seg) < 1:
+        seg = parse_decimal(fields.get("seg"), low=1)
+        version = fields.get("v")
+        if version not in ("1", "2") or seg is None:
             raise IntegrityError(
                 "The stored object carries an s3proxy marker this version cannot read."
             )
         return cls(
-            int(seg),
+            seg,
             fields.get("mp") == "1",
             own_metadata(resp.headers, "checksum"),
-            int(fields["v"]),
+            1 if version == "1" else 2,
             fields.get("ck") or None,
             fields.get("ct") or None,
         )
 
 
 def content_length(resp: aiohttp.ClientResponse) -> int | None:
-    value = resp.headers.get("Content-Length")
-    return int(value) if value is not None and value.isdigit() else None
+    return parse_decimal(resp.headers.get("Content-Length"))
 
 
 def content_range_total(resp: aiohttp.ClientResponse) -> int | None:
-    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
-    return int(total) if total.isdigit() else None
+    return parse_decimal(resp.headers.get("Content-Range", "").rpartition("/")[2])
 
 
 def add_headers(resp: web.StreamResponse, headers: Headers) -> None:

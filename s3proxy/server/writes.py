@@ -15,7 +15,6 @@ from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
 from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, verifier_for
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
-    IncompleteBody,
     InvalidRequest,
     MissingContentLength,
     NotImplementedByProxy,
@@ -38,10 +37,12 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.layout import Layout
+from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import ciphertext_length
 from s3proxy.keys.transit import KeyService
+from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.objects import ObjectInfo, ObjectInspector, object_checksum
 from s3proxy.server.relay import READ_CHUNK, Marker, relay_body
@@ -67,12 +68,12 @@ def is_aws_chunked(headers: Mapping[str, str]) -> bool:
 
 def _plaintext_length(request: web.Request, chunked: bool) -> int:
     if chunked:
-        decoded = request.headers.get("x-amz-decoded-content-length")
-        if decoded is None or not decoded.isdigit():
+        decoded = parse_decimal(request.headers.get("x-amz-decoded-content-length"))
+        if decoded is None:
             raise MissingContentLength(
                 "You must provide the x-amz-decoded-content-length header with aws-chunked bodies."
             )
-        return int(decoded)
+        return decoded
     if request.content_length is None:
         raise MissingContentLength("You must provide the Content-Length HTTP header.")
     return request.content_length
@@ -84,14 +85,11 @@ async def _client_plaintext(
     """The request body as plaintext, fed to the client's digests; it ends only after every
     digest (header or trailer) has matched."""
     signed = BodyHash.of(request)  # a signed payload hash (client authentication)
-    try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            signed.update(chunk)
-            plain = decoder.feed(chunk) if decoder is not None else chunk
-            verifier.update(plain)
-            yield plain
-    except (aiohttp.ClientPayloadError, ConnectionError) as exc:
-        raise IncompleteBody("The request body was cut off.") from exc
+    async for chunk in body_chunks(request, READ_CHUNK):  # (idle timeout: RequestTimeout)
+        signed.update(chunk)
+        plain = decoder.feed(chunk) if decoder is not None else chunk
+        verifier.update(plain)
+        yield plain
     if decoder is not None:
         decoder.finish()
         verifier.trailers_arrived(decoder.trailers)
