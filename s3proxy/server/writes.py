@@ -15,6 +15,7 @@ from s3proxy.core.awschunked import STREAMING_PAYLOADS, AwsChunkedDecoder
 from s3proxy.core.checksums import CHECKSUM_ALGORITHMS, BodyVerifier, verifier_for
 from s3proxy.core.conditions import etag_matches
 from s3proxy.core.errors import (
+    EntityTooLarge,
     InvalidRequest,
     MissingContentLength,
     NotImplementedByProxy,
@@ -66,6 +67,10 @@ def is_aws_chunked(headers: Mapping[str, str]) -> bool:
     return sha in STREAMING_PAYLOADS or "aws-chunked" in encoding
 
 
+# S3's largest PutObject or UploadPart body (5 GiB): a larger one is EntityTooLarge.
+MAX_UPLOAD = 5 * 1024**3
+
+
 def _plaintext_length(request: web.Request, chunked: bool) -> int:
     if chunked:
         decoded = parse_decimal(request.headers.get("x-amz-decoded-content-length"))
@@ -73,10 +78,14 @@ def _plaintext_length(request: web.Request, chunked: bool) -> int:
             raise MissingContentLength(
                 "You must provide the x-amz-decoded-content-length header with aws-chunked bodies."
             )
-        return decoded
-    if request.content_length is None:
+        length = decoded
+    elif request.content_length is None:
         raise MissingContentLength("You must provide the Content-Length HTTP header.")
-    return request.content_length
+    else:
+        length = request.content_length
+    if length > MAX_UPLOAD:
+        raise EntityTooLarge("Your proposed upload exceeds the maximum allowed size.")
+    return length
 
 
 async def _client_plaintext(
