@@ -165,6 +165,10 @@ def test_a_foreign_host_or_an_unknown_origin_gets_no_data(
         {"Origin": "https://attacker.example", "Access-Control-Request-Method": "GET"},
     )
     assert status == 403
+    # A preflight without an Origin is no CORS request: 400, as S3 answers (s3-tests checks it)
+    status, got, body = _request(proxy, "OPTIONS", path, {})
+    assert status == 400 and ET.fromstring(body).findtext("Code") == "BadRequest"
+    assert "access-control-allow-origin" not in got
 
 
 def test_configured_origins_get_the_proxys_own_cors(
@@ -195,6 +199,9 @@ def test_configured_origins_get_the_proxys_own_cors(
         )
         assert status == 200 and "PUT" in got["access-control-allow-methods"]
         assert got["access-control-allow-headers"] == "x-amz-date"
+        status, got, body = _request(proxy, "OPTIONS", f"/{bucket}/c", origin)
+        assert status == 400 and ET.fromstring(body).findtext("Code") == "BadRequest"
+        assert "access-control-allow-methods" not in got
         status, _, body = _request(proxy, "GET", f"/{bucket}/c", {"Host": "s3proxy.svc:8190"})
         assert (status, body) == (200, b"for the app")
     finally:

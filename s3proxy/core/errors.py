@@ -28,6 +28,11 @@ class InvalidRequest(S3ProxyError):
     code = "InvalidRequest"
 
 
+class BadRequest(S3ProxyError):
+    status = 400
+    code = "BadRequest"
+
+
 class InvalidArgument(S3ProxyError):
     status = 400
     code = "InvalidArgument"

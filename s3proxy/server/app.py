@@ -17,6 +17,7 @@ from s3proxy.config import Config
 from s3proxy.core.access import cors_headers, host_allowed, origin_allowed
 from s3proxy.core.errors import (
     AccessDeniedByProxy,
+    BadRequest,
     IncompleteBody,
     IntegrityError,
     InternalError,
@@ -235,8 +236,14 @@ class Proxy:
 
     def _preflight(self, request: web.Request) -> web.Response:
         """CORS preflight, answered by the proxy (never the bucket's CORS rules)."""
+        if "Origin" not in request.headers:  # as S3 answers a preflight without one
+            return _refuse(
+                request, BadRequest("Insufficient information. Origin request header needed.")
+            )
+        if "Access-Control-Request-Method" not in request.headers:
+            return _refuse(request, BadRequest("Invalid Access-Control-Request-Method: null"))
         origin = request.get(CORS_ORIGIN)
-        if origin is None or "Access-Control-Request-Method" not in request.headers:
+        if origin is None:
             return _refuse(
                 request, AccessDeniedByProxy("CORS preflight without an allowed Origin.")
             )
