@@ -90,3 +90,25 @@ def test_the_body_must_have_its_announced_length() -> None:
         framer.finish()
     with pytest.raises(ValueError, match="more body"):
         framer.frame(b"1234567")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    secret=st.text(min_size=1, max_size=40),
+    region=st.sampled_from(["us-east-1", "auto", "eu-central-1"]),
+    text=st.text(max_size=300),
+)
+def test_the_upstreams_chunk_signer_equals_botocores(secret: str, region: str, text: str) -> None:
+    """The signing key derived once per request signs as botocore's ``signature`` does."""
+    from botocore.credentials import ReadOnlyCredentials
+
+    from s3proxy.upstream.client import Signing
+
+    timestamp = "20261204T211500Z"
+    headers = {"Authorization": "AWS4-HMAC-SHA256 Signature=" + "a" * 64, "X-Amz-Date": timestamp}
+    signing = Signing.of(headers, ReadOnlyCredentials("AK", secret, None), region)
+    auth = S3SigV4Auth(Credentials("AK", secret), "s3", region)
+    request = AWSRequest()
+    request.context["timestamp"] = timestamp
+    assert signing.sign(text) == auth.signature(text, request)
+    assert signing.scope == f"20261204/{region}/s3/aws4_request"

@@ -20,7 +20,6 @@ import aiohttp
 from awscrt import auth as crt_auth
 from awscrt import http as crt_http
 from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from yarl import URL
 
@@ -105,13 +104,16 @@ class Signing:
         signature = authorization.rpartition("Signature=")[2]
         timestamp = headers.get("X-Amz-Date") or headers.get("x-amz-date") or ""
         auth = S3SigV4Auth(Credentials(creds.access_key, creds.secret_key), "s3", region)
-        request = AWSRequest()
-        request.context["timestamp"] = timestamp
+        # botocore's own derivation, done once per request instead of once per chunk
+        # (``auth.signature`` derives the key again for every string it signs)
+        key = ("AWS4" + creds.secret_key).encode()
+        for part in (timestamp[:8], region, "s3", "aws4_request"):
+            key = auth._sign(key, part)
         return cls(
             signature,
             timestamp,
             f"{timestamp[:8]}/{region}/s3/aws4_request",
-            lambda text: str(auth.signature(text, request)),
+            lambda text: str(auth._sign(key, text, hex=True)),
         )
 
 
