@@ -12,8 +12,8 @@ import logging
 import sys
 import time
 
-from s3proxy.ops import accesslog
-from s3proxy.ops.logs import setup_logging
+from s3proxy.telemetry import accesslog
+from s3proxy.telemetry.logs import setup_logging
 
 
 def per_line(count: int) -> float:

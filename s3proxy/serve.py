@@ -17,7 +17,6 @@ from s3proxy import __version__
 from s3proxy.config import Config
 from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit
-from s3proxy.ops.logs import setup_logging
 from s3proxy.server.admin import Admin
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
@@ -29,6 +28,7 @@ from s3proxy.server.tls import (
     listener_context,
     prepare,
 )
+from s3proxy.telemetry.logs import setup_logging
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 

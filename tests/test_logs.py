@@ -18,7 +18,7 @@ import pytest
 from s3proxy.core.format import parse_header
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.devstack import S3Server, Vault
-from s3proxy.ops.logs import JsonFormatter
+from s3proxy.telemetry.logs import JsonFormatter
 from tests.conftest import ProxyProcess, start_proxy
 
 pytestmark = pytest.mark.timeout(120)

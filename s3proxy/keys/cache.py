@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from s3proxy.core.errors import KeyServiceUnavailable
 from s3proxy.keys.transit import DataKey, KeyService
-from s3proxy.ops import metrics
+from s3proxy.telemetry import metrics
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import requests
 
 from s3proxy.core.errors import IntegrityError, KeyServiceUnavailable
 from s3proxy.keys.vaultauth import VaultAuth, VaultAuthSettings, vault_outcome
-from s3proxy.ops import metrics
+from s3proxy.telemetry import metrics
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from s3proxy.ops import metrics
+from s3proxy.telemetry import metrics
 
 log = logging.getLogger("s3proxy.vault")
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from s3proxy.ops import metrics
 from s3proxy.server.lifecycle import Lifecycle
 from s3proxy.server.peers import PUBLISH_INTERVAL, Peers
+from s3proxy.telemetry import metrics
 
 
 class Admin:

@@ -34,7 +34,6 @@ from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.core.sigv4 import presigned_expiry
 from s3proxy.keys.transit import KeyService
-from s3proxy.ops import accesslog
 from s3proxy.server.attributes import Attributes
 from s3proxy.server.bodies import RULES as BODY_RULES
 from s3proxy.server.bodies import BodyRules, body_chunks
@@ -53,6 +52,7 @@ from s3proxy.server.recopy import CopyContext
 from s3proxy.server.relay import READ_CHUNK, Aborted, abort, relay, upstream_bytes
 from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.writes import Writer, is_aws_chunked
+from s3proxy.telemetry import accesslog
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")

@@ -34,7 +34,6 @@ from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
 from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
-from s3proxy.ops import metrics
 from s3proxy.server.relay import (
     READ_CHUNK,
     Marker,
@@ -43,6 +42,7 @@ from s3proxy.server.relay import (
     count_upstream,
 )
 from s3proxy.server.tagging import Tags
+from s3proxy.telemetry import metrics
 from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")

@@ -26,7 +26,7 @@ from yarl import URL
 from s3proxy.core.errors import UpstreamUnavailable
 from s3proxy.core.headers import Headers
 from s3proxy.core.request import Target
-from s3proxy.ops import accesslog
+from s3proxy.telemetry import accesslog
 from s3proxy.upstream.credentials import CredentialSource
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from botocore.credentials import (
 )
 
 from s3proxy.core.errors import CredentialsUnavailable
-from s3proxy.ops import metrics
+from s3proxy.telemetry import metrics
 
 log = logging.getLogger("s3proxy.upstream.credentials")
 

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3proxy.ops import metrics
+from s3proxy.telemetry import metrics
 
 log = logging.getLogger("s3proxy")
 

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from s3proxy.ops.accesslog import FIELDS, LINE_FIELDS
+from s3proxy.telemetry.accesslog import FIELDS, LINE_FIELDS
 
 EXTRA_FIELDS = (*FIELDS, "integrity")
 
