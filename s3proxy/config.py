@@ -20,9 +20,6 @@ from s3proxy.core.sigv4 import parse_credentials_file
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE
 from s3proxy.core.trailing import UPSTREAM_CHECKSUMS
 from s3proxy.core.unencrypted import UnencryptedPolicy, parse_before
-from s3proxy.keys.cache import CacheLimits
-from s3proxy.keys.vaultauth import METHODS, VaultAuthSettings
-from s3proxy.upstream.credentials import CredentialSettings
 
 UPSTREAM_CHECKSUM_SETTINGS = ("auto", *UPSTREAM_CHECKSUMS, "signed", "off")
 
@@ -379,6 +376,58 @@ SETTINGS: tuple[Setting, ...] = (
         "25",
     ),
 )
+
+
+METHODS = ("token", "kubernetes", "jwt", "approle")
+DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@dataclass(frozen=True)
+class VaultAuthSettings:
+    method: str = "token"
+    token: str | None = None
+    token_file: str | None = None
+    role: str | None = None
+    mount: str | None = None  # auth mount path; default: the method's name
+    jwt_file: str = DEFAULT_SA_TOKEN
+    role_id: str | None = None
+    secret_id: str | None = None
+    secret_id_file: str | None = None
+
+    @property
+    def can_login(self) -> bool:
+        return self.method != "token" or self.token_file is not None
+
+
+@dataclass(frozen=True)
+class CacheLimits:
+    datakey_max_age: float = 300.0
+    datakey_max_streams: int = 100_000
+    datakey_max_bytes: int = 64 * 1024**3
+    unwrapped_ttl: float = 300.0
+    unwrapped_entries: int = 10_000
+
+    @property
+    def reuse_data_keys(self) -> bool:
+        return (
+            self.datakey_max_age > 0 and self.datakey_max_streams > 0 and self.datakey_max_bytes > 0
+        )
+
+    @property
+    def cache_unwrapped(self) -> bool:
+        return self.unwrapped_ttl > 0 and self.unwrapped_entries > 0
+
+
+@dataclass(frozen=True)
+class CredentialSettings:
+    region: str
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    role_session_name: str = "s3proxy"
+    sts_endpoint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,28 +17,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from s3proxy.config import CacheLimits
 from s3proxy.core.errors import KeyServiceUnavailable
 from s3proxy.keys.transit import DataKey, KeyService
 from s3proxy.telemetry import metrics
-
-
-@dataclass(frozen=True)
-class CacheLimits:
-    datakey_max_age: float = 300.0
-    datakey_max_streams: int = 100_000
-    datakey_max_bytes: int = 64 * 1024**3
-    unwrapped_ttl: float = 300.0
-    unwrapped_entries: int = 10_000
-
-    @property
-    def reuse_data_keys(self) -> bool:
-        return (
-            self.datakey_max_age > 0 and self.datakey_max_streams > 0 and self.datakey_max_bytes > 0
-        )
-
-    @property
-    def cache_unwrapped(self) -> bool:
-        return self.unwrapped_ttl > 0 and self.unwrapped_entries > 0
 
 
 @dataclass

@@ -19,8 +19,9 @@ import hvac
 import hvac.exceptions
 import requests
 
+from s3proxy.config import VaultAuthSettings
 from s3proxy.core.errors import IntegrityError, KeyServiceUnavailable
-from s3proxy.keys.vaultauth import VaultAuth, VaultAuthSettings, vault_outcome
+from s3proxy.keys.vaultauth import VaultAuth, vault_outcome
 from s3proxy.telemetry import metrics
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +23,14 @@ import hvac
 import hvac.exceptions
 import requests
 
+from s3proxy.config import VaultAuthSettings
 from s3proxy.telemetry import metrics
 
 log = logging.getLogger("s3proxy.vault")
 
-METHODS = ("token", "kubernetes", "jwt", "approle")
-DEFAULT_SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
 
 class VaultLoginError(Exception):
     """Logging in to Vault failed (the message names no secret)."""
-
-
-@dataclass(frozen=True)
-class VaultAuthSettings:
-    method: str = "token"
-    token: str | None = None
-    token_file: str | None = None
-    role: str | None = None
-    mount: str | None = None  # auth mount path; default: the method's name
-    jwt_file: str = DEFAULT_SA_TOKEN
-    role_id: str | None = None
-    secret_id: str | None = None
-    secret_id_file: str | None = None
-
-    @property
-    def can_login(self) -> bool:
-        return self.method != "token" or self.token_file is not None
 
 
 def _read(path: str) -> str:

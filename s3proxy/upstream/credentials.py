@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import botocore.session
@@ -29,6 +28,7 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 
+from s3proxy.config import CredentialSettings
 from s3proxy.core.errors import CredentialsUnavailable
 from s3proxy.telemetry import metrics
 
@@ -38,18 +38,6 @@ log = logging.getLogger("s3proxy.upstream.credentials")
 # and at half the remaining lifetime for short-lived credentials, leaving room for retries.
 REFRESH_MARGIN = dt.timedelta(minutes=12)
 MAX_BACKOFF = 60.0
-
-
-@dataclass(frozen=True)
-class CredentialSettings:
-    region: str
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    role_arn: str | None = None
-    external_id: str | None = None
-    role_session_name: str = "s3proxy"
-    sts_endpoint: str | None = None
 
 
 def _session(settings: CredentialSettings) -> Any:
