@@ -16,7 +16,7 @@ from aiohttp import web
 from s3proxy import __version__
 from s3proxy.config import Config
 from s3proxy.keys.cache import CachingKeyService
-from s3proxy.keys.transit import VaultTransit
+from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.server.admin import Admin
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
@@ -34,24 +34,11 @@ from s3proxy.upstream.credentials import CredentialSource, resolve
 
 log = logging.getLogger("s3proxy")
 
-__all__ = ["run_proxy", "setup_logging", "vault_from"]
+__all__ = ["run_proxy", "setup_logging"]
 
 CUT_TIMEOUT = 0.5  # seconds a cut request's handler may take to unwind
 # The stop reason of a worker whose sibling ended (/quitquitquit or a crash): no shutdown delay.
 ANOTHER_WORKER_ENDED = "another worker ended"
-
-
-def vault_from(config: Config) -> VaultTransit:
-    return VaultTransit(
-        config.vault_addr,
-        config.vault_auth,
-        config.transit_key,
-        config.transit_mount,
-        cacert=config.vault_cacert,
-        client_cert=config.vault_client_cert,
-        namespace=config.vault_namespace,
-        timeout=config.vault_timeout,
-    )
 
 
 # Container allocations between collections of the youngest generation (CPython: 700).

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from s3proxy.core.numbers import parse_decimal
+
 Headers = list[tuple[str, str]]
 
 # The metadata key that marks an object as written by s3proxy (see docs/format.md).
@@ -178,3 +180,13 @@ def get_header(headers: Mapping[str, str] | Iterable[tuple[str, str]], name: str
         if k.lower() == lname:
             return v
     return None
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """A response's ``Content-Length`` (None if absent or not a decimal)."""
+    return parse_decimal(headers.get("Content-Length"))
+
+
+def content_range_total(headers: Mapping[str, str]) -> int | None:
+    """The object's whole size from a response's ``Content-Range`` (``bytes a-b/total``)."""
+    return parse_decimal(headers.get("Content-Range", "").rpartition("/")[2])

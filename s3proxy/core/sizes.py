@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from s3proxy.core.numbers import parse_decimal
 
+# The pieces in which bodies are read from a socket (client or upstream) and relayed.
+READ_CHUNK = 256 * 1024
+
 HEADER_SIZE = 256
 TAG_SIZE = 16
 # Format v2 ends every stream with a sealed record of this many bytes (64 + a 16-byte tag).

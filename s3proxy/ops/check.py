@@ -20,8 +20,7 @@ from s3proxy.config import Config
 from s3proxy.core.errors import S3ProxyError
 from s3proxy.core.request import Target
 from s3proxy.keys.cache import CachingKeyService
-from s3proxy.keys.transit import VaultTransit
-from s3proxy.serve import vault_from
+from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
 from s3proxy.upstream.client import Upstream

@@ -60,7 +60,7 @@ class Rewrapper:
         the proxy)."""
         head = await self.upstream.send("HEAD", target, [])
         async with head:
-            marker = Marker.of(head) if head.status == 200 else None
+            marker = Marker.of(head.headers) if head.status == 200 else None
             kept = [(h, head.headers[h]) for h in _KEPT if h in head.headers]
             kept += [(h, v) for h, v in head.headers.items() if h.lower().startswith("x-amz-meta-")]
             etag = head.headers.get("ETag", "")

@@ -32,9 +32,8 @@ from s3proxy.core.layout import (
 )
 from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.request import Target
-from s3proxy.keys.transit import VaultTransit
-from s3proxy.serve import vault_from
-from s3proxy.server.tagging import Tags
+from s3proxy.keys.transit import VaultTransit, vault_from
+from s3proxy.store.tags import Tags
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 

@@ -21,9 +21,9 @@ from s3proxy.config import Config
 from s3proxy.core.errors import S3ProxyError
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import listed_objects
+from s3proxy.keys.transit import vault_from
 from s3proxy.ops.progress import Progress, ProgressDisplay, ResumePoint
 from s3proxy.ops.rewrap import Rewrapper
-from s3proxy.serve import vault_from
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 

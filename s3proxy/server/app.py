@@ -33,6 +33,7 @@ from s3proxy.core.errors import (
 from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.request import Action, Target, classify, parse_target, virtual_host_bucket
 from s3proxy.core.sigv4 import presigned_expiry
+from s3proxy.core.sizes import READ_CHUNK
 from s3proxy.keys.transit import KeyService
 from s3proxy.server.attributes import Attributes
 from s3proxy.server.bodies import RULES as BODY_RULES
@@ -49,10 +50,12 @@ from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
 from s3proxy.server.reads import Reader
 from s3proxy.server.recopy import CopyContext
-from s3proxy.server.relay import READ_CHUNK, Aborted, abort, relay, upstream_bytes
+from s3proxy.server.relay import Aborted, abort, relay
 from s3proxy.server.sending import PlaintextSender
+from s3proxy.server.tagging import TaggingRequests
 from s3proxy.server.writes import Writer, is_aws_chunked
 from s3proxy.telemetry import accesslog
+from s3proxy.telemetry.accesslog import upstream_bytes
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")
@@ -105,7 +108,7 @@ class Proxy:
             Action.LIST_PARTS: listings.list_parts,
             Action.LIST_OBJECTS: listings.list_objects,
             Action.GET_ATTRIBUTES: attributes.get_object_attributes,
-            Action.OBJECT_TAGGING: objects.tags.handle,
+            Action.OBJECT_TAGGING: TaggingRequests(objects.tags).handle,
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -74,7 +74,7 @@ class Attributes:
         }
         rewritten = rewrite_object_attributes(
             body,
-            plaintext_attributes(info, Marker.of(probe)),
+            plaintext_attributes(info, Marker.of(probe.headers)),
             requested,
             max_parts=_number(request, "x-amz-max-parts", 1000),
             part_number_marker=_number(request, "x-amz-part-number-marker", 0),

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
-from s3proxy.core.headers import Headers
+from s3proxy.core.headers import Headers, content_length
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.server.objects import check_marker
@@ -26,7 +26,7 @@ from s3proxy.server.readrules import (
     plaintext_headers,
     unencrypted_allowed,
 )
-from s3proxy.server.relay import Marker, add_headers, content_length, relay
+from s3proxy.server.relay import Marker, add_headers, relay
 
 
 class HeadReader:
@@ -41,7 +41,7 @@ class HeadReader:
         range_value, conditions = read_headers.range_value, read_headers.conditions
         upstream_resp = await self.context.upstream.send("HEAD", target, headers)
         async with upstream_resp:
-            marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
+            marker = Marker.of(upstream_resp.headers) if upstream_resp.status == 200 else None
             if marker is None:
                 if upstream_resp.status != 200:
                     return await relay(request, upstream_resp)
@@ -66,7 +66,7 @@ class HeadReader:
         range_value: str | None,
         conditions: Headers,
     ) -> web.StreamResponse:
-        stored_total = content_length(upstream_resp)
+        stored_total = content_length(upstream_resp.headers)
         if stored_total is None:
             raise IntegrityError("The upstream did not report the stored object's size.")
         stored_etag = upstream_resp.headers.get("ETag")

@@ -18,7 +18,7 @@ import aiohttp
 from s3proxy.core.errors import IntegrityError, PreconditionChanged, UpstreamUnavailable
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
-from s3proxy.core.headers import Headers
+from s3proxy.core.headers import Headers, content_length, content_range_total
 from s3proxy.core.layout import (
     Discovery,
     Layout,
@@ -31,18 +31,13 @@ from s3proxy.core.layout import (
 from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
+from s3proxy.core.sizes import HEADER_SIZE, READ_CHUNK, TRAILER_SIZE
 from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
-from s3proxy.server.relay import (
-    READ_CHUNK,
-    Marker,
-    content_length,
-    content_range_total,
-    count_upstream,
-)
-from s3proxy.server.tagging import Tags
+from s3proxy.server.relay import Marker
+from s3proxy.store.tags import Tags
 from s3proxy.telemetry import metrics
+from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")
@@ -474,13 +469,13 @@ class ObjectInspector:
         )
         try:
             # A 200 is an upstream that ignored the Range: the body is still the stored object.
-            marker = Marker.of(probe) if probe.status in (200, 206) else None
+            marker = Marker.of(probe.headers) if probe.status in (200, 206) else None
             if marker is None:
                 return probe
             if probe.status == 206:
-                stored_total = content_range_total(probe)
+                stored_total = content_range_total(probe.headers)
             else:
-                stored_total = content_length(probe)
+                stored_total = content_length(probe.headers)
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             if stored_total < HEADER_SIZE:
@@ -544,7 +539,7 @@ class ObjectInspector:
                 return Current(target, stored, stored, None, None)
         info, probe = found
         stored = probe.headers.get("ETag", "")
-        return Current(target, stored, info.etag or stored, info, Marker.of(probe))
+        return Current(target, stored, info.etag or stored, info, Marker.of(probe.headers))
 
     async def fetch_span(
         self, target: Target, headers: Headers, stored_etag: str | None, plan: ReadPlan
@@ -580,11 +575,15 @@ class ObjectInspector:
         resp = await self.upstream.send("GET", target, span_headers)
         length = plan.stored_last - plan.stored_first + 1
         try:
-            ours = Marker.of(resp) if resp.status in (200, 206) else None
+            ours = Marker.of(resp.headers) if resp.status in (200, 206) else None
         except IntegrityError:
             ours = None
         if ours is not None and resp.headers.get("ETag") == stored_etag:
-            stored_total = content_range_total(resp) if resp.status == 206 else content_length(resp)
+            stored_total = (
+                content_range_total(resp.headers)
+                if resp.status == 206
+                else content_length(resp.headers)
+            )
             first = info.layout.streams[0].header
             same = first.version == ours.version and first.segment_size == ours.segment_size
             if same and stored_total == info.layout.stored_length:

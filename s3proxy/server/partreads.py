@@ -53,7 +53,7 @@ class PartReader:
             )
         info, probe = found
         layout = info.layout
-        marker = Marker.of(probe)
+        marker = Marker.of(probe.headers)
         parts = len(layout.streams)
         stored_etag = probe.headers.get("ETag", "")
         suffix = stored_etag.strip('"').rpartition("-")[2]

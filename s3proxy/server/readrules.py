@@ -29,10 +29,11 @@ from s3proxy.core.headers import (
 from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import RangeNotSatisfiable, parse_range
+from s3proxy.core.sizes import READ_CHUNK, RangeNotSatisfiable, parse_range
 from s3proxy.server.objects import ObjectInfo
 from s3proxy.server.objects import last_modified as last_modified  # the read handlers' too
-from s3proxy.server.relay import READ_CHUNK, Marker, count_upstream
+from s3proxy.server.relay import Marker
+from s3proxy.telemetry.accesslog import count_upstream
 
 # A plain GET of a single-stream object up to this stored size whose layout is not cached reads
 # the whole body before answering (its trailer, for the ETag, is at the end): one read chunk, as
@@ -177,6 +178,6 @@ def pop_header(headers: Headers, name: str) -> str | None:
 def unencrypted_allowed(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:
     """An object without the proxy's marker may be returned as stored only where the policy
     allows; one that has the marker never (it changed under the request)."""
-    if Marker.of(resp) is not None:
+    if Marker.of(resp.headers) is not None:
         raise PreconditionChanged("The object changed while s3proxy read it; retry.")
     check_unencrypted(config, target, resp)

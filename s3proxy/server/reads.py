@@ -12,7 +12,7 @@ from aiohttp import web
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, RangeError
 from s3proxy.core.format import parse_header
-from s3proxy.core.headers import Headers
+from s3proxy.core.headers import Headers, content_length
 from s3proxy.core.layout import ReadPlan
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
@@ -32,7 +32,7 @@ from s3proxy.server.readrules import (
     unencrypted_allowed,
     upstream_chunks,
 )
-from s3proxy.server.relay import Marker, content_length, relay
+from s3proxy.server.relay import Marker, relay
 
 log = logging.getLogger("s3proxy")
 
@@ -52,12 +52,12 @@ class Reader:
         # compare it with its own ETag and answer a whole stored object).
         upstream_resp = await self.context.upstream.send("GET", target, headers)
         async with upstream_resp:
-            marker = Marker.of(upstream_resp) if upstream_resp.status == 200 else None
+            marker = Marker.of(upstream_resp.headers) if upstream_resp.status == 200 else None
             if marker is None:
                 if upstream_resp.status == 200:
                     unencrypted_allowed(self.context.config, target, upstream_resp)
                 return await relay(request, upstream_resp)
-            stored_total = content_length(upstream_resp)
+            stored_total = content_length(upstream_resp.headers)
             if stored_total is None:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             if stored_total < HEADER_SIZE:
@@ -146,7 +146,7 @@ class Reader:
             again = [*headers, *conditions, *([("Range", range_value)] if range_value else [])]
             return await self.context.relay_unencrypted(request, "GET", target, again)
         info, probe = found
-        marker = Marker.of(probe)
+        marker = Marker.of(probe.headers)
         etag = info.etag or probe.headers.get("ETag")
         check_conditions(request, read_headers.conditions, etag, probe)
         if_range = request.headers.get("If-Range")
@@ -209,7 +209,7 @@ class Reader:
         if span is None:
             return None
         async with span.resp:
-            marker = Marker.of(span.resp)
+            marker = Marker.of(span.resp.headers)
             check_conditions(request, conditions, etag, span.resp)
             extra: Headers = []
             if first_last is None and checksum_mode(request) and marker is not None:

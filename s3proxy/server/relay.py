@@ -4,8 +4,7 @@ cutting a connection short, and the encryption marker of upstream responses."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -14,24 +13,15 @@ from s3proxy.core.errors import IntegrityError
 from s3proxy.core.headers import (
     Headers,
     client_response_headers,
+    content_length,
     own_metadata,
     parse_marker,
 )
 from s3proxy.core.numbers import parse_decimal
+from s3proxy.core.sizes import READ_CHUNK
+from s3proxy.telemetry.accesslog import count_upstream
 
 log = logging.getLogger("s3proxy")
-
-READ_CHUNK = 256 * 1024
-
-# Body bytes received from the upstream for the current client request (for the access log).
-upstream_bytes: ContextVar[list[int]] = ContextVar("upstream_bytes")
-
-
-def count_upstream(data: bytes) -> bytes:
-    counter = upstream_bytes.get(None)
-    if counter is not None:
-        counter[0] += len(data)
-    return data
 
 
 class BodyResponse(web.StreamResponse):
@@ -74,8 +64,9 @@ class Marker:
         return [(f"x-amz-checksum-{algorithm}", value), ("x-amz-checksum-type", "FULL_OBJECT")]
 
     @classmethod
-    def of(cls, resp: aiohttp.ClientResponse) -> Marker | None:
-        value = own_metadata(resp.headers, "encryption")
+    def of(cls, headers: Mapping[str, str]) -> Marker | None:
+        """The marker of the stored object whose response headers are ``headers``."""
+        value = own_metadata(headers, "encryption")
         if value is None:
             return None
         fields = parse_marker(value)
@@ -88,19 +79,11 @@ class Marker:
         return cls(
             seg,
             fields.get("mp") == "1",
-            own_metadata(resp.headers, "checksum"),
+            own_metadata(headers, "checksum"),
             1 if version == "1" else 2,
             fields.get("ck") or None,
             fields.get("ct") or None,
         )
-
-
-def content_length(resp: aiohttp.ClientResponse) -> int | None:
-    return parse_decimal(resp.headers.get("Content-Length"))
-
-
-def content_range_total(resp: aiohttp.ClientResponse) -> int | None:
-    return parse_decimal(resp.headers.get("Content-Range", "").rpartition("/")[2])
 
 
 def add_headers(resp: web.StreamResponse, headers: Headers) -> None:
@@ -118,7 +101,7 @@ async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> 
     """Stream an upstream response to the client unchanged (hop-by-hop headers aside)."""
     resp = BodyResponse(status=upstream_resp.status, reason=upstream_resp.reason)
     add_headers(resp, client_response_headers(upstream_resp.headers.items(), decrypted=False))
-    length = content_length(upstream_resp)
+    length = content_length(upstream_resp.headers)
     if length is not None:
         resp.content_length = length
     await resp.prepare(request)

@@ -127,3 +127,15 @@ def finish(record: RequestRecord, resource: str) -> None:
             seconds * 1000,
             extra={LINE_FIELDS: record.log_fields(seconds)},
         )
+
+
+# Body bytes received from the upstream for the current client request (for the access log).
+upstream_bytes: ContextVar[list[int]] = ContextVar("upstream_bytes")
+
+
+def count_upstream(data: bytes) -> bytes:
+    """``data``, counted as received from the upstream for the current request's record."""
+    counter = upstream_bytes.get(None)
+    if counter is not None:
+        counter[0] += len(data)
+    return data
