@@ -15,7 +15,7 @@ from s3proxy.k8s.command import add_webhook_command
 from s3proxy.ops.check import run_checks
 from s3proxy.ops.tools import DecryptOptions, decrypt
 from s3proxy.ops.walk import WalkOptions, rewrap
-from s3proxy.serve import setup_logging
+from s3proxy.telemetry.logs import setup_logging
 from s3proxy.workers import serve as serve_with_workers
 
 log = logging.getLogger("s3proxy")

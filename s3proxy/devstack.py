@@ -370,8 +370,9 @@ def run_dev(port: int = 8190, bucket: str = "demo", tls_port: int = 8443) -> int
     """``s3proxy dev``: local S3 and Vault, the proxy in front (plain HTTP and HTTPS with a CA
     made at start), until Ctrl-C."""
     from s3proxy.config import load
-    from s3proxy.serve import run_proxy, setup_logging
+    from s3proxy.serve import run_proxy
     from s3proxy.server.tls import prepare
+    from s3proxy.telemetry.logs import setup_logging
 
     workdir = Path(tempfile.mkdtemp(prefix="s3proxy-dev-"))
     print("s3proxy dev: starting OpenBao and moto on 127.0.0.1 ...", flush=True)

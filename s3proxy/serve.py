@@ -28,13 +28,12 @@ from s3proxy.server.tls import (
     listener_context,
     prepare,
 )
-from s3proxy.telemetry.logs import setup_logging
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 log = logging.getLogger("s3proxy")
 
-__all__ = ["run_proxy", "setup_logging"]
+__all__ = ["run_proxy"]
 
 CUT_TIMEOUT = 0.5  # seconds a cut request's handler may take to unwind
 # The stop reason of a worker whose sibling ended (/quitquitquit or a crash): no shutdown delay.

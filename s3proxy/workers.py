@@ -21,9 +21,10 @@ from collections.abc import MutableSequence
 from types import FrameType
 
 from s3proxy.config import Config
-from s3proxy.serve import run_proxy, settle_collector, setup_logging
+from s3proxy.serve import run_proxy, settle_collector
 from s3proxy.server.peers import Peers
 from s3proxy.server.tls import prepare
+from s3proxy.telemetry.logs import setup_logging
 
 log = logging.getLogger("s3proxy")
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"

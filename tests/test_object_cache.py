@@ -7,8 +7,9 @@ from typing import Any, cast
 
 from s3proxy.core.format import StreamEncryptor
 from s3proxy.core.layout import Layout
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
+from s3proxy.store.objects import ObjectInspector
 
 
 def _info(length: int) -> ObjectInfo:

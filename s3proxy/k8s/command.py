@@ -39,7 +39,7 @@ def _value(args: argparse.Namespace, env: str, default: str | None) -> str | Non
 
 
 def _webhook(args: argparse.Namespace) -> int:
-    from s3proxy.serve import setup_logging
+    from s3proxy.telemetry.logs import setup_logging
 
     listen = _value(args, "S3PROXY_WEBHOOK_LISTEN", "127.0.0.1:8443") or ""
     host, _, port = listen.rpartition(":")

@@ -11,12 +11,12 @@ from urllib.parse import quote
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
 from s3proxy.core.layout import Layout, StreamInfo
+from s3proxy.core.marker import Marker
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import completion_body, upload_id
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.keys.transit import VaultTransit
-from s3proxy.server.objects import ObjectInspector
-from s3proxy.server.relay import Marker
+from s3proxy.store.objects import ObjectInspector
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.uploads import Uploads
 

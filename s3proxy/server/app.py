@@ -44,7 +44,6 @@ from s3proxy.server.copies import Copier
 from s3proxy.server.heads import HeadReader
 from s3proxy.server.identity import WHOAMI_PATH, Identity
 from s3proxy.server.listings import Listings
-from s3proxy.server.objects import NameRule, ObjectInspector
 from s3proxy.server.partreads import PartReader
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import NotModified
@@ -54,6 +53,7 @@ from s3proxy.server.relay import Aborted, abort, relay
 from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.tagging import TaggingRequests
 from s3proxy.server.writes import Writer, is_aws_chunked
+from s3proxy.store.objects import NameRule, ObjectInspector
 from s3proxy.telemetry import accesslog
 from s3proxy.telemetry.accesslog import upstream_bytes
 from s3proxy.upstream.client import Upstream

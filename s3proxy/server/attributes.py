@@ -9,12 +9,14 @@ from aiohttp import web
 from s3proxy.config import Config
 from s3proxy.core.errors import InvalidArgument
 from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import PlaintextAttributes, rewrite_object_attributes
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.server.readrules import check_unencrypted
-from s3proxy.server.relay import Marker, relay_body
+from s3proxy.server.relay import relay_body
+from s3proxy.store.objects import ObjectInspector
 from s3proxy.upstream.client import Upstream
 
 

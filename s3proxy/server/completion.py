@@ -1,6 +1,6 @@
 """CompleteMultipartUpload: the client's part list checked against the upload's parts (the
 plaintext ETags it names mapped to the stored parts'), the upstream's completion checked against
-that list (server/assembly.py), and the plaintext ETag of the result (docs/format.md, Multipart
+that list (store/assembly.py), and the plaintext ETag of the result (docs/format.md, Multipart
 manifest)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from s3proxy.core.errors import (
 )
 from s3proxy.core.etags import md5_of_etag
 from s3proxy.core.headers import Headers, upstream_request_headers
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.partlist import ExpectedPart, ListedPart, effective, expected_parts
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import (
@@ -31,12 +32,12 @@ from s3proxy.core.s3xml import (
     replace_text,
     set_checksum,
 )
-from s3proxy.server.assembly import AssemblyCheck
 from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.server.relay import relay_body
 from s3proxy.server.writes import Writer
+from s3proxy.store.assembly import AssemblyCheck
+from s3proxy.store.objects import ObjectInspector
 from s3proxy.upstream.client import Upstream
 
 log = logging.getLogger("s3proxy")

@@ -29,12 +29,13 @@ from s3proxy.core.headers import (
 from s3proxy.core.layout import StreamInfo
 from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
 from s3proxy.core.numbers import parse_decimal
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target, parse_target
 from s3proxy.core.s3xml import replace_text, without_checksums
 from s3proxy.server.clientauth import discard_body
-from s3proxy.server.objects import Current, ObjectInfo
 from s3proxy.server.recopy import CopyByReencryption, CopyContext, copy_response, must_reencrypt
 from s3proxy.server.relay import no_bytes, relay, relay_body
+from s3proxy.store.objects import Current
 
 _SOURCE_ETAG_CONDITIONS = ("x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
 _INVALID_RANGE = (

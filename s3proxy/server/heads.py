@@ -9,9 +9,10 @@ from aiohttp import web
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
 from s3proxy.core.headers import Headers, content_length
+from s3proxy.core.marker import Marker
+from s3proxy.core.objectinfo import check_marker
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.server.objects import check_marker
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
@@ -26,7 +27,7 @@ from s3proxy.server.readrules import (
     plaintext_headers,
     unencrypted_allowed,
 )
-from s3proxy.server.relay import Marker, add_headers, relay
+from s3proxy.server.relay import add_headers, relay
 
 
 class HeadReader:

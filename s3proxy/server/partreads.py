@@ -12,6 +12,7 @@ from s3proxy.core.errors import (
     NotImplementedByProxy,
 )
 from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import Target
 from s3proxy.server.readcontext import ReadContext
@@ -22,7 +23,7 @@ from s3proxy.server.readrules import (
     plaintext_headers,
     pop_conditions,
 )
-from s3proxy.server.relay import Marker, add_headers, relay
+from s3proxy.server.relay import add_headers, relay
 
 
 class PartReader:

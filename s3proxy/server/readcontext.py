@@ -10,10 +10,10 @@ from aiohttp import web
 from s3proxy.config import Config
 from s3proxy.core.headers import Headers
 from s3proxy.core.request import Target
-from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.readrules import unencrypted_allowed
 from s3proxy.server.relay import relay
 from s3proxy.server.sending import PlaintextSender
+from s3proxy.store.objects import ObjectInspector
 from s3proxy.upstream.client import Upstream
 
 

@@ -27,12 +27,12 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.manifest import needs_manifest
+from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import READ_CHUNK, RangeNotSatisfiable, parse_range
-from s3proxy.server.objects import ObjectInfo
-from s3proxy.server.objects import last_modified as last_modified  # the read handlers' too
-from s3proxy.server.relay import Marker
+from s3proxy.store.objects import last_modified as last_modified  # the read handlers' too
 from s3proxy.telemetry.accesslog import count_upstream
 
 # A plain GET of a single-stream object up to this stored size whose layout is not cached reads

@@ -14,9 +14,10 @@ from s3proxy.core.errors import IntegrityError, RangeError
 from s3proxy.core.format import parse_header
 from s3proxy.core.headers import Headers, content_length
 from s3proxy.core.layout import ReadPlan
+from s3proxy.core.marker import Marker
+from s3proxy.core.objectinfo import ObjectInfo, check_marker
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.server.objects import ObjectInfo, check_marker
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
     WHOLE_READ_LIMIT,
@@ -32,7 +33,7 @@ from s3proxy.server.readrules import (
     unencrypted_allowed,
     upstream_chunks,
 )
-from s3proxy.server.relay import Marker, relay
+from s3proxy.server.relay import relay
 
 log = logging.getLogger("s3proxy")
 

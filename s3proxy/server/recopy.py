@@ -28,11 +28,12 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.manifest import MANIFEST_TAG
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import copy_result
-from s3proxy.server.objects import Current, ObjectInfo, ObjectInspector
 from s3proxy.server.relay import no_bytes, relay_body
 from s3proxy.server.writes import Checksum, Writer
+from s3proxy.store.objects import Current, ObjectInspector
 from s3proxy.upstream.client import Upstream
 
 MAX_COPY_SOURCE = 5 * 1024**3  # S3's limit for CopyObject

@@ -14,9 +14,9 @@ from s3proxy.core.errors import IntegrityError, S3ProxyError, UpstreamUnavailabl
 from s3proxy.core.headers import Headers
 from s3proxy.core.layout import PlanDecryptor, ReadPlan
 from s3proxy.core.request import Target
-from s3proxy.server.objects import ObjectInspector
 from s3proxy.server.readrules import plaintext_headers
 from s3proxy.server.relay import Aborted, BodyResponse, abort, add_headers
+from s3proxy.store.objects import ObjectInspector
 
 log = logging.getLogger("s3proxy")
 

@@ -38,15 +38,17 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.layout import Layout
+from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
+from s3proxy.core.objectinfo import ObjectInfo, object_checksum
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import READ_CHUNK, ciphertext_length
 from s3proxy.keys.transit import KeyService
 from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
-from s3proxy.server.objects import ObjectInfo, ObjectInspector, object_checksum
-from s3proxy.server.relay import Marker, relay_body
+from s3proxy.server.relay import relay_body
+from s3proxy.store.objects import ObjectInspector
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.forms import Chunk
 from s3proxy.upstream.uploads import Uploads

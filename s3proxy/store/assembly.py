@@ -15,15 +15,10 @@ from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, parse_header
 from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
 from s3proxy.core.manifest import manifest_value, needs_manifest
+from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.partlist import ExpectedPart, expected_size
 from s3proxy.core.request import Target
-from s3proxy.server.objects import (
-    ObjectInfo,
-    ObjectInspector,
-    check_marker,
-    last_modified,
-    object_checksum,
-)
+from s3proxy.store.objects import ObjectInspector, last_modified
 
 log = logging.getLogger("s3proxy")
 
