@@ -27,6 +27,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check s3proxy tests bench
 	$(BIN)/ruff format --check s3proxy tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 tests/js/node_modules/.installed: tests/js/package-lock.json
 	cd tests/js && npm ci --silent --no-audit --no-fund
