@@ -1,6 +1,8 @@
 """The floor under s3proxy's per-request cost: a bare aiohttp relay (server and client, no
 signing, no encryption, no logging) in front of the benchmark's upstream, under the same wrk
-loads. docs/performance.md uses it to tell the framework's cost from the proxy's own.
+loads. docs/performance.md (Where it stands against the targets) and
+docs/performance-history.md (the baseline) use it to tell the framework's cost from the
+proxy's own.
 
     python bench/floor.py [--duration 10] [--uvloop]
 

@@ -125,9 +125,10 @@ def workloads(settings: Settings) -> list[Workload]:
 
             found.append(Workload(f"wrk {method} 4 KiB, {conns} conn", run, rate))
 
-    # What TLS costs (docs/performance.md): over keep-alive connections (record encryption)
-    # against the plain 64-connection GET, and with a new connection for every request
-    # (Connection: close; over TLS a full handshake) against the same in plain HTTP.
+    # What TLS costs (docs/performance.md, The TLS listener): over keep-alive connections
+    # (record encryption) against the plain 64-connection GET, and with a new connection for
+    # every request (Connection: close; over TLS a full handshake) against the same in plain
+    # HTTP.
     def get(base: str, path: str, close: bool = False) -> Figures:
         return wrk(base, "GET", small_key(path), 64, settings.duration, close=close)
 

@@ -1,6 +1,6 @@
 """The cost of one request's record at its end (``accesslog.finish``: the metrics and the
 access-log line), in µs, with the line written at INFO to /dev/null and with logging at
-WARNING (the metrics alone). docs/performance.md, History.
+WARNING (the metrics alone). docs/performance-history.md, Changes and what they bought.
 
     python bench/logcost.py [--lines 20000]
 """

@@ -1,7 +1,8 @@
 """One core's speed of each primitive the proxy runs over object bytes, as the proxy calls it:
 AES-256-GCM (cryptography, one call per 64 KiB segment and one per 4 MiB), MD5 (hashlib, for the
 plaintext ETag) and the upstream checksums (zlib's CRC32; awscrt's CRC32C and CRC64NVME).
-docs/performance.md, Where it stands. Run: python bench/primitives.py [--mib 256]"""
+docs/performance.md, Where it stands against the targets.
+Run: python bench/primitives.py [--mib 256]"""
 
 from __future__ import annotations
 

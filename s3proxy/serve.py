@@ -47,8 +47,8 @@ GC_YOUNG_THRESHOLD = 10_000
 def settle_collector() -> None:
     """Before serving: the objects made at start (modules, settings) are left out of every
     later collection, and the youngest generation is collected every 10,000 net
-    allocations instead of 700 (docs/performance.md, History: the collector's share of a
-    small request)."""
+    allocations instead of 700 (docs/performance-history.md, Changes and what they bought:
+    the collector's share of a small request)."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

@@ -227,8 +227,9 @@ def derive_stream_key(data_key: bytes, header: Header) -> bytes:
 @functools.lru_cache(maxsize=STREAM_KEY_CACHE)
 def _hkdf(data_key: bytes, salt: bytes, info: bytes) -> bytes:
     """Remembered for the streams read or written lately: every GET of an object derives its
-    stream keys again (docs/performance.md). The cache holds derived keys only of data keys
-    the caller already holds in plaintext."""
+    stream keys again (docs/performance-history.md, Profile (baseline) and Changes and what
+    they bought). The cache holds derived keys only of data keys the caller already holds in
+    plaintext."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(data_key)
 
 

@@ -23,7 +23,8 @@ log = logging.getLogger("s3proxy")
 class BodyResponse(web.StreamResponse):
     """A streamed response whose headers go out with its first body bytes, in one send, as
     aiohttp does for a whole ``web.Response``: on loopback a send costs as much as the
-    proxy's own work on a small body (docs/performance.md, History)."""
+    proxy's own work on a small body (docs/performance-history.md, Changes and what they
+    bought)."""
 
     _send_headers_immediately = False
 

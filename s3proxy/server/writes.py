@@ -215,7 +215,8 @@ class Writer:
     ) -> tuple[aiohttp.ClientResponse, str]:
         """A small stream is sealed whole, then sent in one request: signed with its SHA-256
         and, as the upstream checksum, an ``x-amz-checksum-*`` header instead of a trailer (one
-        write instead of a framed stream's several; docs/performance.md)."""
+        write instead of a framed stream's several; docs/performance-history.md, Changes and
+        what they bought)."""
         pieces: list[bytes | bytearray] = [encryptor.header]
         async for plain in plaintext:
             pieces.append(encryptor.feed(plain))

@@ -40,8 +40,9 @@ UNSIGNED_HEADERS = frozenset({"expect", "transfer-encoding", "user-agent", "x-am
 
 class _Signer:
     """SigV4 for S3 through awscrt's C signer (about 4 times faster than botocore's Python signer
-    per request, docs/performance.md); tests/test_upstream.py checks it signs exactly as
-    botocore does. The path is signed as given (already encoded, never normalized)."""
+    per request, docs/performance-history.md, Changes and what they bought);
+    tests/test_upstream.py checks it signs exactly as botocore does. The path is signed as
+    given (already encoded, never normalized)."""
 
     def __init__(self, region: str, now: Callable[[], dt.datetime]) -> None:
         self._region = region
