@@ -5,11 +5,77 @@ Headers are ``(name, value)`` pairs; names are matched case-insensitively.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from s3proxy.core.numbers import parse_decimal
 
-Headers = list[tuple[str, str]]
+HeaderPairs = list[tuple[str, str]]
+
+
+class Headers:
+    """An ordered list of header fields, names matched case-insensitively, that is never
+    changed in place: :meth:`without`, :meth:`replace` and :meth:`plus` return new lists. It
+    iterates as ``(name, value)`` pairs, so it goes wherever :data:`HeaderPairs` go."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        self._pairs: tuple[tuple[str, str], ...] = tuple(pairs)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._pairs == other._pairs
+
+    def __hash__(self) -> int:
+        return hash(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self._pairs)!r})"
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        wanted = name.lower()
+        return any(k.lower() == wanted for k, _ in self._pairs)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``."""
+        wanted = name.lower()
+        for k, v in self._pairs:
+            if k.lower() == wanted:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order."""
+        wanted = name.lower()
+        return [v for k, v in self._pairs if k.lower() == wanted]
+
+    def without(self, *names: str) -> Headers:
+        """These headers less every field of ``names``."""
+        dropped = {n.lower() for n in names}
+        return Headers((k, v) for k, v in self._pairs if k.lower() not in dropped)
+
+    def replace(self, name: str, value: str) -> Headers:
+        """Every field of ``name`` dropped and one ``name: value`` added at the end."""
+        return Headers((*self.without(name), (name, value)))
+
+    def plus(self, pairs: Iterable[tuple[str, str]]) -> Headers:
+        """These headers followed by ``pairs`` (names already present stay)."""
+        return Headers((*self._pairs, *pairs))
+
+    def pairs(self) -> HeaderPairs:
+        """A list of the fields, for an API that takes a list."""
+        return list(self._pairs)
+
 
 # The metadata key that marks an object as written by s3proxy (see docs/format.md).
 MARKER_HEADER = "x-amz-meta-s3proxy-encryption"
@@ -78,7 +144,9 @@ def is_checksum_header(name: str) -> bool:
     return name.lower().startswith("x-amz-checksum-")
 
 
-def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: bool) -> Headers:
+def upstream_request_headers(
+    headers: Iterable[tuple[str, str]], *, encrypting: bool
+) -> HeaderPairs:
     """The client's headers as the proxy forwards them, before it adds its own and signs.
 
     Always dropped: the client's signing, hop-by-hop headers (and those named by
@@ -95,7 +163,7 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
         | _CORS_REQUEST
         | _connection_tokens(items)
     )
-    out: Headers = []
+    out: HeaderPairs = []
     for name, value in items:
         lname = name.lower()
         if lname in drop or lname.startswith(OWN_METADATA_PREFIXES):
@@ -112,7 +180,7 @@ def upstream_request_headers(headers: Iterable[tuple[str, str]], *, encrypting: 
     return out
 
 
-def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bool) -> Headers:
+def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bool) -> HeaderPairs:
     """The upstream's response headers as the client gets them.
 
     Hop-by-hop headers never pass, nor ``Content-Length`` (the caller sets the length of the
@@ -122,7 +190,7 @@ def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bo
     """
     items = list(headers)
     drop = HOP_BY_HOP | {"content-length"} | _connection_tokens(items)
-    out: Headers = []
+    out: HeaderPairs = []
     for name, value in items:
         lname = name.lower()
         if lname in drop or lname.startswith((*OWN_METADATA_PREFIXES, "access-control-")):

@@ -20,7 +20,7 @@ from s3proxy.core.errors import (
     xml_text,
 )
 from s3proxy.core.etags import md5_of_etag
-from s3proxy.core.headers import Headers, upstream_request_headers
+from s3proxy.core.headers import HeaderPairs, upstream_request_headers
 from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.partlist import ExpectedPart, ListedPart, effective, expected_parts
 from s3proxy.core.request import Target
@@ -168,7 +168,7 @@ class Completer:
             return relay_body(upstream_resp, _with_info(data, info))
 
     async def _unlisted(
-        self, target: Target, headers: Headers, claimed: list[tuple[int, str]]
+        self, target: Target, headers: HeaderPairs, claimed: list[tuple[int, str]]
     ) -> web.StreamResponse:
         """An upload whose parts do not list: the upstream is asked to complete the client's
         list as it is, for its own refusal (NoSuchUpload, AccessDenied, ...). Should it answer

@@ -21,7 +21,7 @@ from s3proxy.core.etags import single_etag
 from s3proxy.core.headers import (
     CHECKSUM_METADATA,
     MARKER_HEADER,
-    Headers,
+    HeaderPairs,
     marker_value,
     metadata_directive,
     upstream_request_headers,
@@ -91,7 +91,7 @@ class Copier:
         self.context = context
         self.recopy = CopyByReencryption(context)
 
-    async def _source(self, request: web.Request, headers: Headers) -> Current | None:
+    async def _source(self, request: web.Request, headers: HeaderPairs) -> Current | None:
         """The copy source as the client sees it; its ETag conditions are checked here and
         replaced by a condition on the stored ETag of the object they were checked against."""
         current = await self.context.objects.current(source_target(request))
@@ -146,7 +146,7 @@ class Copier:
             return relay_body(upstream_resp, body)
 
     async def _keep_manifest(
-        self, request: web.Request, headers: Headers, info: ObjectInfo
+        self, request: web.Request, headers: HeaderPairs, info: ObjectInfo
     ) -> None:
         """A copy holds the source's streams, so the source's manifest stays true for it; tags
         are copied with the object unless the client replaces them, and then the proxy adds
@@ -193,7 +193,7 @@ class Copier:
         self,
         request: web.Request,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         info: ObjectInfo,
         stream: StreamInfo,
         index: int,

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
-from s3proxy.core.headers import Headers, content_length
+from s3proxy.core.headers import HeaderPairs, content_length
 from s3proxy.core.marker import Marker
 from s3proxy.core.objectinfo import check_marker
 from s3proxy.core.request import Target
@@ -65,7 +65,7 @@ class HeadReader:
         upstream_resp: aiohttp.ClientResponse,
         marker: Marker,
         range_value: str | None,
-        conditions: Headers,
+        conditions: HeaderPairs,
     ) -> web.StreamResponse:
         stored_total = content_length(upstream_resp.headers)
         if stored_total is None:

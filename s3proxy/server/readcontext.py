@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.core.headers import Headers
+from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.server.readrules import unencrypted_allowed
 from s3proxy.server.relay import relay
@@ -25,7 +25,7 @@ class ReadContext:
     sender: PlaintextSender
 
     async def relay_unencrypted(
-        self, request: web.Request, method: str, target: Target, headers: Headers
+        self, request: web.Request, method: str, target: Target, headers: HeaderPairs
     ) -> web.StreamResponse:
         """A read of an object the proxy did not write, sent again as the client made it and
         relayed as the upstream answers, where the policy allows unencrypted objects."""

@@ -21,7 +21,7 @@ from s3proxy.core.errors import (
     UpstreamUnavailable,
 )
 from s3proxy.core.headers import (
-    Headers,
+    HeaderPairs,
     client_response_headers,
     get_header,
     upstream_request_headers,
@@ -58,7 +58,7 @@ def checksum_mode(request: web.Request) -> bool:
     return request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
 
 
-def checksum_headers(info: ObjectInfo, marker: Marker) -> Headers:
+def checksum_headers(info: ObjectInfo, marker: Marker) -> HeaderPairs:
     """The plaintext's full-object checksum as S3 reports it (v2: from the trailer; v1: from
     the proxy's metadata)."""
     if info.checksum is None:
@@ -68,7 +68,7 @@ def checksum_headers(info: ObjectInfo, marker: Marker) -> Headers:
 
 def plaintext_headers(
     source: Iterable[tuple[str, str]], etag: str | None, hidden_tags: int = 0
-) -> Headers:
+) -> HeaderPairs:
     """The upstream's headers as the client sees them for a decrypted object, with the
     plaintext ETag in place of the stored one, and a tag count without the proxy's own tags."""
     out = []
@@ -108,9 +108,9 @@ class ReadHeaders:
     """A read's request headers: those forwarded upstream, and apart from them the client's
     Range and conditions, which the proxy evaluates on the plaintext."""
 
-    forwarded: Headers
+    forwarded: HeaderPairs
     range_value: str | None
-    conditions: Headers
+    conditions: HeaderPairs
 
     @classmethod
     def of(cls, request: web.Request) -> ReadHeaders:
@@ -119,7 +119,7 @@ class ReadHeaders:
         return cls(headers, range_value, pop_conditions(headers))
 
 
-def pop_conditions(headers: Headers) -> Headers:
+def pop_conditions(headers: HeaderPairs) -> HeaderPairs:
     """Remove and return the conditional headers (the proxy evaluates them on the plaintext
     ETag; the upstream only ever sees its own ETag). ``If-Range`` is removed too; it is read
     from the request where it applies (:func:`range_applies`)."""
@@ -129,7 +129,7 @@ def pop_conditions(headers: Headers) -> Headers:
     return taken
 
 
-def if_range_header(request: web.Request) -> Headers:
+def if_range_header(request: web.Request) -> HeaderPairs:
     """The client's own If-Range, for a request relayed about an object the proxy did not
     write (the upstream's ETag is then the client's)."""
     value = request.headers.get("If-Range")
@@ -137,7 +137,7 @@ def if_range_header(request: web.Request) -> Headers:
 
 
 def check_conditions(
-    request: web.Request, conditions: Headers, etag: str | None, resp: aiohttp.ClientResponse
+    request: web.Request, conditions: HeaderPairs, etag: str | None, resp: aiohttp.ClientResponse
 ) -> None:
     """Raise for a failed precondition (412) or an unmodified object (304)."""
     if not conditions:
@@ -157,7 +157,7 @@ def check_conditions(
 class NotModified(Exception):
     """304 Not Modified: not an error; the application answers it with these headers."""
 
-    def __init__(self, headers: Headers) -> None:
+    def __init__(self, headers: HeaderPairs) -> None:
         super().__init__("not modified")
         self.headers = headers
 
@@ -169,7 +169,7 @@ def client_range(value: str, total: int) -> tuple[int, int] | None:
         raise RangeError(total) from exc
 
 
-def pop_header(headers: Headers, name: str) -> str | None:
+def pop_header(headers: HeaderPairs, name: str) -> str | None:
     value = get_header(headers, name)
     headers[:] = [(k, v) for k, v in headers if k.lower() != name.lower()]
     return value

@@ -12,7 +12,7 @@ from aiohttp import web
 from s3proxy.core.conditions import range_applies
 from s3proxy.core.errors import IntegrityError, RangeError
 from s3proxy.core.format import parse_header
-from s3proxy.core.headers import Headers, content_length
+from s3proxy.core.headers import HeaderPairs, content_length
 from s3proxy.core.layout import ReadPlan
 from s3proxy.core.marker import Marker
 from s3proxy.core.objectinfo import ObjectInfo, check_marker
@@ -155,7 +155,7 @@ class Reader:
             range_value = None  # a stale If-Range: the whole object, 200, decrypted as ever
         first_last = None if range_value is None else client_range(range_value, info.size)
         plan, status, content_range = _read_plan(info, first_last)
-        extra: Headers = []
+        extra: HeaderPairs = []
         if first_last is None and checksum_mode(request) and marker is not None:
             extra = checksum_headers(info, marker)
         return await self.context.sender.send_span(
@@ -212,7 +212,7 @@ class Reader:
         async with span.resp:
             marker = Marker.of(span.resp.headers)
             check_conditions(request, conditions, etag, span.resp)
-            extra: Headers = []
+            extra: HeaderPairs = []
             if first_last is None and checksum_mode(request) and marker is not None:
                 extra = checksum_headers(info, marker)
             return await self.context.sender.send_plan(

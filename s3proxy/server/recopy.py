@@ -22,7 +22,7 @@ from s3proxy.core.format import WRITE_VERSION
 from s3proxy.core.headers import (
     MARKER_HEADER,
     OWN_METADATA_PREFIXES,
-    Headers,
+    HeaderPairs,
     marker_value,
     metadata_directive,
     upstream_request_headers,
@@ -145,7 +145,7 @@ class CopyByReencryption:
         )
         return await copy_response(resp, "CopyObjectResult", etag)
 
-    async def _source_headers(self, source: Current) -> tuple[Headers, dt.datetime | None]:
+    async def _source_headers(self, source: Current) -> tuple[HeaderPairs, dt.datetime | None]:
         resp = await self.context.upstream.send(
             "HEAD", source.target, [("If-Match", source.stored_etag)], None
         )

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.core.headers import (
-    Headers,
+    HeaderPairs,
     client_response_headers,
     content_length,
 )
@@ -33,7 +33,7 @@ class Aborted(Exception):
     """The response had started when an error came; the connection was cut."""
 
 
-def add_headers(resp: web.StreamResponse, headers: Headers) -> None:
+def add_headers(resp: web.StreamResponse, headers: HeaderPairs) -> None:
     for name, value in headers:
         resp.headers.add(name, value)
 
@@ -67,7 +67,7 @@ async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> 
 def relay_body(
     upstream_resp: aiohttp.ClientResponse,
     body: bytes,
-    extra: Headers | None = None,
+    extra: HeaderPairs | None = None,
     *,
     status: int | None = None,
 ) -> web.Response:

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError, UpstreamUnavailable
-from s3proxy.core.headers import Headers
+from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.layout import PlanDecryptor, ReadPlan
 from s3proxy.core.request import Target
 from s3proxy.server.readrules import plaintext_headers
@@ -29,14 +29,14 @@ class PlaintextSender:
         self,
         request: web.Request,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         probe: aiohttp.ClientResponse,
         plan: ReadPlan,
         *,
         status: int,
         content_range: str | None,
         etag: str | None,
-        extra: Headers | None = None,
+        extra: HeaderPairs | None = None,
         keys: dict[str, bytes] | None = None,
         hidden_tags: int = 0,
     ) -> web.StreamResponse:
@@ -68,7 +68,7 @@ class PlaintextSender:
         content_range: str | None,
         source_headers: object,
         etag: str | None,
-        extra: Headers | None = None,
+        extra: HeaderPairs | None = None,
         prefix: bytes = b"",
         keys: dict[str, bytes] | None = None,
         hidden_tags: int = 0,

@@ -32,7 +32,7 @@ from s3proxy.core.format import (
 )
 from s3proxy.core.headers import (
     MARKER_HEADER,
-    Headers,
+    HeaderPairs,
     get_header,
     marker_value,
     upstream_request_headers,
@@ -142,7 +142,7 @@ class Writer:
     async def put_stream(
         self,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         length: int,
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum] = lambda: None,
@@ -207,7 +207,7 @@ class Writer:
     async def _put_small(
         self,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum],
         encryptor: StreamEncryptor,
@@ -227,7 +227,7 @@ class Writer:
         resp = await self.uploads.put_whole(target, headers, b"".join(pieces))
         return resp, single_etag(encryptor.md5 or b"")
 
-    async def if_match_for_upstream(self, target: Target, headers: Headers) -> None:
+    async def if_match_for_upstream(self, target: Target, headers: HeaderPairs) -> None:
         """A conditional write's ``If-Match`` / ``If-None-Match`` names plaintext ETags the
         client saw: they are checked here against the object's, and the upstream write is made
         conditional on the stored ETag of that same object (``If-Match: *`` too: moto compares
@@ -326,7 +326,7 @@ class Writer:
         upstream_resp = await self.upstream.send("POST", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
-            extra: Headers = []
+            extra: HeaderPairs = []
             if checksum is not None and upstream_resp.status == 200:
                 extra = [
                     ("x-amz-checksum-algorithm", checksum[0].upper()),

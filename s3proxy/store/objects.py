@@ -17,7 +17,7 @@ import aiohttp
 from s3proxy.core.errors import IntegrityError, PreconditionChanged, UpstreamUnavailable
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
-from s3proxy.core.headers import Headers, content_length, content_range_total
+from s3proxy.core.headers import HeaderPairs, content_length, content_range_total
 from s3proxy.core.layout import (
     Discovery,
     Layout,
@@ -160,7 +160,7 @@ class ObjectInspector:
         """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the
         upstream has no such range. (An upstream that ignores ``Range`` sends the whole object;
         the range is cut out of it.)"""
-        headers: Headers = [("Range", f"bytes={first}-{last}")]
+        headers: HeaderPairs = [("Range", f"bytes={first}-{last}")]
         if etag:
             headers.append(("If-Match", etag))
         resp = await self.upstream.send("GET", target, headers)
@@ -391,7 +391,7 @@ class ObjectInspector:
         return info
 
     async def first_header(
-        self, target: Target, headers: Headers, length: int = HEADER_SIZE
+        self, target: Target, headers: HeaderPairs, length: int = HEADER_SIZE
     ) -> tuple[Marker, int, bytes, aiohttp.ClientResponse] | aiohttp.ClientResponse:
         """GET the first ``length`` bytes (at least the header). Returns the marker, stored
         size, the bytes read (fewer than ``length`` only where the object is shorter) and the
@@ -428,7 +428,7 @@ class ObjectInspector:
     async def probe(
         self,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
         length: int = HEADER_SIZE,
@@ -475,7 +475,7 @@ class ObjectInspector:
         return Current(target, stored, info.etag or stored, info, Marker.of(probe.headers))
 
     async def fetch_span(
-        self, target: Target, headers: Headers, stored_etag: str | None, plan: ReadPlan
+        self, target: Target, headers: HeaderPairs, stored_etag: str | None, plan: ReadPlan
     ) -> Span:
         """GET exactly the stored bytes ``plan`` needs, from the object whose stored ETag is
         ``stored_etag`` (the caller releases ``Span.resp``). An upstream that ignores ``Range``
@@ -496,7 +496,12 @@ class ObjectInspector:
         raise IntegrityError("The upstream did not return the requested ciphertext range.")
 
     async def known_span(
-        self, target: Target, headers: Headers, stored_etag: str, info: ObjectInfo, plan: ReadPlan
+        self,
+        target: Target,
+        headers: HeaderPairs,
+        stored_etag: str,
+        info: ObjectInfo,
+        plan: ReadPlan,
     ) -> Span | None:
         """GET the stored bytes of ``plan`` (a plan on the cached ``info``) ``If-Match`` the
         stored ETag the info was cached under, without a probe first. ``None`` (nothing kept

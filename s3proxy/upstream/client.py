@@ -24,7 +24,7 @@ from botocore.credentials import Credentials, ReadOnlyCredentials
 from yarl import URL
 
 from s3proxy.core.errors import UpstreamUnavailable
-from s3proxy.core.headers import Headers
+from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.telemetry import accesslog
 from s3proxy.upstream.credentials import CredentialSource
@@ -169,7 +169,7 @@ class Upstream:
         self,
         method: str,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         payload_hash: str,
         on_signed: Callable[[Signing], None] | None = None,
     ) -> tuple[str, dict[str, str]]:
@@ -193,7 +193,7 @@ class Upstream:
         self,
         method: str,
         target: Target,
-        headers: Headers,
+        headers: HeaderPairs,
         body: bytes | AsyncIterator[bytes] | None = None,
         content_length: int | None = None,
         payload_hash: str | None = None,

@@ -28,7 +28,7 @@ from botocore.auth import UNSIGNED_PAYLOAD
 from s3proxy.core.checksums import new_hasher
 from s3proxy.core.chunksigning import PAYLOAD as SIGNED_PAYLOAD
 from s3proxy.core.chunksigning import SignedChunkFramer
-from s3proxy.core.headers import Headers, get_header
+from s3proxy.core.headers import HeaderPairs, get_header
 from s3proxy.core.trailing import PAYLOAD as TRAILER_PAYLOAD
 from s3proxy.core.trailing import UPSTREAM_CHECKSUMS, TrailingChecksumFramer
 from s3proxy.upstream.client import Signing
@@ -91,12 +91,12 @@ class StreamForm:
     announce it, and what learns the request's signature (signed chunks)."""
 
     framing: Framing
-    headers: Headers
+    headers: HeaderPairs
     payload: str
     on_signed: Callable[[Signing], None] | None = None
 
 
-def _aws_chunked(headers: Headers, stored: int, extra: Headers) -> Headers:
+def _aws_chunked(headers: HeaderPairs, stored: int, extra: HeaderPairs) -> HeaderPairs:
     """The headers with ``aws-chunked`` first in ``Content-Encoding`` (S3 removes it again)."""
     encoding = get_header(headers, "Content-Encoding")
     rest = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
@@ -109,7 +109,7 @@ def _aws_chunked(headers: Headers, stored: int, extra: Headers) -> Headers:
     ]
 
 
-def stream_form(choice: Choice, headers: Headers, total: int) -> StreamForm:
+def stream_form(choice: Choice, headers: HeaderPairs, total: int) -> StreamForm:
     """The form of a ``total``-byte body streamed upstream."""
     if choice.form is Form.TRAILER:
         trailing = TrailingChecksumFramer(choice.algorithm, total)
@@ -124,7 +124,7 @@ def stream_form(choice: Choice, headers: Headers, total: int) -> StreamForm:
     return StreamForm(_Unframed(total), list(headers), UNSIGNED_PAYLOAD)
 
 
-def whole_headers(choice: Choice, headers: Headers, body: bytes) -> Headers:
+def whole_headers(choice: Choice, headers: HeaderPairs, body: bytes) -> HeaderPairs:
     """The headers of a body sent whole (signed with its SHA-256), with its checksum."""
     if choice.form is Form.TRAILER:
         hasher = new_hasher(choice.algorithm)
