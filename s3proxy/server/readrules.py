@@ -1,6 +1,7 @@
-"""What the read handlers share: the plaintext response's headers (ETag, checksums, tag count),
-the client's conditions and ranges evaluated on the plaintext, and the rule for objects the proxy
-did not write. See docs/design.md, Reading."""
+"""What the read handlers share: the client's range and conditions taken apart from what goes
+upstream, the answer planned on the plaintext (core/readplan.py), the plaintext response's
+headers (ETag, tag count), and the rule for objects the proxy did not write. See
+docs/design.md, Reading."""
 
 from __future__ import annotations
 
@@ -12,26 +13,24 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
-from s3proxy.core.conditions import CONDITION_HEADERS, evaluate
+from s3proxy.core.conditions import CONDITION_HEADERS
 from s3proxy.core.errors import (
     AccessDeniedByProxy,
     PreconditionChanged,
-    PreconditionFailed,
-    RangeError,
     UpstreamUnavailable,
 )
 from s3proxy.core.headers import (
     HeaderPairs,
+    Headers,
     client_response_headers,
-    get_header,
     upstream_request_headers,
 )
-from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.objectinfo import ObjectInfo
+from s3proxy.core.readplan import NOT_MODIFIED, ReadAnswer, ReadQuery, plan_read
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import READ_CHUNK, RangeNotSatisfiable, parse_range
+from s3proxy.core.sizes import READ_CHUNK
 from s3proxy.store.objects import last_modified as last_modified  # the read handlers' too
 from s3proxy.telemetry.accesslog import count_upstream
 
@@ -52,18 +51,6 @@ async def read_exactly(resp: aiohttp.ClientResponse, count: int) -> bytes:
 async def upstream_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async for chunk in resp.content.iter_chunked(READ_CHUNK):
         yield count_upstream(chunk)
-
-
-def checksum_mode(request: web.Request) -> bool:
-    return request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
-
-
-def checksum_headers(info: ObjectInfo, marker: Marker) -> HeaderPairs:
-    """The plaintext's full-object checksum as S3 reports it (v2: from the trailer; v1: from
-    the proxy's metadata)."""
-    if info.checksum is None:
-        return marker.checksum_headers() if marker.version == 1 else []
-    return info.checksum.headers
 
 
 def plaintext_headers(
@@ -89,11 +76,6 @@ def _count(value: str) -> int | None:
     return parse_decimal(value.strip())
 
 
-def hidden_tags(info: ObjectInfo) -> int:
-    """How many of the object's tags are the proxy's (its manifest)."""
-    return 1 if needs_manifest(info.layout) else 0
-
-
 def check_unencrypted(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:
     """403 unless S3PROXY_UNENCRYPTED_* allow returning this object as it is stored."""
     if not config.unencrypted.allows(target.bucket or "", target.key or "", last_modified(resp)):
@@ -105,53 +87,48 @@ def check_unencrypted(config: Config, target: Target, resp: aiohttp.ClientRespon
 
 @dataclass(frozen=True)
 class ReadHeaders:
-    """A read's request headers: those forwarded upstream, and apart from them the client's
-    Range and conditions, which the proxy evaluates on the plaintext."""
+    """A read's request headers: those forwarded upstream, and apart from them what the proxy
+    evaluates on the plaintext (the client's Range, If-Range and conditions)."""
 
     forwarded: HeaderPairs
-    range_value: str | None
-    conditions: HeaderPairs
+    query: ReadQuery
 
     @classmethod
-    def of(cls, request: web.Request) -> ReadHeaders:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        range_value = pop_header(headers, "Range")
-        return cls(headers, range_value, pop_conditions(headers))
+    def of(cls, request: web.Request, part_number: str | None = None) -> ReadHeaders:
+        """The headers of a GET or HEAD; ``part_number``: the query's ``partNumber``."""
+        sent = Headers(upstream_request_headers(request.headers.items(), encrypting=False))
+        conditions = [(k, v) for k, v in sent if k.lower() in CONDITION_HEADERS]
+        query = ReadQuery.of(
+            request.headers, conditions, part_number=part_number, body=request.method != "HEAD"
+        )
+        return cls(sent.without("range", "if-range", *CONDITION_HEADERS).pairs(), query)
+
+    def as_sent(self) -> HeaderPairs:
+        """The client's headers again, its range and conditions included: for an object the
+        proxy did not write, which the upstream answers as the client asked."""
+        query = self.query
+        again = [*self.forwarded, *query.conditions]
+        if query.part_number is None:
+            again += [("Range", query.range)] if query.range else []
+            again += [("If-Range", query.if_range)] if query.if_range is not None else []
+        return again
 
 
-def pop_conditions(headers: HeaderPairs) -> HeaderPairs:
-    """Remove and return the conditional headers (the proxy evaluates them on the plaintext
-    ETag; the upstream only ever sees its own ETag). ``If-Range`` is removed too; it is read
-    from the request where it applies (:func:`range_applies`)."""
-    taken = [(k, v) for k, v in headers if k.lower() in CONDITION_HEADERS]
-    dropped = {*CONDITION_HEADERS, "if-range"}
-    headers[:] = [(k, v) for k, v in headers if k.lower() not in dropped]
-    return taken
-
-
-def if_range_header(request: web.Request) -> HeaderPairs:
-    """The client's own If-Range, for a request relayed about an object the proxy did not
-    write (the upstream's ETag is then the client's)."""
-    value = request.headers.get("If-Range")
-    return [("If-Range", value)] if value is not None else []
-
-
-def check_conditions(
-    request: web.Request, conditions: HeaderPairs, etag: str | None, resp: aiohttp.ClientResponse
-) -> None:
-    """Raise for a failed precondition (412) or an unmodified object (304)."""
-    if not conditions:
-        return
-    verdict = evaluate(dict(conditions), etag or "", last_modified(resp))
-    if verdict == 412:
-        raise PreconditionFailed()
-    if verdict == 304:
+def read_answer(
+    query: ReadQuery, info: ObjectInfo, marker: Marker | None, resp: aiohttp.ClientResponse
+) -> ReadAnswer:
+    """:func:`plan_read` on what the store's response ``resp`` shows of the object; a 304 is
+    raised as :class:`NotModified`, which the application answers."""
+    stored_etag = resp.headers.get("ETag")
+    answer = plan_read(query, info, marker, stored_etag, last_modified(resp))
+    if answer.status == NOT_MODIFIED:
         kept = [
             (k, v)
-            for k, v in plaintext_headers(resp.headers.items(), etag)
+            for k, v in plaintext_headers(resp.headers.items(), answer.etag)
             if k.lower() in ("etag", "last-modified", "cache-control", "expires", "vary")
         ]
         raise NotModified(kept)
+    return answer
 
 
 class NotModified(Exception):
@@ -160,19 +137,6 @@ class NotModified(Exception):
     def __init__(self, headers: HeaderPairs) -> None:
         super().__init__("not modified")
         self.headers = headers
-
-
-def client_range(value: str, total: int) -> tuple[int, int] | None:
-    try:
-        return parse_range(value, total)
-    except RangeNotSatisfiable as exc:
-        raise RangeError(total) from exc
-
-
-def pop_header(headers: HeaderPairs, name: str) -> str | None:
-    value = get_header(headers, name)
-    headers[:] = [(k, v) for k, v in headers if k.lower() != name.lower()]
-    return value
 
 
 def unencrypted_allowed(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:

@@ -5,20 +5,43 @@ Reading: authenticate, then release)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError, UpstreamUnavailable
 from s3proxy.core.headers import HeaderPairs
-from s3proxy.core.layout import PlanDecryptor, ReadPlan
+from s3proxy.core.layout import PlanDecryptor
+from s3proxy.core.readplan import ReadAnswer
 from s3proxy.core.request import Target
 from s3proxy.server.readrules import plaintext_headers
 from s3proxy.server.relay import Aborted, BodyResponse, abort, add_headers
 from s3proxy.store.objects import ObjectInspector
 
 log = logging.getLogger("s3proxy")
+
+
+def start_answer(resp: web.StreamResponse, answer: ReadAnswer, source: Mapping[str, str]) -> None:
+    """The plaintext answer's status line aside, its headers: the store's response headers as
+    the client sees them (``source``, with the plaintext ETag), the answer's own, its range
+    and length."""
+    add_headers(resp, plaintext_headers(source.items(), answer.etag, answer.hidden_tags))
+    add_headers(resp, answer.headers)
+    if answer.content_range:
+        resp.headers["Content-Range"] = answer.content_range
+    resp.content_length = answer.length
+
+
+async def send_without_body(
+    request: web.Request, answer: ReadAnswer, source: Mapping[str, str]
+) -> web.StreamResponse:
+    """A HEAD's answer, or a GET's with nothing to decrypt (an empty part)."""
+    resp = web.StreamResponse(status=answer.status)
+    start_answer(resp, answer, source)
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
 
 
 class PlaintextSender:
@@ -31,51 +54,34 @@ class PlaintextSender:
         target: Target,
         headers: HeaderPairs,
         probe: aiohttp.ClientResponse,
-        plan: ReadPlan,
-        *,
-        status: int,
-        content_range: str | None,
-        etag: str | None,
-        extra: HeaderPairs | None = None,
+        answer: ReadAnswer,
         keys: dict[str, bytes] | None = None,
-        hidden_tags: int = 0,
     ) -> web.StreamResponse:
-        """Fetch the stored bytes of ``plan`` from the object the probe saw (``If-Match`` its
-        stored ETag; the client's own conditions were checked already) and send the plaintext."""
+        """Fetch the stored bytes of the answer's plan from the object the probe saw
+        (``If-Match`` its stored ETag; the client's own conditions were checked already) and
+        send the plaintext; an answer without a plan has no body to fetch."""
+        if answer.plan is None:
+            return await send_without_body(request, answer, probe.headers)
         stored_etag = probe.headers.get("ETag")
-        span = await self.objects.fetch_span(target, headers, stored_etag, plan)
+        span = await self.objects.fetch_span(target, headers, stored_etag, answer.plan)
         async with span.resp:
-            return await self.send_plan(
-                request,
-                span.chunks(),
-                plan,
-                status=status,
-                content_range=content_range,
-                source_headers=probe.headers.items(),
-                etag=etag,
-                extra=extra,
-                keys=keys,
-                hidden_tags=hidden_tags,
-            )
+            return await self.send_plan(request, span.chunks(), answer, probe.headers, keys=keys)
 
     async def send_plan(
         self,
         request: web.Request,
         chunks: AsyncIterator[bytes],
-        plan: ReadPlan,
+        answer: ReadAnswer,
+        source: Mapping[str, str],
         *,
-        status: int,
-        content_range: str | None,
-        source_headers: object,
-        etag: str | None,
-        extra: HeaderPairs | None = None,
         prefix: bytes = b"",
         keys: dict[str, bytes] | None = None,
-        hidden_tags: int = 0,
     ) -> web.StreamResponse:
         """Decrypt the fetched stored bytes into the client's response. The first segment is
         authenticated before the response starts, so most failures become a proper S3 error;
         a later failure cuts the connection short of the announced Content-Length."""
+        plan = answer.plan
+        assert plan is not None  # (an answer with a body to send)
         decryptor = PlanDecryptor(plan)
         request_keys: dict[str, bytes] = {} if keys is None else keys
 
@@ -104,12 +110,8 @@ class PlaintextSender:
                 pending = await step(chunk)
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable("The upstream response broke off.") from exc
-        resp = BodyResponse(status=status)
-        add_headers(resp, plaintext_headers(source_headers, etag, hidden_tags))  # type: ignore[arg-type]
-        add_headers(resp, extra or [])
-        if content_range:
-            resp.headers["Content-Range"] = content_range
-        resp.content_length = plan.length
+        resp = BodyResponse(status=answer.status)
+        start_answer(resp, answer, source)
         await resp.prepare(request)
         try:
             if pending:
