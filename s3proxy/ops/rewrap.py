@@ -67,11 +67,10 @@ class Rewrapper:
             tagged = head.headers.get("x-amz-tagging-count", "0") != "0"
         if marker is None:
             return "skipped"
-        found = await self.objects.probe(target, [("If-Match", etag)])
-        if not isinstance(found, tuple):
-            found.release()
-            raise S3ProxyError("the object changed while it was examined")
-        layout = found[0].layout
+        async with self.objects.probing(target, [("If-Match", etag)]) as probe:
+            if probe.info is None:
+                raise S3ProxyError("the object changed while it was examined")
+            layout = probe.info.layout
         if all(key_version(s.header.wrapped_key) >= latest for s in layout.streams):
             return "current"
         if dry_run:

@@ -3,7 +3,6 @@ sizes in place of the stored object's (which describe ciphertext)."""
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -63,12 +62,11 @@ class Attributes:
                 return relay_body(upstream_resp, body)
         version = target.param("versionId")
         whole = Target(target.bucket, target.key, (("versionId", version),) if version else ())
-        found = await self.objects.probe(whole, [])
-        if isinstance(found, aiohttp.ClientResponse):
-            async with found:
-                check_unencrypted(self.config, whole, found)
-            return relay_body(upstream_resp, body)
-        info, probe = found
+        async with self.objects.probing(whole, []) as probe:
+            if probe.info is None:
+                check_unencrypted(self.config, whole, probe.resp)
+                return relay_body(upstream_resp, body)
+            info, marker = probe.info, Marker.of(probe.resp.headers)
         requested = {
             name.strip()
             for name in request.headers.get("x-amz-object-attributes", "").split(",")
@@ -76,7 +74,7 @@ class Attributes:
         }
         rewritten = rewrite_object_attributes(
             body,
-            plaintext_attributes(info, Marker.of(probe.headers)),
+            plaintext_attributes(info, marker),
             requested,
             max_parts=_number(request, "x-amz-max-parts", 1000),
             part_number_marker=_number(request, "x-amz-part-number-marker", 0),

@@ -63,13 +63,11 @@ class HeadReader:
             same = [("If-Match", stored_etag)] if stored_etag else []
             # A small single stream is read whole: its trailer comes with its header.
             small = not marker.multipart and stored_total <= WHOLE_READ_LIMIT
-            found = await self.context.objects.probe(
-                target, same, length=stored_total if small else HEADER_SIZE
-            )
-            if isinstance(found, aiohttp.ClientResponse):
-                found.release()
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            info = found[0]
+            length = stored_total if small else HEADER_SIZE
+            async with self.context.objects.probing(target, same, length=length) as probe:
+                if probe.info is None:
+                    raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+                info = probe.info
         if info.layout.stored_length != stored_total:
             raise IntegrityError("The stored object's streams do not add up to its size.")
         return info

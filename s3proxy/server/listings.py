@@ -88,17 +88,14 @@ class Listings:
         cached = self._listed.get(ck)
         if cached is not None:
             return cached
+        same = [("If-Match", obj.etag)] if obj.etag else []
         try:
-            found = await self.objects.probe(target, [("If-Match", obj.etag)] if obj.etag else [])
+            async with self.objects.probing(target, same) as probe:
+                info = probe.info
         except (S3ProxyError, aiohttp.ClientError) as exc:
             log.warning("listing reports the stored size of %s/%s: %s", bucket, key, exc)
             return obj.size, None
-        if isinstance(found, aiohttp.ClientResponse):
-            found.release()
-            result: tuple[int, str | None] = (obj.size, None)
-        else:
-            info = found[0]
-            result = (info.size, info.etag)
+        result = (obj.size, None) if info is None else (info.size, info.etag)
         self._listed.put(ck, result)
         return result
 

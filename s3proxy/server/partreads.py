@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.core.marker import Marker
@@ -25,16 +24,15 @@ class PartReader:
         read_headers = ReadHeaders.of(request, part_number=target.param("partNumber"))
         whole = target.without("partNumber")
         keys: dict[str, bytes] = {}
-        found = await self.context.objects.probe(whole, read_headers.forwarded, keys)
-        if isinstance(found, aiohttp.ClientResponse):
-            async with found:
-                if found.status not in (200, 206, 416):
-                    return await relay(request, found)
-            return await self.context.relay_unencrypted(
-                request, request.method, target, read_headers.as_sent()
-            )
-        info, probe = found
-        answer = read_answer(read_headers.query, info, Marker.of(probe.headers), probe)
-        return await self.context.sender.send_span(
-            request, whole, read_headers.forwarded, probe, answer, keys
+        headers = read_headers.forwarded
+        async with self.context.objects.probing(whole, headers, keys) as probe:
+            if probe.info is not None:
+                marker = Marker.of(probe.resp.headers)
+                answer = read_answer(read_headers.query, probe.info, marker, probe.resp)
+                sender = self.context.sender
+                return await sender.send_span(request, whole, headers, probe.resp, answer, keys)
+            if probe.resp.status not in (200, 206, 416):
+                return await relay(request, probe.resp)
+        return await self.context.relay_unencrypted(
+            request, request.method, target, read_headers.as_sent()
         )

@@ -5,7 +5,6 @@ docs/design.md, Reading."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
@@ -17,7 +16,6 @@ from s3proxy.core.conditions import CONDITION_HEADERS
 from s3proxy.core.errors import (
     AccessDeniedByProxy,
     PreconditionChanged,
-    UpstreamUnavailable,
 )
 from s3proxy.core.headers import (
     HeaderPairs,
@@ -33,6 +31,7 @@ from s3proxy.core.request import Target
 from s3proxy.core.sizes import READ_CHUNK
 from s3proxy.store.objects import last_modified as last_modified  # the read handlers' too
 from s3proxy.telemetry.accesslog import count_upstream
+from s3proxy.upstream import errors as upstream_errors
 
 # A plain GET of a single-stream object up to this stored size whose layout is not cached reads
 # the whole body before answering (its trailer, for the ETag, is at the end): one read chunk, as
@@ -41,11 +40,8 @@ WHOLE_READ_LIMIT = READ_CHUNK
 
 
 async def read_exactly(resp: aiohttp.ClientResponse, count: int) -> bytes:
-    try:
+    with upstream_errors.reading():
         return count_upstream(await resp.content.readexactly(count))
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        # Fewer bytes than the response announced: the connection, not the data.
-        raise UpstreamUnavailable("The upstream response broke off.") from exc
 
 
 async def upstream_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -131,18 +131,16 @@ class Reader:
         if known is not None:
             return known
         headers = read_headers.forwarded
-        found = await self.context.objects.probe(target, headers, keys)
-        if isinstance(found, aiohttp.ClientResponse):
-            async with found:
-                if found.status not in (200, 206, 416):
-                    return await relay(request, found)
-            # Not ours (or empty): the upstream answers the client's own range and conditions.
-            return await self.context.relay_unencrypted(
-                request, "GET", target, read_headers.as_sent()
-            )
-        info, probe = found
-        answer = read_answer(read_headers.query, info, Marker.of(probe.headers), probe)
-        return await self.context.sender.send_span(request, target, headers, probe, answer, keys)
+        async with self.context.objects.probing(target, headers, keys) as probe:
+            if probe.info is not None:
+                marker = Marker.of(probe.resp.headers)
+                answer = read_answer(read_headers.query, probe.info, marker, probe.resp)
+                sender = self.context.sender
+                return await sender.send_span(request, target, headers, probe.resp, answer, keys)
+            if probe.resp.status not in (200, 206, 416):
+                return await relay(request, probe.resp)
+        # Not ours (or empty): the upstream answers the client's own range and conditions.
+        return await self.context.relay_unencrypted(request, "GET", target, read_headers.as_sent())
 
     async def _get_known(
         self,

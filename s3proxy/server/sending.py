@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 from aiohttp import web
 
-from s3proxy.core.errors import IntegrityError, S3ProxyError, UpstreamUnavailable
+from s3proxy.core.errors import IntegrityError, S3ProxyError
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.layout import PlanDecryptor
 from s3proxy.core.readplan import ReadAnswer
@@ -18,6 +18,7 @@ from s3proxy.core.request import Target
 from s3proxy.server.readrules import plaintext_headers
 from s3proxy.server.relay import Aborted, BodyResponse, abort, add_headers
 from s3proxy.store.objects import ObjectInspector
+from s3proxy.upstream import errors as upstream_errors
 
 log = logging.getLogger("s3proxy")
 
@@ -100,7 +101,7 @@ class PlaintextSender:
                 return out
             return out + await keyed()
 
-        try:
+        with upstream_errors.reading():
             pending = await step(prefix)
             while not pending and not decryptor.done:
                 chunk = await anext(chunks, None)
@@ -108,8 +109,6 @@ class PlaintextSender:
                     decryptor.finish()  # raises: truncated
                     break
                 pending = await step(chunk)
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable("The upstream response broke off.") from exc
         resp = BodyResponse(status=answer.status)
         start_answer(resp, answer, source)
         await resp.prepare(request)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-
 from s3proxy.core.errors import IntegrityError, InvalidPart
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, parse_header
@@ -40,12 +38,13 @@ class AssemblyCheck:
         :class:`IntegrityError` when the upstream assembled something else, and
         :class:`InvalidPart` when a part's stream does not hold the plaintext whose MD5 the
         client named (a part this process did not seal: known only now)."""
-        found = await self.objects.first_header(target, [])
-        if isinstance(found, aiohttp.ClientResponse):
-            found.release()
-            raise _not_the_parts(target, f"HTTP {found.status} without the proxy's marker")
-        marker, stored_total, head, probe = found
-        stored_etag = probe.headers.get("ETag", "")
+        async with self.objects.first_bytes(target, []) as found:
+            marker, stored_total, head = found.marker, found.stored_total, found.data
+            if marker is None:
+                status = found.resp.status
+                raise _not_the_parts(target, f"HTTP {status} without the proxy's marker")
+            stored_etag = found.resp.headers.get("ETag", "")
+            modified = last_modified(found.resp)
         first = parse_header(head)
         check_marker(first, marker)
         if not marker.multipart:
@@ -59,7 +58,7 @@ class AssemblyCheck:
         headers = await self._headers(target, stored_etag, parts, first, sealed)
         layout = Layout.from_headers(headers)
         check_object_shape(layout, True)
-        unbound_allowed = self.objects.names.unbound_allowed(target, last_modified(probe))
+        unbound_allowed = self.objects.names.unbound_allowed(target, modified)
         check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
         trailers = await self._trailers(target, stored_etag, layout, parts, sealed, head)
         etag = object_etag([t.md5 if t is not None else None for t in trailers], True)

@@ -8,13 +8,14 @@ import asyncio
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
 
 import aiohttp
 
-from s3proxy.core.errors import IntegrityError, PreconditionChanged, UpstreamUnavailable
+from s3proxy.core.errors import IntegrityError, PreconditionChanged
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
 from s3proxy.core.headers import HeaderPairs, content_length, content_range_total
@@ -37,6 +38,7 @@ from s3proxy.keys.transit import KeyService
 from s3proxy.store.tags import Tags
 from s3proxy.telemetry import metrics
 from s3proxy.telemetry.accesslog import count_upstream
+from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.client import Upstream
 
 V = TypeVar("V")
@@ -173,15 +175,6 @@ class ObjectInspector:
             span = Span(resp, skip, last - first + 1)
             data = b"".join([chunk async for chunk in span.chunks()])
         return data if len(data) == last - first + 1 else None
-
-    async def _fetch_header(self, target: Target, offset: int, etag: str | None) -> Header | None:
-        data = await self._fetch(target, offset, offset + HEADER_SIZE - 1, etag)
-        if data is None:
-            return None
-        try:
-            return parse_header(data)
-        except IntegrityError:
-            return None
 
     async def _layout(
         self,
@@ -390,21 +383,23 @@ class ObjectInspector:
             self.remember(target, etag, info)
         return info
 
-    async def first_header(
+    @asynccontextmanager
+    async def first_bytes(
         self, target: Target, headers: HeaderPairs, length: int = HEADER_SIZE
-    ) -> tuple[Marker, int, bytes, aiohttp.ClientResponse] | aiohttp.ClientResponse:
-        """GET the first ``length`` bytes (at least the header). Returns the marker, stored
-        size, the bytes read (fewer than ``length`` only where the object is shorter) and the
-        (released) probe response if the object is ours, else the probe response to relay or
-        retry (released by the caller)."""
+    ) -> AsyncIterator[FirstBytes]:
+        """GET the first ``length`` bytes (at least the header) of the object. Ours: its
+        marker, stored size and the bytes read (fewer than ``length`` only where the object
+        is shorter), the response already released. Not ours (or no object): the response,
+        unread, to relay or retry. Released when the block ends."""
         probe = await self.upstream.send(
             "GET", target, [*headers, ("Range", f"bytes=0-{max(length, HEADER_SIZE) - 1}")]
         )
-        try:
+        async with probe:
             # A 200 is an upstream that ignored the Range: the body is still the stored object.
             marker = Marker.of(probe.headers) if probe.status in (200, 206) else None
             if marker is None:
-                return probe
+                yield FirstBytes(probe)
+                return
             if probe.status == 206:
                 stored_total = content_range_total(probe.headers)
             else:
@@ -413,66 +408,58 @@ class ObjectInspector:
                 raise IntegrityError("The upstream did not report the stored object's size.")
             if stored_total < HEADER_SIZE:
                 raise IntegrityError("The stored object is shorter than its header.")
-            try:
-                wanted = max(HEADER_SIZE, min(length, stored_total))
+            wanted = max(HEADER_SIZE, min(length, stored_total))
+            with upstream_errors.reading():
                 data = count_upstream(await probe.content.readexactly(wanted))
-            except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-                # Fewer bytes than the response announced: the connection, not the data.
-                raise UpstreamUnavailable("The upstream response broke off.") from exc
-        except BaseException:
-            probe.release()
-            raise
-        probe.release()
-        return marker, stored_total, data, probe
+            probe.release()  # (the reads that follow need no part of it)
+            yield FirstBytes(probe, marker, stored_total, data)
 
-    async def probe(
+    @asynccontextmanager
+    async def probing(
         self,
         target: Target,
         headers: HeaderPairs,
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
         length: int = HEADER_SIZE,
-    ) -> tuple[ObjectInfo, aiohttp.ClientResponse] | aiohttp.ClientResponse:
+    ) -> AsyncIterator[Probe]:
         """GET the first 256 bytes (or ``length``: a small object whole, trailer included).
-        Returns the object's info and the probe response if the object is ours, else the probe
-        response to relay or retry (released by the caller)."""
-        found = await self.first_header(target, headers, length)
-        if isinstance(found, aiohttp.ClientResponse):
-            return found
-        marker, stored_total, data, probe = found
-        first = parse_header(data[:HEADER_SIZE])
-        stored_etag = probe.headers.get("ETag")
-        check_marker(first, marker)
-        if manifest:
-            cached = self.cached(target, stored_etag, stored_total, first)
-            if cached is not None:
-                return cached, probe
-        info = await self.build(
-            target,
-            stored_etag,
-            stored_total,
-            first,
-            marker,
-            keys,
-            manifest,
-            known=data,
-            modified=last_modified(probe),
-        )
-        return info, probe
+        Ours: the object's info (cached, or built now) and the released probe response. Not
+        ours: the probe response, unread, to relay or retry. Released when the block ends."""
+        async with self.first_bytes(target, headers, length) as found:
+            if found.marker is None:
+                yield Probe(found.resp)
+                return
+            probe, marker, data = found.resp, found.marker, found.data
+            first = parse_header(data[:HEADER_SIZE])
+            stored_etag = probe.headers.get("ETag")
+            check_marker(first, marker)
+            info = self.cached(target, stored_etag, found.stored_total, first) if manifest else None
+            if info is None:
+                info = await self.build(
+                    target,
+                    stored_etag,
+                    found.stored_total,
+                    first,
+                    marker,
+                    keys,
+                    manifest,
+                    known=data,
+                    modified=last_modified(probe),
+                )
+            yield Probe(probe, info)
 
     async def current(self, target: Target, manifest: bool = True) -> Current | None:
         """What a client would see of the object now: its stored ETag, and the plaintext ETag
         and info if the proxy wrote it; ``None`` if there is no such object."""
-        found = await self.probe(target, [], manifest=manifest)
-        if isinstance(found, aiohttp.ClientResponse):
-            async with found:
-                if found.status not in (200, 206, 416):
-                    return None
-                stored = found.headers.get("ETag", "")
-                return Current(target, stored, stored, None, None)
-        info, probe = found
-        stored = probe.headers.get("ETag", "")
-        return Current(target, stored, info.etag or stored, info, Marker.of(probe.headers))
+        async with self.probing(target, [], manifest=manifest) as probe:
+            stored = probe.resp.headers.get("ETag", "")
+            if probe.info is not None:
+                marker = Marker.of(probe.resp.headers)
+                return Current(target, stored, probe.info.etag or stored, probe.info, marker)
+            if probe.resp.status not in (200, 206, 416):
+                return None
+            return Current(target, stored, stored, None, None)
 
     async def fetch_span(
         self, target: Target, headers: HeaderPairs, stored_etag: str | None, plan: ReadPlan
@@ -538,7 +525,7 @@ class ObjectInspector:
         async with span.resp:
             decryptor = PlanDecryptor(plan)
             keys: dict[str, bytes] = {}
-            try:
+            with upstream_errors.reading():
                 async for chunk in span.chunks():
                     out = [decryptor.feed(chunk)]
                     while decryptor.needs_key is not None:
@@ -548,8 +535,6 @@ class ObjectInspector:
                     data = b"".join(out)
                     if data:
                         yield data
-            except aiohttp.ClientError as exc:
-                raise UpstreamUnavailable("The upstream response broke off.") from exc
             decryptor.finish()
 
 
@@ -584,3 +569,25 @@ class Current:
     etag: str  # as the client sees it: the plaintext ETag of an object the proxy wrote
     info: ObjectInfo | None  # None: not written by the proxy
     marker: Marker | None
+
+
+@dataclass(frozen=True)
+class FirstBytes:
+    """What the first stored bytes of an object showed (:meth:`ObjectInspector.first_bytes`).
+    ``marker`` None: not an object the proxy wrote, or no object: ``resp`` is the store's
+    answer, unread."""
+
+    resp: aiohttp.ClientResponse
+    marker: Marker | None = None
+    stored_total: int = 0
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a probe found (:meth:`ObjectInspector.probing`): the object's info if the proxy
+    wrote it (``resp`` released, its headers still readable), else ``info`` None and the
+    store's answer in ``resp``, unread."""
+
+    resp: aiohttp.ClientResponse
+    info: ObjectInfo | None = None

@@ -23,10 +23,10 @@ from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from yarl import URL
 
-from s3proxy.core.errors import UpstreamUnavailable
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.telemetry import accesslog
+from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.credentials import CredentialSource
 
 log = logging.getLogger(__name__)
@@ -221,22 +221,17 @@ class Upstream:
         data: Any = body
         started, answer = time.monotonic(), None
         try:
-            answer = await self._session.request(
-                method,
-                URL(url, encoded=True),
-                headers=signed,
-                data=data,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
+            with upstream_errors.sending():
+                answer = await self._session.request(
+                    method,
+                    URL(url, encoded=True),
+                    headers=signed,
+                    data=data,
+                    allow_redirects=False,
+                    compress=None,
+                    chunked=None,
+                )
             return answer
-        except aiohttp.ClientConnectionError as exc:
-            raise UpstreamUnavailable(
-                f"The upstream object store could not be reached ({type(exc).__name__})."
-            ) from exc
-        except TimeoutError as exc:
-            raise UpstreamUnavailable("The upstream object store timed out.") from exc
         finally:
             accesslog.note_upstream(
                 method,
