@@ -20,7 +20,8 @@ from s3proxy.core.request import Target
 from s3proxy.core.s3xml import ListedObject, listed_objects, rewrite_listing, rewrite_part_sizes
 from s3proxy.core.sizes import HEADER_SIZE, TAG_SIZE, plaintext_length
 from s3proxy.server.relay import relay, relay_body
-from s3proxy.store.objects import LruCache, ObjectInspector, cache_key
+from s3proxy.store.caches import LruCache, cache_key
+from s3proxy.store.objects import ObjectInspector
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
 

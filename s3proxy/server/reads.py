@@ -10,10 +10,10 @@ import aiohttp
 from aiohttp import web
 
 from s3proxy.core.errors import IntegrityError, RangeError
-from s3proxy.core.format import parse_header
+from s3proxy.core.format import Header, parse_header
 from s3proxy.core.headers import content_length
 from s3proxy.core.marker import Marker
-from s3proxy.core.objectinfo import check_marker
+from s3proxy.core.objectinfo import ObjectInfo, check_marker
 from s3proxy.core.readplan import plan_span
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE
@@ -28,6 +28,7 @@ from s3proxy.server.readrules import (
     upstream_chunks,
 )
 from s3proxy.server.relay import relay
+from s3proxy.store.spans import known_span
 
 log = logging.getLogger("s3proxy")
 
@@ -74,24 +75,13 @@ class Reader:
         keys: dict[str, bytes] = {}
         first = parse_header(head)
         check_marker(first, marker)
-        objects = self.context.objects
-        info = objects.cached(target, stored_etag, stored_total, first)
-        modified = last_modified(upstream_resp)
+        info = self.context.objects.cached(target, stored_etag, stored_total, first)
         if info is None and marker.multipart:
             # Its layout takes many ranged reads: the whole-object response does not wait for
             # them (an upstream may give up on a reader that stalls, as LocalStack does after
             # about a second); its plaintext is fetched again, If-Match.
             upstream_resp.close()
-            info = await objects.build(
-                target,
-                stored_etag,
-                stored_total,
-                first,
-                marker,
-                keys,
-                known=head,
-                modified=modified,
-            )
+            info = await self._build(target, upstream_resp, stored_total, first, head, marker, keys)
             answer = read_answer(read_headers.query, info, marker, upstream_resp)
             return await self.context.sender.send_span(
                 request, target, read_headers.forwarded, upstream_resp, answer, keys
@@ -100,16 +90,7 @@ class Reader:
             if not marker.multipart and stored_total <= WHOLE_READ_LIMIT:
                 # A small object arrives whole anyway: its trailer is in this response.
                 head += await read_exactly(upstream_resp, stored_total - HEADER_SIZE)
-            info = await objects.build(
-                target,
-                stored_etag,
-                stored_total,
-                first,
-                marker,
-                keys,
-                known=head,
-                modified=modified,
-            )
+            info = await self._build(target, upstream_resp, stored_total, first, head, marker, keys)
         answer = read_answer(read_headers.query, info, marker, upstream_resp)
         return await self.context.sender.send_plan(
             request,
@@ -118,6 +99,28 @@ class Reader:
             upstream_resp.headers,
             prefix=head,
             keys=keys,
+        )
+
+    async def _build(
+        self,
+        target: Target,
+        upstream_resp: aiohttp.ClientResponse,
+        stored_total: int,
+        first: Header,
+        head: bytes,
+        marker: Marker,
+        keys: dict[str, bytes],
+    ) -> ObjectInfo:
+        """The info of the object whose first stored bytes (``head``) the response brought."""
+        return await self.context.objects.build(
+            target,
+            upstream_resp.headers.get("ETag"),
+            stored_total,
+            first,
+            marker,
+            keys,
+            known=head,
+            modified=last_modified(upstream_resp),
         )
 
     async def _get_probed(
@@ -169,10 +172,12 @@ class Reader:
         except RangeError:
             return None  # perhaps a size that changed: the probe tells
         assert planned.plan is not None
-        span = await self.context.objects.known_span(
-            target, read_headers.forwarded, stored_etag, info, planned.plan
+        objects = self.context.objects
+        span = await known_span(
+            objects.upstream, target, read_headers.forwarded, stored_etag, info, planned.plan
         )
         if span is None:
+            objects.forget_last(target)
             return None
         async with span.resp:
             answer = read_answer(query, info, Marker.of(span.resp.headers), span.resp)

@@ -12,12 +12,13 @@ from aiohttp import web
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
 from s3proxy.core.headers import HeaderPairs
-from s3proxy.core.layout import PlanDecryptor
+from s3proxy.core.layout import PlanDecryptor, ReadPlan
 from s3proxy.core.readplan import ReadAnswer
 from s3proxy.core.request import Target
 from s3proxy.server.readrules import plaintext_headers
 from s3proxy.server.relay import Aborted, BodyResponse, abort, add_headers
 from s3proxy.store.objects import ObjectInspector
+from s3proxy.store.spans import fetch_span
 from s3proxy.upstream import errors as upstream_errors
 
 log = logging.getLogger("s3proxy")
@@ -64,7 +65,7 @@ class PlaintextSender:
         if answer.plan is None:
             return await send_without_body(request, answer, probe.headers)
         stored_etag = probe.headers.get("ETag")
-        span = await self.objects.fetch_span(target, headers, stored_etag, answer.plan)
+        span = await fetch_span(self.objects.upstream, target, headers, stored_etag, answer.plan)
         async with span.resp:
             return await self.send_plan(request, span.chunks(), answer, probe.headers, keys=keys)
 
@@ -81,63 +82,84 @@ class PlaintextSender:
         """Decrypt the fetched stored bytes into the client's response. The first segment is
         authenticated before the response starts, so most failures become a proper S3 error;
         a later failure cuts the connection short of the announced Content-Length."""
-        plan = answer.plan
-        assert plan is not None  # (an answer with a body to send)
-        decryptor = PlanDecryptor(plan)
-        request_keys: dict[str, bytes] = {} if keys is None else keys
-
-        async def keyed() -> bytes | bytearray:
-            """The decryptor's key for the next stream, and what the wait held back."""
-            out: list[bytes | bytearray] = []
-            while decryptor.needs_key is not None:
-                wrapped = decryptor.needs_key.wrapped_key
-                decryptor.provide_key(await self.objects.unwrap(wrapped, request_keys))
-                out.append(decryptor.feed(b""))
-            return out[0] if len(out) == 1 else b"".join(out)
-
-        async def step(data: bytes) -> bytes | bytearray:
-            out = decryptor.feed(data)
-            if decryptor.needs_key is None:
-                return out
-            return out + await keyed()
-
+        assert answer.plan is not None  # (an answer with a body to send)
+        decrypting = Decrypting(answer.plan, self.objects, {} if keys is None else keys)
         with upstream_errors.reading():
-            pending = await step(prefix)
-            while not pending and not decryptor.done:
-                chunk = await anext(chunks, None)
-                if chunk is None:
-                    decryptor.finish()  # raises: truncated
-                    break
-                pending = await step(chunk)
+            pending = await decrypting.first(prefix, chunks)
         resp = BodyResponse(status=answer.status)
         start_answer(resp, answer, source)
         await resp.prepare(request)
-        try:
-            if pending:
-                await resp.write(pending)
-            async for chunk in chunks:
-                out = await step(chunk)
-                if out:
-                    await resp.write(out)
-            decryptor.finish()
-        except IntegrityError as exc:
-            log.error(
-                "integrity error while streaming %s: %s",
-                request.path,
-                exc.message,
-                extra={"integrity": True},
-            )
-            abort(request)
-            raise Aborted() from exc
-        except aiohttp.ClientError as exc:  # the network, not the stored data
-            log.error(
-                "upstream broke off while streaming %s (%s)", request.path, type(exc).__name__
-            )
-            abort(request)
-            raise Aborted() from exc
-        except S3ProxyError as exc:  # Vault failed for a later stream
-            log.error("read of %s failed mid-body: %s", request.path, exc.message)
-            abort(request)
-            raise Aborted() from exc
+        await _send_rest(request, resp, pending, chunks, decrypting)
         await resp.write_eof()
         return resp
+
+
+class Decrypting:
+    """A read plan's decryptor fed stored bytes, with the data keys it asks for on the way
+    (unwrapped once per request, in ``keys``)."""
+
+    def __init__(self, plan: ReadPlan, objects: ObjectInspector, keys: dict[str, bytes]) -> None:
+        self.decryptor = PlanDecryptor(plan)
+        self.objects = objects
+        self.keys = keys
+
+    async def step(self, data: bytes) -> bytes | bytearray:
+        """The plaintext ``data`` completes (authenticated)."""
+        decryptor = self.decryptor
+        out = decryptor.feed(data)
+        if decryptor.needs_key is None:
+            return out
+        held: list[bytes | bytearray] = [out]
+        while decryptor.needs_key is not None:
+            wrapped = decryptor.needs_key.wrapped_key
+            decryptor.provide_key(await self.objects.unwrap(wrapped, self.keys))
+            held.append(decryptor.feed(b""))
+        return b"".join(held)
+
+    async def first(self, prefix: bytes, chunks: AsyncIterator[bytes]) -> bytes | bytearray:
+        """The first authenticated plaintext: read before the response starts, so that most
+        failures can still be an S3 error."""
+        pending = await self.step(prefix)
+        while not pending and not self.decryptor.done:
+            chunk = await anext(chunks, None)
+            if chunk is None:
+                self.decryptor.finish()  # raises: truncated
+                break
+            pending = await self.step(chunk)
+        return pending
+
+
+async def _send_rest(
+    request: web.Request,
+    resp: web.StreamResponse,
+    pending: bytes | bytearray,
+    chunks: AsyncIterator[bytes],
+    decrypting: Decrypting,
+) -> None:
+    """The plaintext after the first, into a response already started: a failure now cuts
+    the connection short of the announced Content-Length."""
+    try:
+        if pending:
+            await resp.write(pending)
+        async for chunk in chunks:
+            out = await decrypting.step(chunk)
+            if out:
+                await resp.write(out)
+        decrypting.decryptor.finish()
+    except IntegrityError as exc:
+        log.error(
+            "integrity error while streaming %s: %s",
+            request.path,
+            exc.message,
+            extra={"integrity": True},
+        )
+        abort(request)
+        raise Aborted() from exc
+    except aiohttp.ClientError as exc:  # the network, not the stored data
+        log.error("upstream broke off while streaming %s (%s)", request.path, type(exc).__name__)
+        abort(request)
+        raise Aborted() from exc
+    except S3ProxyError as exc:  # Vault failed for a later stream
+        log.error("read of %s failed mid-body: %s", request.path, exc.message)
+        abort(request)
+        raise Aborted() from exc

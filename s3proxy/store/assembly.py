@@ -83,7 +83,9 @@ class AssemblyCheck:
         the trailer before it), which must be the part's own: the one this process sealed, or
         one of the part's listed stored size."""
         later = [p.offset for p in parts[1:]]
-        found = await self.objects.boundaries(target, stored_etag, later, sealed) if later else {}
+        found = (
+            await self.objects.reads.boundaries(target, stored_etag, later, sealed) if later else {}
+        )
         found[0] = first
         headers = []
         for part in parts:

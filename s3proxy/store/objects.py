@@ -6,121 +6,38 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Generic, TypeVar
 
 import aiohttp
 
-from s3proxy.core.errors import IntegrityError, PreconditionChanged
+from s3proxy.core.errors import IntegrityError
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
 from s3proxy.core.headers import HeaderPairs, content_length, content_range_total
 from s3proxy.core.layout import (
-    Discovery,
     Layout,
     PlanDecryptor,
     ReadPlan,
     check_name_binding,
     check_object_shape,
-    discover,
 )
 from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.marker import Marker
 from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import HEADER_SIZE, READ_CHUNK, TRAILER_SIZE
+from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
 from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
+from s3proxy.store.caches import KnownObjects
+from s3proxy.store.ranged import FETCH_CONCURRENCY, RangedReads
+from s3proxy.store.spans import fetch_span
 from s3proxy.store.tags import Tags
-from s3proxy.telemetry import metrics
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.client import Upstream
-
-V = TypeVar("V")
-
-# The cache of object layouts is bounded in bytes, an entry weighed by its streams (measured with
-# tracemalloc: about 1,600 bytes for a single-stream object's info, 1,100 more per further
-# stream), so a few objects of 10,000 parts cannot take more memory than many small ones. Every
-# PutObject adds an entry: the bound is what keeps a busy writer's memory (and the garbage
-# collector's work) flat; 16 MiB holds about 10,000 small objects or one of 10,000 parts.
-INFO_CACHE_BYTES = 16 * 1024 * 1024
-INFO_ENTRY = 1600
-STREAM_ENTRY = 1100
-FETCH_CONCURRENCY = 16
-# The stored ETag last seen per (bucket, key, version), for reads that skip the probe, and the
-# parts this process encrypted, kept for their CompleteMultipartUpload: both bounded in bytes
-# (an entry's weight: its strings plus what Python needs around them, measured with
-# tracemalloc at about 400 bytes for an ETag and 1,100 for a part).
-LAST_ETAGS_BYTES = 4 * 1024 * 1024
-OWN_PARTS_BYTES = 4 * 1024 * 1024
-ETAG_ENTRY = 400
-PART_ENTRY = 1200
-
-CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
-
-
-class LruCache(Generic[V]):
-    """An LRU map bounded by the total weight of its values (1 each unless ``weigh`` says)."""
-
-    def __init__(
-        self, limit: int, weigh: Callable[[V], int] = lambda _: 1, name: str = "other"
-    ) -> None:
-        self.name = name  # its label in the cache metrics
-        self._limit = limit
-        self._weigh = weigh
-        self._weight = 0
-        self._items: OrderedDict[CacheKey, tuple[V, int]] = OrderedDict()
-
-    def get(self, key: CacheKey) -> V | None:
-        found = self._items.get(key)
-        metrics.cache_lookup(
-            metrics.OBJECT_CACHE_HITS, metrics.OBJECT_CACHE_MISSES, self.name, found is not None
-        )
-        if found is None:
-            return None
-        self._items.move_to_end(key)
-        return found[0]
-
-    def peek(self, key: CacheKey) -> V | None:
-        """The value, without counting a look-up or making it the most recent."""
-        found = self._items.get(key)
-        return None if found is None else found[0]
-
-    def pop(self, key: CacheKey) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._weight -= old[1]
-
-    def put(self, key: CacheKey, value: V, weight: int | None = None) -> None:
-        """(``weight``: this entry's, instead of what ``weigh`` says.)"""
-        weight = self._weigh(value) if weight is None else weight
-        if weight > self._limit:
-            return
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._weight -= old[1]
-        self._items[key] = (value, weight)
-        self._weight += weight
-        while self._weight > self._limit:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self._weight -= dropped
-
-
-def _part_key(target: Target, number: str) -> CacheKey:
-    return (target.bucket or "", target.key or "", target.param("uploadId") or "", number)
-
-
-def _info_weight(info: ObjectInfo) -> int:
-    return INFO_ENTRY + STREAM_ENTRY * (len(info.layout.streams) - 1)
-
-
-def cache_key(target: Target, etag: str | None) -> CacheKey:
-    return (target.bucket or "", target.key or "", target.param("versionId") or "", etag or "")
 
 
 def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
@@ -148,97 +65,17 @@ class NameRule:
         return self.unbound.allows(target.bucket or "", target.key or "", modified)
 
 
-class ObjectInspector:
+class ObjectInspector(KnownObjects):
+    """What is stored under a key: found with small ranged reads of the object (probes,
+    layouts, trailers), authenticated, and kept in this process's caches (:class:`KnownObjects`)."""
+
     def __init__(self, keys: KeyService, upstream: Upstream, names: NameRule | None = None) -> None:
         self.keys = keys
         self.upstream = upstream
         self.names = names or NameRule()
         self.tags = Tags(upstream)
-        self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
-        self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
-        self._parts: LruCache[tuple[str, Header, Trailer]] = LruCache(OWN_PARTS_BYTES, name="part")
-
-    async def _fetch(self, target: Target, first: int, last: int, etag: str | None) -> bytes | None:
-        """Stored bytes ``first..last`` of the object whose ETag is ``etag``; ``None`` if the
-        upstream has no such range. (An upstream that ignores ``Range`` sends the whole object;
-        the range is cut out of it.)"""
-        headers: HeaderPairs = [("Range", f"bytes={first}-{last}")]
-        if etag:
-            headers.append(("If-Match", etag))
-        resp = await self.upstream.send("GET", target, headers)
-        async with resp:
-            if resp.status == 412:
-                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-            if resp.status not in (200, 206):
-                return None
-            skip = first if resp.status == 200 else 0
-            span = Span(resp, skip, last - first + 1)
-            data = b"".join([chunk async for chunk in span.chunks()])
-        return data if len(data) == last - first + 1 else None
-
-    async def _layout(
-        self,
-        target: Target,
-        etag: str | None,
-        stored_total: int,
-        first: Header,
-        marker: Marker,
-        sealed: dict[int, bytes],
-    ) -> Layout:
-        """The object's streams. A multipart object's headers are read with the bytes just
-        before them: the sealed trailer of the stream that ends there, left in ``sealed`` by
-        offset, so a part boundary costs one ranged read, not two."""
-        if not marker.multipart:
-            single = Layout.from_headers([first])
-            if single.stored_length != stored_total:
-                raise IntegrityError("The stored object's header does not match its size.")
-            return single
-        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-        gen: Discovery = discover(stored_total, first)
-        try:
-            wanted = next(gen)
-            while True:
-                found = dict(
-                    await asyncio.gather(
-                        *(self._boundary(target, etag, o, gate, sealed) for o in wanted)
-                    )
-                )
-                wanted = gen.send(found)
-        except StopIteration as stop:
-            layout: Layout = stop.value
-        return layout
-
-    async def _boundary(
-        self,
-        target: Target,
-        etag: str | None,
-        offset: int,
-        gate: asyncio.Semaphore,
-        sealed: dict[int, bytes],
-    ) -> tuple[int, Header | None]:
-        """The stream header at ``offset``, read with the sealed trailer just before it (left in
-        ``sealed`` by its offset): one ranged read. ``None``: no valid header there."""
-        before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
-        async with gate:
-            data = await self._fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
-        if data is None:
-            return offset, None
-        if before:
-            sealed[offset - before] = data[:before]
-        try:
-            return offset, parse_header(data[before:])
-        except IntegrityError:
-            return offset, None
-
-    async def boundaries(
-        self, target: Target, etag: str, offsets: list[int], sealed: dict[int, bytes]
-    ) -> dict[int, Header | None]:
-        """The stream headers at these offsets of the object whose stored ETag is ``etag``,
-        each with the trailer before it (in ``sealed``): one ranged read per offset, in
-        parallel (CompleteMultipartUpload's check of the parts' order)."""
-        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-        jobs = (self._boundary(target, etag, o, gate, sealed) for o in offsets)
-        return dict(await asyncio.gather(*jobs))
+        self.reads = RangedReads(upstream)
+        super().__init__()
 
     async def unwrap(self, wrapped: str, keys: dict[str, bytes] | None) -> bytes:
         """A stream's data key, remembered in ``keys`` (one request's keys) when given."""
@@ -276,74 +113,13 @@ class ObjectInspector:
                 found = known[offset : offset + TRAILER_SIZE]
             if found is None:
                 async with gate:
-                    found = await self._fetch(target, offset, offset + TRAILER_SIZE - 1, etag)
+                    found = await self.reads.fetch(target, offset, offset + TRAILER_SIZE - 1, etag)
             if found is None:
                 raise IntegrityError("The stored object's stream trailer could not be read.")
             key = await self.unwrap(stream.header.wrapped_key, keys)
             return open_trailer(key, stream.header, found)
 
         return tuple(await asyncio.gather(*(one(i) for i in range(len(layout.streams)))))
-
-    def cached(
-        self, target: Target, etag: str | None, stored_total: int | None, first: Header | None
-    ) -> ObjectInfo | None:
-        """The cached info of the object whose stored ETag is ``etag``, if its stored size
-        (and first header, when given) are those of the cached layout."""
-        if not etag:
-            return None
-        found = self._infos.get(cache_key(target, etag))
-        if found is None:
-            return None
-        if stored_total is not None and found.layout.stored_length != stored_total:
-            return None
-        if first is not None and found.layout.streams[0].header != first:
-            return None
-        self._see(target, etag)
-        return found
-
-    def remember(self, target: Target, etag: str, info: ObjectInfo) -> None:
-        """Cache ``info`` as the object whose stored ETag is ``etag``: a layout this process
-        wrote itself or authenticated (docs/design.md, Reading without a probe)."""
-        if not etag or info.etag is None:
-            return
-        self._infos.put(cache_key(target, etag), info)
-        self._see(target, etag)
-
-    def _see(self, target: Target, etag: str) -> None:
-        """Note ``etag`` as the object's latest; the info of the content it replaced is
-        dropped, so a key written again and again holds one entry, not one per write."""
-        key = cache_key(target, None)
-        previous = self._last_etags.peek(key)
-        if previous is not None and previous != etag:
-            self._infos.pop(cache_key(target, previous))
-        self._last_etags.put(key, etag, ETAG_ENTRY + sum(map(len, key)) + len(etag))
-
-    def last_seen(self, target: Target) -> tuple[str, ObjectInfo] | None:
-        """The stored ETag this process last saw for the object and its cached info: a guess
-        to be confirmed by the upstream (``If-Match``), never an answer by itself."""
-        etag = self._last_etags.get(cache_key(target, None))
-        if etag is None:
-            return None
-        info = self._infos.get(cache_key(target, etag))
-        return None if info is None else (etag, info)
-
-    def forget_last(self, target: Target) -> None:
-        self._last_etags.pop(cache_key(target, None))
-
-    def remember_part(
-        self, target: Target, stored_etag: str, header: Header, trailer: Trailer
-    ) -> None:
-        """A part this process has just stored (UploadPart), for its CompleteMultipartUpload."""
-        key = _part_key(target, target.param("partNumber") or "")
-        weight = PART_ENTRY + sum(map(len, key)) + len(stored_etag) + len(header.wrapped_key)
-        self._parts.put(key, (stored_etag, header, trailer), weight)
-
-    def own_part(self, target: Target, number: int) -> tuple[str, Header, Trailer] | None:
-        return self._parts.get(_part_key(target, str(number)))
-
-    def forget_parts(self, target: Target, numbers: list[int]) -> None:
-        for number in numbers:
-            self._parts.pop(_part_key(target, str(number)))
 
     async def build(
         self,
@@ -368,7 +144,7 @@ class ObjectInspector:
         process: the name binding is checked on every read."""
         check_marker(first, marker)
         sealed: dict[int, bytes] = {}
-        layout = await self._layout(target, etag, stored_total, first, marker, sealed)
+        layout = await self.reads.layout(target, etag, stored_total, first, marker, sealed)
         check_object_shape(layout, marker.multipart)
         unbound_allowed = self.names.unbound_allowed(target, modified)
         check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
@@ -461,67 +237,11 @@ class ObjectInspector:
                 return None
             return Current(target, stored, stored, None, None)
 
-    async def fetch_span(
-        self, target: Target, headers: HeaderPairs, stored_etag: str | None, plan: ReadPlan
-    ) -> Span:
-        """GET exactly the stored bytes ``plan`` needs, from the object whose stored ETag is
-        ``stored_etag`` (the caller releases ``Span.resp``). An upstream that ignores ``Range``
-        sends the whole object; the span is then cut out of it."""
-        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
-        if stored_etag:
-            span_headers.append(("If-Match", stored_etag))
-        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
-        resp = await self.upstream.send("GET", target, span_headers)
-        length = plan.stored_last - plan.stored_first + 1
-        if resp.status == 206:
-            return Span(resp, 0, length)
-        if resp.status == 200:
-            return Span(resp, plan.stored_first, length)
-        resp.release()
-        if resp.status == 412:
-            raise PreconditionChanged("The object changed while s3proxy read it; retry.")
-        raise IntegrityError("The upstream did not return the requested ciphertext range.")
-
-    async def known_span(
-        self,
-        target: Target,
-        headers: HeaderPairs,
-        stored_etag: str,
-        info: ObjectInfo,
-        plan: ReadPlan,
-    ) -> Span | None:
-        """GET the stored bytes of ``plan`` (a plan on the cached ``info``) ``If-Match`` the
-        stored ETag the info was cached under, without a probe first. ``None`` (nothing kept
-        open) unless the upstream answers with exactly that object: the caller then probes.
-        The caller releases ``Span.resp``."""
-        span_headers = [(k, v) for k, v in headers if not k.lower().startswith("if-")]
-        span_headers.append(("If-Match", stored_etag))
-        span_headers.append(("Range", f"bytes={plan.stored_first}-{plan.stored_last}"))
-        resp = await self.upstream.send("GET", target, span_headers)
-        length = plan.stored_last - plan.stored_first + 1
-        try:
-            ours = Marker.of(resp.headers) if resp.status in (200, 206) else None
-        except IntegrityError:
-            ours = None
-        if ours is not None and resp.headers.get("ETag") == stored_etag:
-            stored_total = (
-                content_range_total(resp.headers)
-                if resp.status == 206
-                else content_length(resp.headers)
-            )
-            first = info.layout.streams[0].header
-            same = first.version == ours.version and first.segment_size == ours.segment_size
-            if same and stored_total == info.layout.stored_length:
-                return Span(resp, 0 if resp.status == 206 else plan.stored_first, length)
-        resp.release()
-        self.forget_last(target)
-        return None
-
     async def plaintext(
         self, target: Target, stored_etag: str, plan: ReadPlan
     ) -> AsyncIterator[bytes]:
         """The authenticated plaintext of ``plan``, read from the object with ``stored_etag``."""
-        span = await self.fetch_span(target, [], stored_etag, plan)
+        span = await fetch_span(self.upstream, target, [], stored_etag, plan)
         async with span.resp:
             decryptor = PlanDecryptor(plan)
             keys: dict[str, bytes] = {}
@@ -536,30 +256,6 @@ class ObjectInspector:
                     if data:
                         yield data
             decryptor.finish()
-
-
-@dataclass(frozen=True)
-class Span:
-    """A fetched stored range: ``length`` bytes after the first ``skip`` of the response."""
-
-    resp: aiohttp.ClientResponse
-    skip: int
-    length: int
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        skip, left = self.skip, self.length
-        async for chunk in self.resp.content.iter_chunked(READ_CHUNK):
-            count_upstream(chunk)
-            if skip >= len(chunk):
-                skip -= len(chunk)
-                continue
-            if skip or len(chunk) - skip > left:
-                chunk = chunk[skip : skip + left]
-                skip = 0
-            left -= len(chunk)
-            yield chunk
-            if not left:
-                return
 
 
 @dataclass(frozen=True)
