@@ -28,7 +28,7 @@ from s3proxy.server.tls import (
     listener_context,
     prepare,
 )
-from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.client import upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 log = logging.getLogger("s3proxy")
@@ -75,20 +75,20 @@ async def run_proxy(
     if config.tls.listen is not None:
         bound_server_buffers()
         tls = listener_context(config.tls)
-    credentials = CredentialSource(lambda: resolve(config.credentials))
-    vault = vault_from(config)
+    credentials = CredentialSource(lambda: resolve(config.upstream.credentials))
+    vault = vault_from(config.vault)
     admin_runner, admin = await _start_admin(config, lifecycle, vault, reuse_port, peers)
     publishing = asyncio.create_task(admin.keep_publishing()) if admin and peers else None
-    upstream = Upstream(
-        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
-    )
+    upstream = upstream_from(config.upstream, credentials)
     runner: web.AppRunner | None = None
     checks: asyncio.Task[None] | None = None
     reloading: asyncio.Task[None] | None = None
     try:
         await credentials.start()
-        await vault.auth.start(config.vault_check_interval)
-        keys = CachingKeyService(vault, config.cache_limits, healthy=lambda: vault.auth.available)
+        await vault.auth.start(config.vault.check_interval)
+        keys = CachingKeyService(
+            vault, config.vault.cache_limits, healthy=lambda: vault.auth.available
+        )
         identity = Identity(config, credentials, vault.auth)
         await upstream.start()
         app = build_app(Proxy(config, keys, upstream, identity))
@@ -232,12 +232,12 @@ async def _log_start(config: Config, credentials: CredentialSource, identity: Id
         config.listen_port,
         f"{tls[0]}:{tls[1]}" if tls else "off",
         f"{admin[0]}:{admin[1]}" if admin else "off",
-        config.s3_endpoint,
-        config.s3_region,
+        config.upstream.endpoint,
+        config.upstream.region,
         credentials.description,
         described["credentials"]["access_key_id"],
         described["caller_identity"],
-        config.vault_addr,
-        config.transit_mount,
-        config.transit_key,
+        config.vault.addr,
+        config.vault.transit_mount,
+        config.vault.transit_key,
     )

@@ -14,9 +14,19 @@ from s3proxy.config.listeners import TlsSettings
 from s3proxy.config.ops import BodySettings, OpsSettings, parse_workers
 from s3proxy.config.settings import Config, load
 from s3proxy.config.table import SETTINGS, Setting
-from s3proxy.config.upstream import UPSTREAM_CHECKSUM_SETTINGS, CredentialSettings
+from s3proxy.config.upstream import (
+    UPSTREAM_CHECKSUM_SETTINGS,
+    CredentialSettings,
+    UpstreamSettings,
+)
 from s3proxy.config.values import ConfigError, add_flags, flag_values, redact_url
-from s3proxy.config.vault import DEFAULT_SA_TOKEN, METHODS, CacheLimits, VaultAuthSettings
+from s3proxy.config.vault import (
+    DEFAULT_SA_TOKEN,
+    METHODS,
+    CacheLimits,
+    VaultAuthSettings,
+    VaultSettings,
+)
 
 __all__ = [
     "DEFAULT_SA_TOKEN",
@@ -31,7 +41,9 @@ __all__ = [
     "OpsSettings",
     "Setting",
     "TlsSettings",
+    "UpstreamSettings",
     "VaultAuthSettings",
+    "VaultSettings",
     "add_flags",
     "flag_values",
     "load",

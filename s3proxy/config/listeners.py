@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from s3proxy.config.values import ConfigError, _listen, _require
+from s3proxy.config.values import ConfigError, _choice, _listen, _require
 from s3proxy.core.access import hostname, is_loopback
 from s3proxy.core.certs import GeneratedCertificate
 from s3proxy.core.sigv4 import parse_credentials_file
@@ -83,9 +83,7 @@ def _tls(values: Mapping[str, str | None], remote_allowed: bool) -> TlsSettings:
 
 def _client_keys(values: Mapping[str, str | None]) -> dict[str, str] | None:
     """The workload keys when client authentication is on, else None."""
-    mode = _require(values, "S3PROXY_CLIENT_AUTH").lower()
-    if mode not in ("off", "sigv4"):
-        raise ConfigError(f"S3PROXY_CLIENT_AUTH must be off or sigv4, got {mode!r}")
+    mode = _choice(values, "S3PROXY_CLIENT_AUTH", ("off", "sigv4"))
     path = values.get("S3PROXY_CLIENT_CREDENTIALS_FILE")
     if mode == "off":
         if path:

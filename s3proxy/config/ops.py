@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from s3proxy.config.values import ConfigError, _listen, _number, _require
+from s3proxy.config.values import ConfigError, _choice, _flag, _listen, _number, _require
 from s3proxy.core.cpus import quota_cpus, usable_cpus
 
 
@@ -50,17 +50,11 @@ def _bodies(values: Mapping[str, str | None]) -> BodySettings:
 
 def _ops(values: Mapping[str, str | None]) -> OpsSettings:
     admin = _require(values, "S3PROXY_ADMIN_LISTEN")
-    log_format = _require(values, "S3PROXY_LOG_FORMAT").lower()
-    if log_format not in ("json", "text"):
-        raise ConfigError(f"S3PROXY_LOG_FORMAT must be json or text, got {log_format!r}")
-    requires_vault = _require(values, "S3PROXY_READINESS_REQUIRES_VAULT").lower()
-    if requires_vault not in ("true", "false"):
-        raise ConfigError(
-            f"S3PROXY_READINESS_REQUIRES_VAULT must be true or false, got {requires_vault!r}"
-        )
+    log_format = _choice(values, "S3PROXY_LOG_FORMAT", ("json", "text"))
+    requires_vault = _flag(values, "S3PROXY_READINESS_REQUIRES_VAULT")
     return OpsSettings(
         admin_listen=None if admin.lower() == "off" else _listen(admin, "S3PROXY_ADMIN_LISTEN"),
-        readiness_requires_vault=requires_vault == "true",
+        readiness_requires_vault=requires_vault,
         log_format=log_format,
         shutdown_delay=_number(values, "S3PROXY_SHUTDOWN_DELAY"),
         shutdown_grace=_number(values, "S3PROXY_SHUTDOWN_GRACE"),

@@ -58,6 +58,28 @@ def _number(values: Mapping[str, str | None], name: str, *, positive: bool = Fal
     return number
 
 
+def _choice(
+    values: Mapping[str, str | None], name: str, choices: Sequence[str], *, upper: bool = False
+) -> str:
+    """A required setting that is one of ``choices`` (given, and compared, in lower case, or in
+    upper case with ``upper``)."""
+    text = _require(values, name)
+    value = text.upper() if upper else text.lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be {_alternatives(choices)}, got {value!r}")
+    return value
+
+
+def _alternatives(choices: Sequence[str]) -> str:
+    """``a, b or c``."""
+    return f"{', '.join(choices[:-1])} or {choices[-1]}" if len(choices) > 1 else choices[0]
+
+
+def _flag(values: Mapping[str, str | None], name: str) -> bool:
+    """A required true-or-false setting."""
+    return _choice(values, name, ("true", "false")) == "true"
+
+
 def redact_url(value: str) -> str:
     """A URL fit for logs and messages: any ``user:password@`` replaced by ``***@``."""
     scheme, sep, rest = value.partition("://")

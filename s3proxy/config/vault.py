@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from s3proxy.config.values import ConfigError, _require
+from s3proxy.config.values import ConfigError, _http_url, _number, _require
 
 METHODS = ("token", "kubernetes", "jwt", "approle")
 
@@ -47,6 +47,57 @@ class CacheLimits:
     @property
     def cache_unwrapped(self) -> bool:
         return self.unwrapped_ttl > 0 and self.unwrapped_entries > 0
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """Where Vault is, how the proxy logs in, its transit key and the data-key caches."""
+
+    addr: str
+    auth: VaultAuthSettings
+    transit_key: str
+    transit_mount: str = "transit"
+    client_cert: tuple[str, str] | None = None
+    check_interval: float = 5.0  # seconds between reachability checks
+    cache_limits: CacheLimits = field(default_factory=CacheLimits)
+    cacert: str | None = None
+    namespace: str | None = None
+    timeout: float = 10.0  # seconds before a Vault call counts as failed
+
+
+def _vault(values: Mapping[str, str | None]) -> VaultSettings:
+    addr = _http_url("VAULT_ADDR", _require(values, "VAULT_ADDR"))
+    auth = _vault_auth(values)
+    client_cert = _client_cert(values)
+    check_interval = _number(values, "S3PROXY_VAULT_CHECK_INTERVAL", positive=True)
+    cache_limits = _cache_limits(values)
+    transit_key = _require(values, "S3PROXY_VAULT_TRANSIT_KEY")
+    transit_mount = _require(values, "S3PROXY_VAULT_TRANSIT_MOUNT").strip("/")
+    timeout = _number(values, "S3PROXY_VAULT_TIMEOUT", positive=True)
+    if not timeout > 0:  # NaN
+        raise ConfigError("S3PROXY_VAULT_TIMEOUT must be positive")
+    return VaultSettings(
+        addr=addr,
+        auth=auth,
+        transit_key=transit_key,
+        transit_mount=transit_mount,
+        client_cert=client_cert,
+        check_interval=check_interval,
+        cache_limits=cache_limits,
+        cacert=values["VAULT_CACERT"],
+        namespace=values["VAULT_NAMESPACE"],
+        timeout=timeout,
+    )
+
+
+def _cache_limits(values: Mapping[str, str | None]) -> CacheLimits:
+    return CacheLimits(
+        datakey_max_age=_number(values, "S3PROXY_DATAKEY_REUSE_SECONDS"),
+        datakey_max_streams=int(_number(values, "S3PROXY_DATAKEY_REUSE_STREAMS")),
+        datakey_max_bytes=int(_number(values, "S3PROXY_DATAKEY_REUSE_BYTES")),
+        unwrapped_ttl=_number(values, "S3PROXY_KEY_CACHE_SECONDS"),
+        unwrapped_entries=int(_number(values, "S3PROXY_KEY_CACHE_ENTRIES")),
+    )
 
 
 def _vault_auth(values: Mapping[str, str | None]) -> VaultAuthSettings:

@@ -24,7 +24,7 @@ from s3proxy.core.s3xml import listed_objects
 from s3proxy.keys.transit import vault_from
 from s3proxy.ops.progress import Progress, ProgressDisplay, ResumePoint
 from s3proxy.ops.rewrap import Rewrapper
-from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.client import Upstream, upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 MAX_FAILED_RECORDED = 1000
@@ -198,11 +198,9 @@ class Walk:
 
 
 async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr) -> int:
-    vault = vault_from(config)
-    credentials = CredentialSource(lambda: resolve(config.credentials))
-    upstream = Upstream(
-        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
-    )
+    vault = vault_from(config.vault)
+    credentials = CredentialSource(lambda: resolve(config.upstream.credentials))
+    upstream = upstream_from(config.upstream, credentials)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:  # SIGTERM ends the walk as Ctrl-C does, keeping the resume point
@@ -211,7 +209,7 @@ async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr)
         await loop.run_in_executor(None, vault.auth.login)
         await credentials.start()
         await upstream.start()
-        walk = Walk(Rewrapper(vault, upstream, config.upstream_checksum), upstream, options, out)
+        walk = Walk(Rewrapper(vault, upstream, config.upstream.checksum), upstream, options, out)
         progress = await walk.run()
     except S3ProxyError as exc:
         out.write(f"s3proxy rewrap: {exc.message}\n")
