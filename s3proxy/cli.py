@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from s3proxy import __version__
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
@@ -17,6 +18,8 @@ from s3proxy.ops.tools import DecryptOptions, decrypt
 from s3proxy.ops.walk import WalkOptions, rewrap
 from s3proxy.telemetry.logs import setup_logging
 from s3proxy.workers import serve as serve_with_workers
+
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 log = logging.getLogger("s3proxy")
 
@@ -101,9 +104,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="s3proxy", description=__doc__)
     parser.add_argument("--version", action="version", version=f"s3proxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_decrypt(sub)
+    _add_rewrap(sub)
+    _add_check(sub)
+    _add_dev(sub)
+    add_webhook_command(sub)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+def _add_serve(sub: SubParsers) -> None:
+    """s3proxy serve"""
     serve = sub.add_parser("serve", help="run the proxy (configured by environment or flags)")
     add_flags(serve)
     serve.set_defaults(func=_serve)
+
+
+def _add_decrypt(sub: SubParsers) -> None:
+    """s3proxy decrypt"""
     dec = sub.add_parser(
         "decrypt",
         help="break-glass: decrypt an object downloaded raw from the bucket, with Vault only",
@@ -131,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "S3PROXY_BIND_OBJECT_NAMES=true does)",
     )
     dec.set_defaults(func=_decrypt)
+
+
+def _add_rewrap(sub: SubParsers) -> None:
+    """s3proxy rewrap"""
     rew = sub.add_parser(
         "rewrap",
         help="re-wrap the data keys of stored objects with the latest transit key version",
@@ -152,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(removed once a run completes)",
     )
     rew.set_defaults(func=_rewrap)
+
+
+def _add_check(sub: SubParsers) -> None:
+    """s3proxy check"""
     chk = sub.add_parser(
         "check",
         help="try the configuration once: Vault login, transit key, upstream credentials, "
@@ -167,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also write an object through the proxy's encryption, read it back and delete it",
     )
     chk.set_defaults(func=_check)
+
+
+def _add_dev(sub: SubParsers) -> None:
+    """s3proxy dev"""
     dev = sub.add_parser(
         "dev", help="run the proxy with a local moto S3 and OpenBao Vault, for trying it out"
     )
@@ -176,10 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     dev.add_argument("--bucket", default="demo", help="bucket to create (default demo)")
     dev.set_defaults(func=_dev)
-    add_webhook_command(sub)
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
-    return result
 
 
 if __name__ == "__main__":

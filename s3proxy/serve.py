@@ -10,6 +10,8 @@ import gc
 import logging
 import signal
 import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -23,12 +25,13 @@ from s3proxy.server.identity import Identity
 from s3proxy.server.lifecycle import Lifecycle
 from s3proxy.server.peers import Peers
 from s3proxy.server.tls import (
+    CertificateFiles,
     bound_server_buffers,
     keep_reloading,
     listener_context,
     prepare,
 )
-from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.client import upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 log = logging.getLogger("s3proxy")
@@ -61,110 +64,133 @@ async def run_proxy(
     peers: Peers | None = None,
 ) -> None:
     """Serve until cancelled, sent SIGTERM/SIGINT or ``POST /quitquitquit``; then drain. A
-    worker (``peers`` given) also stops at once on SIGUSR1: another worker ended."""
+    worker (``peers`` given) also stops at once on SIGUSR1: another worker ended.
+
+    Each resource is released by the exit stack it was entered on, in the reverse order of
+    acquisition, however the run ends."""
     lifecycle = Lifecycle()
-    loop = asyncio.get_running_loop()
-    stops = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
-    if peers is not None:
-        stops[signal.SIGUSR1] = ANOTHER_WORKER_ENDED
-    for sig, reason in stops.items():
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, lifecycle.request_stop, reason)
+    _stop_on_signals(lifecycle, worker=peers is not None)
     config = prepare(config)  # (a no-op when the workers' supervisor did it)
     tls = None
     if config.tls.listen is not None:
         bound_server_buffers()
         tls = listener_context(config.tls)
-    credentials = CredentialSource(lambda: resolve(config.credentials))
-    vault = vault_from(config)
-    admin_runner, admin = await _start_admin(config, lifecycle, vault, reuse_port, peers)
-    publishing = asyncio.create_task(admin.keep_publishing()) if admin and peers else None
-    upstream = Upstream(
-        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
-    )
-    runner: web.AppRunner | None = None
-    checks: asyncio.Task[None] | None = None
-    reloading: asyncio.Task[None] | None = None
-    try:
-        await credentials.start()
-        await vault.auth.start(config.vault_check_interval)
-        keys = CachingKeyService(vault, config.cache_limits, healthy=lambda: vault.auth.available)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(log.info, "stopped")
+        vault = vault_from(config.vault)
+        stack.callback(vault.close)
+        admin = await _start_admin(stack, config, lifecycle, vault, reuse_port, peers)
+        if admin is not None and peers is not None:
+            _in_background(stack, admin.keep_publishing())
+        credentials = CredentialSource(lambda: resolve(config.upstream.credentials))
+        await _start(stack, credentials.start(), credentials.close)
+        await _start(stack, vault.auth.start(config.vault.check_interval), vault.auth.close)
+        keys = CachingKeyService(
+            vault, config.vault.cache_limits, healthy=lambda: vault.auth.available
+        )
         identity = Identity(config, credentials, vault.auth)
-        await upstream.start()
+        upstream = upstream_from(config.upstream, credentials)
+        await _start(stack, upstream.start(), upstream.close)
         app = build_app(Proxy(config, keys, upstream, identity))
         lifecycle.install(app)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handler_cancellation=True,
-            max_line_size=16384,
-            max_field_size=16384,
-            # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
-            auto_decompress=False,
-            # Requests still running when the grace period ends are cut at once.
-            shutdown_timeout=CUT_TIMEOUT,
-        )
-        await runner.setup()
-        site = web.TCPSite(
-            runner,
-            config.listen_host,
-            config.listen_port,
-            reuse_address=True,
-            reuse_port=reuse_port or None,
-        )
-        await site.start()
-        sites = [site]
-        if tls is not None:
-            sites.append(await _start_tls(config, runner, tls[0], reuse_port))
-            if tls[1] is not None:
-                reloading = asyncio.create_task(keep_reloading(tls[1]))
-        checks = asyncio.create_task(lifecycle.run_startup_checks(credentials, vault))
+        runner = await _start_runner(stack, app)
+        sites = await _start_sites(config, runner, tls, reuse_port)
+        if tls is not None and tls[1] is not None:
+            _in_background(stack, keep_reloading(tls[1]))
+        _in_background(stack, lifecycle.run_startup_checks(credentials, vault))
         await _log_start(config, credentials, identity)
         if ready is not None:
             ready.set()
         reason = await lifecycle.wait_for_stop()
         await _drain(config, lifecycle, runner, sites, reason)
-    finally:
-        if checks is not None:
-            checks.cancel()
-        if reloading is not None:
-            reloading.cancel()
-        if publishing is not None:
-            publishing.cancel()
-        if runner is not None:
-            await runner.cleanup()
-        await upstream.close()
-        await credentials.close()
-        await vault.auth.close()
-        vault.close()
-        if admin_runner is not None:
-            await admin_runner.cleanup()
-        log.info("stopped")
+
+
+def _stop_on_signals(lifecycle: Lifecycle, worker: bool) -> None:
+    """SIGTERM and SIGINT ask the lifecycle to stop; SIGUSR1 too in a worker."""
+    loop = asyncio.get_running_loop()
+    stops = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+    if worker:
+        stops[signal.SIGUSR1] = ANOTHER_WORKER_ENDED
+    for sig, reason in stops.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, lifecycle.request_stop, reason)
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack,
+    starting: Awaitable[None],
+    close: Callable[[], Awaitable[None]],
+) -> None:
+    """Start a resource whose ``close`` is pushed first, so a failed start is closed too."""
+    stack.push_async_callback(close)
+    await starting
+
+
+def _in_background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
+    """A background task, cancelled when the stack unwinds."""
+    stack.callback(asyncio.create_task(work).cancel)
+
+
+async def _start_runner(stack: contextlib.AsyncExitStack, app: web.Application) -> web.AppRunner:
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        max_line_size=16384,
+        max_field_size=16384,
+        # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
+        auto_decompress=False,
+        # Requests still running when the grace period ends are cut at once.
+        shutdown_timeout=CUT_TIMEOUT,
+    )
+    await _start(stack, runner.setup(), runner.cleanup)
+    return runner
+
+
+async def _start_sites(
+    config: Config,
+    runner: web.AppRunner,
+    tls: tuple[ssl.SSLContext, CertificateFiles | None] | None,
+    reuse_port: bool,
+) -> list[web.TCPSite]:
+    """The S3 listener, and the HTTPS one if configured; the runner's cleanup stops them."""
+    site = web.TCPSite(
+        runner,
+        config.listen_host,
+        config.listen_port,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+    )
+    await site.start()
+    sites = [site]
+    if tls is not None:
+        sites.append(await _start_tls(config, runner, tls[0], reuse_port))
+    return sites
 
 
 async def _start_admin(
+    stack: contextlib.AsyncExitStack,
     config: Config,
     lifecycle: Lifecycle,
     vault: VaultTransit,
     reuse_port: bool,
     peers: Peers | None,
-) -> tuple[web.AppRunner | None, Admin | None]:
+) -> Admin | None:
     if config.ops.admin_listen is None:
-        return None, None
+        return None
     host, port = config.ops.admin_listen
     admin = Admin(
         lifecycle, lambda: vault.auth.available, config.ops.readiness_requires_vault, peers
     )
     runner = web.AppRunner(admin.app(), access_log=None, shutdown_timeout=CUT_TIMEOUT)
-    await runner.setup()
+    await _start(stack, runner.setup(), runner.cleanup)
     try:
         await web.TCPSite(
             runner, host, port, reuse_address=True, reuse_port=reuse_port or None
         ).start()
     except OSError as exc:
-        await runner.cleanup()
         raise OSError(f"S3PROXY_ADMIN_LISTEN {host}:{port}: {exc.strerror or exc}") from exc
-    return runner, admin
+    return admin
 
 
 async def _start_tls(
@@ -232,12 +258,12 @@ async def _log_start(config: Config, credentials: CredentialSource, identity: Id
         config.listen_port,
         f"{tls[0]}:{tls[1]}" if tls else "off",
         f"{admin[0]}:{admin[1]}" if admin else "off",
-        config.s3_endpoint,
-        config.s3_region,
+        config.upstream.endpoint,
+        config.upstream.region,
         credentials.description,
         described["credentials"]["access_key_id"],
         described["caller_identity"],
-        config.vault_addr,
-        config.transit_mount,
-        config.transit_key,
+        config.vault.addr,
+        config.vault.transit_mount,
+        config.vault.transit_key,
     )

@@ -8,6 +8,7 @@ directory. docs/performance.md, Workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -17,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import MutableSequence
+from collections.abc import Callable, Iterator, MutableSequence
 from types import FrameType
 
 from s3proxy.config import Config
@@ -55,61 +56,97 @@ def serve(config: Config) -> int:
     except OSError as exc:
         print(f"s3proxy: cannot listen: {exc}", file=sys.stderr)
         return 1
-    workers = config.ops.workers
-    if workers <= 1:
+    if config.ops.workers <= 1:
         return serve_one(config)
+    with _metrics_dir():
+        supervisor = _Supervisor(config)
+        with _signals_handled_by(supervisor.stop):
+            return supervisor.run()
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[None]:
+    """The workers' shared metrics directory: made (and removed after) unless one is set."""
     own_dir = None
     if not os.environ.get(METRICS_DIR):
         own_dir = tempfile.mkdtemp(prefix="s3proxy-metrics-")
         os.environ[METRICS_DIR] = own_dir  # inherited by the workers, read as they start
-    context = multiprocessing.get_context("spawn")
-    slots = context.RawArray("B", workers)  # each worker's probe verdicts (server/peers.py)
-    procs = [
-        context.Process(target=_worker, args=(config, i, slots), name=f"s3proxy-worker-{i}")
-        for i in range(workers)
-    ]
-    stopping = False
+    try:
+        yield
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
 
-    def signal_all(signum: int) -> None:
-        for proc in procs:
+
+@contextlib.contextmanager
+def _signals_handled_by(
+    handler: Callable[[int, FrameType | None], None],
+) -> Iterator[None]:
+    """SIGTERM and SIGINT go to ``handler`` until the block ends; then the previous handlers."""
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _Supervisor:
+    """The worker processes: started together; when one ends, the others are stopped."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        workers = config.ops.workers
+        context = multiprocessing.get_context("spawn")
+        slots = context.RawArray("B", workers)  # each worker's probe verdicts (server/peers.py)
+        self._procs = [
+            context.Process(target=_worker, args=(config, i, slots), name=f"s3proxy-worker-{i}")
+            for i in range(workers)
+        ]
+        self._stopping = False
+
+    def stop(self, signum: int, _frame: FrameType | None) -> None:
+        self._stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def run(self) -> int:
+        for proc in self._procs:
+            proc.start()
+        log.info(
+            "s3proxy supervising %d workers: %s",
+            self._config.ops.workers,
+            [p.pid for p in self._procs],
+        )
+        status = self._first_exit()
+        self._join_all()
+        return status if status >= 0 else 1
+
+    def _signal_all(self, signum: int) -> None:
+        for proc in self._procs:
             if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signum)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        signal_all(signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for proc in procs:
-            proc.start()
-        log.info("s3proxy supervising %d workers: %s", workers, [p.pid for p in procs])
-        ready = multiprocessing.connection.wait([p.sentinel for p in procs])
-        first = next(p for p in procs if p.sentinel in ready)
+    def _first_exit(self) -> int:
+        """The exit status of the first worker to end; the others are told to stop."""
+        ready = multiprocessing.connection.wait([p.sentinel for p in self._procs])
+        first = next(p for p in self._procs if p.sentinel in ready)
         first.join()  # its sentinel closes as it exits: reap it for its status
         status = first.exitcode or 0
-        if stopping and status == -signal.SIGTERM:
+        if self._stopping and status == -signal.SIGTERM:
             status = 0  # stopped by the forwarded signal before it could handle it: as asked
-        if not stopping:
+        if not self._stopping:
             # /quitquitquit reached it, or it failed: the others stop now, without the delay.
             log.info("worker %s ended (status %s): stopping the others", first.pid, status)
-            stopping = True
-            signal_all(signal.SIGUSR1)
-        deadline = (
-            time.monotonic()
-            + config.ops.shutdown_delay
-            + config.ops.shutdown_grace
-            + EXTRA_STOP_SECONDS
-        )
-        for proc in procs:
+            self._stopping = True
+            self._signal_all(signal.SIGUSR1)
+        return status
+
+    def _join_all(self) -> None:
+        """Wait for every worker for its delay and grace (and some more); then kill it."""
+        ops = self._config.ops
+        deadline = time.monotonic() + ops.shutdown_delay + ops.shutdown_grace + EXTRA_STOP_SECONDS
+        for proc in self._procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.exitcode is None:
                 proc.kill()
                 proc.join()
-        return status if status >= 0 else 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if own_dir is not None:
-            shutil.rmtree(own_dir, ignore_errors=True)

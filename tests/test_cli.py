@@ -25,11 +25,13 @@ BASE = {
 def test_defaults() -> None:
     config = load(BASE)
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8190)
-    assert config.s3_endpoint == "https://s3.us-east-1.amazonaws.com"
-    assert config.transit_mount == "transit" and not config.unencrypted.allow
+    assert config.upstream.endpoint == "https://s3.us-east-1.amazonaws.com"
+    assert config.vault.transit_mount == "transit" and not config.unencrypted.allow
     gcs = load({**BASE, "S3PROXY_S3_REGION": "auto"})
-    assert gcs.s3_endpoint == "https://storage.googleapis.com" and gcs.s3_region == "auto"
-    assert load({**BASE, "AWS_REGION": "eu-central-1"}).s3_endpoint.endswith(
+    assert (
+        gcs.upstream.endpoint == "https://storage.googleapis.com" and gcs.upstream.region == "auto"
+    )
+    assert load({**BASE, "AWS_REGION": "eu-central-1"}).upstream.endpoint.endswith(
         "eu-central-1.amazonaws.com"
     )
 
@@ -43,7 +45,7 @@ def test_a_remote_listen_address_needs_consent_and_client_authentication() -> No
 
 def test_flags_override_environment() -> None:
     config = load(BASE, {"S3PROXY_LISTEN": "127.0.0.1:9999", "S3PROXY_S3_REGION": "eu-west-1"})
-    assert config.listen_port == 9999 and config.s3_region == "eu-west-1"
+    assert config.listen_port == 9999 and config.upstream.region == "eu-west-1"
 
 
 @pytest.mark.parametrize(
@@ -90,8 +92,8 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
             "S3PROXY_S3_SESSION_TOKEN_FILE": str(tmp_path / "token"),
         }
     )
-    assert config.credentials.secret_access_key == "s3cr3t-from-file"
-    assert config.credentials.session_token == "session-token"
+    assert config.upstream.credentials.secret_access_key == "s3cr3t-from-file"
+    assert config.upstream.credentials.session_token == "session-token"
     with pytest.raises(ConfigError, match="S3PROXY_S3_SECRET_ACCESS_KEY_FILE"):
         load(
             {

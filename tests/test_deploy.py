@@ -50,7 +50,7 @@ def test_sidecar_manifest() -> None:
     assert proxy["restartPolicy"] == "Always"  # a native sidecar
     config = load(_proxy_env())
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", sidecar.S3_PORT)
-    assert config.vault_auth.method == "kubernetes"
+    assert config.vault.auth.method == "kubernetes"
     # The IP, never "localhost" (docs/kubernetes.md).
     assert _env(app)["AWS_ENDPOINT_URL_S3"] == f"http://127.0.0.1:{config.listen_port}"
     for container in (proxy, app):

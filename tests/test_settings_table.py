@@ -44,7 +44,7 @@ def test_flags_and_environment_are_one_name_each() -> None:
 
 def test_standard_aws_variables_apply_only_to_the_proxys_own_calls() -> None:
     config = load({**BASE, "AWS_ENDPOINT_URL_STS": "https://sts.eu-central-1.amazonaws.com"})
-    assert config.credentials.sts_endpoint == "https://sts.eu-central-1.amazonaws.com"
+    assert config.upstream.credentials.sts_endpoint == "https://sts.eu-central-1.amazonaws.com"
     explicit = load(
         {
             **BASE,
@@ -52,7 +52,7 @@ def test_standard_aws_variables_apply_only_to_the_proxys_own_calls() -> None:
             "S3PROXY_STS_ENDPOINT": "https://sts.example.eu",
         }
     )
-    assert explicit.credentials.sts_endpoint == "https://sts.example.eu"
+    assert explicit.upstream.credentials.sts_endpoint == "https://sts.example.eu"
     workload = load(
         {
             **BASE,
@@ -61,5 +61,5 @@ def test_standard_aws_variables_apply_only_to_the_proxys_own_calls() -> None:
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:8190",
         }
     )
-    assert workload.s3_endpoint == "https://s3.eu-west-1.amazonaws.com"
-    assert workload.credentials.sts_endpoint is None
+    assert workload.upstream.endpoint == "https://s3.eu-west-1.amazonaws.com"
+    assert workload.upstream.credentials.sts_endpoint is None

@@ -68,10 +68,6 @@ def evaluate(
     return None
 
 
-def has_conditions(headers: Mapping[str, str]) -> bool:
-    return any(_get(headers, name) is not None for name in CONDITION_HEADERS)
-
-
 def range_applies(if_range: str | None, etag: str, last_modified: dt.datetime | None) -> bool:
     """Whether a Range is honoured under ``If-Range`` (RFC 9110 §13.1.5): the validator must be
     the current (strong) ETag or exactly the Last-Modified date; if not, the whole object is

@@ -236,10 +236,6 @@ def _hkdf(data_key: bytes, salt: bytes, info: bytes) -> bytes:
 _NONCE_TAIL = struct.Struct(">IB")
 
 
-def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:
-    return nonce_prefix + _NONCE_TAIL.pack(index, 1 if last else 0)
-
-
 def trailer_nonce(header: Header) -> bytes:
     """The record after the last segment: the index one past it, and its own flag byte."""
     count = segment_count(header.plaintext_length, header.segment_size)

@@ -234,63 +234,78 @@ def classify(method: str, target: Target, headers: Mapping[str, str]) -> Classif
     method = method.upper()
     names = {k for k, _ in target.query}
     if target.key is None:
-        if method == "POST" and "delete" not in names:
-            raise _refuse("browser-form POST uploads would store plaintext")
-        if method == "GET" and target.bucket is not None and names <= _LIST_PARAMS:
-            name = "ListObjectVersions" if "versions" in names else "ListObjects"
-            return Classification(Action.LIST_OBJECTS, name)
-        return Classification(Action.PASS_THROUGH, "bucket-or-service")
-
-    copy_source = headers.get("x-amz-copy-source")
+        return _classify_bucket(method, target, names)
     subresources = names - {"versionId", "x-id"}
     if subresources == {"tagging"} and method in ("PUT", "GET", "DELETE"):
         return Classification(Action.OBJECT_TAGGING, f"{method.title()}ObjectTagging")
     if subresources and subresources <= _OBJECT_PASS_THROUGH and method in ("PUT", "GET"):
         return Classification(Action.PASS_THROUGH, f"{method.title()}ObjectSubresource")
     if method == "PUT":
-        if "partNumber" in names or "uploadId" in names:
-            if not {"partNumber", "uploadId"} <= names or names - {
-                "partNumber",
-                "uploadId",
-                "x-id",
-            }:
-                raise _refuse(f"unknown multipart request {sorted(names)!r}")
-            if copy_source is not None:
-                return Classification(Action.UPLOAD_PART_COPY, "UploadPartCopy")
-            return Classification(Action.UPLOAD_PART, "UploadPart")
-        if names - {"x-id"}:
-            raise _refuse(f"unknown object subresource {sorted(names)!r}")
-        if headers.get("x-amz-write-offset-bytes") is not None:
-            raise _refuse("appending to an object would mix streams the proxy cannot mark")
-        if copy_source is not None:
-            return Classification(Action.COPY_OBJECT, "CopyObject")
-        return Classification(Action.PUT_OBJECT, "PutObject")
+        return _classify_put(names, headers)
     if method in ("GET", "HEAD"):
-        if "uploadId" in names and method == "GET":
-            return Classification(Action.LIST_PARTS, "ListParts")
-        if "attributes" in names and method == "GET" and not names - _GET_PARAMS - {"attributes"}:
-            return Classification(Action.GET_ATTRIBUTES, "GetObjectAttributes")
-        if names - _GET_PARAMS - {"partNumber"}:
-            raise _refuse(f"unknown object subresource {sorted(names)!r}")
-        if "partNumber" in names:
-            return Classification(Action.READ_PART, f"{method.title()}Object(partNumber)")
-        if method == "GET":
-            return Classification(Action.GET_OBJECT, "GetObject")
-        return Classification(Action.HEAD_OBJECT, "HeadObject")
+        return _classify_read(method, names)
     if method == "DELETE":
         if "uploadId" in names:
             return Classification(Action.PASS_THROUGH, "AbortMultipartUpload")
         return Classification(Action.PASS_THROUGH, "DeleteObject")
     if method == "POST":
-        if "restore" in names:
-            return Classification(Action.PASS_THROUGH, "RestoreObject")
-        if "select" in names:
-            raise _refuse("SelectObjectContent cannot query encrypted objects")
-        if "uploads" in names:
-            return Classification(Action.CREATE_MULTIPART, "CreateMultipartUpload")
-        if "uploadId" in names:
-            return Classification(Action.COMPLETE_MULTIPART, "CompleteMultipartUpload")
-        raise _refuse(f"unknown object POST {sorted(names)!r}")
+        return _classify_post(names)
     if method == "OPTIONS":
         return Classification(Action.PASS_THROUGH, "OptionsObject")
     raise _refuse(f"method {method}")
+
+
+def _classify_bucket(method: str, target: Target, names: set[str]) -> Classification:
+    """A request naming no key: a bucket's or the service's."""
+    if method == "POST" and "delete" not in names:
+        raise _refuse("browser-form POST uploads would store plaintext")
+    if method == "GET" and target.bucket is not None and names <= _LIST_PARAMS:
+        name = "ListObjectVersions" if "versions" in names else "ListObjects"
+        return Classification(Action.LIST_OBJECTS, name)
+    return Classification(Action.PASS_THROUGH, "bucket-or-service")
+
+
+def _classify_put(names: set[str], headers: Mapping[str, str]) -> Classification:
+    """An object PUT: a part, a copy or a whole object."""
+    copy_source = headers.get("x-amz-copy-source")
+    if "partNumber" in names or "uploadId" in names:
+        if not {"partNumber", "uploadId"} <= names or names - {"partNumber", "uploadId", "x-id"}:
+            raise _refuse(f"unknown multipart request {sorted(names)!r}")
+        if copy_source is not None:
+            return Classification(Action.UPLOAD_PART_COPY, "UploadPartCopy")
+        return Classification(Action.UPLOAD_PART, "UploadPart")
+    if names - {"x-id"}:
+        raise _refuse(f"unknown object subresource {sorted(names)!r}")
+    if headers.get("x-amz-write-offset-bytes") is not None:
+        raise _refuse("appending to an object would mix streams the proxy cannot mark")
+    if copy_source is not None:
+        return Classification(Action.COPY_OBJECT, "CopyObject")
+    return Classification(Action.PUT_OBJECT, "PutObject")
+
+
+def _classify_read(method: str, names: set[str]) -> Classification:
+    """An object GET or HEAD."""
+    if "uploadId" in names and method == "GET":
+        return Classification(Action.LIST_PARTS, "ListParts")
+    if "attributes" in names and method == "GET" and not names - _GET_PARAMS - {"attributes"}:
+        return Classification(Action.GET_ATTRIBUTES, "GetObjectAttributes")
+    if names - _GET_PARAMS - {"partNumber"}:
+        raise _refuse(f"unknown object subresource {sorted(names)!r}")
+    if "partNumber" in names:
+        return Classification(Action.READ_PART, f"{method.title()}Object(partNumber)")
+    if method == "GET":
+        return Classification(Action.GET_OBJECT, "GetObject")
+    return Classification(Action.HEAD_OBJECT, "HeadObject")
+
+
+def _classify_post(names: set[str]) -> Classification:
+    """An object POST: multipart uploads and restores; select is refused."""
+    if "restore" in names:
+        return Classification(Action.PASS_THROUGH, "RestoreObject")
+    if "select" in names:
+        raise _refuse("SelectObjectContent cannot query encrypted objects")
+    if "uploads" in names:
+        return Classification(Action.CREATE_MULTIPART, "CreateMultipartUpload")
+    if "uploadId" in names:
+        return Classification(Action.COMPLETE_MULTIPART, "CompleteMultipartUpload")
+    raise _refuse(f"unknown object POST {sorted(names)!r}")

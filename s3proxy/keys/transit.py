@@ -19,7 +19,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from s3proxy.config import Config, VaultAuthSettings
+from s3proxy.config import VaultAuthSettings, VaultSettings
 from s3proxy.core.errors import IntegrityError, KeyServiceUnavailable
 from s3proxy.keys.vaultauth import VaultAuth, vault_outcome
 from s3proxy.telemetry import metrics
@@ -194,15 +194,15 @@ class VaultTransit:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def vault_from(config: Config) -> VaultTransit:
+def vault_from(settings: VaultSettings) -> VaultTransit:
     """The Vault Transit client the settings describe."""
     return VaultTransit(
-        config.vault_addr,
-        config.vault_auth,
-        config.transit_key,
-        config.transit_mount,
-        cacert=config.vault_cacert,
-        client_cert=config.vault_client_cert,
-        namespace=config.vault_namespace,
-        timeout=config.vault_timeout,
+        settings.addr,
+        settings.auth,
+        settings.transit_key,
+        settings.transit_mount,
+        cacert=settings.cacert,
+        client_cert=settings.client_cert,
+        namespace=settings.namespace,
+        timeout=settings.timeout,
     )

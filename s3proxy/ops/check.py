@@ -23,7 +23,7 @@ from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
-from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.client import Upstream, upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 WRITE_TEST_PREFIX = ".s3proxy-check/"
@@ -44,11 +44,11 @@ class Checks:
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.vault.auth.login)
         except Exception as exc:
-            raise CheckFailed(f"{self.config.vault_addr}: {_first_line(exc)}") from exc
-        return f"{self.config.vault_addr}, {self.config.vault_auth.method} auth"
+            raise CheckFailed(f"{self.config.vault.addr}: {_first_line(exc)}") from exc
+        return f"{self.config.vault.addr}, {self.config.vault.auth.method} auth"
 
     async def transit_key(self) -> str:
-        name = f"{self.config.transit_mount}/{self.config.transit_key}"
+        name = f"{self.config.vault.transit_mount}/{self.config.vault.transit_key}"
         try:
             key = await self.vault.new_data_key()
         except S3ProxyError as exc:
@@ -64,7 +64,9 @@ class Checks:
     async def upstream_credentials(self) -> str:
         loop = asyncio.get_running_loop()
         try:
-            found, source = await loop.run_in_executor(None, resolve, self.config.credentials)
+            found, source = await loop.run_in_executor(
+                None, resolve, self.config.upstream.credentials
+            )
             if found is None:
                 raise CheckFailed(f"none found ({source})")
             key = (await loop.run_in_executor(None, found.get_frozen_credentials)).access_key
@@ -92,7 +94,7 @@ class Checks:
         resp = await self.upstream.send("HEAD", Target(bucket, None, ()), [])
         async with resp:
             if resp.status == 200:
-                return f"{bucket}: HeadBucket 200 at {self.config.s3_endpoint}"
+                return f"{bucket}: HeadBucket 200 at {self.config.upstream.endpoint}"
         # HEAD has no error body: ask again for one to name the cause
         query = (("list-type", "2"), ("max-keys", "0"))
         probe = await self.upstream.send("GET", Target(bucket, None, query), [])
@@ -101,7 +103,7 @@ class Checks:
         code = re.search(r"<Code>([^<]+)</Code>", body)
         raise CheckFailed(
             f"{bucket}: HeadBucket {resp.status} ({code.group(1) if code else 'no error code'})"
-            f" at {self.config.s3_endpoint}"
+            f" at {self.config.upstream.endpoint}"
         )
 
     async def write_test(self, bucket: str, keys: CachingKeyService) -> str:
@@ -145,11 +147,9 @@ def _first_line(exc: BaseException) -> str:
 async def run_checks(
     config: Config, buckets: list[str], write_test: bool, out: TextIO = sys.stdout
 ) -> int:
-    vault = vault_from(config)
-    credentials = CredentialSource(lambda: resolve(config.credentials))
-    upstream = Upstream(
-        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
-    )
+    vault = vault_from(config.vault)
+    credentials = CredentialSource(lambda: resolve(config.upstream.credentials))
+    upstream = upstream_from(config.upstream, credentials)
     checks = Checks(config, vault, credentials, upstream)
     failed = 0
 
@@ -180,7 +180,7 @@ async def run_checks(
             if credentials_ok:
                 await check("bucket", lambda b=bucket: checks.bucket(b))  # type: ignore[misc]
         if write_test:
-            keys = CachingKeyService(vault, config.cache_limits)
+            keys = CachingKeyService(vault, config.vault.cache_limits)
             for bucket in buckets or []:
                 await check(
                     "write test",

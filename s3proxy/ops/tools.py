@@ -34,7 +34,7 @@ from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.request import Target
 from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.store.tags import Tags
-from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.client import upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 log = logging.getLogger("s3proxy.ops.tools")
@@ -73,7 +73,7 @@ async def decrypt(
     if options.require_binding and not (options.bucket and options.key):
         print("s3proxy decrypt: --require-binding needs --bucket and --key", file=sys.stderr)
         return 2
-    vault = vault_from(config)
+    vault = vault_from(config.vault)
     try:
         with _Staging(output) as staged:
             await _login(vault)
@@ -150,10 +150,8 @@ async def _fetch_manifest(config: Config, options: DecryptOptions) -> str | None
             "s3proxy-manifest tag with --manifest, or --bucket and --key to read it from the "
             "store."
         )
-    credentials = CredentialSource(lambda: resolve(config.credentials))
-    upstream = Upstream(
-        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
-    )
+    credentials = CredentialSource(lambda: resolve(config.upstream.credentials))
+    upstream = upstream_from(config.upstream, credentials)
     query = (("versionId", options.version_id),) if options.version_id else ()
     try:
         await credentials.start()

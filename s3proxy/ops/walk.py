@@ -24,7 +24,7 @@ from s3proxy.core.s3xml import listed_objects
 from s3proxy.keys.transit import vault_from
 from s3proxy.ops.progress import Progress, ProgressDisplay, ResumePoint
 from s3proxy.ops.rewrap import Rewrapper
-from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.client import Upstream, upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
 MAX_FAILED_RECORDED = 1000
@@ -136,51 +136,55 @@ class Walk:
         retry = [str(k) for k in state.get("failed", [])]
         if state:
             self.out.write(f"rewrap: resuming after {after!r} ({len(retry)} to retry)\n")
-        progress = Progress()
-        # counting first (one listing request per 1,000 keys) gives the ETA
-        progress.total_objects, progress.total_bytes = len(retry), 0
-        async for _, size in listing(self.upstream, options.bucket, options.prefix, after):
-            progress.total_objects += 1
-            progress.total_bytes += size
+        progress = await self._count(after, len(retry))
         display = ProgressDisplay(progress, self.out, "rewrap")
         resume = ResumePoint(after)
         latest = await self.rewrapper.vault.latest_version()
+        done = await _Pass(self, display, resume, latest).run(retry, after)
+        display.finish()
+        if done and not self.failed and options.state is not None and not options.dry_run:
+            options.state.unlink(missing_ok=True)
+        return progress
+
+    async def _count(self, after: str, retrying: int) -> Progress:
+        """Counting first (one listing request per 1,000 keys) gives the ETA."""
+        progress = Progress()
+        progress.total_objects, progress.total_bytes = retrying, 0
+        options = self.options
+        async for _, size in listing(self.upstream, options.bucket, options.prefix, after):
+            progress.total_objects += 1
+            progress.total_bytes += size
+        return progress
+
+
+class _Pass:
+    """One pass of a walk: the objects left failed by the last run, then the listing after the
+    resume point, rewrapped by ``concurrency`` workers; the state saved every second and at
+    the end."""
+
+    def __init__(
+        self, walk: Walk, display: ProgressDisplay, resume: ResumePoint, latest: int
+    ) -> None:
+        self.walk = walk
+        self.options = walk.options
+        self.display = display
+        self.progress = display.progress
+        self.resume = resume
+        self.latest = latest
+        self.last_saved = self.progress.clock()
+
+    async def run(self, retry: list[str], after: str) -> bool:
+        """Whether every worker ended without an error."""
+        options = self.options
         queue: asyncio.Queue[tuple[str, int, bool] | None] = asyncio.Queue(options.concurrency)
-
-        async def worker() -> None:
-            while (item := await queue.get()) is not None:
-                key, size, retried = item
-                try:
-                    outcome = await self.rewrapper.one(
-                        Target(options.bucket, key, ()), latest, options.dry_run
-                    )
-                except (S3ProxyError, OSError) as exc:
-                    outcome = "failed"
-                    message = exc.message if isinstance(exc, S3ProxyError) else str(exc)
-                    display.note(f"failed {key}: {message}")
-                    if len(self.failed) < MAX_FAILED_RECORDED:
-                        self.failed.append(key)
-                if options.verbose and outcome != "failed":
-                    display.note(f"{outcome:<9} {key}")
-                progress.add(outcome, size)
-                if not retried:
-                    resume.finished(key)
-                display.tick()
-                _save_if_due()
-
-        last_saved = [progress.clock()]
-
-        def _save_if_due() -> None:
-            if progress.clock() - last_saved[0] >= 1.0:
-                last_saved[0] = progress.clock()
-                _save_state(options, resume.after, self.failed)
-
-        workers = [asyncio.create_task(worker()) for _ in range(options.concurrency)]
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(options.concurrency)]
         try:
             for key in retry:
                 await queue.put((key, 0, True))
-            async for key, size in listing(self.upstream, options.bucket, options.prefix, after):
-                resume.started(key)
+            async for key, size in listing(
+                self.walk.upstream, options.bucket, options.prefix, after
+            ):
+                self.resume.started(key)
                 await queue.put((key, size, False))
             for _ in workers:
                 await queue.put(None)
@@ -190,19 +194,43 @@ class Walk:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             done = not any(not t.cancelled() and t.exception() for t in workers)
-            _save_state(options, resume.after, self.failed)
-        display.finish()
-        if done and not self.failed and options.state is not None and not options.dry_run:
-            options.state.unlink(missing_ok=True)
-        return progress
+            _save_state(options, self.resume.after, self.walk.failed)
+        return done
+
+    async def _worker(self, queue: asyncio.Queue[tuple[str, int, bool] | None]) -> None:
+        while (item := await queue.get()) is not None:
+            await self._one(*item)
+
+    async def _one(self, key: str, size: int, retried: bool) -> None:
+        options, display = self.options, self.display
+        try:
+            outcome = await self.walk.rewrapper.one(
+                Target(options.bucket, key, ()), self.latest, options.dry_run
+            )
+        except (S3ProxyError, OSError) as exc:
+            outcome = "failed"
+            message = exc.message if isinstance(exc, S3ProxyError) else str(exc)
+            display.note(f"failed {key}: {message}")
+            if len(self.walk.failed) < MAX_FAILED_RECORDED:
+                self.walk.failed.append(key)
+        if options.verbose and outcome != "failed":
+            display.note(f"{outcome:<9} {key}")
+        self.progress.add(outcome, size)
+        if not retried:
+            self.resume.finished(key)
+        display.tick()
+        self._save_if_due()
+
+    def _save_if_due(self) -> None:
+        if self.progress.clock() - self.last_saved >= 1.0:
+            self.last_saved = self.progress.clock()
+            _save_state(self.options, self.resume.after, self.walk.failed)
 
 
 async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr) -> int:
-    vault = vault_from(config)
-    credentials = CredentialSource(lambda: resolve(config.credentials))
-    upstream = Upstream(
-        config.s3_endpoint, config.s3_region, credentials, ca_bundle=config.s3_ca_bundle
-    )
+    vault = vault_from(config.vault)
+    credentials = CredentialSource(lambda: resolve(config.upstream.credentials))
+    upstream = upstream_from(config.upstream, credentials)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:  # SIGTERM ends the walk as Ctrl-C does, keeping the resume point
@@ -211,7 +239,7 @@ async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr)
         await loop.run_in_executor(None, vault.auth.login)
         await credentials.start()
         await upstream.start()
-        walk = Walk(Rewrapper(vault, upstream, config.upstream_checksum), upstream, options, out)
+        walk = Walk(Rewrapper(vault, upstream, config.upstream.checksum), upstream, options, out)
         progress = await walk.run()
     except S3ProxyError as exc:
         out.write(f"s3proxy rewrap: {exc.message}\n")

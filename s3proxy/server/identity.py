@@ -34,8 +34,11 @@ class Identity:
 
     @property
     def _asks_sts(self) -> bool:
-        host = urlsplit(self._config.s3_endpoint).hostname or ""
-        return host.endswith(".amazonaws.com") or self._config.credentials.sts_endpoint is not None
+        host = urlsplit(self._config.upstream.endpoint).hostname or ""
+        return (
+            host.endswith(".amazonaws.com")
+            or self._config.upstream.credentials.sts_endpoint is not None
+        )
 
     async def _caller(self) -> dict[str, str] | str | None:
         """GetCallerIdentity where the upstream is AWS (or an STS endpoint is configured)."""
@@ -51,7 +54,10 @@ class Identity:
         loop = asyncio.get_running_loop()
         try:
             found = await asyncio.wait_for(
-                loop.run_in_executor(None, caller_identity, self._config.credentials, creds), 20
+                loop.run_in_executor(
+                    None, caller_identity, self._config.upstream.credentials, creds
+                ),
+                20,
             )
         except Exception as exc:
             return f"unavailable: {type(exc).__name__}"
@@ -67,7 +73,7 @@ class Identity:
         expiry = self._credentials.expiry
         return {
             "version": __version__,
-            "upstream": {"endpoint": config.s3_endpoint, "region": config.s3_region},
+            "upstream": {"endpoint": config.upstream.endpoint, "region": config.upstream.region},
             "credentials": {
                 "source": self._credentials.description,
                 "access_key_id": access_key,
@@ -76,11 +82,11 @@ class Identity:
             },
             "caller_identity": await self._caller(),
             "vault": {
-                "address": config.vault_addr,
-                "mount": config.transit_mount,
-                "key": config.transit_key,
-                "namespace": config.vault_namespace,
-                "auth": config.vault_auth.method,
+                "address": config.vault.addr,
+                "mount": config.vault.transit_mount,
+                "key": config.vault.transit_key,
+                "namespace": config.vault.namespace,
+                "auth": config.vault.auth.method,
                 "available": self._vault_auth.available if self._vault_auth else None,
                 "logins": self._vault_auth.logins if self._vault_auth else None,
                 "renewals": self._vault_auth.renewals if self._vault_auth else None,

@@ -137,7 +137,7 @@ class Writer:
         self.keys = keys
         self.upstream = upstream
         self.objects = objects
-        self.uploads = Uploads(upstream, config.upstream_checksum)
+        self.uploads = Uploads(upstream, config.upstream.checksum)
 
     async def put_stream(
         self,

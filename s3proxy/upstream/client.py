@@ -23,6 +23,7 @@ from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from yarl import URL
 
+from s3proxy.config import UpstreamSettings
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.telemetry import accesslog
@@ -239,3 +240,8 @@ class Upstream:
                 time.monotonic() - started,
                 answer.headers.get("x-amz-request-id") if answer else None,
             )
+
+
+def upstream_from(settings: UpstreamSettings, credentials: CredentialSource) -> Upstream:
+    """The upstream client the settings describe, signing with ``credentials``."""
+    return Upstream(settings.endpoint, settings.region, credentials, ca_bundle=settings.ca_bundle)
