@@ -5,7 +5,7 @@ server/completion.py."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +33,7 @@ from s3proxy.core.format import (
 from s3proxy.core.headers import (
     MARKER_HEADER,
     HeaderPairs,
-    get_header,
+    Headers,
     marker_value,
     upstream_request_headers,
 )
@@ -142,7 +142,7 @@ class Writer:
     async def put_stream(
         self,
         target: Target,
-        headers: HeaderPairs,
+        headers: Iterable[tuple[str, str]],
         length: int,
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum] = lambda: None,
@@ -207,7 +207,7 @@ class Writer:
     async def _put_small(
         self,
         target: Target,
-        headers: HeaderPairs,
+        headers: Iterable[tuple[str, str]],
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum],
         encryptor: StreamEncryptor,
@@ -227,26 +227,26 @@ class Writer:
         resp = await self.uploads.put_whole(target, headers, b"".join(pieces))
         return resp, single_etag(encryptor.md5 or b"")
 
-    async def if_match_for_upstream(self, target: Target, headers: HeaderPairs) -> None:
-        """A conditional write's ``If-Match`` / ``If-None-Match`` names plaintext ETags the
-        client saw: they are checked here against the object's, and the upstream write is made
-        conditional on the stored ETag of that same object (``If-Match: *`` too: moto compares
-        it as an ETag). ``If-None-Match: *`` goes upstream as it is."""
-        if_match = get_header(headers, "If-Match")
-        if_none_match = get_header(headers, "If-None-Match")
+    async def if_match_for_upstream(self, target: Target, headers: Headers) -> Headers:
+        """The headers of a conditional write for the upstream. Its ``If-Match`` /
+        ``If-None-Match`` name plaintext ETags the client saw: they are checked here against the
+        object's, and the upstream write is made conditional on the stored ETag of that same
+        object (``If-Match: *`` too: moto compares it as an ETag). ``If-None-Match: *`` goes
+        upstream as it is."""
+        if_match = headers.get("If-Match")
+        if_none_match = headers.get("If-None-Match")
         if if_match is None and (if_none_match is None or if_none_match.strip() == "*"):
-            return
+            return headers
         current = await self.objects.current(target)
         if current is None:
-            return  # the upstream answers for a missing object, as S3 would
+            return headers  # the upstream answers for a missing object, as S3 would
         if if_none_match is not None and etag_matches(if_none_match, current.etag):
             raise PreconditionFailed()
         if if_match is None:
-            return
-        headers[:] = [(k, v) for k, v in headers if k.lower() != "if-match"]
+            return headers
         if not etag_matches(if_match, current.etag):
             raise PreconditionFailed()
-        headers.append(("If-Match", _quoted_like(if_match, current.stored_etag)))
+        return headers.replace("If-Match", _quoted_like(if_match, current.stored_etag))
 
     async def encrypt_upload(self, request: web.Request, target: Target) -> web.StreamResponse:
         """PutObject or UploadPart: the body becomes one stream (docs/design.md, Writing)."""
@@ -254,11 +254,12 @@ class Writer:
         length = _plaintext_length(request, chunked)
         verifier = verifier_for(request.headers.items())
         decoder = AwsChunkedDecoder(length, chunk_signatures(request)) if chunked else None
-        headers = upstream_request_headers(request.headers.items(), encrypting=True)
+        headers = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
         if not target.has("uploadId"):
             marker = marker_value(self.config.segment_size, version=WRITE_VERSION)
-            headers.append((MARKER_HEADER, marker))
-            await self.if_match_for_upstream(target, headers)
+            headers = await self.if_match_for_upstream(
+                target, headers.plus([(MARKER_HEADER, marker)])
+            )
         plaintext = _client_plaintext(request, decoder, verifier)
         stream: list[tuple[Header, Trailer]] = []
         resp, etag = await self.put_stream(
@@ -316,12 +317,12 @@ class Writer:
         """The marker records the checksum algorithm and type the client chose, for the
         object's checksum at Complete; the upstream is not told them (it would then demand
         checksums of the ciphertext parts in a form the proxy does not send)."""
-        headers = upstream_request_headers(request.headers.items(), encrypting=True)
         checksum = _requested_checksum(request.headers)
         marker = marker_value(
             self.config.segment_size, version=WRITE_VERSION, multipart=True, checksum=checksum
         )
-        headers.append((MARKER_HEADER, marker))
+        headers = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
+        headers = headers.plus([(MARKER_HEADER, marker)])
         await discard_body(request)
         upstream_resp = await self.upstream.send("POST", target, headers, b"")
         async with upstream_resp:
