@@ -223,7 +223,7 @@ class Copier:
         else:
             plan = info.layout.plan_range(first, last)
             plaintext = self.context.objects.plaintext(current.target, current.stored_etag, plan)
-        resp, etag = await self.context.writer.put_stream(
+        written = await self.context.writer.put_stream(
             target, Headers(), last - first + 1, plaintext, whole_object=False
         )
-        return await copy_response(resp, "CopyPartResult", etag)
+        return await copy_response(written.response, "CopyPartResult", written.etag)

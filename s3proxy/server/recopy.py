@@ -130,10 +130,10 @@ class CopyByReencryption:
         if info.size:
             plan = info.layout.plan_range(0, info.size - 1)
             plaintext = self.context.objects.plaintext(source.target, source.stored_etag, plan)
-        resp, etag = await self.context.writer.put_stream(
+        written = await self.context.writer.put_stream(
             target, headers, info.size, plaintext, lambda: checksum, whole_object=True
         )
-        return await copy_response(resp, "CopyObjectResult", etag)
+        return await copy_response(written.response, "CopyObjectResult", written.etag)
 
     async def _headers(
         self, request: web.Request, source: Current, source_headers: Headers
