@@ -251,7 +251,7 @@ class Proxy:
     async def _pass_through(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         body: bytes | AsyncIterator[bytes] | None = None
-        failure: list[S3ProxyError] = []
+        exact: _ExactBody | None = None
         length = request.content_length
         if request.can_read_body:
             if length is not None and length <= SIGNING_BUFFER_LIMIT:
@@ -261,7 +261,8 @@ class Proxy:
                 if len(body) != length:
                     raise IncompleteBody("The request body ended before its declared length.")
             elif length is not None:
-                body = _exact_body(request, length, BodyHash.of(request), failure)
+                exact = _ExactBody(request, length)
+                body = exact.chunks()
             else:
                 raise MissingContentLength("You must provide the Content-Length HTTP header.")
         elif request.method in ("PUT", "POST"):
@@ -269,8 +270,8 @@ class Proxy:
         try:
             upstream_resp = await self.upstream.send(request.method, target, headers, body, length)
         except S3ProxyError:
-            if failure:
-                raise failure[0] from None
+            if exact is not None and exact.failure is not None:
+                raise exact.failure from None
             raise
         async with upstream_resp:
             return await relay(request, upstream_resp)
@@ -374,36 +375,37 @@ def _body_length(request: web.Request, resp: web.StreamResponse) -> int:
     return resp.content_length or 0
 
 
-async def _exact_body(
-    request: web.Request, length: int, signed: BodyHash, failure: list[S3ProxyError]
-) -> AsyncIterator[bytes]:
-    """The body, with its last piece held back until length and signed hash are checked: the
-    upstream never receives a whole body that fails them (nor one that stalls). Its error
-    is kept in ``failure`` (the upstream client reports only that sending failed)."""
-    try:
-        async for piece in _checked_body(request, length, signed):
-            yield piece
-    except S3ProxyError as err:
-        failure.append(err)
-        raise
+class _ExactBody:
+    """A streamed pass-through body, its last piece held back until its length and signed hash
+    are checked: the upstream never receives a whole body that fails them (nor one that
+    stalls). Its error, which the upstream client reports only as a failed send, is kept in
+    :attr:`failure` for the sender to raise."""
 
+    def __init__(self, request: web.Request, length: int) -> None:
+        self._request = request
+        self._length = length
+        self._signed = BodyHash.of(request)
+        self.failure: S3ProxyError | None = None
 
-async def _checked_body(
-    request: web.Request, length: int, signed: BodyHash
-) -> AsyncIterator[bytes]:
-    received = 0
-    held: bytes | None = None
-    async for chunk in body_chunks(request, READ_CHUNK):
-        received += len(chunk)
-        signed.update(chunk)
+    async def chunks(self) -> AsyncIterator[bytes]:
+        signed = self._signed
+        received = 0
+        held: bytes | None = None
+        try:
+            async for chunk in body_chunks(self._request, READ_CHUNK):
+                received += len(chunk)
+                signed.update(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+            if received != self._length:
+                raise InvalidRequest("The request body does not match its Content-Length.")
+            signed.verify()
+        except S3ProxyError as err:
+            self.failure = err
+            raise
         if held is not None:
             yield held
-        held = chunk
-    if received != length:
-        raise InvalidRequest("The request body does not match its Content-Length.")
-    signed.verify()
-    if held is not None:
-        yield held
 
 
 async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
