@@ -99,10 +99,6 @@ class BodyVerifier:
             except (binascii.Error, ValueError) as exc:
                 raise InvalidRequest(f"Value for {e.header} trailing header is invalid.") from exc
 
-    @property
-    def active(self) -> bool:
-        return bool(self._expected)
-
     def update(self, data: bytes | bytearray | memoryview) -> None:
         for e in self._expected:
             e.hasher.update(data)

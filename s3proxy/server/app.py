@@ -112,99 +112,85 @@ class Proxy:
         }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Refuse, classify, authenticate and dispatch a request, and record it. Every
+        :class:`S3ProxyError` is answered here as an S3 error document, and only here."""
+        early = self._answer_early(request)
+        if early is not None:
+            return early
+        if self._is_whoami(request) and self.identity is not None and self._auth is None:
+            return await self.identity.whoami(request)
+        exchange = _Exchange(request)
+        request[BODY_RULES] = self._bodies
+        self._in_flight += 1
+        try:
+            return await self._serve(request, exchange)
+        except Aborted as cut:
+            exchange.record.integrity = isinstance(cut.__cause__, IntegrityError)
+            raise
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            raise  # the client went away: nobody to answer
+        except NotModified as answer:
+            exchange.record.status = 304
+            return web.Response(status=304, headers=answer.headers)
+        except S3ProxyError as err:
+            return exchange.error(err)
+        except Exception:
+            return exchange.defect()
+        finally:
+            self._bodies.budget.release(request)
+            self._in_flight -= 1
+            exchange.finish()
+
+    async def _serve(self, request: web.Request, exchange: _Exchange) -> web.StreamResponse:
+        """A counted request: authenticated, classified and handed to its handler."""
+        if self._in_flight > self.config.max_requests:
+            raise SlowDown()
+        if self._authenticate(request) and self.identity is not None:
+            whoami = await self.identity.whoami(request)
+            exchange.record.status = whoami.status
+            return whoami
+        target, action = self._classify(request, exchange)
+        resp = await self._handlers[action](request, target)
+        exchange.answered(resp)
+        return resp
+
+    def _answer_early(self, request: web.Request) -> web.Response | None:
+        """What is answered before a request is counted: a refusal (:meth:`_refuse_foreign`),
+        a CORS preflight."""
         refused = self._refuse_foreign(request)
         if refused is not None:
             return refused
         if request.method == "OPTIONS":
             return self._preflight(request)
-        if self._is_whoami(request) and self.identity is not None and self._auth is None:
-            return await self.identity.whoami(request)
-        record = accesslog.begin(request.method)
-        request_id = record.request_id
-        resource = request.path
-        operation = "-"
-        status = 0
-        received = [0]
-        upstream_bytes.set(received)
-        request[BODY_RULES] = self._bodies
-        self._in_flight += 1
-        try:
-            if self._in_flight > self.config.max_requests:
-                raise SlowDown()
-            if self._auth is not None:
-                self._auth.verify(request)
-                if self._is_whoami(request) and self.identity is not None:
-                    whoami = await self.identity.whoami(request)
-                    status = whoami.status
-                    return whoami
-            elif "X-Amz-Expires" in request.query:  # S3 refuses such a URL, signed or not
-                presigned_expiry(request.query["X-Amz-Expires"])
-            target = parse_target(
-                request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
+        return None
+
+    def _authenticate(self, request: web.Request) -> bool:
+        """The client's signature checked (when clients are authenticated); whether the
+        request is then an authenticated ``whoami``."""
+        if self._auth is not None:
+            self._auth.verify(request)
+            return self._is_whoami(request)
+        if "X-Amz-Expires" in request.query:  # S3 refuses such a URL, signed or not
+            presigned_expiry(request.query["X-Amz-Expires"])
+        return False
+
+    def _classify(self, request: web.Request, exchange: _Exchange) -> tuple[Target, Action]:
+        """The request's target and action, recorded; aws-chunked bodies only for uploads."""
+        target = parse_target(
+            request.raw_path, request.headers.get("Host"), self.config.virtual_host_suffixes
+        )
+        record = exchange.record
+        exchange.resource = target.resource
+        record.bucket, record.key = target.bucket, target.key
+        decision = classify(request.method, target, request.headers)
+        record.operation = decision.operation
+        if decision.action not in (Action.PUT_OBJECT, Action.UPLOAD_PART) and is_aws_chunked(
+            request.headers
+        ):
+            raise NotImplementedByProxy(
+                f"s3proxy does not support aws-chunked request bodies for {decision.operation}."
             )
-            resource = target.resource
-            record.bucket, record.key = target.bucket, target.key
-            decision = classify(request.method, target, request.headers)
-            operation = decision.operation
-            if decision.action not in (Action.PUT_OBJECT, Action.UPLOAD_PART) and is_aws_chunked(
-                request.headers
-            ):
-                raise NotImplementedByProxy(
-                    f"s3proxy does not support aws-chunked request bodies for {operation}."
-                )
-            resp = await self._handlers[decision.action](request, target)
-            status = resp.status
-            record.bytes_out = _body_length(request, resp)
-            return resp
-        except Aborted as cut:
-            record.integrity = isinstance(cut.__cause__, IntegrityError)
-            raise
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            raise  # the client went away: nobody to answer
-        except NotModified as answer:
-            status = 304
-            return web.Response(status=304, headers=answer.headers)
-        except S3ProxyError as err:
-            status = err.status
-            integrity = record.integrity = isinstance(err, IntegrityError)
-            record.error_code = err.code
-            log.log(
-                logging.ERROR if integrity or err.status >= 500 else logging.INFO,
-                "%s %s %s: %s %s",
-                request.method,
-                resource,
-                operation,
-                err.code,
-                err.message,
-                extra={"request_id": request_id, "integrity": integrity},
-            )
-            resp = _error_response(request, err, resource, request_id)
-            record.bytes_out = _body_length(request, resp)
-            return resp
-        except Exception:
-            # A defect: logged with its traceback, answered as S3 answers its own (never a
-            # bare 500 without a log line); a response already under way is cut instead.
-            log.exception(
-                "%s %s %s: unexpected error",
-                request.method,
-                resource,
-                operation,
-                extra={"request_id": request_id},
-            )
-            status, record.error_code = 500, "InternalError"
-            if request.get(STARTED):
-                abort(request)
-                raise Aborted() from None
-            defect = InternalError("We encountered an internal error. Please try again.")
-            resp = _error_response(request, defect, resource, request_id)
-            record.bytes_out = _body_length(request, resp)
-            return resp
-        finally:
-            self._bodies.budget.release(request)
-            self._in_flight -= 1
-            record.operation, record.status, record.upstream_bytes = operation, status, received[0]
-            record.bytes_in = request.content.total_bytes
-            accesslog.finish(record, resource)
+        return target, decision.action
 
     def _refuse_foreign(self, request: web.Request) -> web.Response | None:
         """403 for a request that names another host (DNS rebinding) or comes from a browser
@@ -265,7 +251,7 @@ class Proxy:
     async def _pass_through(self, request: web.Request, target: Target) -> web.StreamResponse:
         headers = upstream_request_headers(request.headers.items(), encrypting=False)
         body: bytes | AsyncIterator[bytes] | None = None
-        failure: list[S3ProxyError] = []
+        exact: _ExactBody | None = None
         length = request.content_length
         if request.can_read_body:
             if length is not None and length <= SIGNING_BUFFER_LIMIT:
@@ -275,7 +261,8 @@ class Proxy:
                 if len(body) != length:
                     raise IncompleteBody("The request body ended before its declared length.")
             elif length is not None:
-                body = _exact_body(request, length, BodyHash.of(request), failure)
+                exact = _ExactBody(request, length)
+                body = exact.chunks()
             else:
                 raise MissingContentLength("You must provide the Content-Length HTTP header.")
         elif request.method in ("PUT", "POST"):
@@ -283,11 +270,76 @@ class Proxy:
         try:
             upstream_resp = await self.upstream.send(request.method, target, headers, body, length)
         except S3ProxyError:
-            if failure:
-                raise failure[0] from None
+            if exact is not None and exact.failure is not None:
+                raise exact.failure from None
             raise
         async with upstream_resp:
             return await relay(request, upstream_resp)
+
+
+class _Exchange:
+    """One counted request, from its start to its access-log line: the record, the resource
+    its log lines name, the upstream bytes received for it; and its answers to errors."""
+
+    __slots__ = ("received", "record", "request", "resource")
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.record = accesslog.begin(request.method)
+        self.resource = request.path  # the parsed target's, once known
+        self.received = [0]
+        upstream_bytes.set(self.received)
+
+    def answered(self, resp: web.StreamResponse) -> None:
+        self.record.status = resp.status
+        self.record.bytes_out = _body_length(self.request, resp)
+
+    def error(self, err: S3ProxyError) -> web.Response:
+        """The S3 error document of ``err``, logged (the one place errors become answers)."""
+        request, record = self.request, self.record
+        integrity = record.integrity = isinstance(err, IntegrityError)
+        record.error_code = err.code
+        log.log(
+            logging.ERROR if integrity or err.status >= 500 else logging.INFO,
+            "%s %s %s: %s %s",
+            request.method,
+            self.resource,
+            record.operation,
+            err.code,
+            err.message,
+            extra={"request_id": record.request_id, "integrity": integrity},
+        )
+        resp = _error_response(request, err, self.resource, record.request_id)
+        self.answered(resp)
+        return resp
+
+    def defect(self) -> web.Response:
+        """A defect (the exception being handled): logged with its traceback, answered as S3
+        answers its own (never a bare 500 without a log line); a response already under way
+        is cut instead."""
+        request, record = self.request, self.record
+        log.exception(
+            "%s %s %s: unexpected error",
+            request.method,
+            self.resource,
+            record.operation,
+            extra={"request_id": record.request_id},
+        )
+        record.status, record.error_code = 500, "InternalError"
+        if request.get(STARTED):
+            abort(request)
+            raise Aborted() from None
+        defect = InternalError("We encountered an internal error. Please try again.")
+        resp = _error_response(request, defect, self.resource, record.request_id)
+        record.bytes_out = _body_length(request, resp)
+        return resp
+
+    def finish(self) -> None:
+        """The access-log line."""
+        record = self.record
+        record.upstream_bytes = self.received[0]
+        record.bytes_in = self.request.content.total_bytes
+        accesslog.finish(record, self.resource)
 
 
 def _error_response(
@@ -323,36 +375,37 @@ def _body_length(request: web.Request, resp: web.StreamResponse) -> int:
     return resp.content_length or 0
 
 
-async def _exact_body(
-    request: web.Request, length: int, signed: BodyHash, failure: list[S3ProxyError]
-) -> AsyncIterator[bytes]:
-    """The body, with its last piece held back until length and signed hash are checked: the
-    upstream never receives a whole body that fails them (nor one that stalls). Its error
-    is kept in ``failure`` (the upstream client reports only that sending failed)."""
-    try:
-        async for piece in _checked_body(request, length, signed):
-            yield piece
-    except S3ProxyError as err:
-        failure.append(err)
-        raise
+class _ExactBody:
+    """A streamed pass-through body, its last piece held back until its length and signed hash
+    are checked: the upstream never receives a whole body that fails them (nor one that
+    stalls). Its error, which the upstream client reports only as a failed send, is kept in
+    :attr:`failure` for the sender to raise."""
 
+    def __init__(self, request: web.Request, length: int) -> None:
+        self._request = request
+        self._length = length
+        self._signed = BodyHash.of(request)
+        self.failure: S3ProxyError | None = None
 
-async def _checked_body(
-    request: web.Request, length: int, signed: BodyHash
-) -> AsyncIterator[bytes]:
-    received = 0
-    held: bytes | None = None
-    async for chunk in body_chunks(request, READ_CHUNK):
-        received += len(chunk)
-        signed.update(chunk)
+    async def chunks(self) -> AsyncIterator[bytes]:
+        signed = self._signed
+        received = 0
+        held: bytes | None = None
+        try:
+            async for chunk in body_chunks(self._request, READ_CHUNK):
+                received += len(chunk)
+                signed.update(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
+            if received != self._length:
+                raise InvalidRequest("The request body does not match its Content-Length.")
+            signed.verify()
+        except S3ProxyError as err:
+            self.failure = err
+            raise
         if held is not None:
             yield held
-        held = chunk
-    if received != length:
-        raise InvalidRequest("The request body does not match its Content-Length.")
-    signed.verify()
-    if held is not None:
-        yield held
 
 
 async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -20,7 +20,7 @@ from s3proxy.core.errors import (
     xml_text,
 )
 from s3proxy.core.etags import md5_of_etag
-from s3proxy.core.headers import HeaderPairs, upstream_request_headers
+from s3proxy.core.headers import Headers, upstream_request_headers
 from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.partlist import ExpectedPart, ListedPart, effective, expected_parts
 from s3proxy.core.request import Target
@@ -146,18 +146,16 @@ class Completer:
         listing = await self._listed_parts(target)
         async with self._completions:  # few parses share the loop at once, however many wait
             claimed = await _completion_parts(request)
-        headers = [  # x-amz-mp-object-size is the plaintext's size; the upstream sums ciphertext
-            (k, v)
-            for k, v in upstream_request_headers(request.headers.items(), encrypting=True)
-            if k.lower() != "x-amz-mp-object-size"
-        ]
+        forwarded = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
+        # x-amz-mp-object-size is the plaintext's size; the upstream sums ciphertext
+        headers = forwarded.without("x-amz-mp-object-size")
         if isinstance(listing, tuple):  # no such upload (perhaps completed already), or denied
             repeated = await self._repeated(request, target, claimed, listing[0].status)
             if repeated is not None:
                 return repeated
             return await self._unlisted(target, headers, claimed)
         parts = expected_parts(claimed, listing, lambda n: self.objects.own_part(target, n))
-        await self.writer.if_match_for_upstream(target.without("uploadId"), headers)
+        headers = await self.writer.if_match_for_upstream(target.without("uploadId"), headers)
         body = completion_body([(p.number, p.stored_etag) for p in parts])
         upstream_resp = await self.upstream.send("POST", target, headers, body)
         async with upstream_resp:
@@ -168,7 +166,7 @@ class Completer:
             return relay_body(upstream_resp, _with_info(data, info))
 
     async def _unlisted(
-        self, target: Target, headers: HeaderPairs, claimed: list[tuple[int, str]]
+        self, target: Target, headers: Headers, claimed: list[tuple[int, str]]
     ) -> web.StreamResponse:
         """An upload whose parts do not list: the upstream is asked to complete the client's
         list as it is, for its own refusal (NoSuchUpload, AccessDenied, ...). Should it answer

@@ -21,7 +21,7 @@ from s3proxy.core.etags import single_etag
 from s3proxy.core.headers import (
     CHECKSUM_METADATA,
     MARKER_HEADER,
-    HeaderPairs,
+    Headers,
     marker_value,
     metadata_directive,
     upstream_request_headers,
@@ -91,14 +91,17 @@ class Copier:
         self.context = context
         self.recopy = CopyByReencryption(context)
 
-    async def _source(self, request: web.Request, headers: HeaderPairs) -> Current | None:
-        """The copy source as the client sees it; its ETag conditions are checked here and
-        replaced by a condition on the stored ETag of the object they were checked against."""
+    async def _source(
+        self, request: web.Request, headers: Headers
+    ) -> tuple[Current | None, Headers]:
+        """The copy source as the client sees it, and the copy's headers for the upstream: the
+        source's ETag conditions are checked here and replaced by a condition on the stored ETag
+        of the object they were checked against."""
         current = await self.context.objects.current(source_target(request))
         if current is None:
-            return None  # the copy itself reports the missing source, as S3 would
+            return None, headers  # the copy itself reports the missing source, as S3 would
         conditions = {k.lower(): v for k, v in headers if k.lower() in _SOURCE_ETAG_CONDITIONS}
-        headers[:] = [(k, v) for k, v in headers if k.lower() not in _SOURCE_ETAG_CONDITIONS]
+        headers = headers.without(*_SOURCE_ETAG_CONDITIONS)
         if_match = conditions.get("x-amz-copy-source-if-match")
         if_none_match = conditions.get("x-amz-copy-source-if-none-match")
         if if_match is not None and not etag_matches(if_match, current.etag):
@@ -106,17 +109,17 @@ class Copier:
         if if_none_match is not None and etag_matches(if_none_match, current.etag):
             raise PreconditionFailed()
         if current.stored_etag:
-            headers.append(("x-amz-copy-source-if-match", current.stored_etag))
-        return current
+            headers = headers.plus([("x-amz-copy-source-if-match", current.stored_etag)])
+        return current, headers
 
     async def copy_object(self, request: web.Request, target: Target) -> web.StreamResponse:
         directive = metadata_directive(request.headers)
         # With REPLACE the client's new metadata replaces all of it; the proxy's marker must
         # survive, so the client's own headers go through the same filter as an upload's.
-        headers = upstream_request_headers(
+        forwarded = upstream_request_headers(
             request.headers.items(), encrypting=directive == "REPLACE"
         )
-        current = await self._source(request, headers)
+        current, headers = await self._source(request, Headers(forwarded))
         info = current.info if current is not None else None
         marker = current.marker if current is not None else None
         if (
@@ -130,11 +133,11 @@ class Copier:
             value = marker_value(
                 marker.segment_size, version=marker.version, multipart=marker.multipart
             )
-            headers.append((MARKER_HEADER, value))
+            headers = headers.plus([(MARKER_HEADER, value)])
             if marker.checksum is not None:  # v1 objects keep their checksum in metadata
-                headers.append((CHECKSUM_METADATA, marker.checksum))
+                headers = headers.plus([(CHECKSUM_METADATA, marker.checksum)])
         if info is not None and needs_manifest(info.layout):
-            await self._keep_manifest(request, headers, info)
+            headers = await self._keep_manifest(request, headers, info)
         await discard_body(request)
         upstream_resp = await self.context.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
@@ -146,25 +149,24 @@ class Copier:
             return relay_body(upstream_resp, body)
 
     async def _keep_manifest(
-        self, request: web.Request, headers: HeaderPairs, info: ObjectInfo
-    ) -> None:
-        """A copy holds the source's streams, so the source's manifest stays true for it; tags
-        are copied with the object unless the client replaces them, and then the proxy adds
-        the manifest to the client's tags."""
+        self, request: web.Request, headers: Headers, info: ObjectInfo
+    ) -> Headers:
+        """The copy's headers, keeping the manifest: a copy holds the source's streams, so the
+        source's manifest stays true for it; tags are copied with the object unless the client
+        replaces them, and then the proxy adds the manifest to the client's tags."""
         directive = request.headers.get("x-amz-tagging-directive", "COPY").strip().upper()
         if directive != "REPLACE":
-            return
+            return headers
         first = info.layout.streams[0].header
         first_key = await self.context.objects.unwrap(first.wrapped_key, None)
         value = manifest_value(first_key, info.layout)
         tagging = request.headers.get("x-amz-tagging", "")
-        headers[:] = [(k, v) for k, v in headers if k.lower() != "x-amz-tagging"]
         own = f"{MANIFEST_TAG}={value}"
-        headers.append(("x-amz-tagging", f"{tagging}&{own}" if tagging else own))
+        return headers.replace("x-amz-tagging", f"{tagging}&{own}" if tagging else own)
 
     async def upload_part_copy(self, request: web.Request, target: Target) -> web.StreamResponse:
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
-        current = await self._source(request, headers)
+        forwarded = upstream_request_headers(request.headers.items(), encrypting=False)
+        current, headers = await self._source(request, Headers(forwarded))
         if current is None:
             await discard_body(request)
             upstream_resp = await self.context.upstream.send("PUT", target, headers, b"")
@@ -193,15 +195,15 @@ class Copier:
         self,
         request: web.Request,
         target: Target,
-        headers: HeaderPairs,
+        headers: Headers,
         info: ObjectInfo,
         stream: StreamInfo,
         index: int,
     ) -> web.StreamResponse:
         """The upstream copies the stream's stored bytes; its trailer already holds the MD5."""
-        headers = [(k, v) for k, v in headers if k.lower() != "x-amz-copy-source-range"]
         end = stream.stored_offset + stream.stored_length - 1
-        headers.append(("x-amz-copy-source-range", f"bytes={stream.stored_offset}-{end}"))
+        stored_range = f"bytes={stream.stored_offset}-{end}"
+        headers = headers.replace("x-amz-copy-source-range", stored_range)
         upstream_resp = await self.context.upstream.send("PUT", target, headers, b"")
         async with upstream_resp:
             body = await upstream_resp.read()
@@ -221,7 +223,7 @@ class Copier:
         else:
             plan = info.layout.plan_range(first, last)
             plaintext = self.context.objects.plaintext(current.target, current.stored_etag, plan)
-        resp, etag = await self.context.writer.put_stream(
-            target, [], last - first + 1, plaintext, whole_object=False
+        written = await self.context.writer.put_stream(
+            target, Headers(), last - first + 1, plaintext, whole_object=False
         )
-        return await copy_response(resp, "CopyPartResult", etag)
+        return await copy_response(written.response, "CopyPartResult", written.etag)

@@ -22,7 +22,7 @@ from s3proxy.core.format import WRITE_VERSION
 from s3proxy.core.headers import (
     MARKER_HEADER,
     OWN_METADATA_PREFIXES,
-    HeaderPairs,
+    Headers,
     marker_value,
     metadata_directive,
     upstream_request_headers,
@@ -64,6 +64,12 @@ def must_reencrypt(config: Config, info: ObjectInfo, source: Target, dest: Targe
 def _is_metadata(name: str) -> bool:
     lname = name.lower()
     return lname.startswith("x-amz-meta-") or lname in _COPIED
+
+
+def _is_copy_only(name: str) -> bool:
+    """What asks the store for a copy: the proxy's request writes an object instead."""
+    lname = name.lower()
+    return lname.startswith("x-amz-copy-source") or lname in _COPY_ONLY
 
 
 def _source_conditions(request: web.Request, last_modified: dt.datetime | None) -> None:
@@ -113,25 +119,9 @@ class CopyByReencryption:
                 "The specified copy source is larger than the maximum allowable size for a "
                 f"copy source: {MAX_COPY_SOURCE}"
             )
-        headers = [
-            (k, v)
-            for k, v in upstream_request_headers(request.headers.items(), encrypting=True)
-            if not k.lower().startswith("x-amz-copy-source") and k.lower() not in _COPY_ONLY
-        ]
         source_headers, last_modified = await self._source_headers(source)
         _source_conditions(request, last_modified)
-        if metadata_directive(request.headers) != "REPLACE":
-            headers = [(k, v) for k, v in headers if not _is_metadata(k)]
-            headers += [(k, v) for k, v in source_headers if _is_metadata(k)]
-        directive = request.headers.get("x-amz-tagging-directive", "COPY").strip().upper()
-        if directive != "REPLACE":
-            headers = [(k, v) for k, v in headers if k.lower() != "x-amz-tagging"]
-            tags = await self._source_tags(source)
-            if tags:
-                headers.append(("x-amz-tagging", urlencode(tags)))
-        headers.append(
-            (MARKER_HEADER, marker_value(self.context.config.segment_size, version=WRITE_VERSION))
-        )
+        headers = await self._headers(request, source, source_headers)
         checksum: Checksum = None
         trailer = info.trailers[0] if len(info.trailers) == 1 else None
         if trailer is not None and trailer.checksum_algorithm is not None:
@@ -140,23 +130,42 @@ class CopyByReencryption:
         if info.size:
             plan = info.layout.plan_range(0, info.size - 1)
             plaintext = self.context.objects.plaintext(source.target, source.stored_etag, plan)
-        resp, etag = await self.context.writer.put_stream(
+        written = await self.context.writer.put_stream(
             target, headers, info.size, plaintext, lambda: checksum, whole_object=True
         )
-        return await copy_response(resp, "CopyObjectResult", etag)
+        return await copy_response(written.response, "CopyObjectResult", written.etag)
 
-    async def _source_headers(self, source: Current) -> tuple[HeaderPairs, dt.datetime | None]:
+    async def _headers(
+        self, request: web.Request, source: Current, source_headers: Headers
+    ) -> Headers:
+        """The new object's headers: the client's, less what asks for a copy; the source's
+        metadata and tags unless the client replaces them; the proxy's marker."""
+        forwarded = upstream_request_headers(request.headers.items(), encrypting=True)
+        headers = Headers((k, v) for k, v in forwarded if not _is_copy_only(k))
+        if metadata_directive(request.headers) != "REPLACE":
+            headers = Headers((k, v) for k, v in headers if not _is_metadata(k))
+            headers = headers.plus((k, v) for k, v in source_headers if _is_metadata(k))
+        directive = request.headers.get("x-amz-tagging-directive", "COPY").strip().upper()
+        if directive != "REPLACE":
+            headers = headers.without("x-amz-tagging")
+            tags = await self._source_tags(source)
+            if tags:
+                headers = headers.plus([("x-amz-tagging", urlencode(tags))])
+        marker = marker_value(self.context.config.segment_size, version=WRITE_VERSION)
+        return headers.plus([(MARKER_HEADER, marker)])
+
+    async def _source_headers(self, source: Current) -> tuple[Headers, dt.datetime | None]:
         resp = await self.context.upstream.send(
             "HEAD", source.target, [("If-Match", source.stored_etag)], None
         )
         async with resp:
             if resp.status != 200:
                 raise PreconditionFailed()  # the source changed since it was inspected
-            headers = [
+            headers = Headers(
                 (k, v)
                 for k, v in resp.headers.items()
                 if not k.lower().startswith(OWN_METADATA_PREFIXES)
-            ]
+            )
             try:
                 modified = parsedate_to_datetime(resp.headers.get("Last-Modified", ""))
             except (TypeError, ValueError, IndexError):

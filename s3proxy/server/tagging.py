@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from s3proxy.core.errors import MalformedXML
-from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.headers import Headers, upstream_request_headers
 from s3proxy.core.manifest import MANIFEST_TAG
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import tag_set, tagging_body
@@ -30,7 +30,7 @@ class TaggingRequests:
             request, TAGGING_BODY_LIMIT, MalformedXML("The tagging document is too large.")
         )
         manifest = await self.tags.manifest(target)
-        headers = upstream_request_headers(request.headers.items(), encrypting=False)
+        headers = Headers(upstream_request_headers(request.headers.items(), encrypting=False))
         if manifest is None:  # nothing of the proxy's to keep
             resp = await self.upstream.send(request.method, target, headers, body or None)
             async with resp:
@@ -38,8 +38,9 @@ class TaggingRequests:
         tags = [] if request.method == "DELETE" else tag_set(body)
         tags = [(k, v) for k, v in tags if k != MANIFEST_TAG]
         new_body = tagging_body([*tags, (MANIFEST_TAG, manifest)])
-        headers = [(k, v) for k, v in headers if k.lower() not in ("content-md5", "content-type")]
-        headers += [("Content-Type", "application/xml"), ("Content-MD5", content_md5(new_body))]
+        headers = headers.without("Content-MD5", "Content-Type").plus(
+            [("Content-Type", "application/xml"), ("Content-MD5", content_md5(new_body))]
+        )
         resp = await self.upstream.send("PUT", tagging_target(target), headers, new_body)
         async with resp:
             data = await resp.read()

@@ -5,7 +5,8 @@ server/completion.py."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -33,7 +34,7 @@ from s3proxy.core.format import (
 from s3proxy.core.headers import (
     MARKER_HEADER,
     HeaderPairs,
-    get_header,
+    Headers,
     marker_value,
     upstream_request_headers,
 )
@@ -129,6 +130,89 @@ def _quoted_like(condition: str, stored_etag: str) -> str:
     return f'"{bare}"' if condition.strip().startswith(('"', 'W/"')) else bare  # (and for *)
 
 
+@dataclass(frozen=True)
+class Written:
+    """A stream the proxy sent upstream: the upstream's response (for the caller to release),
+    the plaintext's ETag, and the stream's header and trailer if it was sealed."""
+
+    response: aiohttp.ClientResponse
+    etag: str
+    sealed: tuple[Header, Trailer] | None
+
+
+class Sealing:
+    """One stream encrypted from its plaintext while the upstream request reads it. Only a
+    plaintext that ended without error gets the final segment: without it the upstream never
+    sees a complete request, so nothing is stored.
+
+    It owns the outcome of the writing: the plaintext's error (the upstream client reports only
+    that sending failed) is raised by :meth:`upload`, where the response is awaited; what was
+    written is told by :meth:`written`."""
+
+    def __init__(
+        self,
+        encryptor: StreamEncryptor,
+        plaintext: AsyncIterator[bytes],
+        checksum: Callable[[], Checksum],
+    ) -> None:
+        self._encryptor = encryptor
+        self._plaintext = plaintext
+        self._checksum = checksum
+        self._failure: S3ProxyError | None = None
+        self._sealed: tuple[Header, Trailer] | None = None
+
+    def _finish(self) -> bytes:
+        """The final segment, once the plaintext ended; the trailer records ``checksum()``."""
+        encryptor = self._encryptor
+        found = self._checksum()
+        last = encryptor.finish(*found) if found is not None else encryptor.finish()
+        if encryptor.md5 is not None:  # (for the layout cache)
+            self._sealed = (encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
+        return last
+
+    async def whole(self) -> bytes:
+        """The whole stream (a small one, sent in one piece)."""
+        encryptor = self._encryptor
+        pieces: list[bytes | bytearray] = [encryptor.header]
+        async for plain in self._plaintext:
+            pieces.append(encryptor.feed(plain))
+        pieces.append(self._finish())
+        return b"".join(pieces)
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        encryptor = self._encryptor
+        try:
+            yield encryptor.header
+            async for plain in self._plaintext:
+                out = encryptor.feed(plain)
+                if out:
+                    yield out
+            last = self._finish()
+        except S3ProxyError as err:
+            self._failure = err
+            raise
+        yield last
+
+    async def upload(
+        self, uploads: Uploads, target: Target, headers: Iterable[tuple[str, str]], stored: int
+    ) -> aiohttp.ClientResponse:
+        """The stream PUT as it is produced (``stored`` bytes); the plaintext's error, if it
+        failed, rather than the upstream's answer to a request cut short."""
+        try:
+            resp = await uploads.put_stream(target, headers, stored, self._chunks())
+        except Exception:
+            if self._failure is not None:
+                raise self._failure from None
+            raise
+        if self._failure is not None:
+            resp.release()
+            raise self._failure
+        return resp
+
+    def written(self, response: aiohttp.ClientResponse) -> Written:
+        return Written(response, single_etag(self._encryptor.md5 or b""), self._sealed)
+
+
 class Writer:
     def __init__(
         self, config: Config, keys: KeyService, upstream: Upstream, objects: ObjectInspector
@@ -142,26 +226,37 @@ class Writer:
     async def put_stream(
         self,
         target: Target,
-        headers: HeaderPairs,
+        headers: Iterable[tuple[str, str]],
         length: int,
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum] = lambda: None,
         *,
         whole_object: bool,
-        sealed: Callable[[Header, Trailer], None] | None = None,
-    ) -> tuple[aiohttp.ClientResponse, str]:
+    ) -> Written:
         """PUT ``length`` bytes of plaintext upstream as one stream (a whole object, or a part;
-        parts carry the manifest flag when the proxy records manifests). The final segment (and
-        so a complete upstream request) is sent only after ``plaintext`` ended without error;
-        the stream's trailer records ``checksum()``. Returns the upstream response (to be
-        released by the caller) and the plaintext's ETag."""
-        seg = self.config.segment_size
+        parts carry the manifest flag when the proxy records manifests), complete only once
+        ``plaintext`` ended without error (:class:`Sealing`); the stream's trailer records
+        ``checksum()``. The caller releases the upstream response."""
+        sealing = Sealing(await self._encryptor(target, length, whole_object), plaintext, checksum)
+        if length <= SINGLE_SEND_LIMIT:
+            # Sealed whole, then sent in one request: signed with its SHA-256 and, as the
+            # upstream checksum, an x-amz-checksum-* header instead of a trailer (one write
+            # instead of a framed stream's several; docs/performance-history.md, Changes and
+            # what they bought).
+            resp = await self.uploads.put_whole(target, headers, await sealing.whole())
+        else:
+            stored = ciphertext_length(length, self.config.segment_size, WRITE_VERSION)
+            resp = await sealing.upload(self.uploads, target, headers, stored)
+        return sealing.written(resp)
+
+    async def _encryptor(self, target: Target, length: int, whole_object: bool) -> StreamEncryptor:
+        """The encryptor of a new stream of ``length`` bytes, under a new data key."""
         data_key = await self.keys.new_data_key(length)
-        encryptor = StreamEncryptor(
+        return StreamEncryptor(
             data_key.plaintext,
             data_key.wrapped,
             length,
-            seg,
+            self.config.segment_size,
             whole_object=whole_object,
             manifest_part=not whole_object and self.config.multipart_manifest,
             binding=(
@@ -170,83 +265,27 @@ class Writer:
                 else None
             ),
         )
-        if length <= SINGLE_SEND_LIMIT:
-            return await self._put_small(target, headers, plaintext, checksum, encryptor, sealed)
-        failure: list[S3ProxyError] = []
 
-        async def body() -> AsyncIterator[Chunk]:
-            try:
-                yield encryptor.header
-                async for plain in plaintext:
-                    out = encryptor.feed(plain)
-                    if out:
-                        yield out
-                found = checksum()
-                last = encryptor.finish(*found) if found is not None else encryptor.finish()
-                if sealed is not None and encryptor.md5 is not None:  # (the layout cache)
-                    sealed(encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
-            except S3ProxyError as err:
-                failure.append(err)
-                raise
-            # Only a fully received and verified body gets its final segment: without it the
-            # upstream never sees a complete request, so nothing is stored.
-            yield last
-
-        stored = ciphertext_length(length, seg, WRITE_VERSION)
-        try:
-            resp = await self.uploads.put_stream(target, headers, stored, body())
-        except Exception:
-            if failure:
-                raise failure[0] from None
-            raise
-        if failure:
-            resp.release()
-            raise failure[0]
-        return resp, single_etag(encryptor.md5 or b"")
-
-    async def _put_small(
-        self,
-        target: Target,
-        headers: HeaderPairs,
-        plaintext: AsyncIterator[bytes],
-        checksum: Callable[[], Checksum],
-        encryptor: StreamEncryptor,
-        sealed: Callable[[Header, Trailer], None] | None,
-    ) -> tuple[aiohttp.ClientResponse, str]:
-        """A small stream is sealed whole, then sent in one request: signed with its SHA-256
-        and, as the upstream checksum, an ``x-amz-checksum-*`` header instead of a trailer (one
-        write instead of a framed stream's several; docs/performance-history.md, Changes and
-        what they bought)."""
-        pieces: list[bytes | bytearray] = [encryptor.header]
-        async for plain in plaintext:
-            pieces.append(encryptor.feed(plain))
-        found = checksum()
-        pieces.append(encryptor.finish(*found) if found is not None else encryptor.finish())
-        if sealed is not None and encryptor.md5 is not None:  # (the layout cache)
-            sealed(encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
-        resp = await self.uploads.put_whole(target, headers, b"".join(pieces))
-        return resp, single_etag(encryptor.md5 or b"")
-
-    async def if_match_for_upstream(self, target: Target, headers: HeaderPairs) -> None:
-        """A conditional write's ``If-Match`` / ``If-None-Match`` names plaintext ETags the
-        client saw: they are checked here against the object's, and the upstream write is made
-        conditional on the stored ETag of that same object (``If-Match: *`` too: moto compares
-        it as an ETag). ``If-None-Match: *`` goes upstream as it is."""
-        if_match = get_header(headers, "If-Match")
-        if_none_match = get_header(headers, "If-None-Match")
+    async def if_match_for_upstream(self, target: Target, headers: Headers) -> Headers:
+        """The headers of a conditional write for the upstream. Its ``If-Match`` /
+        ``If-None-Match`` name plaintext ETags the client saw: they are checked here against the
+        object's, and the upstream write is made conditional on the stored ETag of that same
+        object (``If-Match: *`` too: moto compares it as an ETag). ``If-None-Match: *`` goes
+        upstream as it is."""
+        if_match = headers.get("If-Match")
+        if_none_match = headers.get("If-None-Match")
         if if_match is None and (if_none_match is None or if_none_match.strip() == "*"):
-            return
+            return headers
         current = await self.objects.current(target)
         if current is None:
-            return  # the upstream answers for a missing object, as S3 would
+            return headers  # the upstream answers for a missing object, as S3 would
         if if_none_match is not None and etag_matches(if_none_match, current.etag):
             raise PreconditionFailed()
         if if_match is None:
-            return
-        headers[:] = [(k, v) for k, v in headers if k.lower() != "if-match"]
+            return headers
         if not etag_matches(if_match, current.etag):
             raise PreconditionFailed()
-        headers.append(("If-Match", _quoted_like(if_match, current.stored_etag)))
+        return headers.replace("If-Match", _quoted_like(if_match, current.stored_etag))
 
     async def encrypt_upload(self, request: web.Request, target: Target) -> web.StreamResponse:
         """PutObject or UploadPart: the body becomes one stream (docs/design.md, Writing)."""
@@ -254,35 +293,35 @@ class Writer:
         length = _plaintext_length(request, chunked)
         verifier = verifier_for(request.headers.items())
         decoder = AwsChunkedDecoder(length, chunk_signatures(request)) if chunked else None
-        headers = upstream_request_headers(request.headers.items(), encrypting=True)
+        headers = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
         if not target.has("uploadId"):
             marker = marker_value(self.config.segment_size, version=WRITE_VERSION)
-            headers.append((MARKER_HEADER, marker))
-            await self.if_match_for_upstream(target, headers)
+            headers = await self.if_match_for_upstream(
+                target, headers.plus([(MARKER_HEADER, marker)])
+            )
         plaintext = _client_plaintext(request, decoder, verifier)
-        stream: list[tuple[Header, Trailer]] = []
-        resp, etag = await self.put_stream(
+        written = await self.put_stream(
             target,
             headers,
             length,
             plaintext,
             verifier.declared_checksum,
             whole_object=not target.has("uploadId"),
-            sealed=lambda header, trailer: stream.append((header, trailer)),
         )
+        resp = written.response
         async with resp:
             body = await resp.read()
             if resp.status != 200:
                 return relay_body(resp, body)
             stored_etag = resp.headers.get("ETag")
-            if stream and stored_etag:
-                self._remember_stream(target, resp, stored_etag, *stream[0])
+            if written.sealed is not None and stored_etag:
+                self._remember_stream(target, resp, stored_etag, *written.sealed)
             checksums = [
                 (name, value)
                 for name, value in verifier.computed().items()
                 if name.startswith("x-amz-checksum-")
             ]
-            return relay_body(resp, body, [("ETag", etag), *checksums])
+            return relay_body(resp, body, [("ETag", written.etag), *checksums])
 
     def _remember_stream(
         self,
@@ -316,12 +355,12 @@ class Writer:
         """The marker records the checksum algorithm and type the client chose, for the
         object's checksum at Complete; the upstream is not told them (it would then demand
         checksums of the ciphertext parts in a form the proxy does not send)."""
-        headers = upstream_request_headers(request.headers.items(), encrypting=True)
         checksum = _requested_checksum(request.headers)
         marker = marker_value(
             self.config.segment_size, version=WRITE_VERSION, multipart=True, checksum=checksum
         )
-        headers.append((MARKER_HEADER, marker))
+        headers = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
+        headers = headers.plus([(MARKER_HEADER, marker)])
         await discard_body(request)
         upstream_resp = await self.upstream.send("POST", target, headers, b"")
         async with upstream_resp:

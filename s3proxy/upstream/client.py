@@ -11,7 +11,7 @@ import hashlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -194,7 +194,7 @@ class Upstream:
         self,
         method: str,
         target: Target,
-        headers: HeaderPairs,
+        headers: Iterable[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None = None,
         content_length: int | None = None,
         payload_hash: str | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from botocore.auth import UNSIGNED_PAYLOAD
 from s3proxy.core.checksums import new_hasher
 from s3proxy.core.chunksigning import PAYLOAD as SIGNED_PAYLOAD
 from s3proxy.core.chunksigning import SignedChunkFramer
-from s3proxy.core.headers import HeaderPairs, get_header
+from s3proxy.core.headers import Headers
 from s3proxy.core.trailing import PAYLOAD as TRAILER_PAYLOAD
 from s3proxy.core.trailing import UPSTREAM_CHECKSUMS, TrailingChecksumFramer
 from s3proxy.upstream.client import Signing
@@ -91,51 +91,50 @@ class StreamForm:
     announce it, and what learns the request's signature (signed chunks)."""
 
     framing: Framing
-    headers: HeaderPairs
+    headers: Headers
     payload: str
     on_signed: Callable[[Signing], None] | None = None
 
 
-def _aws_chunked(headers: HeaderPairs, stored: int, extra: HeaderPairs) -> HeaderPairs:
+def _aws_chunked(headers: Headers, stored: int, extra: Iterable[tuple[str, str]]) -> Headers:
     """The headers with ``aws-chunked`` first in ``Content-Encoding`` (S3 removes it again)."""
-    encoding = get_header(headers, "Content-Encoding")
-    rest = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
+    encoding = headers.get("Content-Encoding")
     value = "aws-chunked" + (f",{encoding}" if encoding else "")
-    return [
-        *rest,
-        ("Content-Encoding", value),
-        ("x-amz-decoded-content-length", str(stored)),
-        *extra,
-    ]
+    return headers.without("Content-Encoding").plus(
+        [("Content-Encoding", value), ("x-amz-decoded-content-length", str(stored)), *extra]
+    )
 
 
-def stream_form(choice: Choice, headers: HeaderPairs, total: int) -> StreamForm:
+def stream_form(choice: Choice, headers: Iterable[tuple[str, str]], total: int) -> StreamForm:
     """The form of a ``total``-byte body streamed upstream."""
+    fields = Headers(headers)
     if choice.form is Form.TRAILER:
         trailing = TrailingChecksumFramer(choice.algorithm, total)
-        return StreamForm(trailing, _aws_chunked(headers, total, trailing.headers), TRAILER_PAYLOAD)
+        return StreamForm(trailing, _aws_chunked(fields, total, trailing.headers), TRAILER_PAYLOAD)
     if choice.form is Form.SIGNED:
         signed = SignedChunkFramer(total)
 
         def seed(signing: Signing) -> None:
             signed.seed(signing.signature, signing.timestamp, signing.scope, signing.sign)
 
-        return StreamForm(signed, _aws_chunked(headers, total, []), SIGNED_PAYLOAD, seed)
-    return StreamForm(_Unframed(total), list(headers), UNSIGNED_PAYLOAD)
+        return StreamForm(signed, _aws_chunked(fields, total, ()), SIGNED_PAYLOAD, seed)
+    return StreamForm(_Unframed(total), fields, UNSIGNED_PAYLOAD)
 
 
-def whole_headers(choice: Choice, headers: HeaderPairs, body: bytes) -> HeaderPairs:
+def whole_headers(choice: Choice, headers: Iterable[tuple[str, str]], body: bytes) -> Headers:
     """The headers of a body sent whole (signed with its SHA-256), with its checksum."""
+    fields = Headers(headers)
     if choice.form is Form.TRAILER:
         hasher = new_hasher(choice.algorithm)
         hasher.update(body)
         value = base64.b64encode(hasher.digest()).decode()
-        return [
-            *headers,
-            (f"x-amz-checksum-{choice.algorithm}", value),
-            ("x-amz-sdk-checksum-algorithm", choice.algorithm.upper()),
-        ]
+        return fields.plus(
+            [
+                (f"x-amz-checksum-{choice.algorithm}", value),
+                ("x-amz-sdk-checksum-algorithm", choice.algorithm.upper()),
+            ]
+        )
     if choice.form is Form.PLAIN:
         md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-        return [*headers, ("Content-MD5", md5)]
-    return list(headers)
+        return fields.plus([("Content-MD5", md5)])
+    return fields

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import cast
 
 import aiohttp
 
 from s3proxy.core.errors import UpstreamUnavailable
-from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.upstream import probe
 from s3proxy.upstream.client import Upstream
@@ -69,7 +68,11 @@ class Uploads:
             return UNDECIDED
 
     async def put_stream(
-        self, target: Target, headers: HeaderPairs, length: int, body: AsyncIterator[Chunk]
+        self,
+        target: Target,
+        headers: Iterable[tuple[str, str]],
+        length: int,
+        body: AsyncIterator[Chunk],
     ) -> aiohttp.ClientResponse:
         """PUT ``length`` bytes that ``body`` yields; the request is complete only once
         ``body`` has ended (a failing ``body`` leaves the upstream request short)."""
@@ -91,7 +94,7 @@ class Uploads:
         )
 
     async def put_whole(
-        self, target: Target, headers: HeaderPairs, body: bytes
+        self, target: Target, headers: Iterable[tuple[str, str]], body: bytes
     ) -> aiohttp.ClientResponse:
         """PUT a body sent in one piece, signed with its SHA-256, with its checksum."""
         choice = await self.choose(target)
