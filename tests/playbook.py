@@ -82,6 +82,7 @@ class Received:
     query: dict[str, str]  # a parameter without a value has ""
     headers: CIMultiDictProxy[str]
     body: bytes
+    complete: bool = True  # False: the body ended short of its length (the sender cut it)
 
     @property
     def bucket(self) -> str:
@@ -95,7 +96,8 @@ class Received:
     def describe(self) -> str:
         query = "&".join(f"{k}={v}" if v else k for k, v in sorted(self.query.items()))
         shown = [f"{k}: {v}" for k, v in self.headers.items() if k.lower() in SIGNIFICANT]
-        return f"{self.method} {self.path}{'?' + query if query else ''} {shown}"
+        cut = "" if self.complete else " (cut short)"
+        return f"{self.method} {self.path}{'?' + query if query else ''} {shown}{cut}"
 
 
 @dataclass(frozen=True)
@@ -128,18 +130,22 @@ Answer = Reply | Callable[[Received], Reply]
 @dataclass(frozen=True)
 class Req:
     """An expected request: method, path (``/bucket/key``), exactly this query, these headers
-    (a value, ``None`` for absent, :data:`ANY`); answered by ``answer``, else by the store."""
+    (a value, ``None`` for absent, :data:`ANY`); answered by ``answer``, else by the store.
+    ``complete=False``: a request whose body the sender cut short (nothing is answered)."""
 
     method: str
     path: str
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, Any] = field(default_factory=dict)
     answer: Answer | None = None
+    complete: bool = True
 
     def mismatch(self, got: Received) -> str | None:
         """Why ``got`` is not this request (``None``: it is)."""
         if (got.method, got.path) != (self.method, self.path):
             return f"{got.method} {got.path}"
+        if got.complete != self.complete:
+            return "a body cut short" if self.complete else "a complete body"
         if dict(got.query) != dict(self.query):
             return f"query {got.query}"
         named = {k.lower() for k in self.headers}
@@ -159,7 +165,8 @@ class Req:
     def describe(self) -> str:
         query = "&".join(f"{k}={v}" if v else k for k, v in sorted(self.query.items()))
         shown = [f"{k}: {v}" for k, v in self.headers.items()]
-        return f"{self.method} {self.path}{'?' + query if query else ''} {shown}"
+        cut = "" if self.complete else " (cut short)"
+        return f"{self.method} {self.path}{'?' + query if query else ''} {shown}{cut}"
 
 
 class Unordered:
@@ -186,11 +193,12 @@ def POST(path: str, answer: Answer | None = None, **headers: Any) -> Req:
     return _req("POST", path, answer, headers)
 
 
-def _req(method: str, path: str, answer: Answer | None, headers: Mapping[str, Any]) -> Req:
+def _req(method: str, path: str, answer: Answer | None, headers: dict[str, Any]) -> Req:
+    complete = headers.pop("complete", True)
     path, _, query = path.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     names = {k.replace("_", "-"): v for k, v in headers.items()}
-    return Req(method, path, params, names, answer)
+    return Req(method, path, params, names, answer, complete)
 
 
 class Playbook:
@@ -223,16 +231,23 @@ class Playbook:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            body, complete = await request.read(), True
+        except Exception:  # the sender cut the body short: recorded, never answered
+            body, complete = b"", False
         got = Received(
             request.method,
             unquote(raw_path),
             dict(parse_qsl(raw_query, keep_blank_values=True)),
             request.headers,
-            await request.read(),
+            body,
+            complete,
         )
         with self._lock:
             self.received.append(got)
             found = self._match(got)
+        if not complete:
+            raise web.HTTPBadRequest()  # (nobody reads it)
         if isinstance(found, str):
             return Reply(500, (), _error_body("UnexpectedRequest", found)).response()
         reply = found(got) if callable(found) else found
