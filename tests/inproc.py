@@ -82,11 +82,13 @@ class Loop:
 
 @dataclass(frozen=True)
 class Answered:
-    """A response of the proxy to a raw request."""
+    """A response of the proxy to a raw request: what arrived of its body, and whether all of
+    it did (``False``: the proxy cut the connection short of its Content-Length)."""
 
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    complete: bool = True
 
 
 class InProcProxy:
@@ -204,7 +206,13 @@ class InProcProxy:
                     data=body if body or method in ("PUT", "POST") else None,
                 ) as resp,
             ):
-                return Answered(resp.status, resp.headers, await resp.read())
+                received = bytearray()
+                try:
+                    async for chunk in resp.content.iter_any():
+                        received += chunk
+                except aiohttp.ClientPayloadError:
+                    return Answered(resp.status, resp.headers, bytes(received), False)
+                return Answered(resp.status, resp.headers, bytes(received))
 
         return self.harness.run(send())
 

@@ -232,7 +232,8 @@ class Playbook:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
         try:
-            body, complete = await request.read(), True
+            # (read as a stream: BaseRequest.read() refuses bodies over 1 MiB)
+            body, complete = await request.content.read(), True
         except Exception:  # the sender cut the body short: recorded, never answered
             body, complete = b"", False
         got = Received(
