@@ -247,6 +247,8 @@ class Harness:
     def close(self) -> None:
         try:
             for proxy in self.proxies:
+                if proxy._client is not None:
+                    proxy._client.close()  # (no idle connection for the runner to wait on)
                 self.run(proxy.stop())
             self.run(self.book.stop())
         finally:

@@ -219,7 +219,8 @@ class Playbook:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.ServerRunner(web.Server(self._handle), handle_signals=False)
+        server = web.Server(self._handle, auto_decompress=False)  # (bodies are opaque bytes)
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -450,6 +451,8 @@ class Store:
             raise S3Error(501, "NotImplemented", f"the playbook's store has no {m} {q}")
         if "tagging" in q:
             return self._tagging(got)
+        if m == "GET" and "attributes" in q:
+            return self._attributes(got)
         if m == "POST" and "uploads" in q:
             return self._create(got)
         if "uploadId" in q:
@@ -518,6 +521,20 @@ class Store:
             headers.append(("Content-Range", f"bytes {first}-{last}/{total}"))
         headers.append(("Content-Length", str(len(body))))
         return Reply(status, tuple(headers), b"" if got.method == "HEAD" else body)
+
+    def _attributes(self, got: Received) -> Reply:
+        obj = self._object(got.bucket, got.key)
+        wanted = {a.strip() for a in got.headers.get("x-amz-object-attributes", "").split(",")}
+        inner = "".join(
+            text
+            for name, text in (
+                ("ETag", f"<ETag>{_bare(obj.etag)}</ETag>"),
+                ("StorageClass", "<StorageClass>STANDARD</StorageClass>"),
+                ("ObjectSize", f"<ObjectSize>{len(obj.data)}</ObjectSize>"),
+            )
+            if name in wanted
+        )
+        return _xml_reply(_xml("GetObjectAttributesResponse", inner))
 
     def _list_v2(self, got: Received) -> Reply:
         prefix = got.query.get("prefix", "")
