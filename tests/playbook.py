@@ -210,6 +210,7 @@ class Playbook:
         self.failures: list[str] = []
         self._pending: list[list[Req]] = []
         self._free = False
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._runner: web.ServerRunner | None = None
         self.port = 0
@@ -231,6 +232,22 @@ class Playbook:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _settle(self, timeout: float = 5.0) -> None:
+        """Wait for the requests being received to be recorded (a body the proxy cuts short
+        ends after the client has its answer)."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
         try:
             # (read as a stream: BaseRequest.read() refuses bodies over 1 MiB)
@@ -292,6 +309,7 @@ class Playbook:
             yield came
         except BaseException as exc:
             error = exc
+        self._settle()
         with self._lock:
             came[:] = self.received[start:]
             problems = self.failures + [
@@ -315,6 +333,7 @@ class Playbook:
         try:
             yield came
         finally:
+            self._settle()
             with self._lock:
                 self._free = False
                 came[:] = self.received[start:]
@@ -325,6 +344,7 @@ class Playbook:
 
     def check_idle(self) -> None:
         """No failure and nothing pending (at the end of a test)."""
+        self._settle()
         with self._lock:
             problems = list(self.failures)
         assert not problems, "\n".join(problems)
