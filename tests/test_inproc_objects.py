@@ -12,6 +12,7 @@ import logging
 import os
 
 import pytest
+from botocore.exceptions import ClientError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, TRAILER_SIZE, ciphertext_length
@@ -122,6 +123,15 @@ def test_an_object_changed_in_the_store_is_inspected_again(harness: Harness) -> 
         GET("/b/k", Range=trailer(stored(300_000)), If_Match=harness.store.get("b", "k").etag),
     ):
         assert reader.client.get_object(Bucket="b", Key="k")["Body"].read() == one
+    # A range past the end of the new object (inside the one last seen), and the reverse.
+    put(other, "k", two)
+    with harness.book.anything(), pytest.raises(ClientError) as err:
+        reader.client.get_object(Bucket="b", Key="k", Range="bytes=275000-275009")
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    put(other, "k", one)
+    with harness.book.anything():
+        got = reader.client.get_object(Bucket="b", Key="k", Range="bytes=290000-290009")
+        assert got["Body"].read() == one[290000:290010]
 
 
 def test_a_span_answered_under_another_etag_is_dropped_and_the_read_probes(

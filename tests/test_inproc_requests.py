@@ -573,3 +573,152 @@ def test_upload_part_copy(harness: Harness) -> None:
             },
         )
         assert body(writer, "dst") == parts[1] + single[5:100005]
+
+
+# ---- what one process learnt, and what the other has not (from tests/test_upstream_requests.py)
+
+
+def test_small_objects_read_back_with_one_upstream_request_each(harness: Harness) -> None:
+    writer, other = harness.proxy(), harness.proxy()
+    data = os.urandom(4096)
+    put(writer, "k", data)
+    with harness.book.expect(HEAD("/b/k"), HEAD("/b/k")):
+        head = writer.client.head_object(Bucket="b", Key="k")
+        assert writer.client.head_object(Bucket="b", Key="k")["ETag"] == head["ETag"]
+    # Same ETag and checksum from either process, and from the response that read it whole.
+    with harness.book.expect(GET("/b/k"), HEAD("/b/k")):
+        got = other.client.get_object(Bucket="b", Key="k", ChecksumMode="ENABLED")
+        assert got["ETag"] == head["ETag"] and got["Body"].read() == data
+        assert "ChecksumCRC32" in got
+        assert other.client.head_object(Bucket="b", Key="k")["ETag"] == head["ETag"]
+    # HEAD first in the other process: the small object is read whole, header and trailer;
+    # then a GET is one request.
+    put(writer, "k2", data[:1000])
+    k2 = harness.store.get("b", "k2").etag
+    with harness.book.expect(
+        HEAD("/b/k2"), GET("/b/k2", Range=f"bytes=0-{stored(1000) - 1}", If_Match=k2), GET("/b/k2")
+    ):
+        assert other.client.head_object(Bucket="b", Key="k2")["ContentLength"] == 1000
+        assert body(other, "k2") == data[:1000]
+
+
+def test_multipart_downloads_as_s3transfer_makes_them(harness: Harness) -> None:
+    """HeadObject, then ranged GETs ``If-Match`` the ETag: one request each where the layout
+    is known, in the process that completed the upload and in another once it has read it."""
+    writer, other = harness.proxy(), harness.proxy()
+    parts = [os.urandom(n) for n in PARTS]
+    joined = b"".join(parts)
+    etag = upload(writer, "m", parts, ChecksumAlgorithm="CRC32")
+    stored_etag = harness.store.get("b", "m").etag
+    offsets, total = _layout(PARTS)
+    chunk = 150_000
+    spans = range(0, len(joined), chunk)
+
+    def download(client: Any) -> None:
+        assert client.head_object(Bucket="b", Key="m")["ETag"] == etag
+        for start in spans:
+            end = min(start + chunk, len(joined)) - 1
+            got = client.get_object(Bucket="b", Key="m", Range=f"bytes={start}-{end}", IfMatch=etag)
+            assert got["Body"].read() == joined[start : end + 1]
+
+    ranged = [GET("/b/m", Range=ANY, If_Match=stored_etag) for _ in spans]
+    with harness.book.expect(HEAD("/b/m"), *ranged):
+        download(writer.client)
+    with harness.book.expect(
+        HEAD("/b/m"),
+        GET("/b/m", Range=FIRST, If_Match=stored_etag),
+        Unordered(*(GET("/b/m", Range=boundary(o), If_Match=stored_etag) for o in offsets[1:])),
+        GET("/b/m?tagging"),
+        GET("/b/m", Range=trailer(total), If_Match=stored_etag),
+    ):
+        seen = other.client.head_object(Bucket="b", Key="m", ChecksumMode="ENABLED")
+    with harness.book.expect(HEAD("/b/m")):
+        mine = writer.client.head_object(Bucket="b", Key="m", ChecksumMode="ENABLED")
+    for field in ("ETag", "ContentLength", "ChecksumCRC32", "ChecksumType"):
+        assert seen.get(field) == mine.get(field), field
+    with harness.book.expect(HEAD("/b/m"), *ranged):
+        download(other.client)
+
+
+def test_parts_uploaded_through_one_process_and_completed_through_another(
+    harness: Harness,
+) -> None:
+    """The completing process sealed none of the parts: each part's trailer comes with the
+    boundary reads, the last one with one more read."""
+    uploader, completer = harness.proxy(), harness.proxy()
+    parts = [os.urandom(n) for n in PARTS]
+    with harness.book.anything():
+        uid = completer.client.create_multipart_upload(Bucket="b", Key="m")["UploadId"]
+        etags = [
+            uploader.client.upload_part(
+                Bucket="b", Key="m", UploadId=uid, PartNumber=i + 1, Body=p
+            )["ETag"]
+            for i, p in enumerate(parts)
+        ]
+    offsets, total = _layout(PARTS)
+    with harness.book.expect(
+        GET(f"/b/m?uploadId={uid}&max-parts=1000"),
+        POST(f"/b/m?uploadId={uid}"),
+        GET("/b/m", Range=FIRST),
+        Unordered(*(GET("/b/m", Range=boundary(o), If_Match=ANY) for o in offsets[1:])),
+        GET("/b/m", Range=trailer(total), If_Match=ANY),
+        GET("/b/m?tagging"),
+        PUT("/b/m?tagging", Content_MD5=ANY),
+    ):
+        done = completer.client.complete_multipart_upload(
+            Bucket="b",
+            Key="m",
+            UploadId=uid,
+            MultipartUpload={
+                "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]
+            },
+        )
+    assert done["ETag"] == multipart_etag(parts)
+    with harness.book.anything():
+        assert body(uploader, "m") == b"".join(parts)
+
+
+def test_a_part_uploaded_again_through_another_process_is_read_back_at_completion(
+    harness: Harness,
+) -> None:
+    """The parts a process remembers count only where ListParts shows the stored ETag its own
+    UploadPart was answered: a part replaced through another process is read back."""
+    a, b = harness.proxy(), harness.proxy()
+    parts = [os.urandom(n) for n in PARTS]
+    with harness.book.anything():
+        uid = a.client.create_multipart_upload(Bucket="b", Key="again")["UploadId"]
+        etags = [
+            a.client.upload_part(Bucket="b", Key="again", UploadId=uid, PartNumber=i + 1, Body=p)[
+                "ETag"
+            ]
+            for i, p in enumerate(parts)
+        ]
+        parts[1] = os.urandom(PARTS[1])
+        etags[1] = b.client.upload_part(
+            Bucket="b", Key="again", UploadId=uid, PartNumber=2, Body=parts[1]
+        )["ETag"]
+    offsets, _ = _layout(PARTS)
+    # ListParts, Complete, the first 256 bytes, 2 part boundaries (with the replaced part's
+    # trailer before the second), the manifest tag; the last part's trailer is the one this
+    # process sealed.
+    with harness.book.expect(
+        GET(f"/b/again?uploadId={uid}&max-parts=1000"),
+        POST(f"/b/again?uploadId={uid}"),
+        GET("/b/again", Range=FIRST),
+        Unordered(*(GET("/b/again", Range=boundary(o), If_Match=ANY) for o in offsets[1:])),
+        GET("/b/again?tagging"),
+        PUT("/b/again?tagging", Content_MD5=ANY),
+    ):
+        done = a.client.complete_multipart_upload(
+            Bucket="b",
+            Key="again",
+            UploadId=uid,
+            MultipartUpload={
+                "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]
+            },
+        )
+    joined = b"".join(parts)
+    with harness.book.anything():
+        assert body(b, "again") == joined
+        assert b.client.head_object(Bucket="b", Key="again")["ETag"] == done["ETag"]
+        assert body(a, "again", Range="bytes=0-99") == joined[:100]
