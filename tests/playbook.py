@@ -176,20 +176,20 @@ class Unordered:
         self.steps = steps
 
 
-def GET(path: str, answer: Answer | None = None, **headers: Any) -> Req:
+def GET(path: str, *, answer: Answer | None = None, **headers: Any) -> Req:
     """A GET with these headers (``If_Match=`` names ``If-Match``), query after ``?`` in path."""
     return _req("GET", path, answer, headers)
 
 
-def HEAD(path: str, answer: Answer | None = None, **headers: Any) -> Req:
+def HEAD(path: str, *, answer: Answer | None = None, **headers: Any) -> Req:
     return _req("HEAD", path, answer, headers)
 
 
-def PUT(path: str, answer: Answer | None = None, **headers: Any) -> Req:
+def PUT(path: str, *, answer: Answer | None = None, **headers: Any) -> Req:
     return _req("PUT", path, answer, headers)
 
 
-def POST(path: str, answer: Answer | None = None, **headers: Any) -> Req:
+def POST(path: str, *, answer: Answer | None = None, **headers: Any) -> Req:
     return _req("POST", path, answer, headers)
 
 

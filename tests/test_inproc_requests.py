@@ -23,6 +23,11 @@ S = DEFAULT_SEGMENT_SIZE
 MARKER = "x-amz-meta-s3proxy-encryption"
 
 
+def marker(value: str | None) -> dict[str, Any]:
+    """The proxy's metadata marker header expected with this value (``None``: absent)."""
+    return {MARKER: value}
+
+
 def stored(n: int) -> int:
     """The stored size of a single stream of ``n`` plaintext bytes (format v2)."""
     return ciphertext_length(n, S, 2)
@@ -97,7 +102,7 @@ def test_put_object_is_one_put_and_its_writer_reads_it_back_with_one_get(harness
     with harness.book.expect(
         PUT(
             "/b/small",
-            **{MARKER: "v=2;seg=65536"},
+            **marker("v=2;seg=65536"),
             Content_Encoding=None,
             x_amz_checksum_crc32=ANY,
             If_Match=None,
@@ -110,7 +115,7 @@ def test_put_object_is_one_put_and_its_writer_reads_it_back_with_one_get(harness
     with harness.book.expect(
         PUT(
             "/b/large",
-            **{MARKER: "v=2;seg=65536"},
+            **marker("v=2;seg=65536"),
             Content_Encoding="aws-chunked",
             x_amz_decoded_content_length=str(stored(300_000)),
             x_amz_trailer="x-amz-checksum-crc32",
@@ -285,13 +290,13 @@ def test_multipart_upload_and_complete(harness: Harness) -> None:
     parts = [os.urandom(n) for n in PARTS]
     client = writer.client
     with harness.book.expect(
-        POST("/b/m?uploads", **{MARKER: "v=2;seg=65536;mp=1;ck=crc32;ct=COMPOSITE"})
+        POST("/b/m?uploads", **marker("v=2;seg=65536;mp=1;ck=crc32;ct=COMPOSITE"))
     ):
         uid = client.create_multipart_upload(Bucket="b", Key="m", ChecksumAlgorithm="CRC32")[
             "UploadId"
         ]
     with harness.book.expect(
-        *(PUT(f"/b/m?partNumber={i + 1}&uploadId={uid}", **{MARKER: None}) for i in range(3))
+        *(PUT(f"/b/m?partNumber={i + 1}&uploadId={uid}", **marker(None)) for i in range(3))
     ):
         etags = [
             client.upload_part(Bucket="b", Key="m", UploadId=uid, PartNumber=i + 1, Body=p)["ETag"]
@@ -481,7 +486,8 @@ def test_copy_object(harness: Harness) -> None:
             x_amz_copy_source="b/src",
             x_amz_copy_source_if_match=src_etag,
             x_amz_metadata_directive="REPLACE",
-            **{MARKER: "v=2;seg=65536", "x-amz-meta-new": "2"},
+            **marker("v=2;seg=65536"),
+            x_amz_meta_new="2",
         ),
     ):
         copier.client.copy_object(
@@ -549,7 +555,7 @@ def test_upload_part_copy(harness: Harness) -> None:
             Range=f"bytes={HEADER_SIZE}-{HEADER_SIZE + 2 * (S + 16) - 1}",
             If_Match=single_etag,
         ),
-        PUT(f"/b/dst?partNumber=2&uploadId={uid}", **{MARKER: None}),
+        PUT(f"/b/dst?partNumber=2&uploadId={uid}", **marker(None)),
     ):
         second_part = copier.client.upload_part_copy(
             Bucket="b",

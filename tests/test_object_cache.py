@@ -8,7 +8,7 @@ from typing import Any, cast
 from s3proxy.core.format import StreamEncryptor
 from s3proxy.core.layout import Layout
 from s3proxy.core.request import Target
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
+from tests.inproc import ObjectInfo, ObjectInspector
 
 
 def _info(length: int) -> ObjectInfo:

@@ -94,7 +94,7 @@ def test_unordered_groups_and_scripted_answers(client: Client) -> None:
     teapot = Reply(418, (("X-Why", "scripted"),), b"tea")
     with client.book.expect(
         Unordered(GET("/b/k", Range="bytes=0-0"), GET("/b/k", Range="bytes=1-1")),
-        GET("/b/k", teapot, If_Match=ANY),
+        GET("/b/k", answer=teapot, If_Match=ANY),
     ):
         assert client.send("GET", "/b/k", {"Range": "bytes=1-1"})[2] == b"b"
         assert client.send("GET", "/b/k", {"Range": "bytes=0-0"})[2] == b"a"
