@@ -34,10 +34,15 @@ from s3proxy.keys.transit import VaultTransit
 from s3proxy.serve import CUT_TIMEOUT, vault_from
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
-from s3proxy.server.objects import ObjectInfo, ObjectInspector
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.credentials import CredentialSource
 from tests.playbook import Playbook, Store
+
+try:
+    from s3proxy.server.objects import ObjectInfo, ObjectInspector
+except ImportError:  # after the module moves (s3proxy/store/, s3proxy/core/objectinfo.py)
+    from s3proxy.core.objectinfo import ObjectInfo  # type: ignore[import-not-found,no-redef]
+    from s3proxy.store.objects import ObjectInspector  # type: ignore[import-not-found,no-redef]
 
 __all__ = ["Harness", "InProcProxy", "ObjectInfo", "ObjectInspector", "Target", "harness"]
 
