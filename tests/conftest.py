@@ -195,3 +195,7 @@ def tree_peak_rss_mib(pid: int) -> float:
         if children.exists():
             pending += [int(c) for c in children.read_text().split()]
     return total
+
+
+# The in-process proxy in front of the scripted fake upstream (tests/inproc.py).
+from tests.inproc import harness  # noqa: E402, F401

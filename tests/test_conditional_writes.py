@@ -1,7 +1,8 @@
 """Conditional PutObject through the proxy to moto: ``If-Match`` / ``If-None-Match`` name the
 plaintext ETag the client was given, quoted or bare (as ceph/s3-tests sends them), or ``*``.
 The same against Ceph RGW, which compares the header with its ETag as text and takes any
-``If-None-Match`` value, is in tests/test_rgw.py."""
+``If-None-Match`` value, is in tests/test_rgw.py; the exact conditions the proxy sends upstream,
+for bodies sent whole and streamed, in tests/test_inproc_writes.py."""
 
 from __future__ import annotations
 
@@ -33,9 +34,8 @@ def _body(client: Any, bucket: str, key: str) -> bytes:
     return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-@pytest.mark.parametrize("size", [3, 300_000])
-def test_conditional_puts(client: Any, bucket: str, size: int) -> None:
-    body = bytes([size % 251]) * size
+def test_conditional_puts(client: Any, bucket: str) -> None:
+    body = b"\x03" * 3
     etag = client.put_object(Bucket=bucket, Key="c", Body=body)["ETag"]
     for value in (etag, etag.strip('"'), f"W/{etag}", "*"):
         assert _refused(client, bucket, "c", **{"If-None-Match": value}) == (

@@ -1,7 +1,9 @@
 """Copies of encrypted objects as real clients make them: `aws s3 cp` between keys and buckets
 and boto3's managed copy, both of which use UploadPartCopy with `x-amz-copy-source-range` for
 objects of 8 MiB or more. A range that is exactly one stored stream is copied by the upstream;
-any other range goes through the proxy, decrypted and encrypted anew."""
+any other range goes through the proxy, decrypted and encrypted anew. (Their exact upstream
+requests, and copy ranges checked as S3 checks them: tests/test_inproc_requests.py,
+tests/test_inproc_writes.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 
 from tests.conftest import ProxyProcess, aws_cli, cli_env
 
@@ -112,44 +112,3 @@ def test_boto3_managed_copy_of_a_multipart_object_to_another_bucket_is_server_si
     got = client.get_object(Bucket=other, Key="copy")
     assert got["Body"].read() == data
     assert got["ETag"] == client.head_object(Bucket=bucket, Key="mp")["ETag"]
-
-
-def test_upload_part_copy_ranges_are_checked_as_s3_checks_them(
-    proxy: ProxyProcess, bucket: str
-) -> None:
-    client = proxy.client()
-    client.put_object(Bucket=bucket, Key="five", Body=b"12345")
-    uid = client.create_multipart_upload(Bucket=bucket, Key="dest")["UploadId"]
-    source = {"Bucket": bucket, "Key": "five"}
-    for bad in [
-        "0-2",
-        "bytes=0",
-        "bytes=hello-world",
-        "bytes=0-bar",
-        "bytes=hello-",
-        "bytes=0-2,3-5",
-    ]:
-        with pytest.raises(ClientError) as err:
-            client.upload_part_copy(
-                Bucket=bucket, Key="dest", UploadId=uid, PartNumber=1,
-                CopySource=source, CopySourceRange=bad,
-            )  # fmt: skip
-        assert err.value.response["Error"]["Code"] == "InvalidArgument", bad
-    with pytest.raises(ClientError) as err:
-        client.upload_part_copy(
-            Bucket=bucket, Key="dest", UploadId=uid, PartNumber=1,
-            CopySource=source, CopySourceRange="bytes=0-21",
-        )  # fmt: skip
-    assert err.value.response["Error"]["Code"] == "InvalidRange"
-    part = client.upload_part_copy(
-        Bucket=bucket, Key="dest", UploadId=uid, PartNumber=1,
-        CopySource=source, CopySourceRange="bytes=1-3",
-    )  # fmt: skip
-    assert part["CopyPartResult"]["ETag"] == f'"{hashlib.md5(b"234").hexdigest()}"'
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key="dest",
-        UploadId=uid,
-        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]},
-    )
-    assert client.get_object(Bucket=bucket, Key="dest")["Body"].read() == b"234"

@@ -84,6 +84,7 @@ class Proxy:
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         self._bodies = BodyRules(config.bodies)
         objects = ObjectInspector(keys, upstream, NameRule(config.bind_names, config.unbound))
+        self.objects = objects  # (what the store holds of objects, its caches)
         sender = PlaintextSender(objects)
         read_context = ReadContext(config, upstream, objects, sender)
         reader = Reader(read_context)
