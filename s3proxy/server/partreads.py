@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from s3proxy.core.marker import Marker
 from s3proxy.core.request import Target
 from s3proxy.server.readcontext import ReadContext
-from s3proxy.server.readrules import ReadHeaders, read_answer
-from s3proxy.server.relay import relay
+from s3proxy.server.readrules import ReadHeaders
 
 
 class PartReader:
@@ -24,15 +22,4 @@ class PartReader:
         read_headers = ReadHeaders.of(request, part_number=target.param("partNumber"))
         whole = target.without("partNumber")
         keys: dict[str, bytes] = {}
-        headers = read_headers.forwarded
-        async with self.context.objects.probing(whole, headers, keys) as probe:
-            if probe.info is not None:
-                marker = Marker.of(probe.resp.headers)
-                answer = read_answer(read_headers.query, probe.info, marker, probe.resp)
-                sender = self.context.sender
-                return await sender.send_span(request, whole, headers, probe.resp, answer, keys)
-            if probe.resp.status not in (200, 206, 416):
-                return await relay(request, probe.resp)
-        return await self.context.relay_unencrypted(
-            request, request.method, target, read_headers.as_sent()
-        )
+        return await self.context.read_probed(request, whole, read_headers, keys, target)

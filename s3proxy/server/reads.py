@@ -133,17 +133,7 @@ class Reader:
         known = await self._get_known(request, target, read_headers, keys)
         if known is not None:
             return known
-        headers = read_headers.forwarded
-        async with self.context.objects.probing(target, headers, keys) as probe:
-            if probe.info is not None:
-                marker = Marker.of(probe.resp.headers)
-                answer = read_answer(read_headers.query, probe.info, marker, probe.resp)
-                sender = self.context.sender
-                return await sender.send_span(request, target, headers, probe.resp, answer, keys)
-            if probe.resp.status not in (200, 206, 416):
-                return await relay(request, probe.resp)
-        # Not ours (or empty): the upstream answers the client's own range and conditions.
-        return await self.context.relay_unencrypted(request, "GET", target, read_headers.as_sent())
+        return await self.context.read_probed(request, target, read_headers, keys, target)
 
     async def _get_known(
         self,
