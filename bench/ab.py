@@ -1,0 +1,121 @@
+"""A/B of two s3proxy trees side by side (docs/performance.md, Comparing two versions).
+
+    .venv/bin/python bench/ab.py OLD_TREE NEW_TREE [--rounds 8] [--duration 3]
+
+Starts on 127.0.0.1 the benchmark's in-memory upstream and OpenBao once, and one ``s3proxy
+serve`` (one worker) from each tree in front of them (each tree's ``s3proxy`` package first on
+PYTHONPATH). Then, round after round, runs wrk (64 connections, unsigned 4 KiB GET and PUT)
+against each proxy in alternating order and reads each proxy process's CPU time from /proc
+before and after: the CPU µs per request of both versions, measured minutes apart on the same
+machine state, so the drift of a shared machine falls on both alike. Prints the per-round
+figures and their medians, and the ratio new / old.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import loads
+from stack import BUCKET, UPSTREAM_KEY, build_upstream, http_status, spawn, wait_listening
+
+from s3proxy.devstack import S3Server, clean_env, free_port, start_proxy_process, start_vault
+
+REPO = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WORKLOADS = (("GET", "small-enc"), ("PUT", "sink/put-4k"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("old", type=Path, help="the tree measured as A (a checkout or worktree)")
+    p.add_argument("new", type=Path, help="the tree measured as B")
+    p.add_argument("--rounds", type=int, default=8, help="rounds of every workload (8)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds of each wrk run (3)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    return p.parse_args(argv)
+
+
+def measure(port: int, pid: int, method: str, key: str, args: argparse.Namespace) -> float:
+    """CPU µs of the proxy process per request of one wrk run."""
+    before = cpu_seconds(pid)
+    found = loads.wrk(f"http://127.0.0.1:{port}", method, key, args.connections, args.duration)
+    used = cpu_seconds(pid) - before
+    if found["errors"] or not found["requests"]:
+        raise RuntimeError(f"wrk {method} on port {port}: {found}")
+    return used / found["requests"] * 1e6
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    with tempfile.TemporaryDirectory(prefix="s3proxy-ab-") as tmp:
+        work = Path(tmp)
+        binary = build_upstream(REPO / ".venv" / "bench-cache")
+        port = free_port()
+        upstream = spawn([str(binary), "-listen", f"127.0.0.1:{port}"], clean_env(), work / "u")
+        vault = None
+        started = [upstream]
+        try:
+            wait_listening(upstream, port, "bench upstream")
+            s3 = S3Server(
+                upstream, f"http://127.0.0.1:{port}", UPSTREAM_KEY, UPSTREAM_KEY, "us-east-1"
+            )
+            vault = start_vault(work)
+            proxies: dict[str, tuple[int, int]] = {}
+            for name, tree in trees.items():
+                extra = {"PYTHONPATH": str(tree), "S3PROXY_WORKERS": "1"}
+                extra |= {"S3PROXY_UPSTREAM_CHECKSUM": "crc32", "S3PROXY_LOG_LEVEL": "INFO"}
+                process, proxy_port = start_proxy_process(work, vault, s3, extra)
+                started.append(process)
+                proxies[name] = (proxy_port, process.proc.pid)
+                status = http_status(proxy_port, "PUT", f"/{BUCKET}/small-enc", os.urandom(4096))
+                if status != 200:
+                    raise RuntimeError(f"PUT through {name}: HTTP {status}")
+            run(proxies, args)
+        finally:
+            for process in reversed(started):
+                process.stop()
+            if vault is not None:
+                vault.stop()
+
+
+def run(proxies: dict[str, tuple[int, int]], args: argparse.Namespace) -> None:
+    figures: dict[tuple[str, str], list[float]] = {}
+    for port, pid in proxies.values():  # warm: connections, keys, layouts
+        for method, key in WORKLOADS:
+            measure(port, pid, method, key, argparse.Namespace(connections=16, duration=1))
+    for r in range(args.rounds):
+        order = list(proxies) if r % 2 == 0 else list(reversed(proxies))
+        for method, key in WORKLOADS:
+            row = []
+            for name in order:
+                port, pid = proxies[name]
+                value = measure(port, pid, method, key, args)
+                figures.setdefault((method, name), []).append(value)
+                row.append(f"{name} {value:,.0f}")
+            print(f"round {r + 1} {method}: " + ", ".join(row), flush=True)
+    print()
+    print("| 4 KiB, CPU µs per request | old (median) | new (median) | new / old |")
+    print("|---|---:|---:|---:|")
+    for method, _ in WORKLOADS:
+        old = statistics.median(figures[(method, "old")])
+        new = statistics.median(figures[(method, "new")])
+        print(
+            f"| wrk {method} {args.connections} conn | {old:,.0f} | {new:,.0f} | {new / old:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main(sys.argv[1:])
