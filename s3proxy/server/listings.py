@@ -77,8 +77,9 @@ class Listings:
         self, bucket: str, obj: ListedObject, url_encoded: bool
     ) -> tuple[int, str | None]:
         """The plaintext size and ETag of a listed object (``None``: keep the listed ETag):
-        stored values for objects not written by the proxy; else from its first 256 bytes and
-        its streams' trailers. Cached by ETag. A failed look-up reports the stored values rather
+        stored values for objects not written by the proxy; else from the layout this process
+        holds under the listed ETag and size, or from its first 256 bytes and its streams'
+        trailers. Cached by ETag. A failed look-up reports the stored values rather
         than failing the listing."""
         if obj.size < HEADER_SIZE + TAG_SIZE:
             return obj.size, None  # too small to be an encrypted stream
@@ -89,6 +90,10 @@ class Listings:
         cached = self._listed.get(ck)
         if cached is not None:
             return cached
+        known = self.objects.cached(target, obj.etag, obj.size, None)
+        if known is not None:  # a layout this process wrote or read: no request
+            self._listed.put(ck, (known.size, known.etag))
+            return known.size, known.etag
         same = [("If-Match", obj.etag)] if obj.etag else []
         try:
             async with self.objects.probing(target, same) as probe:
