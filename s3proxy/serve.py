@@ -131,18 +131,21 @@ def _in_background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, N
     stack.callback(asyncio.create_task(work).cancel)
 
 
+# How the proxy's application is served (the test suite's in-process proxy serves it alike).
+RUNNER_SETTINGS: dict[str, Any] = {
+    "access_log": None,
+    "handler_cancellation": True,
+    "max_line_size": 16384,
+    "max_field_size": 16384,
+    # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
+    "auto_decompress": False,
+    # Requests still running when the grace period ends are cut at once.
+    "shutdown_timeout": CUT_TIMEOUT,
+}
+
+
 async def _start_runner(stack: contextlib.AsyncExitStack, app: web.Application) -> web.AppRunner:
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handler_cancellation=True,
-        max_line_size=16384,
-        max_field_size=16384,
-        # Bodies are opaque bytes: a gzip object stays gzip (its Content-Encoding is metadata).
-        auto_decompress=False,
-        # Requests still running when the grace period ends are cut at once.
-        shutdown_timeout=CUT_TIMEOUT,
-    )
+    runner = web.AppRunner(app, **RUNNER_SETTINGS)
     await _start(stack, runner.setup(), runner.cleanup)
     return runner
 

@@ -32,7 +32,7 @@ from s3proxy.core.request import Target
 from s3proxy.devstack import Vault
 from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit, vault_from
-from s3proxy.serve import CUT_TIMEOUT
+from s3proxy.serve import RUNNER_SETTINGS
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
 from s3proxy.store.objects import ObjectInspector
@@ -133,16 +133,7 @@ class InProcProxy:
         identity = Identity(config, self._credentials, vault.auth)
         await self._upstream.start()
         self.proxy = Proxy(config, self.keys, self._upstream, identity)
-        self._runner = web.AppRunner(
-            build_app(self.proxy),
-            access_log=None,
-            handler_cancellation=True,
-            max_line_size=16384,
-            max_field_size=16384,
-            auto_decompress=False,
-            shutdown_timeout=CUT_TIMEOUT,
-            handle_signals=False,
-        )
+        self._runner = web.AppRunner(build_app(self.proxy), **RUNNER_SETTINGS, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
