@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,11 +40,34 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_SESSION_LOCK = threading.Lock()
+_SESSIONS: list[Any] = []
+
+
+def boto3_client(service: str, **kwargs: Any) -> Any:
+    """A boto3 client with explicit keys, from one boto3 session per process: a session loads
+    botocore's models once, and a new one per client costs about 0.1 s of CPU. (Sessions are not
+    thread-safe, so clients are made under a lock; the clients themselves are.)"""
+    import boto3
+
+    if "aws_access_key_id" not in kwargs:  # a fresh session resolves credentials afresh
+        return boto3_client(service, **kwargs)
+    with _SESSION_LOCK:
+        if not _SESSIONS:
+            _SESSIONS.append(boto3.session.Session())
+        return _SESSIONS[0].client(service, **kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class Exited(RuntimeError):
+    """What a readiness check raises when the process it waits for has ended: ``wait_for``
+    gives up at once instead of waiting out its timeout."""
 
 
 def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
@@ -53,6 +77,8 @@ def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
         try:
             if check():
                 return
+        except Exited:
+            raise
         except Exception as exc:
             last = exc
         time.sleep(0.1)
@@ -223,7 +249,6 @@ class S3Server:
 
     def client(self, service: str = "s3", **overrides: Any) -> Any:
         """A boto3 client for the moto server itself (not through the proxy)."""
-        import boto3
         from botocore.config import Config as BotoConfig
 
         kwargs: dict[str, Any] = {
@@ -235,7 +260,7 @@ class S3Server:
             "verify": self.verify,
         }
         kwargs.update(overrides)
-        return boto3.session.Session().client(service, **kwargs)
+        return boto3_client(service, **kwargs)
 
 
 def start_s3(
@@ -248,8 +273,6 @@ def start_s3(
     """A moto server; with ``tls`` = (certificate, key, CA bundle) it serves https on
     ``localhost`` with that certificate. Without ``enforce_signatures`` it checks none (for
     tests that put a man in the middle who changes signed headers)."""
-    import boto3
-
     port = port or free_port()
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     if tls:
@@ -264,7 +287,7 @@ def start_s3(
     verify: str | bool = str(tls[2]) if tls else True
     try:
         wait_for(lambda: _moto_ready(endpoint, verify), "moto")
-        iam = boto3.session.Session().client(
+        iam = boto3_client(
             "iam",
             endpoint_url=endpoint,
             aws_access_key_id="setup",
@@ -341,7 +364,7 @@ def start_proxy_process(
 
     def listening() -> bool:
         if process.proc.poll() is not None:
-            raise RuntimeError(f"proxy exited: {process.log_text()}")
+            raise Exited(f"proxy exited: {process.log_text()}")
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from s3proxy.config import parse_workers
 from s3proxy.devstack import (
     S3Server,
     Vault,
+    boto3_client,
     clean_env,
     start_proxy_process,
     start_s3,
@@ -50,7 +50,7 @@ class ProxyProcess:
             from botocore.config import Config
 
             kwargs["config"] = Config(**config)
-        return boto3.session.Session().client("s3", **kwargs)
+        return boto3_client("s3", **kwargs)
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []

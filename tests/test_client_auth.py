@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -52,7 +51,7 @@ from s3proxy.core.sigv4 import (
     ClientSignature,
     read_signature,
 )
-from s3proxy.devstack import S3Server, Vault, clean_env
+from s3proxy.devstack import S3Server, Vault, boto3_client, clean_env
 from s3proxy.server.clientauth import ClientAuthenticator, chunk_signatures
 from tests.conftest import SESSION_SECRETS, ProxyProcess, aws_cli, start_proxy
 
@@ -334,7 +333,7 @@ def authed(workdir: Path, vault: Vault, s3: S3Server) -> Iterator[ProxyProcess]:
 def _client(
     proxy: ProxyProcess, key: str = WORKLOAD_KEY, secret: str = WORKLOAD_SECRET, **cfg: Any
 ) -> Any:
-    return boto3.session.Session().client(
+    return boto3_client(
         "s3",
         endpoint_url=proxy.endpoint,
         aws_access_key_id=key,

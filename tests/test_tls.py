@@ -26,7 +26,7 @@ from cryptography import x509
 
 from s3proxy.config import ConfigError, load
 from s3proxy.core import certs
-from s3proxy.devstack import S3Server, Vault, clean_env, free_port, wait_for
+from s3proxy.devstack import Exited, S3Server, Vault, clean_env, free_port, wait_for
 from tests.conftest import ProxyProcess, aws_cli, start_proxy
 
 WORKLOAD_KEYS = {"aws_access_key_id": "AKIAWORKLOAD", "aws_secret_access_key": "workload-secret"}
@@ -59,7 +59,7 @@ def wait_tls(proxy: ProxyProcess, port: int, workers: int) -> None:
 
     def listening() -> bool:
         if proxy.proc.poll() is not None:
-            raise RuntimeError(proxy.log_text())
+            raise Exited(proxy.log_text())
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return proxy.log_text().count(" listening on ") >= workers
 

@@ -39,6 +39,7 @@ from s3proxy.devstack import (
     Process,
     S3Server,
     _spawn,
+    boto3_client,
     clean_env,
     free_port,
     start_vault,
@@ -873,11 +874,10 @@ def test_virtual_addressing_goes_path_style_against_the_ip_endpoint(
 ) -> None:
     """botocore's S3 endpoint rules (those every SDK shares) with addressing_style virtual: a
     host name endpoint would address bucket.localhost, the IP endpoint stays path-style."""
-    import boto3
     from botocore.config import Config
 
     def client(endpoint: str) -> Any:
-        return boto3.session.Session().client(
+        return boto3_client(
             "s3",
             endpoint_url=endpoint,
             aws_access_key_id="any",
