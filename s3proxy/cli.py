@@ -13,11 +13,10 @@ from typing import TypeAlias
 from s3proxy import __version__
 from s3proxy.config import Config, ConfigError, add_flags, flag_values, load
 from s3proxy.k8s.command import add_webhook_command
-from s3proxy.ops.check import run_checks
-from s3proxy.ops.tools import DecryptOptions, decrypt
-from s3proxy.ops.walk import WalkOptions, rewrap
 from s3proxy.telemetry.logs import setup_logging
-from s3proxy.workers import serve as serve_with_workers
+
+# Each command imports what it runs when it runs (docs/performance.md, Start): a process pays
+# for its own command only.
 
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -25,6 +24,8 @@ log = logging.getLogger("s3proxy")
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from s3proxy.workers import serve as serve_with_workers
+
     try:
         config = load(flags=flag_values(args))
     except ConfigError as exc:
@@ -43,6 +44,8 @@ def _config(args: argparse.Namespace) -> Config | None:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
+    from s3proxy.ops.tools import DecryptOptions, decrypt
+
     config = _config(args)
     if config is None:
         return 2
@@ -67,6 +70,8 @@ def _decrypt(args: argparse.Namespace) -> int:
 
 
 def _rewrap(args: argparse.Namespace) -> int:
+    from s3proxy.ops.walk import WalkOptions, rewrap
+
     config = _config(args)
     if config is None:
         return 2
@@ -87,6 +92,8 @@ def _rewrap(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from s3proxy.ops.check import run_checks
+
     config = _config(args)
     if config is None:
         return 2

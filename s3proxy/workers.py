@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, MutableSequence
 from types import FrameType
 
 from s3proxy.config import Config
-from s3proxy.serve import run_proxy, settle_collector
 from s3proxy.server.peers import Peers
 from s3proxy.server.tls import prepare
 from s3proxy.telemetry.logs import setup_logging
@@ -34,6 +33,10 @@ EXTRA_STOP_SECONDS = 10.0  # beyond a worker's own delay and grace, before it is
 
 def serve_one(config: Config, reuse_port: bool = False, peers: Peers | None = None) -> int:
     """The proxy in this process, until it is stopped."""
+    # Imported here, not above: a supervisor of workers never serves, and its start is on the
+    # way to theirs (docs/performance.md, Start).
+    from s3proxy.serve import run_proxy, settle_collector
+
     settle_collector()
     try:
         asyncio.run(run_proxy(config, reuse_port=reuse_port, peers=peers))

@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 from s3proxy.k8s import settings
-from s3proxy.k8s.webhook import WebhookConfig, run_webhook
 
 OWN = (
     ("--listen", "S3PROXY_WEBHOOK_LISTEN", "HOST:PORT to serve HTTPS on", "127.0.0.1:8443"),
@@ -61,6 +60,8 @@ def _webhook(args: argparse.Namespace) -> int:
         print(f"s3proxy webhook: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging("INFO")
+    from s3proxy.k8s.webhook import WebhookConfig, run_webhook  # only this command needs it
+
     config = WebhookConfig(host.strip("[]"), int(port), cert, key, defaults)
     try:
         asyncio.run(run_webhook(config))
