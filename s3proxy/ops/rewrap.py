@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
+from s3proxy.core.format import parse_header
 from s3proxy.core.layout import Layout, StreamInfo
-from s3proxy.core.marker import Marker
+from s3proxy.core.objectinfo import check_marker
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import completion_body, upload_id
 from s3proxy.core.sizes import HEADER_SIZE
@@ -58,19 +59,23 @@ class Rewrapper:
     async def one(self, target: Target, latest: int, dry_run: bool = False) -> str:
         """'rewritten' (or 'to rewrap' in a dry run), 'current', or 'skipped' (not written by
         the proxy)."""
-        head = await self.upstream.send("HEAD", target, [])
-        async with head:
-            marker = Marker.of(head.headers) if head.status == 200 else None
-            kept = [(h, head.headers[h]) for h in _KEPT if h in head.headers]
-            kept += [(h, v) for h, v in head.headers.items() if h.lower().startswith("x-amz-meta-")]
-            etag = head.headers.get("ETag", "")
-            tagged = head.headers.get("x-amz-tagging-count", "0") != "0"
-        if marker is None:
-            return "skipped"
-        async with self.objects.probing(target, [("If-Match", etag)]) as probe:
-            if probe.info is None:
-                raise S3ProxyError("the object changed while it was examined")
-            layout = probe.info.layout
+        async with self.objects.first_bytes(target, []) as found:
+            if found.marker is None:
+                return "skipped"  # not written by the proxy, or gone
+            stored = found.resp.headers  # a GET's answer carries what a HEAD's would
+            kept = [(h, stored[h]) for h in _KEPT if h in stored]
+            kept += [(h, v) for h, v in stored.items() if h.lower().startswith("x-amz-meta-")]
+            etag = stored.get("ETag", "")
+            tagged = stored.get("x-amz-tagging-count", "0") != "0"
+            marker = found.marker
+            if not marker.multipart:  # one stream, whose header was just read
+                first = parse_header(found.data[:HEADER_SIZE])
+                check_marker(first, marker)
+                if key_version(first.wrapped_key) >= latest:
+                    return "current"
+                if dry_run:
+                    return "to rewrap"
+            layout = (await self.objects.info_of(target, found)).layout
         if all(key_version(s.header.wrapped_key) >= latest for s in layout.streams):
             return "current"
         if dry_run:

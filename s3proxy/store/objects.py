@@ -206,24 +206,35 @@ class ObjectInspector(KnownObjects):
             if found.marker is None:
                 yield Probe(found.resp)
                 return
-            probe, marker, data = found.resp, found.marker, found.data
-            first = parse_header(data[:HEADER_SIZE])
-            stored_etag = probe.headers.get("ETag")
-            check_marker(first, marker)
-            info = self.cached(target, stored_etag, found.stored_total, first) if manifest else None
-            if info is None:
-                info = await self.build(
-                    target,
-                    stored_etag,
-                    found.stored_total,
-                    first,
-                    marker,
-                    keys,
-                    manifest,
-                    known=data,
-                    modified=last_modified(probe),
-                )
-            yield Probe(probe, info)
+            yield Probe(found.resp, await self.info_of(target, found, keys, manifest))
+
+    async def info_of(
+        self,
+        target: Target,
+        found: FirstBytes,
+        keys: dict[str, bytes] | None = None,
+        manifest: bool = True,
+    ) -> ObjectInfo:
+        """The info of the object whose first bytes ``found`` read (its marker shown): cached,
+        or built now from what was read."""
+        assert found.marker is not None
+        first = parse_header(found.data[:HEADER_SIZE])
+        stored_etag = found.resp.headers.get("ETag")
+        check_marker(first, found.marker)
+        info = self.cached(target, stored_etag, found.stored_total, first) if manifest else None
+        if info is None:
+            info = await self.build(
+                target,
+                stored_etag,
+                found.stored_total,
+                first,
+                found.marker,
+                keys,
+                manifest,
+                known=found.data,
+                modified=last_modified(found.resp),
+            )
+        return info
 
     async def current(self, target: Target, manifest: bool = True) -> Current | None:
         """What a client would see of the object now: its stored ETag, and the plaintext ETag
