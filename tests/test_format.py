@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3proxy.core.errors import IncompleteBody, IntegrityError
+from s3proxy.core.footer import MetadataKey, footer_sealer, open_footer
 from s3proxy.core.format import (
     Header,
     StreamDecryptor,
@@ -28,6 +29,7 @@ from s3proxy.core.format import (
 from s3proxy.core.layout import Layout
 from s3proxy.core.manifest import check_manifest, manifest_value
 from s3proxy.core.sizes import (
+    FOOTER_SIZE,
     HEADER_SIZE,
     TAG_SIZE,
     TRAILER_SIZE,
@@ -39,7 +41,9 @@ VECTOR_DIR = Path(__file__).parent / "vectors"
 VECTORS_V1 = json.loads((VECTOR_DIR / "format-v1.json").read_text())["vectors"]
 DOC_V2 = json.loads((VECTOR_DIR / "format-v2.json").read_text())
 VECTORS_V2 = DOC_V2["vectors"]
+VECTORS_V3 = json.loads((VECTOR_DIR / "format-v3.json").read_text())["vectors"]
 VECTORS = [(1, v) for v in VECTORS_V1] + [(2, v) for v in VECTORS_V2]
+VECTORS += [(3, v) for v in VECTORS_V3]
 IDS = [f"v{n}-{v['name']}" for n, v in VECTORS]
 KEY = bytes(range(32))
 WRAPPED = "vault:v1:c29tZSB3cmFwcGVkIGtleQ=="
@@ -53,10 +57,15 @@ def test_stored_vectors_still_read(version: int, v: dict[str, Any]) -> None:
     assert header.wrapped_key == v["wrapped_key"]
     assert header.segment_size == v["segment_size"]
     assert derive_stream_key(bytes.fromhex(v["data_key"]), header).hex() == v["stream_key"]
-    assert open_sealed(stream, bytes.fromhex(v["data_key"])) == bytes.fromhex(v["plaintext"])
+    metadata_key = _metadata_key(v)
+    opened = open_sealed(stream, bytes.fromhex(v["data_key"]), _footer_check(metadata_key))
+    assert opened == bytes.fromhex(v["plaintext"])
     if version >= 2:
-        sealed = stream[-TRAILER_SIZE:]
-        trailer = open_trailer(bytes.fromhex(v["data_key"]), header, sealed)
+        if metadata_key is None:
+            sealed = stream[-TRAILER_SIZE:]
+            trailer = open_trailer(bytes.fromhex(v["data_key"]), header, sealed)
+        else:
+            trailer = open_footer(metadata_key, stream[-FOOTER_SIZE:], header).trailer
         assert trailer.md5.hex() == v["md5"]
         assert trailer.checksum_algorithm == v.get("checksum_algorithm")
         assert trailer.checksum.hex() == v.get("checksum", "")
@@ -82,11 +91,34 @@ def test_stored_vectors_are_what_this_release_writes(version: int, v: dict[str, 
         binding=binding,
         whole_object=v.get("whole_object", False),
         manifest_part=v.get("manifest_part", False),
+        end=_vector_footer(v),
     )
     body = enc.feed(bytes.fromhex(v["plaintext"]))
     checksum = v.get("checksum_algorithm")
     tail = enc.finish(checksum, bytes.fromhex(v["checksum"])) if checksum else enc.finish()
     assert (enc.header + body + tail).hex() == v["stream"]
+
+
+def _metadata_key(v: dict[str, Any]) -> MetadataKey | None:
+    """A v3 vector's metadata key, derived from its HMAC as the proxy derives it."""
+    if "metadata_key_hmac" not in v:
+        return None
+    found = MetadataKey.derive(v["metadata_key_version"], bytes.fromhex(v["metadata_key_hmac"]))
+    assert found.key.hex() == v["metadata_key"]
+    return found
+
+
+def _footer_check(metadata_key: MetadataKey | None) -> Any:
+    if metadata_key is None:
+        return None
+    return lambda header, footer: open_footer(metadata_key, footer, header)
+
+
+def _vector_footer(v: dict[str, Any]) -> Any:
+    metadata_key = _metadata_key(v)
+    if metadata_key is None:
+        return None
+    return footer_sealer(metadata_key, bytes.fromhex(v["footer_salt"]))
 
 
 def test_v2_header_and_trailer_layout_is_as_documented() -> None:
@@ -274,7 +306,7 @@ def test_unknown_versions_and_bad_fields_are_rejected() -> None:
 
 def test_v2_bad_flags_and_stray_bindings_are_rejected() -> None:
     _, stream = _sealed(10, 16, 2)
-    for pos, value in [(4, 3), (43, 8), (43, 6), (43, 0x81), (50, 1)]:
+    for pos, value in [(4, 4), (43, 8), (43, 6), (43, 0x81), (50, 1)]:
         tampered = bytearray(stream)
         tampered[pos] = value
         with pytest.raises(IntegrityError):

@@ -1,17 +1,21 @@
 """The at-rest format: a sans-IO streaming AES-256-GCM encryptor and decryptor.
 
 docs/format.md is the specification; this module is its reference implementation. It writes
-version 2 (a stream ends with a sealed record of its plaintext MD5 and checksum) and reads
-versions 1 and 2. It holds no I/O: bytes go in, bytes come out. The data key arrives from the
-caller (the key service) and the wrapped data key is carried in the header as an opaque string.
+version 2 (a stream ends with a sealed record of its plaintext MD5 and checksum) and, when asked,
+version 3 (a stream ends with a footer sealed under a metadata key: docs/format.md, Footer,
+and s3proxy.core.footer); it reads versions 1, 2 and 3. It holds no I/O: bytes go in, bytes
+come out. The data key arrives from the caller (the key service) and the wrapped data key is
+carried in the header as an opaque string.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -31,11 +35,13 @@ from s3proxy.core.sizes import (
     ciphertext_length,
     segment_count,
     segment_plaintext_length,
+    trailer_size,
 )
 
 MAGIC = b"S3PE"
 VERSION_1 = 1
 VERSION_2 = 2
+VERSION_3 = 3
 WRITE_VERSION = VERSION_2
 ALGORITHM_AES256GCM_HKDF_SHA256 = 1
 DATA_KEY_SIZE = 32
@@ -47,13 +53,18 @@ FLAG_NAME_BOUND = 0x01  # the stream is bound to its object's name
 FLAG_MANIFEST_PART = 0x02  # a part of a multipart object whose completion records a manifest
 FLAG_WHOLE_OBJECT = 0x04  # a PutObject stream: the whole object, never one of several
 KNOWN_FLAGS = FLAG_NAME_BOUND | FLAG_MANIFEST_PART | FLAG_WHOLE_OBJECT
-_KDF_LABELS = {VERSION_1: b"s3proxy stream key v1", VERSION_2: b"s3proxy stream key v2"}
+_KDF_LABELS = {
+    VERSION_1: b"s3proxy stream key v1",
+    VERSION_2: b"s3proxy stream key v2",
+    VERSION_3: b"s3proxy stream key v3",
+}
 
 # v1: magic, version, algorithm, header size, segment size, plaintext length, salt, nonce
-# prefix, reserved byte. v2 turns the reserved byte into flags and adds the name binding.
+# prefix, reserved byte. v2 turns the reserved byte into flags and adds the name binding; v3's
+# header is v2's.
 _FIXED_V1 = struct.Struct(">4sBBHIQ16s7sx")
 _FIXED_V2 = struct.Struct(">4sBBHIQ16s7sB16s")
-_FIXED = {VERSION_1: _FIXED_V1, VERSION_2: _FIXED_V2}
+_FIXED = {VERSION_1: _FIXED_V1, VERSION_2: _FIXED_V2, VERSION_3: _FIXED_V2}
 _WRAPPED_LEN = struct.Struct(">H")
 AUTHENTICATED_SIZE_V1 = _FIXED_V1.size  # 44 header bytes bound into the stream key
 AUTHENTICATED_SIZE_V2 = _FIXED_V2.size  # 60
@@ -61,6 +72,7 @@ assert (AUTHENTICATED_SIZE_V1, AUTHENTICATED_SIZE_V2) == (44, 60)
 MAX_WRAPPED_KEY_SIZE = {
     VERSION_1: HEADER_SIZE - AUTHENTICATED_SIZE_V1 - _WRAPPED_LEN.size,
     VERSION_2: HEADER_SIZE - AUTHENTICATED_SIZE_V2 - _WRAPPED_LEN.size,
+    VERSION_3: HEADER_SIZE - AUTHENTICATED_SIZE_V2 - _WRAPPED_LEN.size,
 }
 
 # The sealed record that ends a v2 stream: plaintext MD5, checksum algorithm, checksum length,
@@ -129,7 +141,18 @@ class Header:
 
     @property
     def has_trailer(self) -> bool:
-        return self.version >= VERSION_2
+        """A v2 stream: it ends with a trailer sealed under its own stream key."""
+        return self.version == VERSION_2
+
+    @property
+    def has_footer(self) -> bool:
+        """A v3 stream: it ends with a footer sealed under a metadata key."""
+        return self.version == VERSION_3
+
+    @property
+    def end_size(self) -> int:
+        """Stored bytes after the last segment (trailer or footer)."""
+        return trailer_size(self.version)
 
     @property
     def name_bound(self) -> bool:
@@ -172,12 +195,30 @@ def parse_header(data: bytes) -> Header:
     if it is not one."""
     if len(data) < HEADER_SIZE:
         raise IntegrityError("stored object is shorter than an encryption header")
+    fields = parse_authenticated(data)
+    fixed = _FIXED[fields.version]
+    (wrapped_len,) = _WRAPPED_LEN.unpack_from(data, fixed.size)
+    start = fixed.size + _WRAPPED_LEN.size
+    limit = MAX_WRAPPED_KEY_SIZE[fields.version]
+    if not 0 < wrapped_len <= limit or any(data[start + wrapped_len : HEADER_SIZE]):
+        raise IntegrityError("malformed wrapped key field in s3proxy header")
+    try:
+        wrapped = bytes(data[start : start + wrapped_len]).decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise IntegrityError("malformed wrapped key field in s3proxy header") from exc
+    return dataclasses.replace(fields, wrapped_key=wrapped)
+
+
+def parse_authenticated(data: bytes) -> Header:
+    """The authenticated bytes of a header (any version), checked; ``wrapped_key`` empty."""
     if data[0:4] != MAGIC:
         raise IntegrityError("stored object does not start with the s3proxy format magic")
     version = data[4]
     fixed = _FIXED.get(version)
     if fixed is None:
         raise IntegrityError(f"unknown s3proxy format version {version}")
+    if len(data) < fixed.size:
+        raise IntegrityError("stored object is shorter than an encryption header")
     flags, binding = 0, bytes(NAME_BINDING_SIZE)
     if version == VERSION_1:
         _, _, algorithm, header_size, seg, length, salt, prefix = fixed.unpack_from(data)
@@ -195,21 +236,12 @@ def parse_header(data: bytes) -> Header:
         raise IntegrityError("malformed s3proxy header")
     if not 1 <= seg <= MAX_SEGMENT_SIZE or segment_count(length, seg) > MAX_SEGMENTS:
         raise IntegrityError("s3proxy header has an impossible segment size or length")
-    (wrapped_len,) = _WRAPPED_LEN.unpack_from(data, fixed.size)
-    start = fixed.size + _WRAPPED_LEN.size
-    limit = MAX_WRAPPED_KEY_SIZE[version]
-    if not 0 < wrapped_len <= limit or any(data[start + wrapped_len : HEADER_SIZE]):
-        raise IntegrityError("malformed wrapped key field in s3proxy header")
-    try:
-        wrapped = bytes(data[start : start + wrapped_len]).decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise IntegrityError("malformed wrapped key field in s3proxy header") from exc
     return Header(
         segment_size=seg,
         plaintext_length=length,
         salt=bytes(salt),
         nonce_prefix=bytes(prefix),
-        wrapped_key=wrapped,
+        wrapped_key="",
         version=version,
         algorithm=algorithm,
         flags=flags,
@@ -280,7 +312,11 @@ class StreamEncryptor:
         binding: bytes | None = None,
         whole_object: bool = False,
         manifest_part: bool = False,
+        end: Callable[[Header, Trailer], bytes] | None = None,
     ) -> None:
+        if (version == VERSION_3) != (end is not None):
+            raise ValueError("a v3 stream, and only one, ends with a footer (s3proxy.core.footer)")
+        self._end = end
         if not 1 <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError("segment size out of range")
         if segment_count(plaintext_length, segment_size) > MAX_SEGMENTS:
@@ -309,7 +345,7 @@ class StreamEncryptor:
         self._index = 0
         self._received = 0
         self._buffer = bytearray()
-        self._md5 = hashlib.md5() if self._header.has_trailer else None
+        self._md5 = hashlib.md5() if version >= VERSION_2 else None
         self.md5: bytes | None = None
 
     @property
@@ -366,7 +402,7 @@ class StreamEncryptor:
 
     def finish(self, checksum_algorithm: str | None = None, checksum: bytes = b"") -> bytes:
         """The last segment and, in v2, the trailer recording the plaintext's MD5 and the
-        client's verified checksum of it (if any)."""
+        client's verified checksum of it (if any); in v3 the footer holding the same."""
         if self._received != self._header.plaintext_length:
             raise IncompleteBody(
                 "request body ended before its declared length "
@@ -379,8 +415,10 @@ class StreamEncryptor:
         if self._md5 is None:
             return bytes(last)
         self.md5 = self._md5.digest()
-        record = Trailer(self.md5, checksum_algorithm, checksum).encode()
-        return bytes(last + self._aead.encrypt(trailer_nonce(self._header), record, None))
+        trailer = Trailer(self.md5, checksum_algorithm, checksum)
+        if self._end is not None:  # v3: the footer, sealed under a metadata key
+            return bytes(last + self._end(self._header, trailer))
+        return bytes(last + self._aead.encrypt(trailer_nonce(self._header), trailer.encode(), None))
 
 
 class StreamDecryptor:
@@ -407,8 +445,8 @@ class StreamDecryptor:
         stop = self._final_index if last_segment is None else last_segment
         if not 0 <= first_segment <= stop <= self._final_index:
             raise ValueError("segment range outside the stream")
-        # The trailer is read as one more unit, after the final segment.
-        self._stop = stop + 1 if header.has_trailer and stop == self._final_index else stop
+        # The trailer (v2) or footer (v3) is read as one more unit, after the final segment.
+        self._stop = stop + 1 if header.end_size and stop == self._final_index else stop
         # Stored sizes, worked out once: a full segment, the final one.
         self._full = header.segment_size + TAG_SIZE
         self._final = (
@@ -420,6 +458,7 @@ class StreamDecryptor:
         self._buffer = bytearray()
         self.unused = b""
         self.trailer: Trailer | None = None
+        self.footer: bytes | None = None  # v3: the footer as read, for the caller to open
 
     @property
     def done(self) -> bool:
@@ -429,12 +468,15 @@ class StreamDecryptor:
         """The stored size of unit ``index``: a segment, or the trailer after the last."""
         if index < self._final_index:
             return self._full
-        return self._final if index == self._final_index else TRAILER_SIZE
+        return self._final if index == self._final_index else self._header.end_size
 
     def _open_into(self, unit: bytes | bytearray | memoryview, out: memoryview) -> None:
         index = self._index
         if index > self._final_index:
-            self.trailer = _open_trailer(self._aead, self._header, unit)
+            if self._header.has_footer:
+                self.footer = bytes(unit)  # sealed under a metadata key the caller holds
+            else:
+                self.trailer = _open_trailer(self._aead, self._header, unit)
             self._index += 1
             return
         nonce = self._header.nonce_prefix + _NONCE_TAIL.pack(
@@ -474,8 +516,8 @@ class StreamDecryptor:
             available -= size
             index += 1
         plain = sum(sizes) - TAG_SIZE * len(sizes)
-        if index - 1 > self._final_index:
-            plain -= TRAILER_PLAINTEXT_SIZE  # the trailer (last of the units) is no plaintext
+        if index - 1 > self._final_index:  # the trailer or footer (the last unit): no plaintext
+            plain -= self._header.end_size - TAG_SIZE
         out = bytearray(plain)
         into = memoryview(out)
         at = pos = 0
@@ -512,8 +554,10 @@ def seal(
     checksum_algorithm: str | None = None,
     checksum: bytes = b"",
     whole_object: bool = False,
+    end: Callable[[Header, Trailer], bytes] | None = None,
 ) -> bytes:
-    """Encrypt a whole plaintext held in memory into one stream."""
+    """Encrypt a whole plaintext held in memory into one stream (v3: ``end`` seals the
+    footer)."""
     enc = StreamEncryptor(
         data_key,
         wrapped_key,
@@ -523,17 +567,25 @@ def seal(
         nonce_prefix=nonce_prefix,
         version=version,
         whole_object=whole_object,
+        end=end,
     )
     return enc.header + enc.feed(plaintext) + enc.finish(checksum_algorithm, checksum)
 
 
-def open_sealed(stream: bytes, data_key: bytes) -> bytes:
+def open_sealed(
+    stream: bytes, data_key: bytes, check_end: Callable[[Header, bytes], object] | None = None
+) -> bytes:
     """Decrypt and authenticate a whole stream held in memory; the stream must end exactly
-    where its header says."""
+    where its header says. A v3 stream's footer is checked by ``check_end`` (it raises if the
+    footer is not the stream's: s3proxy.core.footer.open_footer)."""
     header = parse_header(stream[:HEADER_SIZE])
+    if header.has_footer and check_end is None:  # (a v2 stream whose version byte was altered)
+        raise IntegrityError("a v3 stream, whose footer this reader cannot check")
     dec = StreamDecryptor(header, data_key)
     plaintext = dec.feed(stream[HEADER_SIZE:])
     dec.finish()
     if dec.unused:
         raise IntegrityError("stored object is longer than its header declares")
+    if check_end is not None and dec.footer is not None:
+        check_end(header, dec.footer)
     return plaintext if isinstance(plaintext, bytes) else bytes(plaintext)

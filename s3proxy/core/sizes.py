@@ -19,6 +19,11 @@ TAG_SIZE = 16
 # Format v2 ends every stream with a sealed record of this many bytes (64 + a 16-byte tag).
 TRAILER_PLAINTEXT_SIZE = 64
 TRAILER_SIZE = TRAILER_PLAINTEXT_SIZE + TAG_SIZE
+# Format v3 ends every stream with a footer instead: 32 bytes in the clear (what opens it), then a
+# sealed record of 112 bytes and its tag (docs/format.md, Footer).
+FOOTER_CLEAR_SIZE = 32
+FOOTER_RECORD_SIZE = 112
+FOOTER_SIZE = FOOTER_CLEAR_SIZE + FOOTER_RECORD_SIZE + TAG_SIZE
 DEFAULT_SEGMENT_SIZE = 64 * 1024
 MAX_SEGMENT_SIZE = 8 * 1024 * 1024
 MAX_SEGMENTS = 2**32
@@ -32,8 +37,9 @@ def segment_count(plaintext_length: int, segment_size: int) -> int:
 
 
 def trailer_size(version: int) -> int:
-    """Bytes of the sealed record after the last segment: none in v1, 80 in v2."""
-    return 0 if version == 1 else TRAILER_SIZE
+    """Bytes after the last segment: none in v1, the trailer (80) in v2, the footer (160) in
+    v3."""
+    return {1: 0, 2: TRAILER_SIZE}.get(version, FOOTER_SIZE)
 
 
 def ciphertext_length(plaintext_length: int, segment_size: int, version: int) -> int:

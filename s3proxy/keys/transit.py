@@ -1,8 +1,9 @@
 """The key service: data keys from Vault Transit (hvac), run off the event loop.
 
 ``new_data_key`` asks ``transit/datakey/plaintext/<key>`` for a fresh 256-bit data key and its
-Vault-wrapped form; ``unwrap`` asks ``transit/decrypt/<key>`` for the data key of a wrapped key.
-Plaintext data keys live only in memory; nothing here logs them or puts them in an error.
+Vault-wrapped form; ``unwrap`` asks ``transit/decrypt/<key>`` for the data key of a wrapped key;
+``metadata_key`` derives a key version's metadata key from ``transit/hmac/<key>``. Plaintext keys
+live only in memory; nothing here logs them or puts them in an error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,10 +23,12 @@ import requests
 
 from s3proxy.config import VaultAuthSettings, VaultSettings
 from s3proxy.core.errors import IntegrityError, KeyServiceUnavailable
+from s3proxy.core.footer import METADATA_KEY_INPUT, MetadataKey
 from s3proxy.keys.vaultauth import VaultAuth, vault_outcome
 from s3proxy.telemetry import metrics
 
 log = logging.getLogger(__name__)
+_VAULT_HMAC = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/=]+)")
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,33 @@ class VaultTransit:
         )
         rewrapped: str = resp["data"]["ciphertext"]
         return rewrapped
+
+    def _hmac(self, key_version: int | None) -> str:
+        resp = self._client().secrets.transit.generate_hmac(
+            name=self._key,
+            hash_input=base64.b64encode(METADATA_KEY_INPUT).decode(),
+            key_version=key_version,
+            algorithm="sha2-256",
+            mount_point=self._mount,
+        )
+        value: str = resp["data"]["hmac"]
+        return value
+
+    async def metadata_key(self, version: int | None = None) -> MetadataKey:
+        """The metadata key of transit key version ``version`` (default: the latest): derived
+        from Vault's HMAC of a fixed input, so every proxy of the key derives the same one
+        (docs/format.md, Metadata keys)."""
+        try:
+            value: str = await self._call("hmac", self._hmac, version)
+        except hvac.exceptions.InvalidRequest as exc:
+            log.error("vault hmac refused transit key version %s", version)
+            raise IntegrityError(
+                "The key service refuses the metadata key version a stored object names."
+            ) from exc
+        found = _VAULT_HMAC.fullmatch(value)
+        if found is None or (version is not None and int(found.group(1)) != version):
+            raise KeyServiceUnavailable("The key service (Vault) returned an unexpected HMAC.")
+        return MetadataKey.derive(int(found.group(1)), base64.b64decode(found.group(2)))
 
     def _latest_version(self) -> int:
         resp = self._client().secrets.transit.read_key(name=self._key, mount_point=self._mount)
