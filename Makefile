@@ -34,9 +34,10 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	touch $@
 
 # Debian programs the tests drive (tests/test_backup_tools.py; a throwaway Ceph RADOS Gateway
-# for tests/test_rgw.py), as package:command; installed only when the command is missing.
+# for tests/test_rgw.py; a throwaway Redis for tests/test_sharedcache.py), as package:command;
+# installed only when the command is missing.
 SYSTEM_DEPS := rclone:rclone s3cmd:s3cmd ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw \
-	ceph-common:radosgw-admin
+	ceph-common:radosgw-admin redis-server:redis-server
 
 # pgBackRest and PostgreSQL (tests/test_pgbackrest.py), as package:command; PostgreSQL's
 # programs live outside PATH, so its command is a path (a glob over the version).

@@ -5,12 +5,14 @@ prints it as one line and exits non-zero.
 
 The package: the table of settings (``table``), the raw values and the checks they share
 (``values``), a module per group of settings with its dataclass and its loader (``vault``,
-``upstream``, ``listeners``, ``ops``), and :class:`Config` with :func:`load` (``settings``).
+``upstream``, ``listeners``, ``ops``, ``metadatacache``), and :class:`Config` with
+:func:`load` (``settings``).
 """
 
 from __future__ import annotations
 
 from s3proxy.config.listeners import TlsSettings
+from s3proxy.config.metadatacache import MetadataCacheSettings
 from s3proxy.config.ops import BodySettings, OpsSettings, parse_workers
 from s3proxy.config.settings import Config, load
 from s3proxy.config.table import SETTINGS, Setting
@@ -38,6 +40,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "CredentialSettings",
+    "MetadataCacheSettings",
     "OpsSettings",
     "Setting",
     "TlsSettings",

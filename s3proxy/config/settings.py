@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from s3proxy.config.listeners import TlsSettings, _check_reach, _client_keys, _tls
+from s3proxy.config.metadatacache import MetadataCacheSettings, _metadata_cache
 from s3proxy.config.ops import BodySettings, OpsSettings, _bodies, _ops
 from s3proxy.config.upstream import UpstreamSettings, _upstream
 from s3proxy.config.values import (
@@ -48,6 +49,7 @@ class Config:
     ops: OpsSettings = field(default_factory=OpsSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     bodies: BodySettings = field(default_factory=BodySettings)
+    metadata_cache: MetadataCacheSettings = field(default_factory=MetadataCacheSettings)
 
 
 def load(
@@ -85,6 +87,7 @@ def load(
         ops=_ops(values),
         tls=tls,
         bodies=_bodies(values),
+        metadata_cache=_metadata_cache(values),
     )
 
 

@@ -166,6 +166,35 @@ SETTINGS: tuple[Setting, ...] = (
         "... at most this many of them",
         "10000",
     ),
+    Setting(
+        "S3PROXY_METADATA_CACHE_URL",
+        "--metadata-cache-url",
+        "redis:// or rediss:// URL of a Redis or Valkey that the proxies of a transit key share "
+        "as a cache of object metadata (user and password allowed); none by default",
+    ),
+    Setting(
+        "S3PROXY_METADATA_CACHE_PASSWORD_FILE",
+        "--metadata-cache-password-file",
+        "file holding its password (instead of one in the URL)",
+    ),
+    Setting(
+        "S3PROXY_METADATA_CACHE_CA_FILE",
+        "--metadata-cache-ca-file",
+        "CA bundle (PEM) for a rediss:// server's certificate (default: system CAs)",
+    ),
+    Setting(
+        "S3PROXY_METADATA_CACHE_TIMEOUT",
+        "--metadata-cache-timeout",
+        "seconds a cache operation may take; then it counts as a miss and the cache is skipped "
+        "for a few seconds",
+        "0.05",
+    ),
+    Setting(
+        "S3PROXY_METADATA_CACHE_TTL_SECONDS",
+        "--metadata-cache-ttl-seconds",
+        "seconds a cache entry lives",
+        str(7 * 24 * 3600),
+    ),
     Setting("VAULT_CACERT", "--vault-cacert", "CA bundle for Vault's TLS certificate"),
     Setting("VAULT_NAMESPACE", "--vault-namespace", "Vault namespace"),
     Setting(

@@ -92,6 +92,13 @@ OBJECT_CACHE_HITS = Counter(
 OBJECT_CACHE_MISSES = Counter(
     "s3proxy_object_cache_misses", "Object lookups that read from the upstream.", ["cache"]
 )
+METADATA_CACHE_REQUESTS = Counter(
+    "s3proxy_metadata_cache_requests",
+    "Operations on the shared metadata cache (Redis/Valkey), by op (get, put, delete) and "
+    "outcome (ok; timeout and error: answered as misses; skipped: not tried while the cache is "
+    "backed off after a failure).",
+    ["op", "outcome"],
+)
 INTEGRITY_FAILURES = Counter(
     "s3proxy_integrity_failures",
     "Stored objects that failed authentication or did not match their format when read or "
@@ -145,6 +152,10 @@ def vault_call(kind: str, outcome_of: Callable[[BaseException], str]) -> Iterato
         raise
     finally:
         VAULT_DURATION.labels(kind, outcome).observe(time.monotonic() - started)
+
+
+def metadata_cache_request(op: str, outcome: str) -> None:
+    _child(METADATA_CACHE_REQUESTS, op, outcome).inc()
 
 
 def cache_lookup(hits: Counter, misses: Counter, cache: str, hit: bool) -> None:
