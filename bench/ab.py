@@ -79,7 +79,9 @@ def main(argv: list[str]) -> None:
                 process, proxy_port = start_proxy_process(work, vault, s3, extra)
                 started.append(process)
                 proxies[name] = (proxy_port, process.proc.pid)
-                status = http_status(proxy_port, "PUT", f"/{BUCKET}/small-enc", os.urandom(4096))
+                # each version reads an object it wrote (in the format it writes)
+                key = _own(WORKLOADS[0][1], name)
+                status = http_status(proxy_port, "PUT", f"/{BUCKET}/{key}", os.urandom(4096))
                 if status != 200:
                     raise RuntimeError(f"PUT through {name}: HTTP {status}")
             run(proxies, args)
@@ -92,16 +94,19 @@ def main(argv: list[str]) -> None:
 
 def run(proxies: dict[str, tuple[int, int]], args: argparse.Namespace) -> None:
     figures: dict[tuple[str, str], list[float]] = {}
-    for port, pid in proxies.values():  # warm: connections, keys, layouts
+    for name, (port, pid) in proxies.items():  # warm: connections, keys, layouts
         for method, key in WORKLOADS:
-            measure(port, pid, method, key, argparse.Namespace(connections=16, duration=1))
+            warm = argparse.Namespace(connections=16, duration=1)
+            measure(port, pid, method, _own(key, name) if method == "GET" else key, warm)
     for r in range(args.rounds):
         order = list(proxies) if r % 2 == 0 else list(reversed(proxies))
         for method, key in WORKLOADS:
             row = []
             for name in order:
                 port, pid = proxies[name]
-                value = measure(port, pid, method, key, args)
+                value = measure(
+                    port, pid, method, _own(key, name) if method == "GET" else key, args
+                )
                 figures.setdefault((method, name), []).append(value)
                 row.append(f"{name} {value:,.0f}")
             print(f"round {r + 1} {method}: " + ", ".join(row), flush=True)
@@ -114,6 +119,11 @@ def run(proxies: dict[str, tuple[int, int]], args: argparse.Namespace) -> None:
         print(
             f"| wrk {method} {args.connections} conn | {old:,.0f} | {new:,.0f} | {new / old:.2f} |"
         )
+
+
+def _own(key: str, name: str) -> str:
+    """The object one version reads: its own (an older version may not read a newer format)."""
+    return f"{key}-{name}"
 
 
 if __name__ == "__main__":

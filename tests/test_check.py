@@ -31,7 +31,7 @@ def test_check_passes_on_the_dev_stack(vault: Vault, s3: S3Server, bucket: str) 
     assert status == 0, lines
     for name in ("vault login", "transit key", "upstream credentials", "bucket", "write test"):
         assert _line(lines, name).startswith("ok "), lines
-    assert "datakey and decrypt allowed" in _line(lines, "transit key")
+    assert "datakey, decrypt and hmac allowed" in _line(lines, "transit key")
     assert "read back, deleted" in _line(lines, "write test")
     assert lines[-1] == "all checks passed"
     listed = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])

@@ -36,7 +36,7 @@ def test_js_sdk_streaming_upload(proxy: ProxyProcess, raw: Any, bucket: str, siz
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout) == {"equal": True, "length": size}
     stored = raw.get_object(Bucket=bucket, Key="js-object")["Body"].read()
-    assert len(stored) == ciphertext_length(size, DEFAULT_SEGMENT_SIZE, 2)
+    assert len(stored) == ciphertext_length(size, DEFAULT_SEGMENT_SIZE, 3)
 
 
 def _put(proxy: ProxyProcess, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:

@@ -15,9 +15,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3proxy.core.s3xml import completion_parts
-from s3proxy.core.sizes import DEFAULT_SEGMENT_SIZE, HEADER_SIZE, TRAILER_SIZE, ciphertext_length
+from s3proxy.core.sizes import (
+    DEFAULT_SEGMENT_SIZE,
+    FOOTER_SIZE,
+    HEADER_SIZE,
+    TRAILER_SIZE,
+    ciphertext_length,
+)
 from tests.inproc import Harness, InProcProxy
-from tests.playbook import ANY, GET, HEAD, POST, PUT, Unordered
+from tests.playbook import ANY, GET, HEAD, POST, PUT, Reply, Req, Unordered
 
 S = DEFAULT_SEGMENT_SIZE
 MARKER = "x-amz-meta-s3proxy-encryption"
@@ -29,7 +35,12 @@ def marker(value: str | None) -> dict[str, Any]:
 
 
 def stored(n: int) -> int:
-    """The stored size of a single stream of ``n`` plaintext bytes (format v2)."""
+    """The stored size of a PutObject's stream of ``n`` plaintext bytes (format v3)."""
+    return ciphertext_length(n, S, 3)
+
+
+def part_stored(n: int) -> int:
+    """The stored size of a part's stream of ``n`` plaintext bytes (format v2)."""
     return ciphertext_length(n, S, 2)
 
 
@@ -46,8 +57,18 @@ FIRST = f"bytes=0-{HEADER_SIZE - 1}"  # the probe's range: the first stream head
 
 
 def trailer(end: int) -> str:
-    """The range of the trailer of the stream that ends at stored offset ``end``."""
+    """The range of the trailer of the part stream (v2) that ends at stored offset ``end``."""
     return f"bytes={end - TRAILER_SIZE}-{end - 1}"
+
+
+def footer(end: int) -> str:
+    """The range of the footer of the PutObject stream (v3) that ends at stored offset ``end``."""
+    return f"bytes={end - FOOTER_SIZE}-{end - 1}"
+
+
+def TAIL(path: str, **headers: Any) -> Req:
+    """A HEAD's request: the object's last 160 bytes (a v3 object's footer)."""
+    return GET(path, Range=f"bytes=-{FOOTER_SIZE}", **headers)
 
 
 def boundary(offset: int) -> str:
@@ -102,7 +123,7 @@ def test_put_object_is_one_put_and_its_writer_reads_it_back_with_one_get(harness
     with harness.book.expect(
         PUT(
             "/b/small",
-            **marker("v=2;seg=65536"),
+            **marker("v=3;seg=65536"),
             Content_Encoding=None,
             x_amz_checksum_crc32=ANY,
             If_Match=None,
@@ -115,7 +136,7 @@ def test_put_object_is_one_put_and_its_writer_reads_it_back_with_one_get(harness
     with harness.book.expect(
         PUT(
             "/b/large",
-            **marker("v=2;seg=65536"),
+            **marker("v=3;seg=65536"),
             Content_Encoding="aws-chunked",
             x_amz_decoded_content_length=str(stored(300_000)),
             x_amz_trailer="x-amz-checksum-crc32",
@@ -142,7 +163,7 @@ def test_whole_get_of_an_object_not_seen_before(harness: Harness) -> None:
         assert got["Body"].read() == small and got["ETag"] == md5(small)
     # Larger: the trailer is read beside the response, If-Match its stored ETag.
     with harness.book.expect(
-        GET("/b/large"), GET("/b/large", Range=trailer(stored(300_000)), If_Match=etag)
+        GET("/b/large"), GET("/b/large", Range=footer(stored(300_000)), If_Match=etag)
     ):
         got = reader.client.get_object(Bucket="b", Key="large")
         assert got["Body"].read() == large and got["ETag"] == md5(large)
@@ -162,7 +183,7 @@ def test_ranged_get_probes_once_then_reads_only_the_span(harness: Harness) -> No
     span = f"bytes={HEADER_SIZE + S + 16}-{HEADER_SIZE + 2 * (S + 16) - 1}"
     with harness.book.expect(
         GET("/b/r", Range=FIRST),
-        GET("/b/r", Range=trailer(stored(300_000)), If_Match=stored_etag),
+        GET("/b/r", Range=footer(stored(300_000)), If_Match=stored_etag),
         GET("/b/r", Range=span, If_Match=stored_etag),
     ):
         got = reader.client.get_object(Bucket="b", Key="r", Range="bytes=70000-100000")
@@ -189,7 +210,7 @@ def test_conditional_gets_answer_412_and_304_without_reading_segments(harness: H
     # Not cached: the probe and the trailer give the plaintext ETag; no segment is read.
     with (
         harness.book.expect(
-            GET("/b/c", Range=FIRST), GET("/b/c", Range=trailer(end), If_Match=stored_etag)
+            GET("/b/c", Range=FIRST), GET("/b/c", Range=footer(end), If_Match=stored_etag)
         ),
         pytest.raises(ClientError) as err,
     ):
@@ -225,7 +246,7 @@ def test_a_failed_if_match_on_a_cached_object_reads_no_span(harness: Harness) ->
     now = harness.store.get("b", "c").etag
     with harness.book.expect(
         GET("/b/c", Range=FIRST),
-        GET("/b/c", Range=trailer(stored(1000)), If_Match=now),
+        GET("/b/c", Range=footer(stored(1000)), If_Match=now),
         GET("/b/c", Range=f"bytes=0-{stored(1000) - 1}", If_Match=now),
     ):
         assert body(writer, "c", IfMatch=new_etag) == other
@@ -241,30 +262,40 @@ def test_head_object_cold_then_cached(harness: Harness) -> None:
     etag = put(writer, "large", large)
     small_etag = harness.store.get("b", "small").etag
     large_etag = harness.store.get("b", "large").etag
-    # A single stream up to 256 KiB: the HEAD, then the object whole (header and trailer).
-    with harness.book.expect(
-        HEAD("/b/small"),
-        GET("/b/small", Range=f"bytes=0-{stored(1000) - 1}", If_Match=small_etag),
-    ):
+    # One request: the object's end, whose footer holds what the HEAD answers (any size).
+    with harness.book.expect(TAIL("/b/small")):
         assert reader.client.head_object(Bucket="b", Key="small")["ContentLength"] == 1000
-    # Larger: the HEAD, the header, the trailer.
-    with harness.book.expect(
-        HEAD("/b/large"),
-        GET("/b/large", Range=FIRST, If_Match=large_etag),
-        GET("/b/large", Range=trailer(stored(300_000)), If_Match=large_etag),
-    ):
+    with harness.book.expect(TAIL("/b/large")):
         head = reader.client.head_object(Bucket="b", Key="large")
         assert head["ContentLength"] == 300_000 and head["ETag"] == etag
-    # Cached under the stored ETag and size the HEAD answers: the HEAD alone, conditions too.
-    with harness.book.expect(HEAD("/b/small"), HEAD("/b/large")):
-        assert reader.client.head_object(Bucket="b", Key="small")["ContentLength"] == 1000
-        assert reader.client.head_object(Bucket="b", Key="large")["ETag"] == etag
+    # Conditions are the proxy's, on the plaintext ETag: the same one request.
     for kwargs, code in (({"IfMatch": md5(b"x")}, 412), ({"IfNoneMatch": etag}, 304)):
-        with harness.book.expect(HEAD("/b/large")), pytest.raises(ClientError) as err:
+        with harness.book.expect(TAIL("/b/large")), pytest.raises(ClientError) as err:
             reader.client.head_object(Bucket="b", Key="large", **kwargs)
         assert status(err) == code
-    with harness.book.expect(HEAD("/b/large")):  # the writer knows it from writing it
+    with harness.book.expect(TAIL("/b/large")):  # the writer: the same
         assert writer.client.head_object(Bucket="b", Key="large")["ETag"] == etag
+    assert small_etag and large_etag
+
+
+def test_head_of_a_missing_or_foreign_object(harness: Harness) -> None:
+    """No object: the end's 404 is the HEAD's answer (one request). An object not written by
+    the proxy: the end shows no marker, and a HEAD asks the store as it is."""
+    proxy = harness.proxy(S3PROXY_UNENCRYPTED_OBJECTS="allow")
+    with harness.book.expect(TAIL("/b/nothing")), pytest.raises(ClientError) as err:
+        proxy.client.head_object(Bucket="b", Key="nothing")
+    assert status(err) == 404
+    harness.store.put("b", "plain", b"x" * 5000)
+    with harness.book.expect(TAIL("/b/plain"), HEAD("/b/plain")):
+        head = proxy.client.head_object(Bucket="b", Key="plain")
+    assert head["ContentLength"] == 5000 and head["ETag"] == harness.store.get("b", "plain").etag
+    # An archived object refuses GETs (403 InvalidObjectState) but answers HEADs: asked again.
+    data = os.urandom(1000)
+    put(proxy, "cold", data)
+    refused = Reply(403, (("Content-Type", "application/xml"),), b"<Error/>")
+    with harness.book.expect(TAIL("/b/cold", answer=lambda _: refused), HEAD("/b/cold")):
+        head = proxy.client.head_object(Bucket="b", Key="cold")
+    assert head["ContentLength"] == 1000 and head["ETag"] == md5(data)
 
 
 # ---- multipart ---------------------------------------------------------------------------------
@@ -277,7 +308,7 @@ def _layout(sizes: list[int]) -> tuple[list[int], int]:
     offsets, at = [], 0
     for n in sizes:
         offsets.append(at)
-        at += stored(n)
+        at += part_stored(n)
     return offsets, at
 
 
@@ -358,13 +389,13 @@ def test_reading_a_multipart_object_not_seen_before(harness: Harness) -> None:
         assert got["Body"].read() == b"".join(parts) and got["ETag"] == etag
     with harness.book.expect(GET("/b/m")):
         assert body(reader, "m") == b"".join(parts)
-    # A HEAD: the same reads after the HEAD and the first header.
+    # A HEAD (a v2 multipart object): its end (the last trailer in it), then the same reads
+    # after the first header.
     with harness.book.expect(
-        HEAD("/b/m"),
+        TAIL("/b/m"),
         GET("/b/m", Range=FIRST, If_Match=stored_etag),
         Unordered(*(GET("/b/m", Range=boundary(o), If_Match=stored_etag) for o in offsets[1:])),
         GET("/b/m?tagging"),
-        GET("/b/m", Range=trailer(total), If_Match=stored_etag),
     ):
         head = header.client.head_object(Bucket="b", Key="m")
         assert head["ContentLength"] == sum(PARTS) and head["ETag"] == etag
@@ -398,7 +429,7 @@ def test_part_number_reads(harness: Harness) -> None:
     end = stored(300_000)
     with harness.book.expect(
         GET("/b/single", Range=FIRST),
-        GET("/b/single", Range=trailer(end), If_Match=single_etag),
+        GET("/b/single", Range=footer(end), If_Match=single_etag),
         GET("/b/single", Range=f"bytes={HEADER_SIZE}-{end - 1}", If_Match=single_etag),
     ):
         got = reader.client.get_object(Bucket="b", Key="single", PartNumber=1)
@@ -417,17 +448,11 @@ def test_list_objects_v2_looks_up_objects_not_seen_then_caches_them(harness: Har
     harness.store.put("b", "tiny", b"x" * 10)  # too small to be a stream: not looked up
     etags = {k: harness.store.get("b", k).etag for k in ("small", "large", "plain")}
     listing = GET("/b?list-type=2&encoding-type=url")
-    # Each object not seen before: its first header, then its trailer (in parallel across
-    # objects, so in any order); an object that is not the proxy's costs its probe.
+    # Each object not seen before: its end, one request (in parallel across objects, so in
+    # any order), whose footer holds the size and ETag; an object not the proxy's: the same.
     with harness.book.expect(
         listing,
-        Unordered(
-            GET("/b/small", Range=FIRST, If_Match=etags["small"]),
-            GET("/b/large", Range=FIRST, If_Match=etags["large"]),
-            GET("/b/plain", Range=FIRST, If_Match=etags["plain"]),
-            GET("/b/small", Range=trailer(stored(4000)), If_Match=etags["small"]),
-            GET("/b/large", Range=trailer(stored(300_000)), If_Match=etags["large"]),
-        ),
+        Unordered(*(TAIL(f"/b/{k}", If_Match=etags[k]) for k in ("small", "large", "plain"))),
     ):
         found = lister.client.list_objects_v2(Bucket="b")["Contents"]
     sizes = {o["Key"]: (o["Size"], o["ETag"]) for o in found}
@@ -439,11 +464,11 @@ def test_list_objects_v2_looks_up_objects_not_seen_then_caches_them(harness: Har
     }
     with harness.book.expect(listing):  # cached by ETag
         assert lister.client.list_objects_v2(Bucket="b")["Contents"] == found
-    with harness.book.expect(HEAD("/b/large")):  # the layout it read is cached too
+    with harness.book.expect(TAIL("/b/large")):  # a HEAD: its one request
         assert lister.client.head_object(Bucket="b", Key="large")["ContentLength"] == 300_000
     # The process that wrote the objects holds their layouts under the listed ETags and
-    # sizes: only the object that is not the proxy's is probed.
-    with harness.book.expect(listing, GET("/b/plain", Range=FIRST, If_Match=etags["plain"])):
+    # sizes: only the object that is not the proxy's is looked up.
+    with harness.book.expect(listing, TAIL("/b/plain", If_Match=etags["plain"])):
         assert writer.client.list_objects_v2(Bucket="b")["Contents"] == found
 
 
@@ -459,7 +484,7 @@ def test_copy_object(harness: Harness) -> None:
     # conditions), then the upstream's copy, If-Match the stored ETag that was checked.
     with harness.book.expect(
         GET("/b/src", Range=FIRST),
-        GET("/b/src", Range=trailer(stored(300_000)), If_Match=src_etag),
+        GET("/b/src", Range=footer(stored(300_000)), If_Match=src_etag),
         PUT("/b/dst", x_amz_copy_source="b/src", x_amz_copy_source_if_match=src_etag),
     ):
         done = copier.client.copy_object(
@@ -475,7 +500,7 @@ def test_copy_object(harness: Harness) -> None:
             x_amz_copy_source="b/src",
             x_amz_copy_source_if_match=src_etag,
             x_amz_metadata_directive="REPLACE",
-            **marker("v=2;seg=65536"),
+            **marker("v=3;seg=65536"),
             x_amz_meta_new="2",
         ),
     ):
@@ -538,7 +563,7 @@ def test_upload_part_copy(harness: Harness) -> None:
     end = stored(300_000)
     with harness.book.expect(
         GET("/b/single", Range=FIRST),
-        GET("/b/single", Range=trailer(end), If_Match=single_etag),
+        GET("/b/single", Range=footer(end), If_Match=single_etag),
         GET(
             "/b/single",
             Range=f"bytes={HEADER_SIZE}-{HEADER_SIZE + 2 * (S + 16) - 1}",
@@ -577,22 +602,18 @@ def test_small_objects_read_back_with_one_upstream_request_each(harness: Harness
     writer, other = harness.proxy(), harness.proxy()
     data = os.urandom(4096)
     put(writer, "k", data)
-    with harness.book.expect(HEAD("/b/k"), HEAD("/b/k")):
+    with harness.book.expect(TAIL("/b/k"), TAIL("/b/k")):
         head = writer.client.head_object(Bucket="b", Key="k")
         assert writer.client.head_object(Bucket="b", Key="k")["ETag"] == head["ETag"]
     # Same ETag and checksum from either process, and from the response that read it whole.
-    with harness.book.expect(GET("/b/k"), HEAD("/b/k")):
+    with harness.book.expect(GET("/b/k"), TAIL("/b/k")):
         got = other.client.get_object(Bucket="b", Key="k", ChecksumMode="ENABLED")
         assert got["ETag"] == head["ETag"] and got["Body"].read() == data
         assert "ChecksumCRC32" in got
         assert other.client.head_object(Bucket="b", Key="k")["ETag"] == head["ETag"]
-    # HEAD first in the other process: the small object is read whole, header and trailer;
-    # then a GET is one request.
+    # HEAD first in the other process: its footer alone; then a GET is one request.
     put(writer, "k2", data[:1000])
-    k2 = harness.store.get("b", "k2").etag
-    with harness.book.expect(
-        HEAD("/b/k2"), GET("/b/k2", Range=f"bytes=0-{stored(1000) - 1}", If_Match=k2), GET("/b/k2")
-    ):
+    with harness.book.expect(TAIL("/b/k2"), GET("/b/k2")):
         assert other.client.head_object(Bucket="b", Key="k2")["ContentLength"] == 1000
         assert body(other, "k2") == data[:1000]
 
@@ -605,7 +626,7 @@ def test_multipart_downloads_as_s3transfer_makes_them(harness: Harness) -> None:
     joined = b"".join(parts)
     etag = upload(writer, "m", parts, ChecksumAlgorithm="CRC32")
     stored_etag = harness.store.get("b", "m").etag
-    offsets, total = _layout(PARTS)
+    offsets, _ = _layout(PARTS)
     chunk = 150_000
     spans = range(0, len(joined), chunk)
 
@@ -617,21 +638,20 @@ def test_multipart_downloads_as_s3transfer_makes_them(harness: Harness) -> None:
             assert got["Body"].read() == joined[start : end + 1]
 
     ranged = [GET("/b/m", Range=ANY, If_Match=stored_etag) for _ in spans]
-    with harness.book.expect(HEAD("/b/m"), *ranged):
+    with harness.book.expect(TAIL("/b/m"), *ranged):
         download(writer.client)
     with harness.book.expect(
-        HEAD("/b/m"),
+        TAIL("/b/m"),  # (the last part's trailer comes with it)
         GET("/b/m", Range=FIRST, If_Match=stored_etag),
         Unordered(*(GET("/b/m", Range=boundary(o), If_Match=stored_etag) for o in offsets[1:])),
         GET("/b/m?tagging"),
-        GET("/b/m", Range=trailer(total), If_Match=stored_etag),
     ):
         seen = other.client.head_object(Bucket="b", Key="m", ChecksumMode="ENABLED")
-    with harness.book.expect(HEAD("/b/m")):
+    with harness.book.expect(TAIL("/b/m")):
         mine = writer.client.head_object(Bucket="b", Key="m", ChecksumMode="ENABLED")
     for field in ("ETag", "ContentLength", "ChecksumCRC32", "ChecksumType"):
         assert seen.get(field) == mine.get(field), field
-    with harness.book.expect(HEAD("/b/m"), *ranged):
+    with harness.book.expect(TAIL("/b/m"), *ranged):
         download(other.client)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from s3proxy.core.sizes import TRAILER_SIZE
+from s3proxy.core.sizes import FOOTER_SIZE
 from s3proxy.ops.rewrap import Rewrapper
 from tests.inproc import Harness, InProcProxy, Target
 from tests.playbook import GET, PUT, Unordered
@@ -50,29 +50,32 @@ def test_an_object_the_proxy_did_not_write_is_skipped_after_one_get(harness: Har
         assert harness.run(_rewrapper(proxy).one(Target("b", "plain", ()), 1)) == "skipped"
 
 
-def test_a_rewrite_reads_the_trailer_and_the_stream_then_puts_with_the_metadata(
+def test_a_rewrite_reads_the_footer_and_the_segments_then_puts_with_the_metadata(
     harness: Harness,
 ) -> None:
-    """The rewritten object keeps its metadata (taken from the GET's answer, no HEAD), and
-    reads back as the plaintext written."""
+    """The rewritten object keeps its metadata (taken from the GET's answer, no HEAD), gets a
+    footer sealed anew, and reads back as the plaintext written (through a proxy that has not
+    seen it)."""
     proxy = harness.proxy()
     data = os.urandom(100_000)
     _put(proxy, "k", data, ContentType="text/x-kept", Metadata={"who": "me"})
     etag = harness.store.get("b", "k").etag
     end = len(harness.store.get("b", "k").data)
+    footer_before = harness.store.get("b", "k").data[-FOOTER_SIZE:]
     rewrapper = _rewrapper(proxy)
     with harness.book.expect(
         GET("/b/k", Range=FIRST),
-        GET("/b/k", Range=f"bytes={end - TRAILER_SIZE}-{end - 1}", If_Match=etag),  # the trailer
+        GET("/b/k", Range=f"bytes={end - FOOTER_SIZE}-{end - 1}", If_Match=etag),  # the footer
         Unordered(  # the stream read is the upload's body: both at once
             PUT("/b/k", Content_Type="text/x-kept", x_amz_meta_who="me"),
-            GET("/b/k", Range=f"bytes=256-{end - 1}", If_Match=etag),
+            GET("/b/k", Range=f"bytes=256-{end - FOOTER_SIZE - 1}", If_Match=etag),  # its segments
         ),
     ) as came:
         # latest=2 while the object's key is v1: rewritten (Vault rewraps it to its latest)
         assert harness.run(rewrapper.one(Target("b", "k", ()), latest=2)) == "rewritten"
     assert len(came) == 4
+    assert harness.store.get("b", "k").data[-FOOTER_SIZE:] != footer_before
     with harness.book.anything():
-        got = proxy.client.get_object(Bucket="b", Key="k")
+        got = harness.proxy().client.get_object(Bucket="b", Key="k")
     assert got["Body"].read() == data
     assert got["ContentType"] == "text/x-kept" and got["Metadata"] == {"who": "me"}

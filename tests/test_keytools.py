@@ -179,7 +179,7 @@ def _versions(raw: Any, bucket: str, key: str) -> set[str]:
     while offset < len(blob):
         h = parse_header(blob[offset : offset + HEADER_SIZE])
         headers.append(h)
-        offset += ciphertext_length(h.plaintext_length, h.segment_size, 2)
+        offset += h.stored_length
     Layout.from_headers(headers)
     return {h.wrapped_key.split(":")[1] for h in headers}
 

@@ -69,7 +69,7 @@ def test_boto3_put_get(via: Any, rgw: RGW, rgw_bucket: str, size: int) -> None:
     assert answer["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
     assert via.get_object(Bucket=rgw_bucket, Key="k")["Body"].read() == data
     stored = _stored(rgw, rgw_bucket, "k")
-    assert len(stored) == ciphertext_length(size, DEFAULT_SEGMENT_SIZE, 2)
+    assert len(stored) == ciphertext_length(size, DEFAULT_SEGMENT_SIZE, 3)
     assert size < 64 or data[:64] not in stored
 
 
@@ -378,7 +378,7 @@ def test_a_body_altered_on_the_way_to_rgw_is_refused(
             unchecked = proxy({"S3PROXY_UPSTREAM_CHECKSUM": "off"})
             unchecked.client().put_object(Bucket=rgw_bucket, Key=key, Body=_data(size, 14))
             assert len(_stored(rgw, rgw_bucket, key)) == ciphertext_length(
-                size, DEFAULT_SEGMENT_SIZE, 2
+                size, DEFAULT_SEGMENT_SIZE, 3
             )
             with pytest.raises(ClientError):
                 checked.get_object(Bucket=rgw_bucket, Key=key)["Body"].read()

@@ -258,7 +258,7 @@ def test_put_multipart_and_get_through_the_proxy_to_localstack(
     # LocalStack stored ciphertext, with the CRC32 of exactly those bytes from the trailer.
     stored = raw.get_object(Bucket=ls_bucket, Key="one", ChecksumMode="ENABLED")
     ciphertext = stored["Body"].read()
-    assert len(ciphertext) == ciphertext_length(len(body), DEFAULT_SEGMENT_SIZE, 2)
+    assert len(ciphertext) == ciphertext_length(len(body), DEFAULT_SEGMENT_SIZE, 3)
     assert body[:4096] not in ciphertext
     assert stored.get("ChecksumCRC32") == _checksum("crc32", ciphertext)
 
@@ -293,7 +293,7 @@ def test_an_untouched_body_through_the_relay_is_stored(
     assert put.headers["x-amz-content-sha256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
     assert put.headers["x-amz-trailer"] == f"x-amz-checksum-{algorithm}"
     assert put.headers["x-amz-sdk-checksum-algorithm"] == algorithm.upper()
-    stored_length = ciphertext_length(len(body), DEFAULT_SEGMENT_SIZE, 2)
+    stored_length = ciphertext_length(len(body), DEFAULT_SEGMENT_SIZE, 3)
     assert put.headers["x-amz-decoded-content-length"] == str(stored_length)
 
     stored = localstack.client().get_object(Bucket=ls_bucket, Key=key, ChecksumMode="ENABLED")
@@ -413,7 +413,7 @@ def test_without_the_upstream_checksum_an_altered_body_is_stored_and_fails_to_re
     assert "content-encoding" not in put.headers and "x-amz-trailer" not in put.headers
     assert not any(name.startswith("x-amz-checksum-") for name in put.headers)
     stored = localstack.client().get_object(Bucket=ls_bucket, Key=key)["Body"].read()
-    assert len(stored) == ciphertext_length(len(body), DEFAULT_SEGMENT_SIZE, 2)
+    assert len(stored) == ciphertext_length(len(body), DEFAULT_SEGMENT_SIZE, 3)
 
     reader = ls_proxy.client(retries={"total_max_attempts": 1})
     with pytest.raises(ClientError) as caught:

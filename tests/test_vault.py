@@ -25,6 +25,7 @@ from tests.test_credentials import whoami
 POLICY = """
 path "transit/datakey/plaintext/s3proxy" { capabilities = ["update"] }
 path "transit/decrypt/s3proxy" { capabilities = ["update"] }
+path "transit/hmac/s3proxy" { capabilities = ["update"] }
 path "transit/rewrap/s3proxy" { capabilities = ["update"] }
 path "transit/keys/s3proxy" { capabilities = ["read"] }
 """

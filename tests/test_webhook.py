@@ -664,6 +664,7 @@ def test_plain_http_is_refused(webhook: Webhook) -> None:
 TRANSIT_POLICY = """
 path "transit/datakey/plaintext/s3proxy" { capabilities = ["update"] }
 path "transit/decrypt/s3proxy" { capabilities = ["update"] }
+path "transit/hmac/s3proxy" { capabilities = ["update"] }
 path "transit/keys/s3proxy" { capabilities = ["read"] }
 """
 # What a cluster would give the pod, here: the Secret the pod names, and service-account tokens

@@ -42,7 +42,8 @@ MAGIC = b"S3PE"
 VERSION_1 = 1
 VERSION_2 = 2
 VERSION_3 = 3
-WRITE_VERSION = VERSION_2
+WHOLE_OBJECT_VERSION = VERSION_3  # what a PutObject's stream is written as
+PART_VERSION = VERSION_2  # what a part's stream is written as (v3 parts: docs/metadata.md)
 ALGORITHM_AES256GCM_HKDF_SHA256 = 1
 DATA_KEY_SIZE = 32
 STREAM_KEY_CACHE = 1024  # derived stream keys remembered (32 bytes each)
@@ -129,7 +130,7 @@ class Header:
     salt: bytes
     nonce_prefix: bytes
     wrapped_key: str
-    version: int = WRITE_VERSION
+    version: int = PART_VERSION
     algorithm: int = ALGORITHM_AES256GCM_HKDF_SHA256
     flags: int = 0  # v2 only
     name_binding: bytes = bytes(NAME_BINDING_SIZE)  # v2 only; meaningful with FLAG_NAME_BOUND
@@ -308,7 +309,7 @@ class StreamEncryptor:
         *,
         salt: bytes | None = None,
         nonce_prefix: bytes | None = None,
-        version: int = WRITE_VERSION,
+        version: int = PART_VERSION,
         binding: bytes | None = None,
         whole_object: bool = False,
         manifest_part: bool = False,
@@ -550,7 +551,7 @@ def seal(
     *,
     salt: bytes | None = None,
     nonce_prefix: bytes | None = None,
-    version: int = WRITE_VERSION,
+    version: int = PART_VERSION,
     checksum_algorithm: str | None = None,
     checksum: bytes = b"",
     whole_object: bool = False,

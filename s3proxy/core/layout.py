@@ -10,6 +10,7 @@ be fetched in parallel, and fetching one at a time only where a guess was wrong.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
@@ -18,7 +19,6 @@ from s3proxy.core.format import Header, StreamDecryptor, name_binding, parse_hea
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
-    TRAILER_SIZE,
     segment_offset,
     segment_plaintext_length,
     span_for_range,
@@ -30,6 +30,9 @@ class StreamInfo:
     stored_offset: int
     plaintext_offset: int
     header: Header
+    # v3: the stream's footer as it was authenticated (Layout.with_footers); a read that reaches
+    # the stream's end must find these bytes there
+    footer: bytes | None = None
 
     @property
     def plaintext_length(self) -> int:
@@ -40,11 +43,11 @@ class StreamInfo:
         return self.header.stored_length
 
     @property
-    def trailer_offset(self) -> int | None:
-        """Where the stream's sealed trailer starts in the object (v2 streams)."""
-        if not self.header.has_trailer:
+    def end_offset(self) -> int | None:
+        """Where the stream's trailer (v2) or footer (v3) starts in the object; None in v1."""
+        if not self.header.end_size:
             return None
-        return self.stored_offset + self.stored_length - TRAILER_SIZE
+        return self.stored_offset + self.stored_length - self.header.end_size
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,16 @@ class Layout:
             raise ValueError("a layout needs at least one stream")
         return cls(tuple(streams))
 
+    def with_footers(self, footers: Mapping[int, bytes]) -> Layout:
+        """This layout with the authenticated footers of its v3 streams (by stream index)."""
+        if not footers:
+            return self
+        streams = tuple(
+            dataclasses.replace(s, footer=footers[i]) if i in footers else s
+            for i, s in enumerate(self.streams)
+        )
+        return Layout(streams)
+
     def plan_all(self) -> ReadPlan:
         """Read the whole object: every stream with its header."""
         pieces = tuple(
@@ -142,11 +155,9 @@ class Layout:
             + TAG_SIZE
             - 1
         )
-        if (
-            tail.last_segment == _last_segment(tail.stream.header)
-            and tail.stream.header.has_trailer
-        ):
-            stored_last += TRAILER_SIZE  # a read that reaches a stream's end authenticates it
+        if tail.last_segment == _last_segment(tail.stream.header):
+            # a read that reaches a stream's end authenticates its trailer, or checks its footer
+            stored_last += tail.stream.header.end_size
         return ReadPlan(stored_first, stored_last, tuple(pieces), last - first + 1)
 
 
@@ -295,6 +306,7 @@ class PlanDecryptor:
                 out.append(plain)
             if not self._decryptor.done:
                 break
+            _check_footer(piece.stream, self._decryptor.footer)
             pending = self._decryptor.unused
             self._decryptor = None
             self._header_checked = False
@@ -312,6 +324,12 @@ class PlanDecryptor:
             )
 
 
+def _check_footer(stream: StreamInfo, footer: bytes | None) -> None:
+    """A v3 stream read to its end ends with the footer that was authenticated for it."""
+    if footer is not None and footer != stream.footer:
+        raise IntegrityError("The stored object's footer changed while it was read.")
+
+
 class SequentialDecryptor:
     """Decrypts a stored object read from its first byte to its last, finding each stream's
     header as it comes (for break-glass decryption of a downloaded object; no layout needed).
@@ -326,12 +344,13 @@ class SequentialDecryptor:
         self._decryptor: StreamDecryptor | None = None
         self.needs_key: Header | None = None
         self.streams = 0
+        self.footers: list[tuple[Header, bytes]] = []  # v3: for the caller to open and check
 
     def provide_key(self, data_key: bytes) -> None:
         if self.needs_key is None:
             raise RuntimeError("no key was asked for")
         self._decryptor = StreamDecryptor(self.needs_key, data_key)
-        self.needs_key = None
+        self._header, self.needs_key = self.needs_key, None
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         self._buffer += data
@@ -347,6 +366,9 @@ class SequentialDecryptor:
             self._buffer = bytearray()
             if not self._decryptor.done:
                 break
+            if self._decryptor.footer is not None:
+                assert self._header is not None
+                self.footers.append((self._header, self._decryptor.footer))
             self._buffer = bytearray(self._decryptor.unused)
             self._decryptor = None
             self.streams += 1

@@ -46,7 +46,7 @@ class Marker:
         fields = parse_marker(value)
         seg = parse_decimal(fields.get("seg"), low=1)
         version = fields.get("v")
-        if version not in ("1", "2") or seg is None:
+        if version not in ("1", "2", "3") or seg is None:
             raise IntegrityError(
                 "The stored object carries an s3proxy marker this version cannot read."
             )
@@ -54,7 +54,7 @@ class Marker:
             seg,
             fields.get("mp") == "1",
             own_metadata(headers, "checksum"),
-            1 if version == "1" else 2,
+            int(version),
             fields.get("ck") or None,
             fields.get("ct") or None,
         )

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from s3proxy.config import CacheLimits
 from s3proxy.core.errors import KeyServiceUnavailable
+from s3proxy.core.footer import MetadataKey
+from s3proxy.keys.metadata import MetadataKeys
 from s3proxy.keys.transit import DataKey, KeyService
 from s3proxy.telemetry import metrics
 
@@ -49,6 +51,7 @@ class CachingKeyService:
         self._pending_new: asyncio.Future[DataKey] | None = None
         self._unwrapped: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._pending_unwrap: dict[str, asyncio.Future[bytes]] = {}
+        self._metadata = MetadataKeys(inner.metadata_key, clock=clock)
 
     def _usable(self, entry: _InUse | None, size: int) -> bool:
         if entry is None:
@@ -86,6 +89,13 @@ class CachingKeyService:
             return key
         finally:
             self._pending_new = None
+
+    async def metadata_key(self, version: int | None = None) -> MetadataKey:
+        """A metadata key (the latest version's when ``version`` is None), asked of Vault once
+        per version (docs/format.md, Metadata keys)."""
+        if version is None:
+            return await self._metadata.latest()
+        return await self._metadata.version(version)
 
     async def unwrap(self, wrapped: str) -> bytes:
         if not self._limits.cache_unwrapped:

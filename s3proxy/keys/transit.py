@@ -29,6 +29,15 @@ from s3proxy.telemetry import metrics
 
 log = logging.getLogger(__name__)
 _VAULT_HMAC = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/=]+)")
+_WRAPPED_VERSION = re.compile(r"vault:v([1-9][0-9]{0,9}):")
+
+
+def wrapped_version(wrapped: str) -> int:
+    """The transit key version a wrapped data key (``vault:vN:…``) was wrapped with."""
+    found = _WRAPPED_VERSION.match(wrapped)
+    if found is None:
+        raise IntegrityError("A stored wrapped data key is not a Vault transit ciphertext.")
+    return int(found.group(1))
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class KeyService(Protocol):
     async def new_data_key(self, plaintext_bytes: int = 0) -> DataKey: ...
 
     async def unwrap(self, wrapped: str) -> bytes: ...
+
+    async def metadata_key(self, version: int | None = None) -> MetadataKey: ...
 
 
 class VaultTransit:

@@ -59,7 +59,13 @@ class Checks:
             raise CheckFailed(f"{name}: cannot decrypt a data key: {exc.message}") from exc
         if plaintext != key.plaintext:
             raise CheckFailed(f"{name}: the decrypted data key differs from the one made")
-        return f"{name}: datakey and decrypt allowed"
+        try:
+            await self.vault.metadata_key()
+        except S3ProxyError as exc:
+            raise CheckFailed(
+                f"{name}: cannot derive the metadata key (hmac): {exc.message}"
+            ) from exc
+        return f"{name}: datakey, decrypt and hmac allowed"
 
     async def upstream_credentials(self) -> str:
         loop = asyncio.get_running_loop()

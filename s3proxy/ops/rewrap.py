@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
-from s3proxy.core.format import parse_header
+from s3proxy.core.footer import seal_footer
+from s3proxy.core.format import Trailer, parse_header
 from s3proxy.core.layout import Layout, StreamInfo
 from s3proxy.core.objectinfo import check_marker
 from s3proxy.core.request import Target
@@ -75,7 +76,8 @@ class Rewrapper:
                     return "current"
                 if dry_run:
                     return "to rewrap"
-            layout = (await self.objects.info_of(target, found)).layout
+            info = await self.objects.info_of(target, found)
+            layout = info.layout
         if all(key_version(s.header.wrapped_key) >= latest for s in layout.streams):
             return "current"
         if dry_run:
@@ -90,7 +92,8 @@ class Rewrapper:
             kept.append(("x-amz-tagging", tagging))
 
         def rewrapped_body(stream: StreamInfo) -> AsyncIterator[bytes]:
-            return self._rewrapped_stream(target, etag, stream, rewrapped)
+            trailer = info.trailers[layout.streams.index(stream)]
+            return self._rewrapped_stream(target, etag, stream, rewrapped, trailer)
 
         if marker.multipart:
             await self._rewrite_multipart(target, layout, kept, rewrapped_body)
@@ -118,16 +121,28 @@ class Rewrapper:
                 yield chunk
 
     async def _rewrapped_stream(
-        self, target: Target, etag: str, stream: StreamInfo, rewrapped: dict[str, str]
+        self,
+        target: Target,
+        etag: str,
+        stream: StreamInfo,
+        rewrapped: dict[str, str],
+        trailer: Trailer | None,
     ) -> AsyncIterator[bytes]:
         """One stream as stored, with only its wrapped key replaced: the new header, then the
-        stored segments copied through unchanged."""
+        stored segments copied through unchanged; a v3 stream's footer sealed again under the
+        latest metadata key (the old one's version is on its way out with the data key's)."""
         old = stream.header
-        yield dataclasses.replace(old, wrapped_key=rewrapped[old.wrapped_key]).encode()
+        new = dataclasses.replace(old, wrapped_key=rewrapped[old.wrapped_key])
+        yield new.encode()
         first = stream.stored_offset + HEADER_SIZE
         last = stream.stored_offset + stream.stored_length - 1
+        if old.has_footer:
+            last -= old.end_size
         async for chunk in self._stream_bytes(target, etag, first, last):
             yield chunk
+        if old.has_footer:
+            assert trailer is not None  # (a v3 stream's info holds its footer's record)
+            yield seal_footer(await self.vault.metadata_key(), new, trailer)
 
     async def _rewrite_single(
         self, target: Target, layout: Layout, kept: list[tuple[str, str]], stream_body: StreamBody

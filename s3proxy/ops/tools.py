@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from s3proxy.config import Config
 from s3proxy.core.errors import IntegrityError, S3ProxyError
+from s3proxy.core.footer import footer_key_version, open_footer
 from s3proxy.core.format import Header
 from s3proxy.core.layout import (
     MAX_STREAMS,
@@ -115,6 +116,9 @@ async def _decrypt_streams(
         if not chunk:
             break
     decryptor.finish()
+    for header, footer in decryptor.footers:  # v3: each footer is its stream's
+        metadata_key = await vault.metadata_key(footer_key_version(footer))
+        open_footer(metadata_key, footer, header)
     return headers, keys
 
 

@@ -138,6 +138,7 @@ async def first_failing_check(credentials: CredentialSource, vault: VaultTransit
     try:
         key = await vault.new_data_key()
         unwrapped = await vault.unwrap(key.wrapped)
+        await vault.metadata_key()  # (the HMAC that new objects' footers are sealed with)
     except S3ProxyError as exc:
         return f"transit key check: {exc.message}"
     if unwrapped != key.plaintext:

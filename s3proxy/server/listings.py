@@ -14,13 +14,15 @@ from aiohttp import web
 
 from s3proxy.config import Config
 from s3proxy.core.errors import IntegrityError, S3ProxyError
-from s3proxy.core.format import WRITE_VERSION
-from s3proxy.core.headers import upstream_request_headers
+from s3proxy.core.format import PART_VERSION
+from s3proxy.core.headers import HeaderPairs, upstream_request_headers
+from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import ListedObject, listed_objects, rewrite_listing, rewrite_part_sizes
 from s3proxy.core.sizes import HEADER_SIZE, TAG_SIZE, plaintext_length
 from s3proxy.server.relay import relay, relay_body
 from s3proxy.store.caches import LruCache, cache_key
+from s3proxy.store.ends import EndReader
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
@@ -49,7 +51,7 @@ class Listings:
             seg = self.config.segment_size
             body = rewrite_part_sizes(
                 await upstream_resp.read(),
-                lambda n: _stream_length(n, seg, WRITE_VERSION),
+                lambda n: _stream_length(n, seg, PART_VERSION),
             )
             return relay_body(upstream_resp, body)
 
@@ -96,14 +98,24 @@ class Listings:
             return known.size, known.etag
         same = [("If-Match", obj.etag)] if obj.etag else []
         try:
-            async with self.objects.probing(target, same) as probe:
-                info = probe.info
+            info = await self._looked_up(target, same)
         except (S3ProxyError, aiohttp.ClientError) as exc:
             log.warning("listing reports the stored size of %s/%s: %s", bucket, key, exc)
             return obj.size, None
         result = (obj.size, None) if info is None else (info.size, info.etag)
         self._listed.put(ck, result)
         return result
+
+    async def _looked_up(self, target: Target, same: HeaderPairs) -> ObjectInfo | None:
+        """A listed object's info from its end (one request for a v3 single-stream object;
+        more for older formats and multipart objects); None: not the proxy's."""
+        ends = EndReader(self.objects)
+        async with ends.end_bytes(target, same) as found:
+            if found.marker is None:
+                return None
+            return await ends.info_at_end(
+                target, found.resp, found.marker, found.stored_total, found.end
+            )
 
 
 def _stream_length(stored: int, segment_size: int, version: int) -> int:

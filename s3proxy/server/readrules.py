@@ -29,14 +29,10 @@ from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.readplan import NOT_MODIFIED, ReadAnswer, ReadQuery, plan_read
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import READ_CHUNK
+from s3proxy.store.objects import WHOLE_READ_LIMIT as WHOLE_READ_LIMIT  # the read handlers'
 from s3proxy.store.objects import last_modified as last_modified  # the read handlers' too
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
-
-# A plain GET of a single-stream object up to this stored size whose layout is not cached reads
-# the whole body before answering (its trailer, for the ETag, is at the end): one read chunk, as
-# much as a streamed read holds anyway.
-WHOLE_READ_LIMIT = READ_CHUNK
 
 
 async def read_exactly(resp: aiohttp.ClientResponse, count: int) -> bytes:

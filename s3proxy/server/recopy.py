@@ -18,7 +18,7 @@ from aiohttp import web
 from s3proxy.config import Config
 from s3proxy.core.conditions import evaluate
 from s3proxy.core.errors import InvalidRequest, PreconditionFailed
-from s3proxy.core.format import WRITE_VERSION
+from s3proxy.core.format import WHOLE_OBJECT_VERSION
 from s3proxy.core.headers import (
     MARKER_HEADER,
     OWN_METADATA_PREFIXES,
@@ -151,7 +151,7 @@ class CopyByReencryption:
             tags = await self._source_tags(source)
             if tags:
                 headers = headers.plus([("x-amz-tagging", urlencode(tags))])
-        marker = marker_value(self.context.config.segment_size, version=WRITE_VERSION)
+        marker = marker_value(self.context.config.segment_size, version=WHOLE_OBJECT_VERSION)
         return headers.plus([(MARKER_HEADER, marker)])
 
     async def _source_headers(self, source: Current) -> tuple[Headers, dt.datetime | None]:

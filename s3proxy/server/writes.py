@@ -24,8 +24,10 @@ from s3proxy.core.errors import (
     S3ProxyError,
 )
 from s3proxy.core.etags import object_etag, single_etag
+from s3proxy.core.footer import MetadataKey, footer_sealer
 from s3proxy.core.format import (
-    WRITE_VERSION,
+    PART_VERSION,
+    WHOLE_OBJECT_VERSION,
     Header,
     StreamEncryptor,
     Trailer,
@@ -44,8 +46,8 @@ from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.objectinfo import ObjectInfo, object_checksum
 from s3proxy.core.objectsums import default_type, valid_type
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import READ_CHUNK, ciphertext_length
-from s3proxy.keys.transit import KeyService
+from s3proxy.core.sizes import FOOTER_SIZE, READ_CHUNK, ciphertext_length
+from s3proxy.keys.transit import KeyService, wrapped_version
 from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.relay import relay_body
@@ -137,7 +139,7 @@ class Written:
 
     response: aiohttp.ClientResponse
     etag: str
-    sealed: tuple[Header, Trailer] | None
+    sealed: tuple[Header, Trailer, bytes | None] | None  # header, trailer, v3 footer
 
 
 class Sealing:
@@ -159,7 +161,11 @@ class Sealing:
         self._plaintext = plaintext
         self._checksum = checksum
         self._failure: S3ProxyError | None = None
-        self._sealed: tuple[Header, Trailer] | None = None
+        self._sealed: tuple[Header, Trailer, bytes | None] | None = None
+
+    @property
+    def version(self) -> int:
+        return self._encryptor.parsed_header.version
 
     def _finish(self) -> bytes:
         """The final segment, once the plaintext ended; the trailer records ``checksum()``."""
@@ -167,7 +173,9 @@ class Sealing:
         found = self._checksum()
         last = encryptor.finish(*found) if found is not None else encryptor.finish()
         if encryptor.md5 is not None:  # (for the layout cache)
-            self._sealed = (encryptor.parsed_header, Trailer(encryptor.md5, *(found or ())))
+            header = encryptor.parsed_header
+            footer = last[-FOOTER_SIZE:] if header.has_footer else None
+            self._sealed = (header, Trailer(encryptor.md5, *(found or ())), footer)
         return last
 
     async def whole(self) -> bytes:
@@ -245,18 +253,23 @@ class Writer:
             # what they bought).
             resp = await self.uploads.put_whole(target, headers, await sealing.whole())
         else:
-            stored = ciphertext_length(length, self.config.segment_size, WRITE_VERSION)
+            version = sealing.version
+            stored = ciphertext_length(length, self.config.segment_size, version)
             resp = await sealing.upload(self.uploads, target, headers, stored)
         return sealing.written(resp)
 
     async def _encryptor(self, target: Target, length: int, whole_object: bool) -> StreamEncryptor:
-        """The encryptor of a new stream of ``length`` bytes, under a new data key."""
+        """The encryptor of a new stream of ``length`` bytes, under a new data key: a whole
+        object's in v3 (its footer sealed under the latest metadata key), a part's in v2."""
         data_key = await self.keys.new_data_key(length)
+        end = footer_sealer(await self._metadata_key(data_key.wrapped)) if whole_object else None
         return StreamEncryptor(
             data_key.plaintext,
             data_key.wrapped,
             length,
             self.config.segment_size,
+            version=WHOLE_OBJECT_VERSION if whole_object else PART_VERSION,
+            end=end,
             whole_object=whole_object,
             manifest_part=not whole_object and self.config.multipart_manifest,
             binding=(
@@ -265,6 +278,14 @@ class Writer:
                 else None
             ),
         )
+
+    async def _metadata_key(self, wrapped: str) -> MetadataKey:
+        """The latest metadata key, of a version no older than the data key's wrapping: so a
+        stream whose wrapped key is current has a current footer too, and ``s3proxy rewrap``
+        can tell from the header alone (docs/keys.md)."""
+        found = await self.keys.metadata_key()
+        version = wrapped_version(wrapped)
+        return found if found.version >= version else await self.keys.metadata_key(version)
 
     async def if_match_for_upstream(self, target: Target, headers: Headers) -> Headers:
         """The headers of a conditional write for the upstream. Its ``If-Match`` /
@@ -295,7 +316,7 @@ class Writer:
         decoder = AwsChunkedDecoder(length, chunk_signatures(request)) if chunked else None
         headers = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
         if not target.has("uploadId"):
-            marker = marker_value(self.config.segment_size, version=WRITE_VERSION)
+            marker = marker_value(self.config.segment_size, version=WHOLE_OBJECT_VERSION)
             headers = await self.if_match_for_upstream(
                 target, headers.plus([(MARKER_HEADER, marker)])
             )
@@ -330,6 +351,7 @@ class Writer:
         stored_etag: str,
         header: Header,
         trailer: Trailer,
+        footer: bytes | None,
     ) -> None:
         """The layout of the stream just stored, as a read would find it: a PutObject's in the
         object cache (under the stored ETag the upstream answered, and its version if any), an
@@ -337,7 +359,7 @@ class Writer:
         if target.has("uploadId"):
             self.objects.remember_part(target, stored_etag, header, trailer)
             return
-        layout = Layout.from_headers([header])
+        layout = Layout.from_headers([header]).with_footers({0: footer} if footer else {})
         marker = Marker(header.segment_size, False, version=header.version)
         info = ObjectInfo(
             layout,
@@ -357,7 +379,7 @@ class Writer:
         checksums of the ciphertext parts in a form the proxy does not send)."""
         checksum = _requested_checksum(request.headers)
         marker = marker_value(
-            self.config.segment_size, version=WRITE_VERSION, multipart=True, checksum=checksum
+            self.config.segment_size, version=PART_VERSION, multipart=True, checksum=checksum
         )
         headers = Headers(upstream_request_headers(request.headers.items(), encrypting=True))
         headers = headers.plus([(MARKER_HEADER, marker)])

@@ -128,6 +128,12 @@ class KnownObjects:
         self._infos.put(cache_key(target, etag), info)
         self._see(target, etag)
 
+    def saw(self, target: Target, etag: str | None) -> None:
+        """Note that the object now has the stored ETag ``etag`` (a HEAD answered from its
+        footer, which is not cached): the info of the content it replaced is dropped."""
+        if etag:
+            self._see(target, etag)
+
     def _see(self, target: Target, etag: str) -> None:
         """Note ``etag`` as the object's latest; the info of the content it replaced is
         dropped, so a key written again and again holds one entry, not one per write."""

@@ -15,6 +15,7 @@ import aiohttp
 
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.etags import object_etag
+from s3proxy.core.footer import Footer, footer_key_version, open_footer
 from s3proxy.core.format import Header, Trailer, open_trailer, parse_header
 from s3proxy.core.headers import HeaderPairs, content_length, content_range_total
 from s3proxy.core.layout import (
@@ -28,7 +29,7 @@ from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.marker import Marker
 from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
+from s3proxy.core.sizes import HEADER_SIZE, READ_CHUNK
 from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
 from s3proxy.store.caches import KnownObjects
@@ -38,6 +39,11 @@ from s3proxy.store.tags import Tags
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.client import Upstream
+
+# A single stream up to this stored size whose layout is not cached is read whole (a plain GET
+# before answering, a HEAD's look-up): its trailer is at the end; one read chunk, as much as a
+# streamed read holds anyway.
+WHOLE_READ_LIMIT = READ_CHUNK
 
 
 def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
@@ -95,31 +101,49 @@ class ObjectInspector(KnownObjects):
         sealed: dict[int, bytes],
         known: bytes = b"",
         given: Mapping[int, Trailer] | None = None,
+        footers: dict[int, bytes] | None = None,
+        end: bytes = b"",
     ) -> tuple[Trailer | None, ...]:
         """Every stream's trailer, authenticated: read where not already in ``sealed`` (by
         offset) or in ``known`` (the object's first bytes); ``given``: trailers already known
-        by stream index (sealed by this process), neither read nor opened."""
+        by stream index (sealed by this process), neither read nor opened; ``end``: the object's
+        last bytes, already read. A v3 stream's footer stands for its trailer; the footers
+        opened are left in ``footers`` by stream index."""
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def one(index: int) -> Trailer | None:
             stream = layout.streams[index]
-            offset = stream.trailer_offset
+            offset, size = stream.end_offset, stream.header.end_size
             if given is not None and index in given:
                 return given[index]
             if offset is None:
                 return None
             found: bytes | None = sealed.get(offset)
-            if found is None and offset + TRAILER_SIZE <= len(known):
-                found = known[offset : offset + TRAILER_SIZE]
+            if found is None and offset + size <= len(known):
+                found = known[offset : offset + size]
+            tail_at = layout.stored_length - len(end)
+            if found is None and end and offset >= tail_at:
+                found = end[offset - tail_at : offset - tail_at + size]
             if found is None:
                 async with gate:
-                    found = await self.reads.fetch(target, offset, offset + TRAILER_SIZE - 1, etag)
+                    found = await self.reads.fetch(target, offset, offset + size - 1, etag)
             if found is None:
                 raise IntegrityError("The stored object's stream trailer could not be read.")
+            if stream.header.has_footer:
+                footer = await self.open_footer(found, stream.header)
+                if footers is not None:
+                    footers[index] = found
+                return footer.trailer
             key = await self.unwrap(stream.header.wrapped_key, keys)
             return open_trailer(key, stream.header, found)
 
         return tuple(await asyncio.gather(*(one(i) for i in range(len(layout.streams)))))
+
+    async def open_footer(self, found: bytes, header: Header | None = None) -> Footer:
+        """A v3 footer, opened with the metadata key it names (one Vault call per key version
+        per process) and, with ``header``, checked to be that stream's."""
+        metadata_key = await self.keys.metadata_key(footer_key_version(found))
+        return open_footer(metadata_key, found, header)
 
     async def build(
         self,
@@ -132,13 +156,15 @@ class ObjectInspector(KnownObjects):
         manifest: bool = True,
         known: bytes = b"",
         modified: dt.datetime | None = None,
+        end: bytes = b"",
     ) -> ObjectInfo:
         """The object's layout, trailers and plaintext ETag (parallel reads), cached per ETag;
         the caller looked in the cache already (:meth:`cached`). Data keys unwrapped on the way
         are left in ``keys`` for the rest of the request. ``manifest=False`` skips the manifest
         check (and the cache): for the object CompleteMultipartUpload has just made, whose
         manifest is yet to be written. ``known``: the object's first stored bytes, already read
-        (no request for those). ``modified``: the object's Last-Modified, for the migration
+        (no request for those); ``end``: its last stored bytes, already read (the same).
+        ``modified``: the object's Last-Modified, for the migration
         allowance of unbound streams (:class:`NameRule`). Every read path builds its info here
         or takes it from the cache, which holds only infos built here or written by this
         process: the name binding is checked on every read."""
@@ -151,7 +177,11 @@ class ObjectInspector(KnownObjects):
         if marker.multipart and needs_manifest(layout) and manifest:
             first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
             check_manifest(first_key, layout, await self.tags.manifest(target))
-        trailers = await self.trailers(target, etag, layout, keys, sealed, known)
+        footers: dict[int, bytes] = {}
+        trailers = await self.trailers(
+            target, etag, layout, keys, sealed, known, None, footers, end
+        )
+        layout = layout.with_footers(footers)
         md5s = [t.md5 if t is not None else None for t in trailers]
         plain_etag = object_etag(md5s, marker.multipart)
         info = ObjectInfo(layout, trailers, plain_etag, object_checksum(layout, trailers, marker))
@@ -198,6 +228,7 @@ class ObjectInspector(KnownObjects):
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
         length: int = HEADER_SIZE,
+        end: bytes = b"",
     ) -> AsyncIterator[Probe]:
         """GET the first 256 bytes (or ``length``: a small object whole, trailer included).
         Ours: the object's info (cached, or built now) and the released probe response. Not
@@ -206,7 +237,7 @@ class ObjectInspector(KnownObjects):
             if found.marker is None:
                 yield Probe(found.resp)
                 return
-            yield Probe(found.resp, await self.info_of(target, found, keys, manifest))
+            yield Probe(found.resp, await self.info_of(target, found, keys, manifest, end))
 
     async def info_of(
         self,
@@ -214,9 +245,10 @@ class ObjectInspector(KnownObjects):
         found: FirstBytes,
         keys: dict[str, bytes] | None = None,
         manifest: bool = True,
+        end: bytes = b"",
     ) -> ObjectInfo:
         """The info of the object whose first bytes ``found`` read (its marker shown): cached,
-        or built now from what was read."""
+        or built now from what was read (and from ``end``, its last bytes, if read too)."""
         assert found.marker is not None
         first = parse_header(found.data[:HEADER_SIZE])
         stored_etag = found.resp.headers.get("ETag")
@@ -233,6 +265,7 @@ class ObjectInspector(KnownObjects):
                 manifest,
                 known=found.data,
                 modified=last_modified(found.resp),
+                end=end,
             )
         return info
 

@@ -1,0 +1,125 @@
+"""What an object's last stored bytes tell (docs/metadata.md): a HEAD's and a listing's
+look-up starts with ``GET Range: bytes=-160``, whose answer carries the object's metadata and,
+in ``Content-Range``, its stored size; a v3 single-stream object's footer is in those bytes and
+answers the rest without another request."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from s3proxy.core.errors import IntegrityError, PreconditionChanged
+from s3proxy.core.etags import object_etag
+from s3proxy.core.headers import HeaderPairs, content_range_total
+from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
+from s3proxy.core.marker import Marker
+from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
+from s3proxy.core.request import Target
+from s3proxy.core.sizes import FOOTER_SIZE, HEADER_SIZE
+from s3proxy.store.objects import WHOLE_READ_LIMIT, ObjectInspector, last_modified
+from s3proxy.telemetry.accesslog import count_upstream
+from s3proxy.upstream import errors as upstream_errors
+
+
+@dataclass(frozen=True)
+class EndBytes:
+    """What the last stored bytes of an object showed (:meth:`ObjectInspector.end_bytes`).
+    ``marker`` None: not an object the proxy wrote, no object, or a whole answer: ``resp`` is
+    the store's answer, unread."""
+
+    resp: aiohttp.ClientResponse
+    marker: Marker | None = None
+    stored_total: int = 0
+    end: bytes = b""
+
+
+class EndReader:
+    """Look-ups from an object's end, on an :class:`ObjectInspector` (its caches, keys and
+    upstream)."""
+
+    def __init__(self, objects: ObjectInspector) -> None:
+        self.objects = objects
+
+    async def info_from_footer(
+        self,
+        target: Target,
+        stored_total: int,
+        stored_etag: str | None,
+        footer_bytes: bytes,
+        marker: Marker,
+        modified: dt.datetime | None = None,
+    ) -> ObjectInfo:
+        """What a HEAD needs of a single-stream v3 object, from its footer alone (the object's
+        last 160 bytes): checked as a read checks the header (marker, size, shape, name). Not
+        cached: the footer holds no wrapped key, which a read of the segments needs."""
+        footer = await self.objects.open_footer(footer_bytes)
+        check_marker(footer.header, marker)
+        layout = Layout.from_headers([footer.header])
+        if layout.stored_length != stored_total:
+            raise IntegrityError("The stored object's size is not the one its footer records.")
+        check_object_shape(layout, marker.multipart)
+        unbound_allowed = self.objects.names.unbound_allowed(target, modified)
+        check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
+        trailers = (footer.trailer,)
+        etag = object_etag([footer.trailer.md5], False)
+        self.objects.saw(target, stored_etag)
+        return ObjectInfo(layout, trailers, etag, object_checksum(layout, trailers, marker))
+
+    @asynccontextmanager
+    async def end_bytes(self, target: Target, headers: HeaderPairs) -> AsyncIterator[EndBytes]:
+        """GET the object's last 160 bytes (``Range: bytes=-160``; a v3 stream's footer). Ours:
+        its marker, stored size (from ``Content-Range``) and the bytes, the response released.
+        Otherwise (no object, not ours, a store that ignores ``Range``) the response, unread."""
+        resp = await self.objects.upstream.send(
+            "GET", target, [*headers, ("Range", f"bytes=-{FOOTER_SIZE}")]
+        )
+        async with resp:
+            marker = Marker.of(resp.headers) if resp.status == 206 else None
+            if marker is None:
+                yield EndBytes(resp)
+                return
+            stored_total = content_range_total(resp.headers)
+            if stored_total is None:
+                raise IntegrityError("The upstream did not report the stored object's size.")
+            with upstream_errors.reading():
+                end = count_upstream(await resp.content.readexactly(min(FOOTER_SIZE, stored_total)))
+            resp.release()
+            yield EndBytes(resp, marker, stored_total, end)
+
+    async def info_at_end(
+        self,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        marker: Marker,
+        stored_total: int,
+        end: bytes = b"",
+    ) -> ObjectInfo:
+        """The info of the object ``resp`` answered for (a HEAD, or :meth:`end_bytes`): cached;
+        from the footer in ``end`` (v3, one stream: no other request); or built from its first
+        bytes read now (a v2 stream's trailer found in ``end``). The marker alone never decides
+        a size (docs/design.md, Reading)."""
+        stored_etag = resp.headers.get("ETag")
+        info = self.objects.cached(target, stored_etag, stored_total, None)
+        if info is not None:
+            check_marker(info.layout.streams[0].header, marker)
+            return info
+        if end and marker.version >= 3 and not marker.multipart:
+            modified = last_modified(resp)
+            return await self.info_from_footer(
+                target, stored_total, stored_etag, end, marker, modified
+            )
+        same = [("If-Match", stored_etag)] if stored_etag else []
+        # A small single stream is read whole: its trailer comes with its header.
+        small = not marker.multipart and stored_total <= WHOLE_READ_LIMIT
+        length = stored_total if small else HEADER_SIZE
+        async with self.objects.probing(target, same, length=length, end=end) as probe:
+            if probe.info is None:
+                raise PreconditionChanged("The object changed while s3proxy read it; retry.")
+            info = probe.info
+        if info.layout.stored_length != stored_total:
+            raise IntegrityError("The stored object's streams do not add up to its size.")
+        return info
