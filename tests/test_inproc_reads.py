@@ -222,6 +222,42 @@ def test_objects_written_in_format_v1_keep_reading_with_their_old_etags(
         assert client.get_object(Bucket="b", Key="old", IfMatch=old)["ETag"] == old
 
 
+def test_objects_written_in_format_v2_keep_reading_with_their_plaintext_etags(
+    harness: Harness, proxy: InProcProxy
+) -> None:
+    """An object as the previous release stored it (a v2 stream: the trailer, no footer; v2
+    marker) reads byte-exact with its plaintext ETag and checksum; a cold HEAD costs its end
+    (which holds the trailer) and its first bytes."""
+    vault = harness.vault
+    code, answer = vault.api("POST", f"transit/datakey/plaintext/{vault.transit_key}", {})
+    assert code == 200
+    key = base64.b64decode(answer["data"]["plaintext"])
+    data = os.urandom(300_000)
+    crc = zlib.crc32(data).to_bytes(4, "big")
+    stream = seal(
+        key, answer["data"]["ciphertext"], data, 65536, version=2, whole_object=True,
+        checksum_algorithm="crc32", checksum=crc,
+    )  # fmt: skip
+    stored = harness.store.put("b", "old", stream, s3proxy_encryption="v=2;seg=65536").etag
+    etag = f'"{hashlib.md5(data).hexdigest()}"'
+    client = proxy.client
+    with harness.book.expect(
+        GET("/b/old", Range="bytes=-160"),
+        GET("/b/old", Range="bytes=0-255", If_Match=stored),
+    ):
+        head = client.head_object(Bucket="b", Key="old", ChecksumMode="ENABLED")
+    assert head["ETag"] == etag and head["ContentLength"] == len(data)
+    assert head["ChecksumCRC32"] == base64.b64encode(crc).decode()
+    with harness.book.anything():
+        got = client.get_object(Bucket="b", Key="old")
+        assert got["Body"].read() == data and got["ETag"] == etag
+        ranged = client.get_object(Bucket="b", Key="old", Range="bytes=299990-")
+        assert ranged["Body"].read() == data[299990:]
+        fresh = harness.proxy().client
+        listed = fresh.list_objects_v2(Bucket="b")["Contents"]
+        assert [(o["Size"], o["ETag"]) for o in listed] == [(len(data), etag)]
+
+
 def test_get_object_attributes_reports_the_plaintext(harness: Harness, proxy: InProcProxy) -> None:
     """(From tests/test_etags.py.)"""
     client = proxy.client
