@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from prometheus_client import REGISTRY
 
 from s3proxy.core.s3xml import completion_parts
 from s3proxy.core.sizes import (
@@ -737,3 +738,38 @@ def test_a_part_uploaded_again_through_another_process_is_read_back_at_completio
         assert body(b, "again") == joined
         assert b.client.head_object(Bucket="b", Key="again")["ETag"] == done["ETag"]
         assert body(a, "again", Range="bytes=0-99") == joined[:100]
+
+
+# ---- Vault calls -------------------------------------------------------------------------------
+
+
+def _vault_calls(kind: str) -> float:
+    """Vault calls of ``kind`` made so far by every proxy of this test process."""
+    found = REGISTRY.get_sample_value(
+        "s3proxy_vault_request_duration_seconds_count", {"kind": kind, "outcome": "ok"}
+    )
+    return found or 0.0
+
+
+def test_a_cold_listing_costs_one_vault_call_per_key_version_not_per_data_key(
+    harness: Harness,
+) -> None:
+    """Objects written under 40 data keys (a data key per object): a fresh process lists them
+    exactly with no data key unwrapped, and one HMAC for the one transit key version whose
+    metadata key sealed their footers (docs/format.md, Metadata keys)."""
+    writer = harness.proxy(S3PROXY_DATAKEY_REUSE_SECONDS="0", S3PROXY_KEY_CACHE_SECONDS="0")
+    bodies = {f"k{i:02d}": os.urandom(70_000 + i) for i in range(40)}
+    for key, data in bodies.items():
+        put(writer, key, data)
+    lister = harness.proxy()
+    decrypts, hmacs = _vault_calls("decrypt"), _vault_calls("hmac")
+    with harness.book.expect(
+        GET("/b?list-type=2&encoding-type=url"),
+        Unordered(*(TAIL(f"/b/{k}", If_Match=ANY) for k in bodies)),
+    ):
+        listed = lister.client.list_objects_v2(Bucket="b")["Contents"]
+    assert {o["Key"]: (o["Size"], o["ETag"]) for o in listed} == {
+        k: (len(d), md5(d)) for k, d in bodies.items()
+    }
+    assert _vault_calls("decrypt") == decrypts  # no data key unwrapped
+    assert _vault_calls("hmac") == hmacs + 1  # one metadata key, for the one key version

@@ -64,7 +64,8 @@ UPSTREAM_DURATION = Histogram(
 )
 VAULT_DURATION = Histogram(
     "s3proxy_vault_request_duration_seconds",
-    "Vault calls and their latency, by kind (datakey, decrypt, rewrap, read key, login, check) "
+    "Vault calls and their latency, by kind (datakey, decrypt, rewrap, hmac, read key, login, "
+    "check) "
     "and outcome (ok, timeout, unreachable, denied, not_found, rejected, error).",
     ["kind", "outcome"],
     buckets=VAULT_BUCKETS,
