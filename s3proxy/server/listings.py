@@ -38,6 +38,7 @@ class Listings:
         self.config = config
         self.upstream = upstream
         self.objects = objects
+        self.ends = EndReader(objects)
         self._listed: LruCache[tuple[int, str | None]] = LruCache(LIST_CACHE_ENTRIES, name="size")
 
     # ---- ListParts ---------------------------------------------------------------------------
@@ -109,7 +110,7 @@ class Listings:
     async def _looked_up(self, target: Target, same: HeaderPairs) -> ObjectInfo | None:
         """A listed object's info from its end (one request for a v3 single-stream object;
         more for older formats and multipart objects); None: not the proxy's."""
-        ends = EndReader(self.objects)
+        ends = self.ends
         async with ends.end_bytes(target, same) as found:
             if found.marker is None:
                 return None
