@@ -11,7 +11,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +33,9 @@ from s3proxy.server.tls import (
 )
 from s3proxy.upstream.client import upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
+
+if TYPE_CHECKING:  # (redis is imported only where a shared cache is configured)
+    from s3proxy.store.sharedcache import SharedCache
 
 log = logging.getLogger("s3proxy")
 
@@ -91,7 +94,8 @@ async def run_proxy(
         identity = Identity(config, credentials, vault.auth)
         upstream = upstream_from(config.upstream, credentials)
         await _start(stack, upstream.start(), upstream.close)
-        app = build_app(Proxy(config, keys, upstream, identity))
+        shared_cache = await _shared_cache(stack, config)
+        app = build_app(Proxy(config, keys, upstream, identity, shared_cache))
         lifecycle.install(app)
         runner = await _start_runner(stack, app)
         sites = await _start_sites(config, runner, tls, reuse_port)
@@ -103,6 +107,15 @@ async def run_proxy(
             ready.set()
         reason = await lifecycle.wait_for_stop()
         await _drain(config, lifecycle, runner, sites, reason)
+
+
+async def _shared_cache(stack: contextlib.AsyncExitStack, config: Config) -> SharedCache | None:
+    """The shared metadata cache, if one is configured (redis is imported only then)."""
+    if not config.metadata_cache.enabled:
+        return None
+    from s3proxy.store.sharedcache import SharedCache
+
+    return await stack.enter_async_context(SharedCache(config.metadata_cache))
 
 
 def _stop_on_signals(lifecycle: Lifecycle, worker: bool) -> None:

@@ -36,6 +36,7 @@ from s3proxy.serve import RUNNER_SETTINGS
 from s3proxy.server.app import Proxy, build_app
 from s3proxy.server.identity import Identity
 from s3proxy.store.objects import ObjectInspector
+from s3proxy.store.sharedcache import SharedCache
 from s3proxy.upstream.client import Upstream, upstream_from
 from s3proxy.upstream.credentials import CredentialSource
 from tests.playbook import Playbook, Store
@@ -119,6 +120,7 @@ class InProcProxy:
         self._client: Any = None
         self.proxy: Proxy | None = None
         self.keys: CachingKeyService | None = None
+        self._shared: SharedCache | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -132,7 +134,9 @@ class InProcProxy:
         )
         identity = Identity(config, self._credentials, vault.auth)
         await self._upstream.start()
-        self.proxy = Proxy(config, self.keys, self._upstream, identity)
+        if config.metadata_cache.enabled:
+            self._shared = await SharedCache(config.metadata_cache).__aenter__()
+        self.proxy = Proxy(config, self.keys, self._upstream, identity, self._shared)
         self._runner = web.AppRunner(build_app(self.proxy), **RUNNER_SETTINGS, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -141,6 +145,8 @@ class InProcProxy:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._shared is not None:
+            await self._shared.__aexit__(None, None, None)
         if self._upstream is not None:
             await self._upstream.close()
         if self._credentials is not None:

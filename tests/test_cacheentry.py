@@ -190,13 +190,14 @@ def test_malformed_facts_fail_to_decode() -> None:
         good[:-1],
         good + b"\x00",
         b"\x02" + good[1:],  # another format
-        good[:9] + b"\xff" + good[10:],  # an ETag running past the end
+        good[:10] + b"\xff" + good[11:],  # an ETag running past the end
+        good[:9] + b"\x02" + good[10:],  # two hidden tags
         good[:-1] + b"\x03",  # an unknown checksum type
         ObjectFacts(1, '"e"').encode()[:-3] + b"\x09\x00\x00",  # an unknown algorithm
         ObjectFacts(1, '"e"').encode()[:-3] + b"\x01\x00\x00",  # an algorithm, no checksum
         ObjectFacts(1, '"e"').encode()[:-3] + b"\x00\x01A\x00",  # a checksum, no algorithm
         ObjectFacts(1, '"e"').encode()[:-3] + b"\x00\x00\x01",  # a type, no checksum
-        ObjectFacts(1, '"e"').encode()[:10] + b"\xe9" + ObjectFacts(1, '"e"').encode()[11:],
+        ObjectFacts(1, '"e"').encode()[:11] + b"\xe9" + ObjectFacts(1, '"e"').encode()[12:],
     ]
     for data in bad:
         with pytest.raises(IntegrityError):

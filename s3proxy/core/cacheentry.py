@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from s3proxy.core.checksums import CHECKSUM_ALGORITHMS
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.footer import MetadataKey
+from s3proxy.core.objectinfo import ObjectChecksum, ObjectSummary
 from s3proxy.core.objectsums import COMPOSITE, FULL_OBJECT
 
 ENTRY_MAGIC = b"S3PC"
@@ -49,8 +50,9 @@ _TAG_SIZE = 16
 _KEY_CACHE = 4096
 
 _CLEAR = struct.Struct(">4sBI16s")  # magic, format, metadata key version, salt
-# format, plaintext size, then: ETag, algorithm code, checksum, type code (strings u8-prefixed)
-_FACTS_HEAD = struct.Struct(">BQ")
+# format, plaintext size, hidden tag count, then: ETag, algorithm code, checksum, type code
+# (strings u8-prefixed)
+_FACTS_HEAD = struct.Struct(">BQB")
 _MIN_FACTS = _FACTS_HEAD.size + 4  # every string empty or absent, both codes 0
 _MAX_FACTS = _FACTS_HEAD.size + 4 + MAX_ETAG + MAX_CHECKSUM
 MIN_ENTRY_SIZE = _CLEAR.size + _MIN_FACTS + _TAG_SIZE
@@ -75,10 +77,13 @@ class ObjectFacts:
     checksum_algorithm: str | None = None  # one of CHECKSUM_ALGORITHMS
     checksum: str | None = None  # base64, with -N for a COMPOSITE multipart checksum
     checksum_type: str | None = None  # COMPOSITE, FULL_OBJECT or None
+    hidden_tags: int = 0  # how many of the object's tags are the proxy's (its manifest): 0 or 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.plaintext_size <= MAX_SIZE:
             raise ValueError("a plaintext size must be from 0 to 2**63 - 1")
+        if self.hidden_tags not in (0, 1):
+            raise ValueError("an object has no more than one tag of the proxy's")
         _printable(self.etag, MAX_ETAG, "an ETag")
         if (self.checksum_algorithm is None) != (self.checksum is None):
             raise ValueError("a checksum and its algorithm go together")
@@ -102,7 +107,7 @@ class ObjectFacts:
         kind = 0 if self.checksum_type is None else CHECKSUM_TYPES.index(self.checksum_type) + 1
         return b"".join(
             (
-                _FACTS_HEAD.pack(FACTS_FORMAT, self.plaintext_size),
+                _FACTS_HEAD.pack(FACTS_FORMAT, self.plaintext_size, self.hidden_tags),
                 bytes([len(etag)]),
                 etag,
                 bytes([algorithm, len(checksum)]),
@@ -117,7 +122,7 @@ class ObjectFacts:
         data = bytes(data)
         if not _MIN_FACTS <= len(data) <= _MAX_FACTS:
             raise IntegrityError("a cache entry's facts of the wrong size")
-        version, size = _FACTS_HEAD.unpack_from(data)
+        version, size, hidden = _FACTS_HEAD.unpack_from(data)
         try:
             etag, offset = _string(data, _FACTS_HEAD.size)
             algorithm = data[offset]
@@ -133,9 +138,37 @@ class ObjectFacts:
                 checksum_algorithm=CHECKSUM_ALGORITHMS[algorithm - 1] if algorithm else None,
                 checksum=checksum if algorithm or checksum else None,
                 checksum_type=CHECKSUM_TYPES[kind - 1] if kind else None,
+                hidden_tags=hidden,
             )
         except (ValueError, IndexError) as exc:
             raise IntegrityError("malformed cache entry facts") from exc
+
+
+def facts_of(summary: ObjectSummary) -> ObjectFacts | None:
+    """The facts an entry holds of ``summary``; None for what has none to share (a v1 object,
+    which keeps its stored ETag, or values an entry cannot hold)."""
+    if summary.etag is None:
+        return None
+    checksum = summary.checksum
+    try:
+        return ObjectFacts(
+            plaintext_size=summary.size,
+            etag=summary.etag,
+            checksum_algorithm=checksum.algorithm if checksum else None,
+            checksum=checksum.value if checksum else None,
+            checksum_type=checksum.type if checksum else None,
+            hidden_tags=summary.hidden_tags,
+        )
+    except ValueError:
+        return None
+
+
+def summary_of(facts: ObjectFacts) -> ObjectSummary:
+    """What a HEAD or a listing answers from an entry's facts."""
+    checksum = None
+    if facts.checksum_algorithm and facts.checksum and facts.checksum_type:
+        checksum = ObjectChecksum(facts.checksum_algorithm, facts.checksum, facts.checksum_type)
+    return ObjectSummary(facts.plaintext_size, facts.etag, checksum, facts.hidden_tags)
 
 
 def _string(data: bytes, offset: int) -> tuple[str, int]:

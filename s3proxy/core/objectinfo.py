@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.format import Header, Trailer
 from s3proxy.core.layout import Layout
+from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.marker import Marker
 from s3proxy.core.objectsums import FULL_OBJECT, multipart_checksum
 
@@ -30,6 +31,17 @@ class ObjectChecksum:
 
 
 @dataclass(frozen=True)
+class ObjectSummary:
+    """What a HEAD or a listing answers of an object, without its layout (what the shared
+    metadata cache holds, docs/metadata.md): enough for a HEAD, not for a body or a part."""
+
+    size: int
+    etag: str | None  # the plaintext ETag; None: a v1 object keeps its stored ETag
+    checksum: ObjectChecksum | None = None
+    hidden_tags: int = 0  # how many of the object's tags are the proxy's (its manifest)
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     """An encrypted object as the client sees it."""
 
@@ -41,6 +53,15 @@ class ObjectInfo:
     @property
     def size(self) -> int:
         return self.layout.plaintext_length
+
+    @property
+    def hidden_tags(self) -> int:
+        """How many of the object's tags are the proxy's (its manifest)."""
+        return 1 if needs_manifest(self.layout) else 0
+
+    @property
+    def summary(self) -> ObjectSummary:
+        return ObjectSummary(self.size, self.etag, self.checksum, self.hidden_tags)
 
     def part_checksum(self, index: int) -> tuple[str, str] | None:
         """(algorithm, base64) of the checksum the client sent with one part, if any."""

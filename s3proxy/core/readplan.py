@@ -28,10 +28,9 @@ from s3proxy.core.errors import (
 )
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.layout import ReadPlan
-from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
-from s3proxy.core.objectinfo import ObjectInfo
+from s3proxy.core.objectinfo import ObjectInfo, ObjectSummary
 from s3proxy.core.sizes import RangeNotSatisfiable, parse_range
 
 NOT_MODIFIED = 304
@@ -102,15 +101,19 @@ class ReadAnswer:
 
 def plan_read(
     query: ReadQuery,
-    info: ObjectInfo,
+    info: ObjectInfo | ObjectSummary,
     marker: Marker | None,
     stored_etag: str | None,
     last_modified: dt.datetime | None,
 ) -> ReadAnswer:
     """The answer to ``query`` on the object ``info`` describes. Raises
     :class:`PreconditionFailed` (412), :class:`InvalidPartNumber`, :class:`RangeError` (416);
-    a 304 is an answer of status :data:`NOT_MODIFIED` with no body."""
+    a 304 is an answer of status :data:`NOT_MODIFIED` with no body. A summary (no layout)
+    answers only what needs no layout: no body, no part (:func:`needs_layout`)."""
+    if not isinstance(info, ObjectInfo) and needs_layout(query):
+        raise ValueError("a read with a body or a part number needs the object's layout")
     if query.part_number is not None:
+        assert isinstance(info, ObjectInfo)
         _check_parts_readable(info, marker, stored_etag)
     etag = info.etag or stored_etag
     verdict = None
@@ -119,15 +122,16 @@ def plan_read(
     if verdict == 412:
         raise PreconditionFailed()
     if verdict == NOT_MODIFIED:
-        return ReadAnswer(NOT_MODIFIED, etag, 0, None, [], None, hidden_tags(info))
+        return ReadAnswer(NOT_MODIFIED, etag, 0, None, [], None, info.hidden_tags)
     if query.part_number is not None:
+        assert isinstance(info, ObjectInfo)
         return _plan_part(query, query.part_number, info, marker, etag)
     return plan_span(query, info, marker, etag, last_modified)
 
 
 def plan_span(
     query: ReadQuery,
-    info: ObjectInfo,
+    info: ObjectInfo | ObjectSummary,
     marker: Marker | None,
     etag: str | None,
     last_modified: dt.datetime | None,
@@ -145,16 +149,23 @@ def plan_span(
             span = parse_range(range_value, total)
         except RangeNotSatisfiable as exc:
             raise RangeError(total) from exc
-    tags = hidden_tags(info)
+    tags = info.hidden_tags
+    layout = info.layout if isinstance(info, ObjectInfo) and query.body else None
     if span is None:
         checksums = checksum_headers(info, marker) if query.checksum_mode else []
-        plan = info.layout.plan_all() if query.body else None  # (empty: still authenticated)
+        plan = layout.plan_all() if layout is not None else None  # (empty: still authenticated)
         return ReadAnswer(200, etag, total, None, checksums, plan, tags)
     first, last = span
-    plan = info.layout.plan_range(first, last) if query.body else None
+    plan = layout.plan_range(first, last) if layout is not None else None
     return ReadAnswer(
         206, etag, last - first + 1, content_range(first, last, total), [], plan, tags
     )
+
+
+def needs_layout(query: ReadQuery) -> bool:
+    """Whether answering ``query`` needs the object's layout (a body, or a part number), not
+    only its summary (the shared cache's, which answers a plain HEAD)."""
+    return query.body or query.part_number is not None
 
 
 def _check_parts_readable(info: ObjectInfo, marker: Marker | None, stored_etag: str | None) -> None:
@@ -191,14 +202,14 @@ def _plan_part(
         headers.append((f"x-amz-checksum-{part_checksum[0]}", part_checksum[1]))
     length = stream.plaintext_length
     if not length:
-        return ReadAnswer(206, etag, 0, None, headers, None, hidden_tags(info))
+        return ReadAnswer(206, etag, 0, None, headers, None, info.hidden_tags)
     first, last = stream.plaintext_offset, stream.plaintext_offset + length - 1
     plan = layout.plan_range(first, last) if query.body else None
     span = content_range(first, last, layout.plaintext_length)
-    return ReadAnswer(206, etag, length, span, headers, plan, hidden_tags(info))
+    return ReadAnswer(206, etag, length, span, headers, plan, info.hidden_tags)
 
 
-def checksum_headers(info: ObjectInfo, marker: Marker | None) -> HeaderPairs:
+def checksum_headers(info: ObjectInfo | ObjectSummary, marker: Marker | None) -> HeaderPairs:
     """The plaintext's full-object checksum as S3 reports it (v2: from the trailer; v1: from
     the proxy's metadata)."""
     if marker is None:
@@ -206,8 +217,3 @@ def checksum_headers(info: ObjectInfo, marker: Marker | None) -> HeaderPairs:
     if info.checksum is not None:
         return info.checksum.headers
     return marker.checksum_headers() if marker.version == 1 else []
-
-
-def hidden_tags(info: ObjectInfo) -> int:
-    """How many of the object's tags are the proxy's (its manifest)."""
-    return 1 if needs_manifest(info.layout) else 0

@@ -337,6 +337,12 @@ def upload_id(body: bytes) -> str | None:
     return None
 
 
+def root_text(body: bytes, element: str) -> str | None:
+    """The text of the root's child ``element`` (a CopyObjectResult's ETag), if any."""
+    text = _child_text(_parse(body), element)
+    return text.strip() if text else None
+
+
 def tag_set(body: bytes) -> list[tuple[str, str]]:
     """The (Key, Value) pairs of a Tagging document (GetObjectTagging, PutObjectTagging)."""
     root = _parse(body)

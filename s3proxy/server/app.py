@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -54,9 +55,13 @@ from s3proxy.server.sending import PlaintextSender
 from s3proxy.server.tagging import TaggingRequests
 from s3proxy.server.writes import Writer, is_aws_chunked
 from s3proxy.store.objects import NameRule, ObjectInspector
+from s3proxy.store.sharedfacts import SharedFacts
 from s3proxy.telemetry import accesslog
 from s3proxy.telemetry.accesslog import upstream_bytes
 from s3proxy.upstream.client import Upstream
+
+if TYPE_CHECKING:  # (redis is imported only where a shared cache is configured)
+    from s3proxy.store.sharedcache import SharedCache
 
 log = logging.getLogger("s3proxy")
 CORS_ORIGIN = "s3proxy.cors_origin"  # request key: the allowed Origin of a cross-origin request
@@ -75,6 +80,7 @@ class Proxy:
         keys: KeyService,
         upstream: Upstream,
         identity: Identity | None = None,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         self.config = config
         self.upstream = upstream
@@ -83,7 +89,8 @@ class Proxy:
         self._hosts: dict[str | None, bool] = {}  # Host value -> allowed (bounded, below)
         self._auth = ClientAuthenticator(config.client_keys) if config.client_keys else None
         self._bodies = BodyRules(config.bodies)
-        objects = ObjectInspector(keys, upstream, NameRule(config.bind_names, config.unbound))
+        names = NameRule(config.bind_names, config.unbound)
+        objects = ObjectInspector(keys, upstream, names, SharedFacts(shared_cache, keys))
         self.objects = objects  # (what the store holds of objects, its caches)
         sender = PlaintextSender(objects)
         read_context = ReadContext(config, upstream, objects, sender)

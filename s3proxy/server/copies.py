@@ -31,11 +31,12 @@ from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
 from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target, parse_target
-from s3proxy.core.s3xml import replace_text, without_checksums
+from s3proxy.core.s3xml import replace_text, root_text, without_checksums
 from s3proxy.server.clientauth import discard_body
 from s3proxy.server.recopy import CopyByReencryption, CopyContext, copy_response, must_reencrypt
 from s3proxy.server.relay import no_bytes, relay, relay_body
 from s3proxy.store.objects import Current
+from s3proxy.store.sharedfacts import identity
 
 _SOURCE_ETAG_CONDITIONS = ("x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match")
 _INVALID_RANGE = (
@@ -143,10 +144,22 @@ class Copier:
         async with upstream_resp:
             body = await upstream_resp.read()
             if upstream_resp.status == 200 and info is not None:
+                await self._share_copy(target, body, info)
                 body = without_checksums(body)  # they are the ciphertext's
                 if info.etag is not None:
                     body = replace_text(body, "ETag", info.etag)
             return relay_body(upstream_resp, body)
+
+    async def _share_copy(self, target: Target, result: bytes, info: ObjectInfo) -> None:
+        """A copy the store made holds the source's streams: the source's summary is the
+        copy's, written through to the shared cache under the copy's stored ETag."""
+        shared = self.context.objects.shared
+        if not shared.enabled:
+            return
+        stored_etag = root_text(result, "ETag")
+        if stored_etag:
+            stored = identity(target, stored_etag, info.layout.stored_length)
+            await shared.publish(stored, info.summary)
 
     async def _keep_manifest(
         self, request: web.Request, headers: Headers, info: ObjectInfo

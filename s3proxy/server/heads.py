@@ -8,6 +8,7 @@ from aiohttp import web
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.headers import content_length
 from s3proxy.core.marker import Marker
+from s3proxy.core.readplan import needs_layout
 from s3proxy.core.request import Target
 from s3proxy.server.readcontext import ReadContext
 from s3proxy.server.readrules import (
@@ -36,8 +37,13 @@ class HeadReader:
         read_headers = ReadHeaders.of(request)
         async with self.ends.end_bytes(target, read_headers.forwarded) as found:
             if found.marker is not None:
-                info = await self.ends.info_at_end(
-                    target, found.resp, found.marker, found.stored_total, found.end
+                info = await self.ends.described_at_end(
+                    target,
+                    found.resp,
+                    found.marker,
+                    found.stored_total,
+                    found.end,
+                    not needs_layout(read_headers.query),
                 )
                 answer = read_answer(read_headers.query, info, found.marker, found.resp)
                 return await send_without_body(request, answer, found.resp.headers)
@@ -58,7 +64,13 @@ class HeadReader:
                 stored_total = content_length(upstream_resp.headers)
                 if stored_total is None:
                     raise IntegrityError("The upstream did not report the stored object's size.")
-                info = await self.ends.info_at_end(target, upstream_resp, marker, stored_total)
+                info = await self.ends.described_at_end(
+                    target,
+                    upstream_resp,
+                    marker,
+                    stored_total,
+                    summary_ok=not needs_layout(query),
+                )
                 answer = read_answer(query, info, marker, upstream_resp)
                 return await send_without_body(request, answer, upstream_resp.headers)
             if upstream_resp.status != 200:

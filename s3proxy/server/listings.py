@@ -15,7 +15,7 @@ from aiohttp import web
 from s3proxy.config import Config
 from s3proxy.core.errors import IntegrityError, S3ProxyError
 from s3proxy.core.format import PART_VERSION
-from s3proxy.core.headers import HeaderPairs, upstream_request_headers
+from s3proxy.core.headers import upstream_request_headers
 from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import ListedObject, listed_objects, rewrite_listing, rewrite_part_sizes
@@ -24,6 +24,7 @@ from s3proxy.server.relay import relay, relay_body
 from s3proxy.store.caches import LruCache, cache_key
 from s3proxy.store.ends import EndReader
 from s3proxy.store.objects import ObjectInspector
+from s3proxy.store.sharedfacts import identity
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
 
@@ -67,56 +68,97 @@ class Listings:
             body = count_upstream(await upstream_resp.read())
         objects = listed_objects(body)
         url_encoded = target.param("encoding-type") == "url"
+        found = await self._plaintexts(target.bucket or "", objects, url_encoded)
+        return relay_body(upstream_resp, rewrite_listing(body, found))
+
+    async def _plaintexts(
+        self, bucket: str, objects: list[ListedObject], url_encoded: bool
+    ) -> list[tuple[int, str | None]]:
+        """The plaintext size and ETag of each listed object (``None``: keep the listed ETag),
+        for this page only: what this process knows, then the shared cache (one round trip for
+        the page), then a look-up per object left, concurrently and bounded; what was looked up
+        is written through to the shared cache (docs/metadata.md, Listings)."""
+        found: list[tuple[int, str | None] | None] = []
+        targets = []
+        for obj in objects:
+            target = _listed_target(bucket, obj, url_encoded)
+            targets.append(target)
+            found.append(self._known(target, obj))
+        left = [i for i, known in enumerate(found) if known is None]
+        shared = self.objects.shared
+        names = [identity(targets[i], objects[i].etag, objects[i].size) for i in left]
+        for i, summary in zip(left, await shared.find_many(names), strict=True):
+            if summary is not None:
+                found[i] = self._keep(targets[i], objects[i], summary.size, summary.etag)
+        left = [i for i in left if found[i] is None]
         gate = asyncio.Semaphore(LIST_PROBE_CONCURRENCY)
 
-        async def plaintext_of(obj: ListedObject) -> tuple[int, str | None]:
+        async def look_up(i: int) -> ObjectInfo | NotOurs | None:
             async with gate:
-                return await self._listed_plaintext(target.bucket or "", obj, url_encoded)
+                return await self._looked_up(targets[i], objects[i])
 
-        found = await asyncio.gather(*(plaintext_of(o) for o in objects))
-        return relay_body(upstream_resp, rewrite_listing(body, list(found)))
+        infos = await asyncio.gather(*(look_up(i) for i in left))
+        learnt = []
+        for i, info in zip(left, infos, strict=True):
+            obj = objects[i]
+            if info is None:  # the look-up failed: reported as stored, not kept
+                found[i] = (obj.size, None)
+            elif isinstance(info, NotOurs):
+                found[i] = self._keep(targets[i], obj, obj.size, None)
+            else:
+                found[i] = self._keep(targets[i], obj, info.size, info.etag)
+                learnt.append((identity(targets[i], obj.etag, obj.size), info.summary))
+        await shared.publish_many(learnt)
+        return [known or (0, None) for known in found]
 
-    async def _listed_plaintext(
-        self, bucket: str, obj: ListedObject, url_encoded: bool
-    ) -> tuple[int, str | None]:
-        """The plaintext size and ETag of a listed object (``None``: keep the listed ETag):
-        stored values for objects not written by the proxy; else from the layout this process
-        holds under the listed ETag and size, or from its first 256 bytes and its streams'
-        trailers. Cached by ETag. A failed look-up reports the stored values rather
-        than failing the listing."""
+    def _known(self, target: Target, obj: ListedObject) -> tuple[int, str | None] | None:
+        """What this process knows of a listed object without a request: the stored values of
+        one too small to be the proxy's; else the plaintext size and ETag listed or read before
+        under the listed ETag and size. None: not known here."""
         if obj.size < HEADER_SIZE + TAG_SIZE:
             return obj.size, None  # too small to be an encrypted stream
-        key = unquote_plus(obj.key) if url_encoded else obj.key
-        query = (("versionId", obj.version_id),) if obj.version_id else ()
-        target = Target(bucket, key, query)
-        ck = cache_key(target, obj.etag)
-        cached = self._listed.get(ck)
+        cached = self._listed.get(cache_key(target, obj.etag))
         if cached is not None:
             return cached
         known = self.objects.cached(target, obj.etag, obj.size, None)
         if known is not None:  # a layout this process wrote or read: no request
-            self._listed.put(ck, (known.size, known.etag))
-            return known.size, known.etag
-        same = [("If-Match", obj.etag)] if obj.etag else []
-        try:
-            info = await self._looked_up(target, same)
-        except (S3ProxyError, aiohttp.ClientError) as exc:
-            log.warning("listing reports the stored size of %s/%s: %s", bucket, key, exc)
-            return obj.size, None
-        result = (obj.size, None) if info is None else (info.size, info.etag)
-        self._listed.put(ck, result)
-        return result
+            return self._keep(target, obj, known.size, known.etag)
+        return None
 
-    async def _looked_up(self, target: Target, same: HeaderPairs) -> ObjectInfo | None:
+    def _keep(
+        self, target: Target, obj: ListedObject, size: int, etag: str | None
+    ) -> tuple[int, str | None]:
+        self._listed.put(cache_key(target, obj.etag), (size, etag))
+        return size, etag
+
+    async def _looked_up(self, target: Target, obj: ListedObject) -> ObjectInfo | NotOurs | None:
         """A listed object's info from its end (one request for a v3 single-stream object;
-        more for older formats and multipart objects); None: not the proxy's."""
+        more for older formats and multipart objects); None: a failed look-up (the listing then
+        reports the stored values rather than failing)."""
+        same = [("If-Match", obj.etag)] if obj.etag else []
         ends = self.ends
-        async with ends.end_bytes(target, same) as found:
-            if found.marker is None:
-                return None
-            return await ends.info_at_end(
-                target, found.resp, found.marker, found.stored_total, found.end
+        try:
+            async with ends.end_bytes(target, same) as found:
+                if found.marker is None:
+                    return NotOurs()
+                return await ends.looked_up_at_end(
+                    target, found.resp, found.marker, found.stored_total, found.end
+                )
+        except (S3ProxyError, aiohttp.ClientError) as exc:
+            log.warning(
+                "listing reports the stored size of %s/%s: %s", target.bucket, target.key, exc
             )
+            return None
+
+
+class NotOurs:
+    """A listed object the proxy did not write (or none at all now): listed as stored."""
+
+
+def _listed_target(bucket: str, obj: ListedObject, url_encoded: bool) -> Target:
+    key = unquote_plus(obj.key) if url_encoded else obj.key
+    query = (("versionId", obj.version_id),) if obj.version_id else ()
+    return Target(bucket, key, query)
 
 
 def _stream_length(stored: int, segment_size: int, version: int) -> int:

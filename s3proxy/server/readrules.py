@@ -25,7 +25,7 @@ from s3proxy.core.headers import (
 )
 from s3proxy.core.marker import Marker
 from s3proxy.core.numbers import parse_decimal
-from s3proxy.core.objectinfo import ObjectInfo
+from s3proxy.core.objectinfo import ObjectInfo, ObjectSummary
 from s3proxy.core.readplan import NOT_MODIFIED, ReadAnswer, ReadQuery, plan_read
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import READ_CHUNK
@@ -107,7 +107,10 @@ class ReadHeaders:
 
 
 def read_answer(
-    query: ReadQuery, info: ObjectInfo, marker: Marker | None, resp: aiohttp.ClientResponse
+    query: ReadQuery,
+    info: ObjectInfo | ObjectSummary,
+    marker: Marker | None,
+    resp: aiohttp.ClientResponse,
 ) -> ReadAnswer:
     """:func:`plan_read` on what the store's response ``resp`` shows of the object; a 304 is
     raised as :class:`NotModified`, which the application answers."""

@@ -130,9 +130,11 @@ class CopyByReencryption:
         if info.size:
             plan = info.layout.plan_range(0, info.size - 1)
             plaintext = self.context.objects.plaintext(source.target, source.stored_etag, plan)
-        written = await self.context.writer.put_stream(
+        writer = self.context.writer
+        written = await writer.put_stream(
             target, headers, info.size, plaintext, lambda: checksum, whole_object=True
         )
+        await writer.keep_written(target, written)
         return await copy_response(written.response, "CopyObjectResult", written.etag)
 
     async def _headers(

@@ -52,6 +52,7 @@ from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.relay import relay_body
 from s3proxy.store.objects import ObjectInspector
+from s3proxy.store.sharedfacts import identity
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.forms import Chunk
 from s3proxy.upstream.uploads import Uploads
@@ -334,15 +335,26 @@ class Writer:
             body = await resp.read()
             if resp.status != 200:
                 return relay_body(resp, body)
-            stored_etag = resp.headers.get("ETag")
-            if written.sealed is not None and stored_etag:
-                self._remember_stream(target, resp, stored_etag, *written.sealed)
+            await self.keep_written(target, written)
             checksums = [
                 (name, value)
                 for name, value in verifier.computed().items()
                 if name.startswith("x-amz-checksum-")
             ]
             return relay_body(resp, body, [("ETag", written.etag), *checksums])
+
+    async def keep_written(self, target: Target, written: Written) -> None:
+        """What a successful write of a stream (PutObject, UploadPart, a re-encrypting copy)
+        leaves known: in this process's caches, and for a whole object in the shared cache,
+        written through for the proxies of the transit key (docs/metadata.md)."""
+        resp = written.response
+        stored_etag = resp.headers.get("ETag")
+        if resp.status != 200 or written.sealed is None or not stored_etag:
+            return
+        info = self._remember_stream(target, resp, stored_etag, *written.sealed)
+        if info is not None:
+            stored = identity(target, stored_etag, info.layout.stored_length)
+            await self.objects.shared.publish(stored, info.summary)
 
     def _remember_stream(
         self,
@@ -352,13 +364,14 @@ class Writer:
         header: Header,
         trailer: Trailer,
         footer: bytes | None,
-    ) -> None:
+    ) -> ObjectInfo | None:
         """The layout of the stream just stored, as a read would find it: a PutObject's in the
-        object cache (under the stored ETag the upstream answered, and its version if any), an
-        UploadPart's for the upload's completion (docs/design.md, Reading without a probe)."""
+        object cache (under the stored ETag the upstream answered, and its version if any) and
+        returned, an UploadPart's for the upload's completion (docs/design.md, Reading without
+        a probe)."""
         if target.has("uploadId"):
             self.objects.remember_part(target, stored_etag, header, trailer)
-            return
+            return None
         layout = Layout.from_headers([header]).with_footers({0: footer} if footer else {})
         marker = Marker(header.segment_size, False, version=header.version)
         info = ObjectInfo(
@@ -372,6 +385,7 @@ class Writer:
         if version and version != "null":
             versioned = Target(target.bucket, target.key, (("versionId", version),))
             self.objects.remember(versioned, stored_etag, info)
+        return info
 
     async def create_multipart(self, request: web.Request, target: Target) -> web.StreamResponse:
         """The marker records the checksum algorithm and type the client chose, for the

@@ -17,6 +17,7 @@ from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.partlist import ExpectedPart, expected_size
 from s3proxy.core.request import Target
 from s3proxy.store.objects import ObjectInspector, last_modified
+from s3proxy.store.sharedfacts import identity
 
 log = logging.getLogger("s3proxy")
 
@@ -69,6 +70,8 @@ class AssemblyCheck:
         self.objects.remember(target.without("versionId"), stored_etag, info)
         if target.has("versionId"):
             self.objects.remember(target, stored_etag, info)
+        stored = identity(target, stored_etag, stored_total)  # shared with the other proxies
+        await self.objects.shared.publish(stored, info.summary)
         return info
 
     async def _headers(

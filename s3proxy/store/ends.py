@@ -17,10 +17,11 @@ from s3proxy.core.etags import object_etag
 from s3proxy.core.headers import HeaderPairs, content_range_total
 from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
 from s3proxy.core.marker import Marker
-from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
+from s3proxy.core.objectinfo import ObjectInfo, ObjectSummary, check_marker, object_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import FOOTER_SIZE, HEADER_SIZE
 from s3proxy.store.objects import WHOLE_READ_LIMIT, ObjectInspector, last_modified
+from s3proxy.store.sharedfacts import identity
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 
@@ -90,6 +91,36 @@ class EndReader:
             resp.release()
             yield EndBytes(resp, marker, stored_total, end)
 
+    async def described_at_end(
+        self,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        marker: Marker,
+        stored_total: int,
+        end: bytes = b"",
+        summary_ok: bool = False,
+    ) -> ObjectInfo | ObjectSummary:
+        """As :meth:`info_at_end`; where that would take more requests than the footer in
+        ``end`` and ``summary_ok`` (the answer needs no layout: a HEAD), the shared cache's
+        summary first. What was looked up is written through to the shared cache."""
+        stored_etag = resp.headers.get("ETag")
+        info = self.objects.cached(target, stored_etag, stored_total, None)
+        if info is not None:
+            check_marker(info.layout.streams[0].header, marker)
+            return info
+        shared = self.objects.shared
+        stored = identity(target, stored_etag, stored_total)
+        answered_by_end = bool(end) and marker.version >= 3 and not marker.multipart
+        if summary_ok and shared.enabled and not answered_by_end:
+            summary = await shared.find(stored)
+            if summary is not None:
+                self.objects.saw(target, stored_etag)
+                return summary
+        info = await self.looked_up_at_end(target, resp, marker, stored_total, end)
+        if stored_etag and not answered_by_end:  # (the others' HEADs read the footer anyway)
+            await shared.publish(stored, info.summary)
+        return info
+
     async def info_at_end(
         self,
         target: Target,
@@ -107,6 +138,18 @@ class EndReader:
         if info is not None:
             check_marker(info.layout.streams[0].header, marker)
             return info
+        return await self.looked_up_at_end(target, resp, marker, stored_total, end)
+
+    async def looked_up_at_end(
+        self,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        marker: Marker,
+        stored_total: int,
+        end: bytes = b"",
+    ) -> ObjectInfo:
+        """:meth:`info_at_end` for an object not in this process's cache."""
+        stored_etag = resp.headers.get("ETag")
         if end and marker.version >= 3 and not marker.multipart:
             modified = last_modified(resp)
             return await self.info_from_footer(

@@ -34,6 +34,7 @@ from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
 from s3proxy.store.caches import KnownObjects
 from s3proxy.store.ranged import FETCH_CONCURRENCY, RangedReads
+from s3proxy.store.sharedfacts import SharedFacts
 from s3proxy.store.spans import fetch_span
 from s3proxy.store.tags import Tags
 from s3proxy.telemetry.accesslog import count_upstream
@@ -75,10 +76,17 @@ class ObjectInspector(KnownObjects):
     """What is stored under a key: found with small ranged reads of the object (probes,
     layouts, trailers), authenticated, and kept in this process's caches (:class:`KnownObjects`)."""
 
-    def __init__(self, keys: KeyService, upstream: Upstream, names: NameRule | None = None) -> None:
+    def __init__(
+        self,
+        keys: KeyService,
+        upstream: Upstream,
+        names: NameRule | None = None,
+        shared: SharedFacts | None = None,
+    ) -> None:
         self.keys = keys
         self.upstream = upstream
         self.names = names or NameRule()
+        self.shared = shared or SharedFacts(None, keys)  # the proxies' shared cache, if any
         self.tags = Tags(upstream)
         self.reads = RangedReads(upstream)
         super().__init__()

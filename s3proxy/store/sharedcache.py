@@ -89,6 +89,24 @@ class SharedCache:
         ttl = self._settings.ttl
         await self._run("put", lambda client: client.set(name, blob, ex=ttl))
 
+    async def put_many(self, entries: dict[str, bytes]) -> None:
+        """Store each blob under its name for the configured TTL, in one round trip (a
+        pipeline of SETs; dropped on failure)."""
+        if not entries:
+            return
+        if len(entries) == 1:
+            await self.put(*next(iter(entries.items())))
+            return
+        ttl = self._settings.ttl
+
+        async def pipelined(client: Redis) -> Any:
+            async with client.pipeline(transaction=False) as pipe:
+                for name, blob in entries.items():
+                    pipe.set(name, blob, ex=ttl)
+                return await pipe.execute()
+
+        await self._run("put", pipelined)
+
     async def delete(self, names: list[str]) -> None:
         """Remove the entries under ``names`` (dropped on failure: an entry left behind does not
         open for the object that replaced it, and expires)."""

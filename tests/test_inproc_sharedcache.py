@@ -1,0 +1,169 @@
+"""The shared metadata cache in use (docs/metadata.md, Shared cache): proxies in the test process
+in front of the playbook's scripted upstream, sharing a real ``redis-server``. Every test states
+the exact upstream requests: what one proxy wrote, completed, copied or looked up, a fresh one
+lists and HEADs without a look-up; an entry altered, moved or replayed in Redis is not used; a
+stopped Redis costs look-ups, never an answer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.inproc import Harness, InProcProxy
+from tests.playbook import ANY, GET, Unordered
+from tests.redis_server import RedisServer, start_redis
+from tests.test_inproc_requests import PARTS, TAIL, md5, multipart_etag, put, upload
+
+LISTING = GET("/b?list-type=2&encoding-type=url")
+ENTRY_NAMES = "s3proxy:m1:*"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Any]:
+    """A client of the test's Redis, emptied before the test."""
+    client = redis_server.client()
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def cached_proxy(harness: Harness, server: RedisServer) -> InProcProxy:
+    """A new proxy (another process: its own caches) sharing ``server``."""
+    return harness.proxy(S3PROXY_METADATA_CACHE_URL=server.url)
+
+
+def listed(proxy: InProcProxy) -> dict[str, tuple[int, str]]:
+    found = proxy.client.list_objects_v2(Bucket="b")["Contents"]
+    return {o["Key"]: (o["Size"], o["ETag"]) for o in found}
+
+
+def head(proxy: InProcProxy, key: str) -> tuple[int, str]:
+    got = proxy.client.head_object(Bucket="b", Key=key)
+    return got["ContentLength"], got["ETag"]
+
+
+def test_what_one_proxy_wrote_another_lists_and_heads_without_a_look_up(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    writer = cached_proxy(harness, redis_server)
+    small, large = os.urandom(4000), os.urandom(300_000)
+    parts = [os.urandom(n) for n in PARTS]
+    put(writer, "small", small)
+    put(writer, "large", large)
+    etag = upload(writer, "m", parts)  # completed: written through too
+    with harness.book.anything():  # copied by the store: written through too
+        writer.client.copy_object(Bucket="b", Key="m-copy", CopySource="b/m")
+    expected = {
+        "small": (4000, md5(small)),
+        "large": (300_000, md5(large)),
+        "m": (sum(PARTS), etag),
+        "m-copy": (sum(PARTS), etag),
+    }
+    assert etag == multipart_etag(parts)
+    assert len(redis.keys(ENTRY_NAMES)) == 4
+    # A fresh proxy: the listing alone, one look-up of the cache for the page.
+    lister = cached_proxy(harness, redis_server)
+    with harness.book.expect(LISTING):
+        assert listed(lister) == expected
+    # A HEAD: its one request, however many parts (without the cache: the end, the first
+    # header, every part boundary and the manifest tag).
+    header = cached_proxy(harness, redis_server)
+    for key in ("m", "m-copy", "large"):
+        with harness.book.expect(TAIL(f"/b/{key}")):
+            assert head(header, key) == expected[key]
+    # A proxy without the cache looks every object up (a multipart object takes more than
+    # its end), and finds the same.
+    with harness.book.anything() as came:
+        assert listed(harness.proxy()) == expected
+    assert len(came) > 1 + len(expected)
+
+
+def test_a_cold_listing_warms_the_cache_for_the_next_proxy(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    writer = harness.proxy()  # no shared cache: nothing written through
+    bodies = {f"k{i}": os.urandom(1000 + i) for i in range(5)}
+    for key, data in bodies.items():
+        put(writer, key, data)
+    expected = {k: (len(v), md5(v)) for k, v in bodies.items()}
+    assert redis.keys(ENTRY_NAMES) == []
+    first = cached_proxy(harness, redis_server)
+    with harness.book.expect(LISTING, Unordered(*(TAIL(f"/b/{k}", If_Match=ANY) for k in bodies))):
+        assert listed(first) == expected
+    assert len(redis.keys(ENTRY_NAMES)) == 5  # one pipelined write for the page
+    with harness.book.expect(LISTING):
+        assert listed(cached_proxy(harness, redis_server)) == expected
+
+
+def test_entries_altered_moved_or_replayed_in_redis_are_not_used(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    writer = cached_proxy(harness, redis_server)
+    old, new, other = os.urandom(5000), os.urandom(6000), os.urandom(7000)
+    put(writer, "k", old)
+    (name,) = redis.keys(ENTRY_NAMES)
+    replayed = redis.get(name)  # the entry of the content about to be overwritten
+    put(writer, "k", new)
+    put(writer, "j", other)
+    expected = {"j": (7000, md5(other)), "k": (6000, md5(new))}
+    assert redis.get(name) != replayed
+    # Replayed: the entry of k's earlier content, put back under k's name.
+    redis.set(name, replayed)
+    with harness.book.expect(LISTING, TAIL("/b/k", If_Match=ANY)):
+        assert listed(cached_proxy(harness, redis_server)) == expected
+    # Altered: any byte of an entry changed (k's entry is the right one again: the look-up
+    # above wrote it through).
+    for at in (0, 8, 30, -1):
+        entry = bytearray(redis.get(name))
+        entry[at] ^= 0x01
+        redis.set(name, bytes(entry))
+        with harness.book.expect(LISTING, TAIL("/b/k", If_Match=ANY)):
+            assert listed(cached_proxy(harness, redis_server)) == expected
+    # Moved: j's entry under k's name (an entry opens only for the object it was sealed for).
+    j_name = next(n for n in redis.keys(ENTRY_NAMES) if n != name)
+    redis.set(name, redis.get(j_name))
+    with harness.book.expect(LISTING, TAIL("/b/k", If_Match=ANY)):
+        assert listed(cached_proxy(harness, redis_server)) == expected
+    with harness.book.expect(TAIL("/b/k")):  # a v3 HEAD reads its footer, not the cache
+        assert head(cached_proxy(harness, redis_server), "k") == expected["k"]
+
+
+def test_redis_stopped_mid_run_answers_stay_exact(
+    harness: Harness, tmp_path: Path, redis: Any
+) -> None:
+    server = start_redis(tmp_path / "own")  # this test stops it
+    try:
+        writer = cached_proxy(harness, server)
+        parts = [os.urandom(n) for n in PARTS]
+        small = os.urandom(3000)
+        put(writer, "small", small)
+        etag = upload(writer, "m", parts)
+        expected = {"small": (3000, md5(small)), "m": (sum(PARTS), etag)}
+        lister = cached_proxy(harness, server)
+        with harness.book.expect(LISTING):
+            assert listed(lister) == expected
+    finally:
+        server.stop()
+    # Redis gone: every object is looked up (slower), the answers are the same.
+    with harness.book.anything() as came:
+        assert listed(cached_proxy(harness, server)) == expected
+    assert {(r.method, r.path) for r in came} >= {("GET", "/b/small"), ("GET", "/b/m")}
+    assert len(came) > 3  # the listing, the small object's end, the multipart object's reads
+    with harness.book.anything() as came:
+        assert head(cached_proxy(harness, server), "m") == expected["m"]
+    assert len(came) > 1
