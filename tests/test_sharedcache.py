@@ -284,7 +284,7 @@ def test_without_a_url_there_is_no_cache() -> None:
 
 def test_defaults() -> None:
     found = settings(url="rediss://user@cache.example:6380/2")
-    assert (found.timeout, found.ttl, found.password, found.ca_file) == (0.05, 604800, None, None)
+    assert (found.timeout, found.ttl, found.password, found.ca_file) == (0.25, 604800, None, None)
     assert found.enabled and found.shown_url == "rediss://***@cache.example:6380/2"
 
 

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 
 from s3proxy.config.values import ConfigError, _number, redact_url
 
-# Longer than a healthy in-cluster Redis ever takes (well under 1 ms; a TLS handshake a few ms),
-# shorter than the upstream request a hit saves (an S3 GET: 10 ms and more): a slow cache must not
-# cost more than it saves, and after a failure the cache is skipped for a while anyway.
-DEFAULT_TIMEOUT = 0.05
+# Far longer than a healthy in-cluster Redis takes (well under 1 ms; a TLS handshake a few ms),
+# and longer than a sidecar's CPU throttling stalls it (a CFS period is 100 ms): a timeout skips
+# the cache for a while (docs/metadata.md), so it must not trip on a healthy cache; only a hung
+# one costs it, once per back-off.
+DEFAULT_TIMEOUT = 0.25
 # Entries cannot go stale (each opens only for the object it was written for), so the TTL only
 # clears entries of objects since deleted or rewritten, and names of a retired metadata key: a
 # week keeps anything read weekly (a weekly backup's listing) warm.

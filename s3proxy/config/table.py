@@ -187,7 +187,7 @@ SETTINGS: tuple[Setting, ...] = (
         "--metadata-cache-timeout",
         "seconds a cache operation may take; then it counts as a miss and the cache is skipped "
         "for a few seconds",
-        "0.05",
+        "0.25",
     ),
     Setting(
         "S3PROXY_METADATA_CACHE_TTL_SECONDS",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
@@ -15,12 +16,16 @@ from s3proxy.core.format import Trailer, parse_header
 from s3proxy.core.layout import Layout, StreamInfo
 from s3proxy.core.objectinfo import check_marker
 from s3proxy.core.request import Target
-from s3proxy.core.s3xml import completion_body, upload_id
+from s3proxy.core.s3xml import completion_body, root_text, upload_id
 from s3proxy.core.sizes import HEADER_SIZE
-from s3proxy.keys.transit import VaultTransit
+from s3proxy.keys.transit import KeyService, VaultTransit
 from s3proxy.store.objects import ObjectInspector
+from s3proxy.store.sharedfacts import SharedFacts, identity
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.uploads import Uploads
+
+if TYPE_CHECKING:  # (redis is imported only where a shared cache is configured)
+    from s3proxy.store.sharedcache import SharedCache
 
 CHUNK = 1024 * 1024
 _VERSION = re.compile(r"^vault:v(\d+):")
@@ -51,11 +56,23 @@ def key_version(wrapped: str) -> int:
 class Rewrapper:
     """Rewraps objects one at a time; any number may run at once."""
 
-    def __init__(self, vault: VaultTransit, upstream: Upstream, checksum: str = "auto") -> None:
+    def __init__(
+        self,
+        vault: VaultTransit,
+        upstream: Upstream,
+        checksum: str = "auto",
+        keys: KeyService | None = None,
+        shared_cache: SharedCache | None = None,
+    ) -> None:
+        """``keys``: the key service reads and footers use (default ``vault`` itself; the
+        command passes a caching one, so a metadata key is asked once per version);
+        ``shared_cache``: where rewritten objects are written through (docs/metadata.md)."""
         self.vault = vault
+        self.keys = keys or vault
         self.upstream = upstream
         self.uploads = Uploads(upstream, checksum)  # the writes carry the proxy's checksum
-        self.objects = ObjectInspector(vault, upstream)
+        shared = SharedFacts(shared_cache, self.keys)
+        self.objects = ObjectInspector(self.keys, upstream, shared=shared)
 
     async def one(self, target: Target, latest: int, dry_run: bool = False) -> str:
         """'rewritten' (or 'to rewrap' in a dry run), 'current', or 'skipped' (not written by
@@ -96,9 +113,12 @@ class Rewrapper:
             return self._rewrapped_stream(target, etag, stream, rewrapped, trailer)
 
         if marker.multipart:
-            await self._rewrite_multipart(target, layout, kept, rewrapped_body)
+            stored_etag = await self._rewrite_multipart(target, layout, kept, rewrapped_body)
         else:
-            await self._rewrite_single(target, layout, kept, rewrapped_body)
+            stored_etag = await self._rewrite_single(target, layout, kept, rewrapped_body)
+        if stored_etag:  # the same plaintext, in a new stored object
+            rewritten = identity(target, stored_etag, layout.stored_length)
+            await self.objects.shared.publish(rewritten, info.summary)
         return "rewritten"
 
     async def _tagging(self, target: Target) -> str:
@@ -142,20 +162,23 @@ class Rewrapper:
             yield chunk
         if old.has_footer:
             assert trailer is not None  # (a v3 stream's info holds its footer's record)
-            yield seal_footer(await self.vault.metadata_key(), new, trailer)
+            yield seal_footer(await self.keys.metadata_key(), new, trailer)
 
     async def _rewrite_single(
         self, target: Target, layout: Layout, kept: list[tuple[str, str]], stream_body: StreamBody
-    ) -> None:
+    ) -> str | None:
+        """The object written again; its new stored ETag."""
         body = stream_body(layout.streams[0])
         resp = await self.uploads.put_stream(target, kept, layout.stored_length, body)
         async with resp:
             if resp.status != 200:
                 raise S3ProxyError(f"rewriting failed with HTTP {resp.status}: {await resp.text()}")
+            return resp.headers.get("ETag")
 
     async def _rewrite_multipart(
         self, target: Target, layout: Layout, kept: list[tuple[str, str]], stream_body: StreamBody
-    ) -> None:
+    ) -> str | None:
+        """The object written again as a multipart upload; its new stored ETag."""
         create = await self.upstream.send(
             "POST", Target(target.bucket, target.key, (("uploads", None),)), kept, b""
         )
@@ -190,6 +213,7 @@ class Rewrapper:
                 body_text = await complete.text()
                 if complete.status != 200 or "<Error>" in body_text:
                     raise S3ProxyError(f"completing the rewrite failed: HTTP {complete.status}")
+                return root_text(body_text.encode(), "ETag")
         except BaseException:
             abort = await self.upstream.send(
                 "DELETE", Target(target.bucket, target.key, (("uploadId", uid),)), []

@@ -21,6 +21,7 @@ from s3proxy.config import Config
 from s3proxy.core.errors import S3ProxyError
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import listed_objects
+from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import vault_from
 from s3proxy.ops.progress import Progress, ProgressDisplay, ResumePoint
 from s3proxy.ops.rewrap import Rewrapper
@@ -235,12 +236,18 @@ async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr)
     main = asyncio.current_task()
     if main is not None:  # SIGTERM ends the walk as Ctrl-C does, keeping the resume point
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    shared_cache = None
     try:
         await loop.run_in_executor(None, vault.auth.login)
         await credentials.start()
         await upstream.start()
-        walk = Walk(Rewrapper(vault, upstream, config.upstream.checksum), upstream, options, out)
-        progress = await walk.run()
+        if config.metadata_cache.enabled:  # rewritten objects are written through to it
+            from s3proxy.store.sharedcache import SharedCache
+
+            shared_cache = await SharedCache(config.metadata_cache).__aenter__()
+        keys = CachingKeyService(vault, config.vault.cache_limits)
+        rewrapper = Rewrapper(vault, upstream, config.upstream.checksum, keys, shared_cache)
+        progress = await Walk(rewrapper, upstream, options, out).run()
     except S3ProxyError as exc:
         out.write(f"s3proxy rewrap: {exc.message}\n")
         return 1
@@ -249,6 +256,8 @@ async def rewrap(config: Config, options: WalkOptions, out: TextIO = sys.stderr)
         return 130
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+        if shared_cache is not None:
+            await shared_cache.__aexit__(None, None, None)
         await upstream.close()
         await credentials.close()
         vault.close()
