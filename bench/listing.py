@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any
 
 import machine
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from s3proxy.devrgw import RgwServer, available, start_rgw
@@ -122,8 +123,6 @@ class Counters:
 
 def start_redis(workdir: Path) -> tuple[Process, int]:
     """A redis-server on 127.0.0.1 without persistence, once it answers PING."""
-    import redis
-
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed: run `make bench` (or make system-deps)")
