@@ -8,6 +8,9 @@ fresh proxy finds no difference; ``sync`` down into a new directory through a fr
 identical files, and again through a fresh proxy transfers nothing. The tools decide what to
 transfer from the sizes and ETags (MD5s) the proxy lists and the metadata it HEADs (rclone's
 modification times): a wrong size or ETag re-transfers, and these tests fail.
+
+The file takes about 2.5 minutes on 2 shared cores (each tool about 50 s: three cold listings of
+2,005 objects through fresh proxies, 2,005 uploads and downloads; s3cmd's are sequential).
 """
 
 from __future__ import annotations
