@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint install-dev install-test system-deps conformance localstack checkov bench
+.PHONY: dev test lint install-dev install-test system-deps conformance localstack checkov bench \
+	bench-listing bench-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,15 +88,30 @@ conformance: $(VENV)/.installed-dev
 	$(BIN)/python bench/conformance.py
 
 # The benchmark of issue 10 (docs/performance.md): an in-memory S3 upstream (Go), nginx, OpenBao
-# and s3proxy on loopback; direct / nginx / s3proxy side by side. Installs nginx, wrk, Go and curl
-# from Debian when missing, py-spy into $(VENV). Options: make bench BENCH_ARGS='--quick'
+# and s3proxy on loopback; direct / nginx / s3proxy side by side. Then the listing and HEAD
+# workloads of issue 21 against a throwaway Ceph RGW with redis-server (bench/listing.py; alone:
+# make bench-listing). Installs nginx, wrk, Go, curl, Ceph and redis-server from Debian when
+# missing, py-spy into $(VENV). Options: make bench BENCH_ARGS='--quick' LISTING_ARGS='--objects 1000'
+BENCH_TOOLS := nginx:nginx wrk:wrk go:golang-go curl:curl
+LISTING_TOOLS := ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw radosgw-admin:ceph-common \
+	redis-server:redis-server
+
 bench: $(VENV)/.installed-dev
-	@missing=""; for t in nginx:nginx wrk:wrk go:golang-go curl:curl; do \
+	@$(MAKE) --no-print-directory bench-tools TOOLS="$(BENCH_TOOLS) $(LISTING_TOOLS)"
+	@[ -x $(BIN)/py-spy ] || $(BIN)/python -m pip install --quiet py-spy
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/listing.py $(LISTING_ARGS)
+
+bench-listing: $(VENV)/.installed-dev
+	@$(MAKE) --no-print-directory bench-tools TOOLS="$(LISTING_TOOLS)"
+	$(BIN)/python bench/listing.py $(LISTING_ARGS)
+
+# Installs the Debian packages of TOOLS (command:package) whose command is missing.
+bench-tools:
+	@missing=""; for t in $(TOOLS); do \
 		command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
-	@[ -x $(BIN)/py-spy ] || $(BIN)/python -m pip install --quiet py-spy
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
