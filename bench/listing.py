@@ -42,6 +42,8 @@ from typing import Any
 
 import machine
 import redis
+from procstats import cpu_seconds
+from procstats import family as process_family
 from prometheus_client.parser import text_string_to_metric_families
 
 from s3proxy.devrgw import RgwServer, available, start_rgw
@@ -197,6 +199,11 @@ class Peers:
         wait_for(lambda: proxy.counters() is not None, "the proxy's /metrics", timeout=30)
         return proxy
 
+    def store_pids(self) -> list[int]:
+        """The Ceph daemons' processes (and their children): the store's CPU."""
+        assert self.rgw is not None
+        return [pid for daemon in self.rgw.daemons for pid in process_family(daemon.pid)]
+
     def direct_client(self, pool: int) -> Any:
         assert self.rgw is not None
         return _client(self.rgw.endpoint, self.rgw.access_key, self.rgw.secret_key, pool)
@@ -279,18 +286,25 @@ class Row:
     upstream: float  # upstream requests during the run
     vault: Counter[str] | None  # Vault calls during the run by kind (None: direct)
     mismatches: int  # objects whose size or ETag differs from what was written (or HEAD gave)
+    store_cpu_s: float = 0.0  # CPU seconds of the Ceph daemons (the store) during the run
+    proxy_cpu_s: float = 0.0  # CPU seconds of the proxy's processes during the run
 
 
 def timed(
-    run: Callable[[], tuple[Facts, int]], proxy: Proxy | None
-) -> tuple[Facts, float, Counters | None]:
+    run: Callable[[], tuple[Facts, int]], proxy: Proxy | None, store: list[int]
+) -> tuple[Facts, float, Counters, tuple[float, float]]:
+    """What ``run`` found, its wall time, the proxy's counters during it, and the CPU seconds
+    the store's daemons (``store``: their pids) and the proxy used meanwhile."""
+    proxy_pids = process_family(proxy.process.proc.pid) if proxy else []
     before = proxy.counters() if proxy else None
+    cpu_before = cpu_seconds(store), cpu_seconds(proxy_pids)
     started = time.perf_counter()
     found, requests = run()
     wall = time.perf_counter() - started
+    cpu = cpu_seconds(store) - cpu_before[0], cpu_seconds(proxy_pids) - cpu_before[1]
     if proxy is None or before is None:
-        return found, wall, Counters(float(requests), Counter())
-    return found, wall, proxy.counters() - before
+        return found, wall, Counters(float(requests), Counter()), cpu
+    return found, wall, proxy.counters() - before, cpu
 
 
 def mismatches(found: Facts, expected: Facts) -> int:
@@ -315,11 +329,13 @@ def measure(peers: Peers, args: argparse.Namespace) -> tuple[list[Row], dict[str
     rows: list[Row] = []
     n = args.objects
 
+    store = peers.store_pids()
+
     def listing(path: str, client: Any, proxy: Proxy | None) -> None:
-        found, wall, counted = timed(lambda: list_all(client), proxy)
+        found, wall, counted, cpu = timed(lambda: list_all(client), proxy, store)
         wrong = mismatches(found, written) if proxy else missing(found, written)
         vault = counted.vault if proxy else None
-        rows.append(Row("ListObjectsV2", path, n, wall, counted.upstream, vault, wrong))
+        rows.append(Row("ListObjectsV2", path, n, wall, counted.upstream, vault, wrong, *cpu))
         print(f"  list via {path}: {wall:.2f} s", flush=True)
 
     listing("direct", peers.direct_client(1), None)
@@ -339,11 +355,11 @@ def measure(peers: Peers, args: argparse.Namespace) -> tuple[list[Row], dict[str
         def run() -> tuple[Facts, int]:
             return head_all(client, keys, args.concurrency), len(keys)
 
-        found, wall, counted = timed(run, proxy)
+        found, wall, counted, cpu = timed(run, proxy, store)
         name = f"HEAD, {args.concurrency} at a time"
         wrong = mismatches(found, expected) if proxy else missing(found, expected)
         vault = counted.vault if proxy else None
-        rows.append(Row(name, path, len(keys), wall, counted.upstream, vault, wrong))
+        rows.append(Row(name, path, len(keys), wall, counted.upstream, vault, wrong, *cpu))
         print(f"  HEAD via {path}: {wall:.2f} s", flush=True)
 
     heads("direct", peers.direct_client(args.concurrency), None)
@@ -373,16 +389,18 @@ def vault_cell(vault: Counter[str]) -> str:
 def figures_table(rows: list[Row]) -> list[str]:
     lines = [
         f"| workload | path | objects | wall s | {X} direct | upstream requests | per object "
-        "| Vault calls for keys (all, by kind) | size/ETag mismatches |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Vault calls for keys (all, by kind) | size/ETag mismatches | store CPU s "
+        "| proxy CPU s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         direct = _direct(rows, r.workload)
         vault = NONE if r.vault is None else vault_cell(r.vault)
+        proxy_cpu = NONE if r.vault is None else f"{r.proxy_cpu_s:.2f}"
         lines.append(
             f"| {r.workload} | {r.path} | {r.objects:,} | {r.wall_s:.2f} | "
             f"{r.wall_s / direct.wall_s:.2f} | {r.upstream:,.0f} | {r.upstream / r.objects:.3f} | "
-            f"{vault} | {r.mismatches} |"
+            f"{vault} | {r.mismatches} | {r.store_cpu_s:.2f} | {proxy_cpu} |"
         )
     return lines
 
@@ -448,6 +466,24 @@ def verdict(t: Target) -> str:
     return f"missed by {abs(t.measured / t.bound - 1) * 100:.1f} %"
 
 
+def store_bounds(rows: list[Row]) -> list[str]:
+    """What the store's own CPU allows each proxied row on this machine's cores: its daemons'
+    CPU seconds spread over every core is a floor on the wall time, whatever the proxy costs."""
+    cores = os.cpu_count() or 1
+    lines = []
+    for r in rows:
+        if r.vault is None:
+            continue
+        direct = _direct(rows, r.workload)
+        floor = r.store_cpu_s / cores
+        lines.append(
+            f"- {r.workload}, {r.path}: the store used {r.store_cpu_s:.2f} CPU s and the proxy "
+            f"{r.proxy_cpu_s:.2f}; on {cores} cores the store's alone take at least "
+            f"{floor:.2f} s = {floor / direct.wall_s:.2f}{X} direct's wall time."
+        )
+    return lines
+
+
 def targets_table(rows: list[Row]) -> list[str]:
     lines = ["| target (issue 21) | measured | verdict |", "|---|---|---|"]
     lines += [f"| {t.name} | {t.shown} | {verdict(t)} |" for t in targets(rows)]
@@ -480,6 +516,8 @@ def render(
             *figures_table(rows),
             "",
             *targets_table(rows),
+            "",
+            *store_bounds(rows),
             "",
         ]
     )

@@ -69,7 +69,7 @@ class Listings:
         objects = listed_objects(body)
         url_encoded = target.param("encoding-type") == "url"
         found = await self._plaintexts(target.bucket or "", objects, url_encoded)
-        return relay_body(upstream_resp, rewrite_listing(body, found))
+        return relay_body(upstream_resp, rewrite_listing(body, found, objects))
 
     async def _plaintexts(
         self, bucket: str, objects: list[ListedObject], url_encoded: bool
