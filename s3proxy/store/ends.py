@@ -21,6 +21,7 @@ from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import FOOTER_SIZE, HEADER_SIZE
 from s3proxy.store.objects import WHOLE_READ_LIMIT, ObjectInspector, last_modified
+from s3proxy.store.wholefacts import WholeFacts, looks_like_footer
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 
@@ -112,6 +113,12 @@ class EndReader:
             return await self.info_from_footer(
                 target, stored_total, stored_etag, end, marker, modified
             )
+        if end and marker.multipart and looks_like_footer(end):
+            whole = WholeFacts(self.objects)
+            modified = last_modified(resp)
+            found = await whole.info(target, stored_total, stored_etag, end, marker, modified)
+            if found is not None:
+                return found
         same = [("If-Match", stored_etag)] if stored_etag else []
         # A small single stream is read whole: its trailer comes with its header.
         small = not marker.multipart and stored_total <= WHOLE_READ_LIMIT
