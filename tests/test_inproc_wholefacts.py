@@ -19,8 +19,10 @@ from botocore.exceptions import ClientError
 
 from s3proxy.core.format import parse_header
 from s3proxy.core.manifest import MANIFEST_TAG
+from s3proxy.core.request import Target
 from s3proxy.core.sizes import HEADER_SIZE, ciphertext_length
 from s3proxy.core.wholeobject import WholeObject, is_whole_record, open_whole, whole_key_version
+from s3proxy.store.ends import EndReader
 from tests.inproc import Harness, InProcProxy
 from tests.playbook import GET, Unordered
 from tests.test_inproc_requests import (
@@ -258,3 +260,24 @@ def test_a_record_of_another_object_with_the_same_last_part_is_refused(harness: 
     with harness.book.anything(), pytest.raises(ClientError) as err:
         _head(other, "m")
     assert status(err) == 500
+
+
+def test_a_lookup_that_knows_the_stored_etag_sends_both_requests_at_once(
+    harness: Harness,
+) -> None:
+    """A listing knows a multipart object by its stored ETag (``…-N``): the end and the tag
+    go out together (one round trip); a single-stream object's look-up is its end alone."""
+    writer, other = harness.proxy(), harness.proxy()
+    parts = [os.urandom(n) for n in PARTS]
+    upload(writer, "m", parts)
+    with harness.book.anything():
+        writer.client.put_object(Bucket="b", Key="single", Body=b"x" * 1000)
+    ends = EndReader(other.objects)
+    stored = harness.store.get("b", "m").etag
+    with harness.book.expect(Unordered(TAIL("/b/m"), GET("/b/m?tagging"))):
+        info = harness.run(ends.looked_up(Target("b", "m", ()), [], stored))
+    assert info is not None and info.etag == multipart_etag(parts) and info.size == sum(PARTS)
+    single = harness.store.get("b", "single").etag
+    with harness.book.expect(TAIL("/b/single")):
+        found = harness.run(ends.looked_up(Target("b", "single", ()), [], single))
+    assert found is not None and found.size == 1000

@@ -5,6 +5,7 @@ answers the rest without another request."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.request import Target
 from s3proxy.core.sizes import FOOTER_SIZE, HEADER_SIZE
 from s3proxy.store.objects import WHOLE_READ_LIMIT, ObjectInspector, last_modified
-from s3proxy.store.wholefacts import WholeFacts, looks_like_footer
+from s3proxy.store.wholefacts import WholeFacts, looks_like_footer, settle
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 
@@ -98,11 +99,13 @@ class EndReader:
         marker: Marker,
         stored_total: int,
         end: bytes = b"",
+        tag: asyncio.Future[str | None] | None = None,
     ) -> ObjectInfo:
         """The info of the object ``resp`` answered for (a HEAD, or :meth:`end_bytes`): cached;
-        from the footer in ``end`` (v3, one stream: no other request); or built from its first
-        bytes read now (a v2 stream's trailer found in ``end``). The marker alone never decides
-        a size (docs/design.md, Reading)."""
+        from the footer in ``end`` (v3, one stream: no other request); a v3 multipart object's
+        from that footer and its manifest tag (``tag``: already asked for, else asked now); or
+        built from its first bytes read now (a v2 stream's trailer found in ``end``). The marker
+        alone never decides a size (docs/design.md, Reading)."""
         stored_etag = resp.headers.get("ETag")
         info = self.objects.cached(target, stored_etag, stored_total, None)
         if info is not None:
@@ -116,7 +119,7 @@ class EndReader:
         if end and marker.multipart and looks_like_footer(end):
             whole = WholeFacts(self.objects)
             modified = last_modified(resp)
-            found = await whole.info(target, stored_total, stored_etag, end, marker, modified)
+            found = await whole.info(target, stored_total, stored_etag, end, marker, modified, tag)
             if found is not None:
                 return found
         same = [("If-Match", stored_etag)] if stored_etag else []
@@ -130,3 +133,21 @@ class EndReader:
         if info.layout.stored_length != stored_total:
             raise IntegrityError("The stored object's streams do not add up to its size.")
         return info
+
+    async def looked_up(
+        self, target: Target, headers: HeaderPairs, stored_etag: str | None = None
+    ) -> ObjectInfo | None:
+        """The info of an object from its end (``None``: not the proxy's). Given a stored ETag
+        that shows a multipart object (a listing's), its manifest tag is asked for at the same
+        time as the end: a v3 multipart object then costs one round trip."""
+        tag = WholeFacts(self.objects).tag_ahead(target, stored_etag)
+        try:
+            async with self.end_bytes(target, headers) as found:
+                if found.marker is None:
+                    return None
+                return await self.info_at_end(
+                    target, found.resp, found.marker, found.stored_total, found.end, tag
+                )
+        finally:
+            if tag is not None:
+                settle(tag)

@@ -6,9 +6,9 @@ full look-up (``None``), which reads and checks every stream."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable
 
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.footer import Footer, footer_key_version
@@ -47,11 +47,29 @@ def uniform_layout(facts: WholeObject, last: Footer) -> Layout | None:
     return Layout.from_headers([leading] * (facts.parts - 1) + [last.header])
 
 
+def settle(task: asyncio.Future[str | None]) -> None:
+    """A tag look-up no longer wanted: cancelled if still running, its outcome taken if not
+    (an error nobody waited for is no error)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
 class WholeFacts:
     """Look-ups from a v3 manifest, on an :class:`ObjectInspector` (keys, tags, names)."""
 
     def __init__(self, objects: ObjectInspector) -> None:
         self.objects = objects
+
+    def tag_ahead(
+        self, target: Target, stored_etag: str | None
+    ) -> asyncio.Future[str | None] | None:
+        """The object's manifest tag, asked for now (a task), if its stored ETag shows a
+        multipart object; else ``None``. The caller :func:`settle` s it when done."""
+        if stored_part_count(stored_etag) is None:
+            return None
+        return asyncio.ensure_future(self.objects.tags.manifest(target))
 
     async def info(
         self,
@@ -61,7 +79,7 @@ class WholeFacts:
         end: bytes,
         marker: Marker,
         modified: dt.datetime | None = None,
-        tag: Awaitable[str | None] | None = None,
+        tag: asyncio.Future[str | None] | None = None,
     ) -> ObjectInfo | None:
         """What a HEAD needs of the multipart object whose last 160 bytes are ``end``, from
         its manifest tag (``tag``: its value, already asked for; else asked now). ``None``:
