@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.footer import MetadataKey
-from s3proxy.core.format import VERSION_3, Header, Trailer
+from s3proxy.core.format import VERSION_3, Header, Trailer, parse_header
 from s3proxy.core.layout import Layout
 from s3proxy.core.objectinfo import ObjectChecksum, ObjectInfo
 from s3proxy.core.wholeobject import (
@@ -176,3 +179,43 @@ def test_common_part_size() -> None:
     assert common_part_size([5, 2]) == 5
     assert common_part_size([5, 4, 2]) == 0
     assert common_part_size([9]) == 0
+
+
+DOC_V3 = json.loads((Path(__file__).parent / "vectors" / "format-v3.json").read_text())
+
+
+def _facts(found: dict[str, Any]) -> WholeObject:
+    return WholeObject(
+        bytes.fromhex(found["stream_digest"]),
+        found["plaintext_size"],
+        bytes.fromhex(found["md5_of_md5s"]),
+        found["parts"],
+        found["part_size"],
+        found["last_part_size"],
+        found["checksum_algorithm"],
+        found["checksum_type"],
+        bytes.fromhex(found["checksum"]),
+        found["stored_size"],
+        bytes.fromhex(found["last_salt"]),
+    )
+
+
+@pytest.mark.parametrize("m", DOC_V3["manifests"], ids=[m["name"] for m in DOC_V3["manifests"]])
+def test_stored_v3_manifest_vectors(m: dict[str, Any]) -> None:
+    """Read byte for byte, and still written the same from the same inputs."""
+    metadata_key = MetadataKey.derive(
+        m["metadata_key_version"], bytes.fromhex(m["metadata_key_hmac"])
+    )
+    assert metadata_key.key.hex() == m["metadata_key"]
+    facts = _facts(m["facts"])
+    assert open_whole(metadata_key, m["manifest"]) == facts
+    assert seal_whole(metadata_key, facts, bytes.fromhex(m["record_salt"])) == m["manifest"]
+    by_name = {v["name"]: v for v in DOC_V3["vectors"]}
+    streams = [bytes.fromhex(by_name[name]["stream"]) for name in m["streams"]]
+    layout = Layout.from_headers([parse_header(s) for s in streams])
+    check_layout(facts, layout)
+    md5s = b"".join(bytes.fromhex(by_name[name]["md5"]) for name in m["streams"])
+    assert facts.md5_of_md5s == hashlib.md5(md5s).digest()
+    swapped = Layout.from_headers([parse_header(s) for s in reversed(streams)])
+    with pytest.raises(IntegrityError):
+        check_layout(facts, swapped)
