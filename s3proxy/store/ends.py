@@ -139,7 +139,8 @@ class EndReader:
     ) -> ObjectInfo | None:
         """The info of an object from its end (``None``: not the proxy's). Given a stored ETag
         that shows a multipart object (a listing's), its manifest tag is asked for at the same
-        time as the end: a v3 multipart object then costs one round trip."""
+        time as the end: a v3 multipart object then costs one round trip (one of v2 parts asks
+        for the tag again in its full look-up)."""
         tag = WholeFacts(self.objects).tag_ahead(target, stored_etag)
         try:
             async with self.end_bytes(target, headers) as found:
