@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from s3proxy.core.manifest import MANIFEST_TAG
 from s3proxy.core.sizes import FOOTER_SIZE
+from s3proxy.core.wholeobject import is_whole_record
 from s3proxy.ops.rewrap import Rewrapper
 from tests.inproc import Harness, InProcProxy, Target
 from tests.playbook import GET, PUT, Unordered
+from tests.test_inproc_requests import TAIL, upload
 
 FIRST = "bytes=0-255"
 
@@ -79,3 +82,23 @@ def test_a_rewrite_reads_the_footer_and_the_segments_then_puts_with_the_metadata
         got = harness.proxy().client.get_object(Bucket="b", Key="k")
     assert got["Body"].read() == data
     assert got["ContentType"] == "text/x-kept" and got["Metadata"] == {"who": "me"}
+
+
+def test_a_multipart_object_keeps_a_v3_manifest_sealed_again(harness: Harness) -> None:
+    """The rewritten parts keep their salts and sizes, so the record's facts stay true; it is
+    sealed again (a fresh salt, the latest metadata key) and a fresh proxy's HEAD answers from
+    it and the new last footer."""
+    proxy = harness.proxy()
+    parts = [os.urandom(n) for n in (200_000, 200_000, 1000)]
+    etag = upload(proxy, "m", parts)
+    before = dict(harness.store.get("b", "m").tags)[MANIFEST_TAG]
+    with harness.book.anything():
+        assert harness.run(_rewrapper(proxy).one(Target("b", "m", ()), latest=2)) == "rewritten"
+    after = dict(harness.store.get("b", "m").tags)[MANIFEST_TAG]
+    assert is_whole_record(after) and after != before
+    fresh = harness.proxy()
+    with harness.book.expect(TAIL("/b/m"), GET("/b/m?tagging")):
+        head = fresh.client.head_object(Bucket="b", Key="m")
+    assert head["ETag"] == etag and head["ContentLength"] == sum(map(len, parts))
+    with harness.book.anything():
+        assert fresh.client.get_object(Bucket="b", Key="m")["Body"].read() == b"".join(parts)

@@ -24,10 +24,10 @@ LISTED = {n: ListedPart(n, f'"stored{n}"', HEADERS[n].stored_length) for n in (1
 
 
 def _own(numbers: set[int]) -> OwnPart:
-    def own(n: int) -> tuple[str, Header, Trailer] | None:
+    def own(n: int) -> tuple[str, Header, Trailer, bytes | None] | None:
         if n not in numbers:
             return None
-        return LISTED[n].etag, HEADERS[n], Trailer(MD5S[n])
+        return LISTED[n].etag, HEADERS[n], Trailer(MD5S[n]), None
 
     return own
 

@@ -268,7 +268,7 @@ def test_put_multipart_and_get_through_the_proxy_to_localstack(
     stored_multipart = raw.head_object(Bucket=ls_bucket, Key="three")
     assert stored_multipart["ETag"].endswith('-3"')
     assert stored_multipart["ContentLength"] == sum(
-        ciphertext_length(len(p), DEFAULT_SEGMENT_SIZE, 2) for p in parts
+        ciphertext_length(len(p), DEFAULT_SEGMENT_SIZE, 3) for p in parts
     )
 
 

@@ -43,7 +43,7 @@ VERSION_1 = 1
 VERSION_2 = 2
 VERSION_3 = 3
 WHOLE_OBJECT_VERSION = VERSION_3  # what a PutObject's stream is written as
-PART_VERSION = VERSION_2  # what a part's stream is written as (v3 parts: docs/metadata.md)
+PART_VERSION = VERSION_3  # what a part's stream is written as (v2 before this release)
 ALGORITHM_AES256GCM_HKDF_SHA256 = 1
 DATA_KEY_SIZE = 32
 STREAM_KEY_CACHE = 1024  # derived stream keys remembered (32 bytes each)
@@ -130,7 +130,7 @@ class Header:
     salt: bytes
     nonce_prefix: bytes
     wrapped_key: str
-    version: int = PART_VERSION
+    version: int = VERSION_2
     algorithm: int = ALGORITHM_AES256GCM_HKDF_SHA256
     flags: int = 0  # v2 only
     name_binding: bytes = bytes(NAME_BINDING_SIZE)  # v2 only; meaningful with FLAG_NAME_BOUND
@@ -309,7 +309,7 @@ class StreamEncryptor:
         *,
         salt: bytes | None = None,
         nonce_prefix: bytes | None = None,
-        version: int = PART_VERSION,
+        version: int = VERSION_2,
         binding: bytes | None = None,
         whole_object: bool = False,
         manifest_part: bool = False,
@@ -551,7 +551,7 @@ def seal(
     *,
     salt: bytes | None = None,
     nonce_prefix: bytes | None = None,
-    version: int = PART_VERSION,
+    version: int = VERSION_2,
     checksum_algorithm: str | None = None,
     checksum: bytes = b"",
     whole_object: bool = False,

@@ -96,5 +96,10 @@ def object_checksum(
 
 
 def check_marker(first: Header, marker: Marker) -> None:
-    if first.version != marker.version or first.segment_size != marker.segment_size:
+    """The first header's version and segment size are the marker's; a multipart object's
+    parts may be v2 or v3 under a v2 or v3 marker (proxies of both releases share uploads)."""
+    versions = first.version == marker.version or (
+        marker.multipart and min(first.version, marker.version) >= 2
+    )
+    if not versions or first.segment_size != marker.segment_size:
         raise IntegrityError("The stored object's header does not match its metadata.")

@@ -37,9 +37,10 @@ class ExpectedPart:
     claim: bytes | None  # the plaintext MD5 the client named; None: it named the stored ETag
     header: Header | None = None  # the stream this process sealed for it, if it did
     trailer: Trailer | None = None
+    footer: bytes | None = None  # (v3) the footer this process sealed for it
 
 
-OwnPart = Callable[[int], tuple[str, Header, Trailer] | None]
+OwnPart = Callable[[int], tuple[str, Header, Trailer, bytes | None] | None]
 
 
 def effective(claimed: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -79,16 +80,18 @@ def expected_parts(
         if claim is None and not same_etag(etag, part.etag):
             raise InvalidPart(number)
         sealed = own(number)
-        header = trailer = None
+        header = trailer = footer = None
         if sealed is not None and same_etag(sealed[0], part.etag):
-            _, header, trailer = sealed
+            _, header, trailer, footer = sealed
             if header.stored_length != part.size:
                 raise IntegrityError(
                     f"ListParts shows part {number} with a size other than the stream stored."
                 )
             if claim is not None and claim != trailer.md5:
                 raise InvalidPart(number)
-        out.append(ExpectedPart(number, part.etag, part.size, offset, claim, header, trailer))
+        out.append(
+            ExpectedPart(number, part.etag, part.size, offset, claim, header, trailer, footer)
+        )
         offset += part.size
     return out
 

@@ -14,10 +14,12 @@ from s3proxy.core.errors import IntegrityError, S3ProxyError
 from s3proxy.core.footer import seal_footer
 from s3proxy.core.format import Trailer, parse_header
 from s3proxy.core.layout import Layout, StreamInfo
+from s3proxy.core.manifest import MANIFEST_TAG
 from s3proxy.core.objectinfo import check_marker
 from s3proxy.core.request import Target
 from s3proxy.core.s3xml import completion_body, root_text, upload_id
 from s3proxy.core.sizes import HEADER_SIZE
+from s3proxy.core.wholeobject import is_whole_record, seal_whole
 from s3proxy.keys.transit import KeyService, VaultTransit
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedfacts import SharedFacts, identity
@@ -126,7 +128,16 @@ class Rewrapper:
         tags = await self.objects.tags.read(target)
         if tags is None:  # rewriting now would drop them
             raise S3ProxyError("the object's tags could not be read; it was left as it is")
+        tags = [(k, await self._resealed(v) if k == MANIFEST_TAG else v) for k, v in tags]
         return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in tags)
+
+    async def _resealed(self, manifest: str) -> str:
+        """A v3 manifest sealed again under the latest metadata key, as the footers are (the
+        streams keep their salts and sizes, so its facts stay true); a v2 manifest as it is."""
+        if not is_whole_record(manifest):
+            return manifest
+        facts = await self.objects.manifests.open(manifest)
+        return seal_whole(await self.keys.metadata_key(), facts)
 
     async def _stream_bytes(
         self, target: Target, etag: str, first: int, last: int

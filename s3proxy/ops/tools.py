@@ -33,6 +33,7 @@ from s3proxy.core.layout import (
 )
 from s3proxy.core.manifest import check_manifest, needs_manifest
 from s3proxy.core.request import Target
+from s3proxy.core.wholeobject import check_layout, is_whole_record, open_whole, whole_key_version
 from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.store.tags import Tags
 from s3proxy.upstream.client import upstream_from
@@ -79,7 +80,7 @@ async def decrypt(
         with _Staging(output) as staged:
             await _login(vault)
             headers, keys = await _decrypt_streams(vault, src, staged.file)
-            await _verify(config, Layout.from_headers(headers), keys, options)
+            await _verify(config, vault, Layout.from_headers(headers), keys, options)
             staged.release(stdout or sys.stdout.buffer)
     except S3ProxyError as exc:
         print(f"s3proxy decrypt: {exc.message} Nothing was written.", file=sys.stderr)
@@ -123,7 +124,11 @@ async def _decrypt_streams(
 
 
 async def _verify(
-    config: Config, layout: Layout, keys: dict[str, bytes], options: DecryptOptions
+    config: Config,
+    vault: VaultTransit,
+    layout: Layout,
+    keys: dict[str, bytes],
+    options: DecryptOptions,
 ) -> None:
     """What a GET checks of the whole object (core/layout.py, core/manifest.py). Without its
     metadata, the object is a multipart one if it has several streams or its one stream does
@@ -143,7 +148,11 @@ async def _verify(
         manifest = options.manifest
         if manifest is None:
             manifest = await _fetch_manifest(config, options)
-        check_manifest(keys[first.wrapped_key], layout, manifest)
+        if manifest is not None and is_whole_record(manifest):  # v3: sealed facts
+            metadata_key = await vault.metadata_key(whole_key_version(manifest))
+            check_layout(open_whole(metadata_key, manifest), layout)
+        else:
+            check_manifest(keys[first.wrapped_key], layout, manifest)
 
 
 async def _fetch_manifest(config: Config, options: DecryptOptions) -> str | None:

@@ -27,7 +27,7 @@ from s3proxy.core.headers import (
     upstream_request_headers,
 )
 from s3proxy.core.layout import StreamInfo
-from s3proxy.core.manifest import MANIFEST_TAG, manifest_value, needs_manifest
+from s3proxy.core.manifest import MANIFEST_TAG, needs_manifest
 from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.objectinfo import ObjectInfo
 from s3proxy.core.request import Target, parse_target
@@ -77,12 +77,12 @@ def parse_copy_range(value: str, total: int) -> tuple[int, int]:
 
 
 def _whole_stream(info: ObjectInfo, first: int, last: int) -> tuple[StreamInfo, int] | None:
-    """The v2 part stream whose plaintext is exactly ``first..last``, with its index (a whole
-    object's stream says so in its header, and cannot become a part)."""
+    """The v2 or v3 part stream whose plaintext is exactly ``first..last``, with its index (a
+    whole object's stream says so in its header, and cannot become a part)."""
     for index, stream in enumerate(info.layout.streams):
         end = stream.plaintext_offset + stream.plaintext_length - 1
         header = stream.header
-        if stream.plaintext_offset == first and end == last and header.has_trailer:
+        if stream.plaintext_offset == first and end == last and header.version >= 2:
             return None if header.whole_object else (stream, index)
     return None
 
@@ -170,9 +170,7 @@ class Copier:
         directive = request.headers.get("x-amz-tagging-directive", "COPY").strip().upper()
         if directive != "REPLACE":
             return headers
-        first = info.layout.streams[0].header
-        first_key = await self.context.objects.unwrap(first.wrapped_key, None)
-        value = manifest_value(first_key, info.layout)
+        value = await self.context.objects.manifests.value_for(info)
         tagging = request.headers.get("x-amz-tagging", "")
         own = f"{MANIFEST_TAG}={value}"
         return headers.replace("x-amz-tagging", f"{tagging}&{own}" if tagging else own)

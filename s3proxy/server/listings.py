@@ -25,6 +25,7 @@ from s3proxy.store.caches import LruCache, cache_key
 from s3proxy.store.ends import EndReader
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedfacts import identity
+from s3proxy.store.wholefacts import WholeFacts, settle
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
 
@@ -137,18 +138,24 @@ class Listings:
         reports the stored values rather than failing)."""
         same = [("If-Match", obj.etag)] if obj.etag else []
         ends = self.ends
+        # A listed ETag that shows a multipart object: its manifest tag is asked for with its
+        # end, so a v3 multipart object costs one round trip (docs/metadata.md).
+        tag = WholeFacts(self.objects).tag_ahead(target, obj.etag)
         try:
             async with ends.end_bytes(target, same) as found:
                 if found.marker is None:
                     return NotOurs()
                 return await ends.looked_up_at_end(
-                    target, found.resp, found.marker, found.stored_total, found.end
+                    target, found.resp, found.marker, found.stored_total, found.end, tag
                 )
         except (S3ProxyError, aiohttp.ClientError) as exc:
             log.warning(
                 "listing reports the stored size of %s/%s: %s", target.bucket, target.key, exc
             )
             return None
+        finally:
+            if tag is not None:
+                settle(tag)
 
 
 class NotOurs:
@@ -162,7 +169,11 @@ def _listed_target(bucket: str, obj: ListedObject, url_encoded: bool) -> Target:
 
 
 def _stream_length(stored: int, segment_size: int, version: int) -> int:
+    """A part's plaintext size from its stored size: as ``version`` writes parts, or (a part
+    an older proxy stored during an upgrade, of a size ``version`` cannot have) as v2 did."""
     try:
         return plaintext_length(stored, segment_size, version)
     except ValueError as exc:
+        if version > 2:
+            return _stream_length(stored, segment_size, 2)
         raise IntegrityError(f"The stored object has an impossible size: {exc}.") from exc

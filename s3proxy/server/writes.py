@@ -27,6 +27,7 @@ from s3proxy.core.etags import object_etag, single_etag
 from s3proxy.core.footer import MetadataKey, footer_sealer
 from s3proxy.core.format import (
     PART_VERSION,
+    VERSION_3,
     WHOLE_OBJECT_VERSION,
     Header,
     StreamEncryptor,
@@ -261,15 +262,18 @@ class Writer:
 
     async def _encryptor(self, target: Target, length: int, whole_object: bool) -> StreamEncryptor:
         """The encryptor of a new stream of ``length`` bytes, under a new data key: a whole
-        object's in v3 (its footer sealed under the latest metadata key), a part's in v2."""
+        object's or a part's, in v3 (its footer sealed under the latest metadata key)."""
         data_key = await self.keys.new_data_key(length)
-        end = footer_sealer(await self._metadata_key(data_key.wrapped)) if whole_object else None
+        version = WHOLE_OBJECT_VERSION if whole_object else PART_VERSION
+        end = None
+        if version == VERSION_3:
+            end = footer_sealer(await self._metadata_key(data_key.wrapped))
         return StreamEncryptor(
             data_key.plaintext,
             data_key.wrapped,
             length,
             self.config.segment_size,
-            version=WHOLE_OBJECT_VERSION if whole_object else PART_VERSION,
+            version=version,
             end=end,
             whole_object=whole_object,
             manifest_part=not whole_object and self.config.multipart_manifest,
@@ -370,7 +374,7 @@ class Writer:
         returned, an UploadPart's for the upload's completion (docs/design.md, Reading without
         a probe)."""
         if target.has("uploadId"):
-            self.objects.remember_part(target, stored_etag, header, trailer)
+            self.objects.remember_part(target, stored_etag, header, trailer, footer)
             return None
         layout = Layout.from_headers([header]).with_footers({0: footer} if footer else {})
         marker = Marker(header.segment_size, False, version=header.version)

@@ -12,7 +12,7 @@ from s3proxy.core.errors import IntegrityError, InvalidPart
 from s3proxy.core.etags import object_etag
 from s3proxy.core.format import Header, Trailer, parse_header
 from s3proxy.core.layout import Layout, check_name_binding, check_object_shape
-from s3proxy.core.manifest import manifest_value, needs_manifest
+from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.partlist import ExpectedPart, expected_size
 from s3proxy.core.request import Target
@@ -61,12 +61,14 @@ class AssemblyCheck:
         check_object_shape(layout, True)
         unbound_allowed = self.objects.names.unbound_allowed(target, modified)
         check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
-        trailers = await self._trailers(target, stored_etag, layout, parts, sealed, head)
+        footers: dict[int, bytes] = {}
+        trailers = await self._trailers(target, stored_etag, layout, parts, sealed, head, footers)
+        layout = layout.with_footers(footers)
         etag = object_etag([t.md5 if t is not None else None for t in trailers], True)
         info = ObjectInfo(layout, trailers, etag, object_checksum(layout, trailers, marker))
         if needs_manifest(layout):  # from the client's list, now proven
-            first_key = await self.objects.unwrap(layout.streams[0].header.wrapped_key, None)
-            await self.objects.tags.write_manifest(target, manifest_value(first_key, layout))
+            value = await self.objects.manifests.value_for(info)
+            await self.objects.tags.write_manifest(target, value)
         self.objects.remember(target.without("versionId"), stored_etag, info)
         if target.has("versionId"):
             self.objects.remember(target, stored_etag, info)
@@ -108,13 +110,16 @@ class AssemblyCheck:
         parts: list[ExpectedPart],
         sealed: dict[int, bytes],
         head: bytes,
+        footers: dict[int, bytes],
     ) -> tuple[Trailer | None, ...]:
         """Every stream's trailer: the ones this process sealed as they are, the others read
-        and opened; each must hold the MD5 the client named for its part."""
+        and opened; each must hold the MD5 the client named for its part. The v3 footers
+        (sealed here, or read and opened) are left in ``footers`` by stream index."""
         given = {i: p.trailer for i, p in enumerate(parts) if p.trailer is not None}
+        footers.update({i: p.footer for i, p in enumerate(parts) if p.footer is not None})
         keys: dict[str, bytes] = {}
         trailers = await self.objects.trailers(
-            target, stored_etag, layout, keys, sealed, head, given
+            target, stored_etag, layout, keys, sealed, head, given, footers
         )
         for part, trailer in zip(parts, trailers, strict=True):
             if part.claim is not None and (trailer is None or trailer.md5 != part.claim):

@@ -101,7 +101,9 @@ class KnownObjects:
     def __init__(self) -> None:
         self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
         self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
-        self._parts: LruCache[tuple[str, Header, Trailer]] = LruCache(OWN_PARTS_BYTES, name="part")
+        self._parts: LruCache[tuple[str, Header, Trailer, bytes | None]] = LruCache(
+            OWN_PARTS_BYTES, name="part"
+        )
 
     def cached(
         self, target: Target, etag: str | None, stored_total: int | None, first: Header | None
@@ -156,14 +158,23 @@ class KnownObjects:
         self._last_etags.pop(cache_key(target, None))
 
     def remember_part(
-        self, target: Target, stored_etag: str, header: Header, trailer: Trailer
+        self,
+        target: Target,
+        stored_etag: str,
+        header: Header,
+        trailer: Trailer,
+        footer: bytes | None = None,
     ) -> None:
-        """A part this process has just stored (UploadPart), for its CompleteMultipartUpload."""
+        """A part this process has just stored (UploadPart), for its CompleteMultipartUpload:
+        its stored ETag, header, trailer and (v3) footer."""
         key = _part_key(target, target.param("partNumber") or "")
         weight = PART_ENTRY + sum(map(len, key)) + len(stored_etag) + len(header.wrapped_key)
-        self._parts.put(key, (stored_etag, header, trailer), weight)
+        weight += len(footer or b"")
+        self._parts.put(key, (stored_etag, header, trailer, footer), weight)
 
-    def own_part(self, target: Target, number: int) -> tuple[str, Header, Trailer] | None:
+    def own_part(
+        self, target: Target, number: int
+    ) -> tuple[str, Header, Trailer, bytes | None] | None:
         return self._parts.get(_part_key(target, str(number)))
 
     def forget_parts(self, target: Target, numbers: list[int]) -> None:

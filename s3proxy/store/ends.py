@@ -5,6 +5,7 @@ answers the rest without another request."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from s3proxy.core.request import Target
 from s3proxy.core.sizes import FOOTER_SIZE, HEADER_SIZE
 from s3proxy.store.objects import WHOLE_READ_LIMIT, ObjectInspector, last_modified
 from s3proxy.store.sharedfacts import identity
+from s3proxy.store.wholefacts import WholeFacts, looks_like_footer, settle
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 
@@ -128,17 +130,19 @@ class EndReader:
         marker: Marker,
         stored_total: int,
         end: bytes = b"",
+        tag: asyncio.Future[str | None] | None = None,
     ) -> ObjectInfo:
         """The info of the object ``resp`` answered for (a HEAD, or :meth:`end_bytes`): cached;
-        from the footer in ``end`` (v3, one stream: no other request); or built from its first
-        bytes read now (a v2 stream's trailer found in ``end``). The marker alone never decides
-        a size (docs/design.md, Reading)."""
+        from the footer in ``end`` (v3, one stream: no other request); a v3 multipart object's
+        from that footer and its manifest tag (``tag``: already asked for, else asked now); or
+        built from its first bytes read now (a v2 stream's trailer found in ``end``). The marker
+        alone never decides a size (docs/design.md, Reading)."""
         stored_etag = resp.headers.get("ETag")
         info = self.objects.cached(target, stored_etag, stored_total, None)
         if info is not None:
             check_marker(info.layout.streams[0].header, marker)
             return info
-        return await self.looked_up_at_end(target, resp, marker, stored_total, end)
+        return await self.looked_up_at_end(target, resp, marker, stored_total, end, tag)
 
     async def looked_up_at_end(
         self,
@@ -147,6 +151,7 @@ class EndReader:
         marker: Marker,
         stored_total: int,
         end: bytes = b"",
+        tag: asyncio.Future[str | None] | None = None,
     ) -> ObjectInfo:
         """:meth:`info_at_end` for an object not in this process's cache."""
         stored_etag = resp.headers.get("ETag")
@@ -155,6 +160,12 @@ class EndReader:
             return await self.info_from_footer(
                 target, stored_total, stored_etag, end, marker, modified
             )
+        if end and marker.multipart and looks_like_footer(end):
+            whole = WholeFacts(self.objects)
+            modified = last_modified(resp)
+            found = await whole.info(target, stored_total, stored_etag, end, marker, modified, tag)
+            if found is not None:
+                return found
         same = [("If-Match", stored_etag)] if stored_etag else []
         # A small single stream is read whole: its trailer comes with its header.
         small = not marker.multipart and stored_total <= WHOLE_READ_LIMIT
@@ -166,3 +177,22 @@ class EndReader:
         if info.layout.stored_length != stored_total:
             raise IntegrityError("The stored object's streams do not add up to its size.")
         return info
+
+    async def looked_up(
+        self, target: Target, headers: HeaderPairs, stored_etag: str | None = None
+    ) -> ObjectInfo | None:
+        """The info of an object from its end (``None``: not the proxy's). Given a stored ETag
+        that shows a multipart object (a listing's), its manifest tag is asked for at the same
+        time as the end: a v3 multipart object then costs one round trip (one of v2 parts asks
+        for the tag again in its full look-up)."""
+        tag = WholeFacts(self.objects).tag_ahead(target, stored_etag)
+        try:
+            async with self.end_bytes(target, headers) as found:
+                if found.marker is None:
+                    return None
+                return await self.info_at_end(
+                    target, found.resp, found.marker, found.stored_total, found.end, tag
+                )
+        finally:
+            if tag is not None:
+                settle(tag)

@@ -25,7 +25,7 @@ from s3proxy.core.layout import (
     check_name_binding,
     check_object_shape,
 )
-from s3proxy.core.manifest import check_manifest, needs_manifest
+from s3proxy.core.manifest import needs_manifest
 from s3proxy.core.marker import Marker
 from s3proxy.core.objectinfo import ObjectInfo, check_marker, object_checksum
 from s3proxy.core.request import Target
@@ -33,6 +33,7 @@ from s3proxy.core.sizes import HEADER_SIZE, READ_CHUNK
 from s3proxy.core.unencrypted import UnencryptedPolicy
 from s3proxy.keys.transit import KeyService
 from s3proxy.store.caches import KnownObjects
+from s3proxy.store.manifests import Manifests
 from s3proxy.store.ranged import FETCH_CONCURRENCY, RangedReads
 from s3proxy.store.sharedfacts import SharedFacts
 from s3proxy.store.spans import fetch_span
@@ -88,6 +89,7 @@ class ObjectInspector(KnownObjects):
         self.names = names or NameRule()
         self.shared = shared or SharedFacts(None, keys)  # the proxies' shared cache, if any
         self.tags = Tags(upstream)
+        self.manifests = Manifests(keys, self.tags, self.unwrap)
         self.reads = RangedReads(upstream)
         super().__init__()
 
@@ -182,9 +184,9 @@ class ObjectInspector(KnownObjects):
         check_object_shape(layout, marker.multipart)
         unbound_allowed = self.names.unbound_allowed(target, modified)
         check_name_binding(layout, target.bucket or "", target.key or "", unbound_allowed)
+        facts = None
         if marker.multipart and needs_manifest(layout) and manifest:
-            first_key = await self.unwrap(layout.streams[0].header.wrapped_key, keys)
-            check_manifest(first_key, layout, await self.tags.manifest(target))
+            facts = await self.manifests.check(target, layout, keys)
         footers: dict[int, bytes] = {}
         trailers = await self.trailers(
             target, etag, layout, keys, sealed, known, None, footers, end
@@ -192,6 +194,8 @@ class ObjectInspector(KnownObjects):
         layout = layout.with_footers(footers)
         md5s = [t.md5 if t is not None else None for t in trailers]
         plain_etag = object_etag(md5s, marker.multipart)
+        if facts is not None and facts.etag != plain_etag:
+            raise IntegrityError("The multipart object's parts do not match its manifest.")
         info = ObjectInfo(layout, trailers, plain_etag, object_checksum(layout, trailers, marker))
         if etag and manifest:
             self.remember(target, etag, info)

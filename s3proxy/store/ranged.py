@@ -1,6 +1,6 @@
 """Small ranged reads of a stored object: stored bytes by offset, and the walk from stream header
 to stream header that finds a multipart object's layout (core/layout.discover), its guesses
-fetched in parallel, each with the sealed trailer just before it. See docs/design.md,
+fetched in parallel, each with the sealed trailer or footer just before it. See docs/design.md,
 Multipart objects."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.layout import Discovery, Layout, discover
 from s3proxy.core.marker import Marker
 from s3proxy.core.request import Target
-from s3proxy.core.sizes import HEADER_SIZE, TRAILER_SIZE
+from s3proxy.core.sizes import FOOTER_SIZE, HEADER_SIZE, TRAILER_SIZE
 from s3proxy.store.spans import Span
 from s3proxy.upstream.client import Upstream
 
@@ -82,15 +82,17 @@ class RangedReads:
         gate: asyncio.Semaphore,
         sealed: dict[int, bytes],
     ) -> tuple[int, Header | None]:
-        """The stream header at ``offset``, read with the sealed trailer just before it (left in
-        ``sealed`` by its offset): one ranged read. ``None``: no valid header there."""
-        before = TRAILER_SIZE if offset >= TRAILER_SIZE + HEADER_SIZE else 0
+        """The stream header at ``offset``, read with the 160 bytes just before it: the footer
+        (v3) or, in its last 80 bytes, the trailer (v2) of the stream that ends there, left in
+        ``sealed`` by offset (both ways): one ranged read. ``None``: no valid header there."""
+        before = max(n for n in (FOOTER_SIZE, TRAILER_SIZE, 0) if offset >= n + HEADER_SIZE)
         async with gate:
             data = await self.fetch(target, offset - before, offset + HEADER_SIZE - 1, etag)
         if data is None:
             return offset, None
         if before:
             sealed[offset - before] = data[:before]
+            sealed[offset - TRAILER_SIZE] = data[before - TRAILER_SIZE : before]
         try:
             return offset, parse_header(data[before:])
         except IntegrityError:

@@ -8,6 +8,7 @@ add vectors for a new format version:  python tests/vectors/generate.py 3 > new.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -22,6 +23,7 @@ from s3proxy.core.format import (
 )
 from s3proxy.core.layout import Layout
 from s3proxy.core.manifest import manifest_value
+from s3proxy.core.wholeobject import WholeObject, seal_whole, stream_digest
 
 DATA_KEY = bytes(range(32))
 SALT = bytes(range(0xA0, 0xB0))
@@ -34,6 +36,8 @@ WRAPPED_V12 = WRAPPED.replace("vault:v1:", "vault:v12:")
 METADATA_HMAC = bytes(range(0x40, 0x60))
 METADATA_KEY = MetadataKey.derive(7, METADATA_HMAC)
 FOOTER_SALT = bytes(range(0xC0, 0xD0))
+# v3 manifests: the record salt d0..df
+RECORD_SALT = bytes(range(0xD0, 0xE0))
 
 
 def vector(
@@ -131,12 +135,71 @@ def manifests(found: list[dict[str, object]]) -> list[dict[str, object]]:
     ]
 
 
+def _facts_json(facts: WholeObject) -> dict[str, object]:
+    return {
+        "stream_digest": facts.stream_digest.hex(),
+        "plaintext_size": facts.plaintext_size,
+        "md5_of_md5s": facts.md5_of_md5s.hex(),
+        "parts": facts.parts,
+        "part_size": facts.part_size,
+        "last_part_size": facts.last_part_size,
+        "checksum_algorithm": facts.checksum_algorithm,
+        "checksum_type": facts.checksum_type,
+        "checksum": facts.checksum.hex(),
+        "stored_size": facts.stored_size,
+        "last_salt": facts.last_salt.hex(),
+    }
+
+
+def manifests_v3(found: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The v3 manifest (a sealed record of the whole object) of the object made of the two
+    manifest-part vectors, without a checksum, and with a FULL_OBJECT CRC64NVME one."""
+    parts = [v for v in found if v.get("manifest_part")]
+    streams = [bytes.fromhex(str(v["stream"])) for v in parts]
+    layout = Layout.from_headers([parse_header(s) for s in streams])
+    md5s = b"".join(bytes.fromhex(str(v["md5"])) for v in parts)
+    plain = WholeObject(
+        stream_digest(layout),
+        layout.plaintext_length,
+        hashlib.md5(md5s).digest(),
+        len(streams),
+        layout.streams[0].plaintext_length,  # (two parts: all but the last share a size)
+        layout.streams[-1].plaintext_length,
+        None,
+        None,
+        b"",
+        layout.stored_length,
+        layout.streams[-1].header.salt,
+    )
+    crc = dataclasses.replace(
+        plain,
+        checksum_algorithm="crc64nvme",
+        checksum_type="FULL_OBJECT",
+        checksum=bytes(range(0xE0, 0xE8)),
+    )
+    return [
+        {
+            "name": name,
+            "streams": [v["name"] for v in parts],
+            "metadata_key_version": METADATA_KEY.version,
+            "metadata_key_hmac": METADATA_HMAC.hex(),
+            "metadata_key": METADATA_KEY.key.hex(),
+            "record_salt": RECORD_SALT.hex(),
+            "facts": _facts_json(facts),
+            "manifest": seal_whole(METADATA_KEY, facts, RECORD_SALT),
+        }
+        for name, facts in (("two parts", plain), ("two parts with a checksum", crc))
+    ]
+
+
 def main() -> None:
     version = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     found = vectors(version)
     doc: dict[str, object] = {"format": f"s3proxy at-rest format v{version}", "vectors": found}
-    if version == 2:  # (v3's manifest is not specified yet: docs/format.md, Version 3)
+    if version == 2:
         doc["manifests"] = manifests(found)
+    if version == 3:
+        doc["manifests"] = manifests_v3(found)
     print(json.dumps(doc, indent=1))
 
 
