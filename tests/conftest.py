@@ -139,6 +139,15 @@ def bucket(s3: S3Server) -> str:
 
 
 @pytest.fixture
+def procs() -> Iterator[list[ProxyProcess]]:
+    """Proxy processes a test starts (``start_proxy``), stopped when it ends."""
+    started: list[ProxyProcess] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
 def client(proxy: ProxyProcess) -> Any:
     return proxy.client()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(
         v for (n, found), v in samples.items() if n == name and set(labels.items()) <= set(found)
     )
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def run(

@@ -7,7 +7,6 @@ and replayed entries: tests/test_inproc_sharedcache.py.)"""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(180)
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def fresh_proxy(

@@ -8,7 +8,6 @@ import hashlib
 import http.client
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,14 +88,6 @@ class Upload:
         threading.Thread(target=self.run, daemon=True).start()
         assert self.started.wait(60)
         return self
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def run(
