@@ -265,8 +265,15 @@ def list_all(client: Any) -> tuple[Facts, int]:
     return found, pages
 
 
-def head_all(client: Any, keys: list[str], concurrency: int) -> Facts:
+def head_all(client: Any, keys: list[str], concurrency: int, ends: bool = False) -> Facts:
+    """HEAD each key, ``concurrency`` at a time; ``ends``: ask instead what the proxy asks for a
+    HEAD, ``GET Range: bytes=-160`` (the store's own cost of the proxy's request)."""
+
     def head(key: str) -> tuple[str, tuple[int, str]]:
+        if ends:
+            got = client.get_object(Bucket=BUCKET, Key=key, Range=f"bytes=-{END}")
+            got["Body"].read()
+            return key, (int(got["ContentRange"].rpartition("/")[2]), got["ETag"])
         answer = client.head_object(Bucket=BUCKET, Key=key)
         return key, (answer["ContentLength"], answer["ETag"])
 
@@ -351,9 +358,9 @@ def measure(peers: Peers, args: argparse.Namespace) -> tuple[list[Row], dict[str
     keys = sorted(written)[:: max(1, n // args.heads)][: args.heads]
     expected = {k: written[k] for k in keys}
 
-    def heads(path: str, client: Any, proxy: Proxy | None) -> None:
+    def heads(path: str, client: Any, proxy: Proxy | None, ends: bool = False) -> None:
         def run() -> tuple[Facts, int]:
-            return head_all(client, keys, args.concurrency), len(keys)
+            return head_all(client, keys, args.concurrency, ends), len(keys)
 
         found, wall, counted, cpu = timed(run, proxy, store)
         name = f"HEAD, {args.concurrency} at a time"
@@ -363,6 +370,7 @@ def measure(peers: Peers, args: argparse.Namespace) -> tuple[list[Row], dict[str
         print(f"  HEAD via {path}: {wall:.2f} s", flush=True)
 
     heads("direct", peers.direct_client(args.concurrency), None)
+    heads(ENDS_PATH, peers.direct_client(args.concurrency), None, ends=True)
     head_proxy = peers.proxy(HEAD_DB)
     heads("s3proxy, fresh, nothing cached", proxy_client(head_proxy, args.concurrency), head_proxy)
     head_proxy.process.stop()
@@ -370,6 +378,10 @@ def measure(peers: Peers, args: argparse.Namespace) -> tuple[list[Row], dict[str
 
 
 # ---- the report ---------------------------------------------------------------------------------
+
+
+END = 160  # the bytes the proxy asks for in a HEAD: a v3 stream's footer
+ENDS_PATH = f"direct, GET bytes=-{END} instead (the proxy's request)"
 
 
 def _direct(rows: list[Row], workload: str) -> Row:
@@ -416,7 +428,7 @@ class Target:
 def targets(rows: list[Row]) -> list[Target]:
     found: list[Target] = []
     by_path = {(r.workload, r.path): r for r in rows}
-    head = next((r for r in rows if r.workload.startswith("HEAD") and r.path != "direct"), None)
+    head = next((r for r in rows if r.workload.startswith("HEAD") and r.vault is not None), None)
     if head is not None:
         d = _direct(rows, head.workload)
         ratio, per = head.wall_s / d.wall_s, head.upstream / head.objects

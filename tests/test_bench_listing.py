@@ -53,6 +53,7 @@ def test_listing_bench_reports_every_row_and_what_was_written(tmp_path: Path) ->
     rows = _rows(text)
     assert set(rows) == {("ListObjectsV2", p) for p in PATHS} | {
         ("HEAD, 16 at a time", "direct"),
+        ("HEAD, 16 at a time", "direct, GET bytes=-160 instead (the proxy's request)"),
         ("HEAD, 16 at a time", "s3proxy, fresh, nothing cached"),
     }, rows
     for key, cells in rows.items():

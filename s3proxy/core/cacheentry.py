@@ -20,6 +20,7 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import struct
 from dataclasses import dataclass
 
@@ -59,10 +60,13 @@ MIN_ENTRY_SIZE = _CLEAR.size + _MIN_FACTS + _TAG_SIZE
 MAX_ENTRY_SIZE = _CLEAR.size + _MAX_FACTS + _TAG_SIZE
 
 
+_PRINTABLE = re.compile(rb"[\x21-\x7e]+")
+
+
 def _printable(value: str, limit: int, what: str) -> bytes:
     """``value`` as ASCII, if it is 1 to ``limit`` printable characters without spaces."""
     data = value.encode("ascii", "replace")
-    if not (value.isascii() and 0 < len(data) <= limit and all(0x21 <= b <= 0x7E for b in data)):
+    if not (value.isascii() and len(data) <= limit and _PRINTABLE.fullmatch(data)):
         raise ValueError(f"{what} must be 1 to {limit} printable ASCII characters")
     return data
 
