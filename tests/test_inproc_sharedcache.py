@@ -6,13 +6,16 @@ stopped Redis costs look-ups, never an answer."""
 
 from __future__ import annotations
 
+import base64
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from s3proxy.core.format import seal
 from s3proxy.ops.rewrap import Rewrapper
 from s3proxy.store.sharedcache import SharedCache
 from tests.inproc import Harness, InProcProxy, Target
@@ -195,3 +198,52 @@ def test_a_rewrapped_object_is_written_through(
     assert harness.store.get("b", "k").etag != before
     with harness.book.expect(LISTING):
         assert listed(cached_proxy(harness, redis_server)) == {"k": (50_000, md5(data))}
+
+
+def _old_stream(harness: Harness, data: bytes, version: int) -> bytes:
+    """``data`` sealed as an earlier release stored a PutObject (format ``version``)."""
+    vault = harness.vault
+    code, answer = vault.api("POST", f"transit/datakey/plaintext/{vault.transit_key}", {})
+    assert code == 200
+    key = base64.b64decode(answer["data"]["plaintext"])
+    if version == 1:
+        return seal(key, answer["data"]["ciphertext"], data, 65536, version=1)
+    crc = zlib.crc32(data).to_bytes(4, "big")
+    return seal(
+        key, answer["data"]["ciphertext"], data, 65536, version=2, whole_object=True,
+        checksum_algorithm="crc32", checksum=crc,
+    )  # fmt: skip
+
+
+def test_objects_of_earlier_formats_with_the_shared_cache(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    """A v2 object's look-up (its end and its first bytes) is written through: the next fresh
+    proxy lists it without a look-up and HEADs it with its end alone, checksum included. A v1
+    object keeps its stored ETag: nothing is shared of it, and it is looked up as before."""
+    v2_data, v1_data = os.urandom(300_000), os.urandom(150_000)
+    stored = harness.store.put(
+        "b", "v2", _old_stream(harness, v2_data, 2), s3proxy_encryption="v=2;seg=65536"
+    ).etag
+    v1_etag = harness.store.put(
+        "b", "v1", _old_stream(harness, v1_data, 1), s3proxy_encryption="v=1;seg=65536"
+    ).etag
+    crc = base64.b64encode(zlib.crc32(v2_data).to_bytes(4, "big")).decode()
+    expected = {"v1": (150_000, v1_etag), "v2": (300_000, md5(v2_data))}
+    first = cached_proxy(harness, redis_server)
+    with harness.book.expect(
+        TAIL("/b/v2"), GET("/b/v2", Range="bytes=0-255", If_Match=stored)
+    ):  # (the cache misses: then the look-up of a v2 object, as without it)
+        got = first.client.head_object(Bucket="b", Key="v2", ChecksumMode="ENABLED")
+    assert (got["ContentLength"], got["ETag"], got["ChecksumCRC32"]) == (300_000, md5(v2_data), crc)
+    assert len(redis.keys(ENTRY_NAMES)) == 1  # the v2 object's; none of the v1 object
+    second = cached_proxy(harness, redis_server)
+    with harness.book.expect(TAIL("/b/v2")):
+        got = second.client.head_object(Bucket="b", Key="v2", ChecksumMode="ENABLED")
+    assert (got["ContentLength"], got["ETag"], got["ChecksumCRC32"]) == (300_000, md5(v2_data), crc)
+    with harness.book.expect(LISTING, TAIL("/b/v1", If_Match=v1_etag), *_V1_LOOK_UP):
+        assert listed(cached_proxy(harness, redis_server)) == expected
+    assert len(redis.keys(ENTRY_NAMES)) == 1
+
+
+_V1_LOOK_UP = (GET("/b/v1", Range="bytes=0-150303", If_Match=ANY),)  # (read whole: small)
