@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from s3proxy.core.cacheentry import ObjectFacts, ObjectIdentity, seal_entry
 from s3proxy.core.format import seal
 from s3proxy.ops.rewrap import Rewrapper
 from s3proxy.store.sharedcache import SharedCache
@@ -247,3 +248,68 @@ def test_objects_of_earlier_formats_with_the_shared_cache(
 
 
 _V1_LOOK_UP = (GET("/b/v1", Range="bytes=0-150303", If_Match=ANY),)  # (read whole: small)
+
+
+def test_a_large_objects_whole_get_is_one_request_with_the_shared_cache(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    """Above the whole-read size a cold GET reads the body, then the footer (2 requests); with
+    the object's entry in the shared cache the body's request alone answers, its footer
+    checked against the entry before the last plaintext goes out."""
+    writer = cached_proxy(harness, redis_server)
+    data = os.urandom(1024 * 1024)
+    etag = put(writer, "big", data)
+    with harness.book.expect(GET("/b/big")):
+        got = cached_proxy(harness, redis_server).client.get_object(
+            Bucket="b", Key="big", ChecksumMode="ENABLED"
+        )
+        assert got["Body"].read() == data
+    assert got["ETag"] == etag == md5(data) and got["ContentLength"] == len(data)
+    assert got["ChecksumCRC32"] == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    stored = harness.store.get("b", "big")
+    end = len(stored.data)
+    with harness.book.expect(
+        GET("/b/big"), GET("/b/big", Range=f"bytes={end - 160}-{end - 1}", If_Match=ANY)
+    ):
+        assert harness.proxy().client.get_object(Bucket="b", Key="big")["Body"].read() == data
+
+
+def test_a_footer_that_does_not_record_the_entry_cuts_the_body_short(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    """The store swaps in another object's footer (valid, sealed by the proxy) under the
+    object's own stored ETag: the segments still authenticate, but the footer is not this
+    stream's, so the answer stops short of its last bytes."""
+    writer = cached_proxy(harness, redis_server)
+    put(writer, "big", os.urandom(1024 * 1024))
+    put(writer, "other", os.urandom(1024 * 1024))
+    stored, other = harness.store.get("b", "big"), harness.store.get("b", "other")
+    assert len(stored.data) == len(other.data)
+    stored.data = stored.data[:-160] + other.data[-160:]  # (the stored ETag kept as it was)
+    with harness.book.anything():
+        answered = cached_proxy(harness, redis_server).request("GET", "/b/big")
+    assert answered.status == 200 and not answered.complete
+    assert len(answered.body) < 1024 * 1024
+
+
+def test_an_entry_that_the_footer_does_not_bear_out_cuts_the_body_short(
+    harness: Harness, redis_server: RedisServer, redis: Any
+) -> None:
+    """An entry sealed with the metadata key (only a proxy could) for the right object but with
+    another MD5: the header fits, the footer opens, but it records another MD5, so the answer
+    stops short of its last bytes rather than end under an ETag its bytes do not have."""
+    writer = cached_proxy(harness, redis_server)
+    data = os.urandom(1024 * 1024)
+    put(writer, "big", data)
+    stored = harness.store.get("b", "big")
+    (name,) = redis.keys(ENTRY_NAMES)
+    assert writer.keys is not None
+    key = harness.run(writer.keys.metadata_key())
+    wrong = ObjectFacts(len(data), md5(b"something else"), "crc32", "AAAAAA==", "FULL_OBJECT")
+    obj = ObjectIdentity("b", "big", "", stored.etag, len(stored.data))
+    redis.set(name, seal_entry(key, obj, wrong))
+    with harness.book.anything():
+        answered = cached_proxy(harness, redis_server).request("GET", "/b/big")
+    assert answered.status == 200 and not answered.complete
+    assert answered.headers["ETag"] == md5(b"something else")  # (what the entry said)
+    assert len(answered.body) < len(data)

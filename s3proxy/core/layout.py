@@ -15,7 +15,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
 from s3proxy.core.errors import IntegrityError
-from s3proxy.core.format import Header, StreamDecryptor, name_binding, parse_header
+from s3proxy.core.format import Header, StreamDecryptor, Trailer, name_binding, parse_header
 from s3proxy.core.sizes import (
     HEADER_SIZE,
     TAG_SIZE,
@@ -33,6 +33,9 @@ class StreamInfo:
     # v3: the stream's footer as it was authenticated (Layout.with_footers); a read that reaches
     # the stream's end must find these bytes there
     footer: bytes | None = None
+    # v3, footer bytes not known (a layout from the shared cache): what its footer must record,
+    # checked by the reader once the footer is read (PlanDecryptor.unchecked_footers)
+    record: Trailer | None = None
 
     @property
     def plaintext_length(self) -> int:
@@ -257,6 +260,10 @@ class PlanDecryptor:
         self._take = 0
         self.needs_key: Header | None = None
         self._header_checked = False
+        # footers read of streams whose footer bytes were not known (StreamInfo.record): for
+        # the caller to open and check before it releases the plaintext :meth:`feed` returned
+        # with them; :meth:`finish` refuses while any is left
+        self.unchecked_footers: list[tuple[StreamInfo, bytes]] = []
 
     @property
     def done(self) -> bool:
@@ -306,7 +313,15 @@ class PlanDecryptor:
                 out.append(plain)
             if not self._decryptor.done:
                 break
-            _check_footer(piece.stream, self._decryptor.footer)
+            footer = self._decryptor.footer
+            if (
+                footer is not None
+                and piece.stream.footer is None
+                and piece.stream.record is not None
+            ):
+                self.unchecked_footers.append((piece.stream, footer))
+            else:
+                _check_footer(piece.stream, footer)
             pending = self._decryptor.unused
             self._decryptor = None
             self._header_checked = False
@@ -322,6 +337,8 @@ class PlanDecryptor:
             raise IntegrityError(
                 "The stored object ended before the read was complete (truncated)."
             )
+        if self.unchecked_footers:
+            raise IntegrityError("A stream's footer was read but never checked.")
 
 
 def _check_footer(stream: StreamInfo, footer: bytes | None) -> None:

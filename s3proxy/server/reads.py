@@ -29,6 +29,7 @@ from s3proxy.server.readrules import (
     upstream_chunks,
 )
 from s3proxy.server.relay import relay
+from s3proxy.store.cachedlayouts import info_from_shared
 from s3proxy.store.spans import known_span
 
 log = logging.getLogger("s3proxy")
@@ -91,6 +92,13 @@ class Reader:
             if not marker.multipart and stored_total <= WHOLE_READ_LIMIT:
                 # A small object arrives whole anyway: its trailer is in this response.
                 head += await read_exactly(upstream_resp, stored_total - HEADER_SIZE)
+            else:  # a larger one: the shared cache's entry stands for its footer, if it has one
+                modified = last_modified(upstream_resp)
+                objects = self.context.objects
+                info = await info_from_shared(
+                    objects, target, stored_etag, stored_total, first, marker, modified
+                )
+        if info is None:
             info = await self._build(target, upstream_resp, stored_total, first, head, marker, keys)
         answer = read_answer(read_headers.query, info, marker, upstream_resp)
         return await self.context.sender.send_plan(

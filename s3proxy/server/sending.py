@@ -108,13 +108,27 @@ class Decrypting:
         decryptor = self.decryptor
         out = decryptor.feed(data)
         if decryptor.needs_key is None:
+            await self._check_footers()
             return out
         held: list[bytes | bytearray] = [out]
         while decryptor.needs_key is not None:
             wrapped = decryptor.needs_key.wrapped_key
             decryptor.provide_key(await self.objects.unwrap(wrapped, self.keys))
             held.append(decryptor.feed(b""))
+        await self._check_footers()
         return b"".join(held)
+
+    async def _check_footers(self) -> None:
+        """Footers read of streams whose footer bytes were not known (a layout from the shared
+        cache): each must open under its metadata key as that stream's and record what the
+        layout says, before the plaintext that came with it goes out."""
+        unchecked = self.decryptor.unchecked_footers
+        while unchecked:
+            stream, found = unchecked[0]
+            footer = await self.objects.open_footer(found, stream.header)
+            if footer.trailer != stream.record:
+                raise IntegrityError("The stored object's footer does not record what was sent.")
+            unchecked.pop(0)
 
     async def first(self, prefix: bytes, chunks: AsyncIterator[bytes]) -> bytes | bytearray:
         """The first authenticated plaintext: read before the response starts, so that most
