@@ -108,14 +108,16 @@ class Decrypting:
         decryptor = self.decryptor
         out = decryptor.feed(data)
         if decryptor.needs_key is None:
-            await self._check_footers()
+            if decryptor.unchecked_footers:
+                await self._check_footers()
             return out
         held: list[bytes | bytearray] = [out]
         while decryptor.needs_key is not None:
             wrapped = decryptor.needs_key.wrapped_key
             decryptor.provide_key(await self.objects.unwrap(wrapped, self.keys))
             held.append(decryptor.feed(b""))
-        await self._check_footers()
+        if decryptor.unchecked_footers:
+            await self._check_footers()
         return b"".join(held)
 
     async def _check_footers(self) -> None:
