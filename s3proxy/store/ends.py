@@ -105,14 +105,13 @@ class EndReader:
         """As :meth:`info_at_end`; where that would take more requests than the footer in
         ``end`` and ``summary_ok`` (the answer needs no layout: a HEAD), the shared cache's
         summary first. What was looked up is written through to the shared cache."""
-        stored_etag = resp.headers.get("ETag")
-        info = self.objects.cached(target, stored_etag, stored_total, None)
+        info = self._cached(target, resp, marker, stored_total)
         if info is not None:
-            check_marker(info.layout.streams[0].header, marker)
             return info
+        stored_etag = resp.headers.get("ETag")
         shared = self.objects.shared
         stored = identity(target, stored_etag, stored_total)
-        answered_by_end = bool(end) and marker.version >= 3 and not marker.multipart
+        answered_by_end = _footer_answers(marker, end)
         if summary_ok and shared.enabled and not answered_by_end:
             summary = await shared.find(stored)
             if summary is not None:
@@ -121,6 +120,15 @@ class EndReader:
         info = await self.looked_up_at_end(target, resp, marker, stored_total, end)
         if stored_etag and not answered_by_end:  # (the others' HEADs read the footer anyway)
             await shared.publish(stored, info.summary)
+        return info
+
+    def _cached(
+        self, target: Target, resp: aiohttp.ClientResponse, marker: Marker, stored_total: int
+    ) -> ObjectInfo | None:
+        """The info this process holds of the object ``resp`` answered for, if any."""
+        info = self.objects.cached(target, resp.headers.get("ETag"), stored_total, None)
+        if info is not None:
+            check_marker(info.layout.streams[0].header, marker)
         return info
 
     async def info_at_end(
@@ -137,10 +145,8 @@ class EndReader:
         from that footer and its manifest tag (``tag``: already asked for, else asked now); or
         built from its first bytes read now (a v2 stream's trailer found in ``end``). The marker
         alone never decides a size (docs/design.md, Reading)."""
-        stored_etag = resp.headers.get("ETag")
-        info = self.objects.cached(target, stored_etag, stored_total, None)
+        info = self._cached(target, resp, marker, stored_total)
         if info is not None:
-            check_marker(info.layout.streams[0].header, marker)
             return info
         return await self.looked_up_at_end(target, resp, marker, stored_total, end, tag)
 
@@ -155,7 +161,7 @@ class EndReader:
     ) -> ObjectInfo:
         """:meth:`info_at_end` for an object not in this process's cache."""
         stored_etag = resp.headers.get("ETag")
-        if end and marker.version >= 3 and not marker.multipart:
+        if _footer_answers(marker, end):
             modified = last_modified(resp)
             return await self.info_from_footer(
                 target, stored_total, stored_etag, end, marker, modified
@@ -196,3 +202,9 @@ class EndReader:
         finally:
             if tag is not None:
                 settle(tag)
+
+
+def _footer_answers(marker: Marker, end: bytes) -> bool:
+    """Whether the object's last bytes, read, are a single v3 stream's footer: all a HEAD
+    needs, without another request."""
+    return bool(end) and marker.version >= 3 and not marker.multipart
