@@ -20,10 +20,11 @@ from s3proxy.config import Config
 from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.server.admin import Admin
-from s3proxy.server.app import Proxy, build_app
+from s3proxy.server.app import Proxy
 from s3proxy.server.identity import Identity
 from s3proxy.server.lifecycle import Lifecycle
 from s3proxy.server.peers import Peers
+from s3proxy.server.shell import ProxyServer
 from s3proxy.server.tls import (
     CertificateFiles,
     bound_server_buffers,
@@ -95,9 +96,8 @@ async def run_proxy(
         upstream = upstream_from(config.upstream, credentials)
         await _start(stack, upstream.start(), upstream.close)
         shared_cache = await _shared_cache(stack, config)
-        app = build_app(Proxy(config, keys, upstream, identity, shared_cache))
-        lifecycle.install(app)
-        runner = await _start_runner(stack, app)
+        proxy = Proxy(config, keys, upstream, identity, shared_cache)
+        runner = await _start_runner(stack, ProxyServer(proxy, lifecycle))
         sites = await _start_sites(config, runner, tls, reuse_port)
         if tls is not None and tls[1] is not None:
             _in_background(stack, keep_reloading(tls[1]))
@@ -144,7 +144,7 @@ def _in_background(stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, N
     stack.callback(asyncio.create_task(work).cancel)
 
 
-# How the proxy's application is served (the test suite's in-process proxy serves it alike).
+# How the proxy is served (the test suite's in-process proxy serves it alike).
 RUNNER_SETTINGS: dict[str, Any] = {
     "access_log": None,
     "handler_cancellation": True,
@@ -157,15 +157,15 @@ RUNNER_SETTINGS: dict[str, Any] = {
 }
 
 
-async def _start_runner(stack: contextlib.AsyncExitStack, app: web.Application) -> web.AppRunner:
-    runner = web.AppRunner(app, **RUNNER_SETTINGS)
+async def _start_runner(stack: contextlib.AsyncExitStack, server: ProxyServer) -> web.ServerRunner:
+    runner = server.runner(**RUNNER_SETTINGS)
     await _start(stack, runner.setup(), runner.cleanup)
     return runner
 
 
 async def _start_sites(
     config: Config,
-    runner: web.AppRunner,
+    runner: web.BaseRunner,
     tls: tuple[ssl.SSLContext, CertificateFiles | None] | None,
     reuse_port: bool,
 ) -> list[web.TCPSite]:
@@ -210,7 +210,7 @@ async def _start_admin(
 
 
 async def _start_tls(
-    config: Config, runner: web.AppRunner, context: ssl.SSLContext, reuse_port: bool
+    config: Config, runner: web.BaseRunner, context: ssl.SSLContext, reuse_port: bool
 ) -> web.TCPSite:
     """The HTTPS listener: the same application behind TLS (s3proxy/server/tls.py)."""
     assert config.tls.listen is not None
@@ -233,7 +233,7 @@ async def _start_tls(
 async def _drain(
     config: Config,
     lifecycle: Lifecycle,
-    runner: web.AppRunner,
+    runner: web.BaseRunner,
     sites: list[web.TCPSite],
     reason: str,
 ) -> None:

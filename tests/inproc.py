@@ -1,7 +1,7 @@
 """The proxy built in the test process, in front of the playbook's fake upstream
 (tests/playbook.py) and the session's real OpenBao: the same assembly as
 ``s3proxy/serve.py::run_proxy`` (settings from ``s3proxy.config.load``, static upstream
-credentials, Upstream, VaultTransit behind CachingKeyService, Identity, ``build_app``), served
+credentials, Upstream, VaultTransit behind CachingKeyService, Identity, ``ProxyServer``), served
 on 127.0.0.1 by an aiohttp AppRunner on an event loop in a background thread, so that tests are
 plain functions driving real boto3 (or raw HTTP) against it.
 
@@ -33,8 +33,9 @@ from s3proxy.devstack import Vault
 from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit, vault_from
 from s3proxy.serve import RUNNER_SETTINGS
-from s3proxy.server.app import Proxy, build_app
+from s3proxy.server.app import Proxy
 from s3proxy.server.identity import Identity
+from s3proxy.server.shell import ProxyServer
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedcache import SharedCache
 from s3proxy.upstream.client import Upstream, upstream_from
@@ -113,7 +114,7 @@ class InProcProxy:
         }
         self.config = load(self.env)
         self.port = 0
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._vault: VaultTransit | None = None
         self._credentials: CredentialSource | None = None
         self._upstream: Upstream | None = None
@@ -137,7 +138,7 @@ class InProcProxy:
         if config.metadata_cache.enabled:
             self._shared = await SharedCache(config.metadata_cache).__aenter__()
         self.proxy = Proxy(config, self.keys, self._upstream, identity, self._shared)
-        self._runner = web.AppRunner(build_app(self.proxy), **RUNNER_SETTINGS, handle_signals=False)
+        self._runner = ProxyServer(self.proxy).runner(**RUNNER_SETTINGS)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]

@@ -16,16 +16,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from s3proxy.config import load
 from s3proxy.core.request import Action, Target
 from s3proxy.devstack import S3Server, Vault
-from s3proxy.server.app import Proxy, build_app
+from s3proxy.server.app import Proxy
+from s3proxy.server.shell import ProxyServer
 from tests.conftest import PROXY_WORKERS, ProxyProcess, start_proxy, tree_peak_rss_mib
 
 pytest_plugins = ["tests.localstack", "tests.rgw"]
@@ -364,10 +365,19 @@ def test_a_defect_is_an_internal_error_document_with_a_logged_traceback(
     proxy._handlers[Action.GET_OBJECT] = defect
 
     async def run() -> tuple[int, str, bytes]:
-        server = TestServer(build_app(proxy), host="127.0.0.1")
-        async with server, TestClient(server) as client:
-            resp = await client.get("/bucket/key")
-            return resp.status, resp.headers.get("x-amz-request-id", ""), await resp.read()
+        runner = ProxyServer(proxy).runner()
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/bucket/key") as resp,
+            ):
+                return resp.status, resp.headers.get("x-amz-request-id", ""), await resp.read()
+        finally:
+            await runner.cleanup()
 
     with caplog.at_level(logging.ERROR, logger="s3proxy"):
         status, request_id, body = asyncio.run(run())

@@ -223,6 +223,17 @@ def test_expect_100_continue(proxy: ProxyProcess, client: Any, bucket: str) -> N
     assert client.get_object(Bucket=bucket, Key="expect")["Body"].read() == body
 
 
+def test_an_unknown_expectation_is_refused_before_the_body(
+    proxy: ProxyProcess, bucket: str
+) -> None:
+    status, _ = _raw_request(
+        proxy.port,
+        f"PUT /{bucket}/expect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+        "Expect: 200-ok\r\nConnection: close\r\n\r\nhello",
+    )
+    assert status == 417
+
+
 def test_pass_through_operations(client: Any, raw: Any, bucket: str) -> None:
     client.put_object(Bucket=bucket, Key="a/1", Body=b"one")
     client.put_object(Bucket=bucket, Key="a/2", Body=b"two")

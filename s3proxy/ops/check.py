@@ -21,8 +21,9 @@ from s3proxy.core.errors import S3ProxyError
 from s3proxy.core.request import Target
 from s3proxy.keys.cache import CachingKeyService
 from s3proxy.keys.transit import VaultTransit, vault_from
-from s3proxy.server.app import Proxy, build_app
+from s3proxy.server.app import Proxy
 from s3proxy.server.identity import Identity
+from s3proxy.server.shell import ProxyServer
 from s3proxy.upstream.client import Upstream, upstream_from
 from s3proxy.upstream.credentials import CredentialSource, resolve
 
@@ -114,7 +115,7 @@ class Checks:
 
     async def write_test(self, bucket: str, keys: CachingKeyService) -> str:
         """A small object through the proxy's own pipeline, on a loopback port of its own."""
-        runner = web.AppRunner(build_app(Proxy(self.config, keys, self.upstream)))
+        runner = ProxyServer(Proxy(self.config, keys, self.upstream)).runner()
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

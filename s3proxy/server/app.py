@@ -1,4 +1,4 @@
-"""The HTTP shell: an aiohttp application that applies the pure core to real requests.
+"""The request handler: applies the pure core to real requests (served by s3proxy.server.shell).
 
 Per request: parse and classify (s3proxy.core.request), then hand over to the writer (encrypting
 uploads), the reader (decrypting downloads) or pass the request through with the proxy's own
@@ -40,7 +40,7 @@ from s3proxy.server.attributes import Attributes
 from s3proxy.server.bodies import RULES as BODY_RULES
 from s3proxy.server.bodies import BodyRules, body_chunks
 from s3proxy.server.clientauth import BodyHash, ClientAuthenticator, read_checked
-from s3proxy.server.completion import COMPLETE_BODY_LIMIT, Completer
+from s3proxy.server.completion import Completer
 from s3proxy.server.copies import Copier
 from s3proxy.server.heads import HeadReader
 from s3proxy.server.identity import WHOAMI_PATH, Identity
@@ -416,17 +416,11 @@ class _ExactBody:
             yield held
 
 
-async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    request[STARTED] = True  # (its status line may have gone out: no error document now)
+def response_starting(request: web.Request, response: web.StreamResponse) -> None:
+    """As a response starts: the request is marked (its status line may have gone out: no
+    error document now), and an allowed origin's response gets its CORS headers."""
+    request[STARTED] = True
     origin = request.get(CORS_ORIGIN)
     if origin is not None and request.method != "OPTIONS":
         for name, value in cors_headers(origin):
             response.headers[name] = value
-
-
-def build_app(proxy: Proxy) -> web.Application:
-    app = web.Application(client_max_size=COMPLETE_BODY_LIMIT)
-    # Any path, newlines and control characters included: S3 stores such keys.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", proxy.handle)
-    app.on_response_prepare.append(_add_cors_headers)
-    return app

@@ -13,9 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 
 from s3proxy.core.errors import S3ProxyError
 from s3proxy.keys.transit import VaultTransit
@@ -23,7 +20,6 @@ from s3proxy.upstream.credentials import CredentialSource
 
 log = logging.getLogger("s3proxy.lifecycle")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_RETRY = 30.0  # seconds between startup checks at the most
 
 
@@ -81,28 +77,18 @@ class Lifecycle:
             waiter.cancel()
         return self._in_flight == 0
 
-    # ---- hooks into the S3 application -------------------------------------------------------
+    # ---- counting requests (s3proxy.server.shell) ------------------------------------------
 
-    def install(self, app: web.Application) -> None:
-        """Count the application's requests in flight; close connections while draining."""
+    def entered(self) -> None:
+        """A request of the S3 listener started."""
+        self._in_flight += 1
+        self._idle.clear()
 
-        @web.middleware
-        async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self._in_flight += 1
-            self._idle.clear()
-            try:
-                return await handler(request)
-            finally:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._idle.set()
-
-        async def close_while_draining(request: web.Request, response: web.StreamResponse) -> None:
-            if self.draining:
-                response.force_close()
-
-        app.middlewares.append(track)
-        app.on_response_prepare.append(close_while_draining)
+    def left(self) -> None:
+        """A request of the S3 listener ended."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
 
     # ---- startup -----------------------------------------------------------------------------
 
