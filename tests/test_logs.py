@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import logging
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 from s3proxy.core.format import parse_header
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.devstack import S3Server, Vault
-from s3proxy.telemetry.logs import JsonFormatter
+from s3proxy.telemetry import accesslog
+from s3proxy.telemetry.logs import JsonFormatter, setup_logging
 from tests.conftest import ProxyProcess, start_proxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,3 +166,40 @@ def test_json_lines_carry_only_known_fields() -> None:
     assert entry["message"] == "x y" and entry["severity"] == "WARNING"
     assert entry["request_id"] == "ABC" and entry["status"] == 5
     assert "authorization" not in entry and "secret" not in stream.getvalue()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_access_lines_written_directly_are_those_logging_writes(
+    monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> None:
+    """An access line goes out without a log record while the proxy's one handler is all that
+    listens; it is the line logging writes, which takes over as soon as anything else
+    listens (a filter here; caplog's handler in other tests)."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    sent: list[logging.LogRecord] = []
+
+    def seen(record: logging.LogRecord) -> bool:
+        sent.append(record)
+        return True
+
+    try:
+        setup_logging("INFO", log_format)
+        for through_logging in (False, True):
+            if through_logging:
+                root.handlers[0].addFilter(seen)
+            record = accesslog.begin("GET")
+            record.operation, record.bucket, record.key, record.status = "GetObject", "b", "k", 200
+            record.started = time.monotonic() - 0.0123
+            accesslog.finish(record, "/b/k")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        accesslog.direct_lines = None
+    direct, logged = stream.getvalue().splitlines()
+    assert len(sent) == 1  # (only the second line was a log record)
+    strip = re.compile(r"\d\d:\d\d:\d\d\.\d{3}|in \d+\.\d ms|\"duration_ms\": [\d.]+|[0-9A-F]{16}")
+    assert strip.sub("_", direct) == strip.sub("_", logged)
+    assert "GET /b/k GetObject -> 200 in" in direct

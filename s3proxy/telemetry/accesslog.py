@@ -13,7 +13,7 @@ import secrets
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from s3proxy.telemetry import metrics
 
@@ -39,6 +39,15 @@ FIELDS = (
 
 # The attribute of a log record that holds an access line's fields, in FIELDS order.
 LINE_FIELDS = "s3proxy_fields"
+
+
+class LineWriter(Protocol):
+    """Writes an access line without :mod:`logging`'s machinery; False: it did not."""
+
+    def __call__(self, logger: logging.Logger, message: str, fields: dict[str, Any]) -> bool: ...
+
+
+direct_lines: LineWriter | None = None  # set by s3proxy.telemetry.logs.setup_logging
 
 
 def new_request_id() -> str:
@@ -118,15 +127,14 @@ def finish(record: RequestRecord, resource: str) -> None:
     if record.integrity:
         metrics.INTEGRITY_FAILURES.inc()
     if log.isEnabledFor(logging.INFO):
-        log.info(
-            "%s %s %s -> %s in %.1f ms",
-            record.method,
-            resource,
-            record.operation,
-            record.status or "aborted",
-            seconds * 1000,
-            extra={LINE_FIELDS: record.log_fields(seconds)},
+        message = (
+            f"{record.method} {resource} {record.operation} -> "
+            f"{record.status or 'aborted'} in {seconds * 1000:.1f} ms"
         )
+        fields = record.log_fields(seconds)
+        direct = direct_lines
+        if direct is None or not direct(log, message, fields):
+            log.info("%s", message, extra={LINE_FIELDS: fields})
 
 
 # Body bytes received from the upstream for the current client request (for the access log).

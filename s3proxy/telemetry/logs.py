@@ -12,9 +12,14 @@ import functools
 import json
 import logging
 import sys
+import time
+from collections.abc import Mapping
 from typing import Any
 
+from s3proxy.telemetry import accesslog
 from s3proxy.telemetry.accesslog import FIELDS, LINE_FIELDS
+
+Fields = Mapping[str, Any]
 
 EXTRA_FIELDS = (*FIELDS, "integrity")
 
@@ -33,8 +38,12 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _time(record: logging.LogRecord) -> str:
-    whole = int(record.created)
-    millis = int((record.created - whole) * 1000)
+    return _time_of(record.created)
+
+
+def _time_of(created: float) -> str:
+    whole = int(created)
+    millis = int((created - whole) * 1000)
     return f"{_second(whole)}.{millis:03d}Z"
 
 
@@ -48,15 +57,20 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line, with ``severity`` and ``message`` as log collectors expect."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": _time(record),
-            "severity": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update(_fields(record))
+        fields = _fields(record)
         if record.exc_info and record.levelno >= logging.ERROR:
-            entry["exception"] = self.formatException(record.exc_info)
+            fields = {**fields, "exception": self.formatException(record.exc_info)}
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), fields)
+
+    @staticmethod
+    def line(created: float, severity: str, logger: str, message: str, fields: Fields) -> str:
+        entry: dict[str, Any] = {
+            "time": _time_of(created),
+            "severity": severity,
+            "logger": logger,
+            "message": message,
+        }
+        entry.update(fields)
         return json.dumps(entry)
 
 
@@ -64,13 +78,58 @@ class TextFormatter(logging.Formatter):
     """``<time> <severity> <logger>: <message>`` and the request id, if the line has one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_time(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        request_id = _fields(record).get("request_id")
-        if request_id:
-            line += f" [request_id={request_id}]"
+        line = self.line(
+            record.created, record.levelname, record.name, record.getMessage(), _fields(record)
+        )
         if record.exc_info and record.levelno >= logging.ERROR:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+    @staticmethod
+    def line(created: float, severity: str, logger: str, message: str, fields: Fields) -> str:
+        line = f"{_time_of(created)} {severity} {logger}: {message}"
+        request_id = fields.get("request_id")
+        if request_id:
+            line += f" [request_id={request_id}]"
+        return line
+
+
+class DirectLines:
+    """Access-log lines written straight through the one handler :func:`setup_logging`
+    installed, exactly as its formatter writes them, without a log record or a walk of the
+    loggers (docs/performance.md, *The budget of a 4 KiB request*). It declines (and the line
+    goes through :mod:`logging`) whenever anything else listens: another handler, a filter."""
+
+    def __init__(
+        self, handler: logging.StreamHandler[Any], formatter: JsonFormatter | TextFormatter
+    ):
+        self._handler = handler
+        self._line = formatter.line
+        self._root = logging.getLogger()
+
+    def __call__(self, logger: logging.Logger, message: str, fields: Fields) -> bool:
+        handler = self._handler
+        handlers = self._root.handlers
+        if (
+            len(handlers) != 1
+            or handlers[0] is not handler
+            or logger.handlers
+            or logger.filters
+            or handler.filters
+            or self._root.filters
+            or not logger.propagate
+        ):
+            return False
+        line = self._line(time.time(), "INFO", logger.name, message, fields)
+        handler.acquire()
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except Exception:  # (logging's own handling, below, reports it)
+            return False
+        finally:
+            handler.release()
+        return True
 
 
 def setup_logging(level: str, log_format: str = "json") -> None:
@@ -80,7 +139,9 @@ def setup_logging(level: str, log_format: str = "json") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
+    formatter = TextFormatter() if log_format == "text" else JsonFormatter()
+    handler.setFormatter(formatter)
+    accesslog.direct_lines = DirectLines(handler, formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
