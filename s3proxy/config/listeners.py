@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from s3proxy.config.values import ConfigError, _choice, _listen, _require
 from s3proxy.core.access import hostname, is_loopback
-from s3proxy.core.certs import GeneratedCertificate
 from s3proxy.core.sigv4 import parse_credentials_file
+
+if TYPE_CHECKING:  # (cryptography's x509 is imported only where a certificate is made)
+    from s3proxy.core.certs import GeneratedCertificate
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from awscrt import checksums as crt
-
 from s3proxy.core.errors import BadDigest, InvalidDigest, InvalidRequest
 
 
@@ -35,9 +33,12 @@ class _Crc:
 def new_hasher(algorithm: str) -> _Crc | hashlib._Hash:
     if algorithm == "crc32":
         return _Crc(zlib.crc32, 4)
-    if algorithm == "crc32c":
-        return _Crc(crt.crc32c, 4)
-    if algorithm == "crc64nvme":
+    if algorithm in ("crc32c", "crc64nvme"):
+        # awscrt only where a client or the upstream uses these (its import costs the start)
+        from awscrt import checksums as crt
+
+        if algorithm == "crc32c":
+            return _Crc(crt.crc32c, 4)
         return _Crc(crt.crc64nvme, 8)
     if algorithm == "sha1":
         return hashlib.sha1()

@@ -15,7 +15,6 @@ from dataclasses import replace
 from typing import Any
 
 from s3proxy.config import Config, TlsSettings
-from s3proxy.core import certs
 from s3proxy.core.access import is_loopback
 
 log = logging.getLogger("s3proxy")
@@ -146,6 +145,8 @@ def prepare(config: Config) -> Config:
         return config
     host = tls.listen[0]
     extra = [] if host in WILDCARDS or is_loopback(host) else [host]
+    from s3proxy.core import certs  # (cryptography's x509: only where a certificate is made)
+
     generated = certs.generate(extra)
     outputs = [("S3PROXY_TLS_CA_OUT", tls.ca_out, generated.ca_pem)]
     if tls.ca_bundle_out:

@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.credentials import (
     AssumeRoleCredentialFetcher,
@@ -41,6 +40,8 @@ MAX_BACKOFF = 60.0
 
 
 def _session(settings: CredentialSettings) -> Any:
+    import botocore.session  # (its import costs the start: only for credentials that need it)
+
     session = botocore.session.get_session()
     # The workload's AWS_ENDPOINT_URL* point at this proxy; the proxy's own calls must not.
     session.set_config_variable("ignore_configured_endpoint_urls", True)
@@ -60,8 +61,8 @@ def _session(settings: CredentialSettings) -> Any:
 
 def resolve(settings: CredentialSettings) -> tuple[Credentials | None, str]:
     """The credentials object and a description of where it came from. Blocking (it may read
-    files); call it off the event loop."""
-    session = _session(settings)
+    files); call it off the event loop. Static keys need no botocore session (nor its import)."""
+    session = None if settings.access_key_id and not settings.role_arn else _session(settings)
     credentials: Credentials | None
     if settings.access_key_id:
         credentials = Credentials(
@@ -72,9 +73,11 @@ def resolve(settings: CredentialSettings) -> tuple[Credentials | None, str]:
         )
         source = "S3PROXY_S3_ACCESS_KEY_ID"
     else:
+        assert session is not None
         credentials = session.get_credentials()
         source = getattr(credentials, "method", None) or "none"
     if settings.role_arn and credentials is not None:
+        assert session is not None
         extra: dict[str, Any] = {"RoleSessionName": settings.role_session_name}
         if settings.external_id:
             extra["ExternalId"] = settings.external_id
