@@ -232,7 +232,9 @@ def render(
         "",
         *report.other_lines(res),
         "",
-        *report.targets_table(res),
+        *report.targets_table(res, report.ISSUE_22),
+        "",
+        *report.targets_table(res, report.ISSUE_10),
         *profile_lines,
         "",
     ]
