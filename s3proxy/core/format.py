@@ -10,7 +10,6 @@ carried in the header as an opaque string.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -196,22 +195,28 @@ def parse_header(data: bytes) -> Header:
     if it is not one."""
     if len(data) < HEADER_SIZE:
         raise IntegrityError("stored object is shorter than an encryption header")
-    fields = parse_authenticated(data)
-    fixed = _FIXED[fields.version]
+    return _parse(data, with_wrapped_key=True)
+
+
+def _wrapped_key(data: bytes, version: int) -> str:
+    fixed = _FIXED[version]
     (wrapped_len,) = _WRAPPED_LEN.unpack_from(data, fixed.size)
     start = fixed.size + _WRAPPED_LEN.size
-    limit = MAX_WRAPPED_KEY_SIZE[fields.version]
+    limit = MAX_WRAPPED_KEY_SIZE[version]
     if not 0 < wrapped_len <= limit or any(data[start + wrapped_len : HEADER_SIZE]):
         raise IntegrityError("malformed wrapped key field in s3proxy header")
     try:
-        wrapped = bytes(data[start : start + wrapped_len]).decode("ascii")
+        return bytes(data[start : start + wrapped_len]).decode("ascii")
     except UnicodeDecodeError as exc:
         raise IntegrityError("malformed wrapped key field in s3proxy header") from exc
-    return dataclasses.replace(fields, wrapped_key=wrapped)
 
 
 def parse_authenticated(data: bytes) -> Header:
     """The authenticated bytes of a header (any version), checked; ``wrapped_key`` empty."""
+    return _parse(data, with_wrapped_key=False)
+
+
+def _parse(data: bytes, with_wrapped_key: bool) -> Header:
     if data[0:4] != MAGIC:
         raise IntegrityError("stored object does not start with the s3proxy format magic")
     version = data[4]
@@ -242,7 +247,7 @@ def parse_authenticated(data: bytes) -> Header:
         plaintext_length=length,
         salt=bytes(salt),
         nonce_prefix=bytes(prefix),
-        wrapped_key="",
+        wrapped_key=_wrapped_key(data, version) if with_wrapped_key else "",
         version=version,
         algorithm=algorithm,
         flags=flags,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,8 +51,12 @@ WHOLE_READ_LIMIT = READ_CHUNK
 
 def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
     value = resp.headers.get("Last-Modified")
-    if value is None:
-        return None
+    return None if value is None else _http_date(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(value: str) -> dt.datetime | None:
+    """A Last-Modified value, parsed once for the many responses that carry it."""
     try:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError):
