@@ -203,7 +203,7 @@ _values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E)
     ),
     token=st.one_of(st.none(), st.just("session/token+value==")),
 )
-def test_the_c_signer_signs_exactly_as_botocore(
+def test_the_signer_signs_exactly_as_botocore(
     key: str,
     query: list[tuple[str, str | None]],
     meta: list[tuple[str, str]],
@@ -211,8 +211,8 @@ def test_the_c_signer_signs_exactly_as_botocore(
     payload: str,
     token: str | None,
 ) -> None:
-    """Every request the proxy signs through awscrt carries the Authorization botocore's own S3
-    signer computes for it (any key, query, metadata, payload type and session token)."""
+    """Every request the proxy signs (upstream/signer.py) carries the Authorization botocore's
+    own S3 signer computes for it (any key, query, metadata, payload type and session token)."""
     moment = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.UTC)
     target = Target("bucket-1", key, tuple(query))
     headers = [(k, v) for k, v in meta]

@@ -1,4 +1,4 @@
-"""The upstream side: the proxy's own credentials, SigV4 signing with botocore, and sending.
+"""The upstream side: the proxy's own credentials, SigV4 signing (upstream/signer.py), sending.
 
 Requests always go to the configured endpoint, path-style; the caller hands over a
 :class:`~s3proxy.core.request.Target`, never a URL.
@@ -17,10 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from awscrt import auth as crt_auth
-from awscrt import http as crt_http
-from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
-from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.auth import UNSIGNED_PAYLOAD
+from botocore.credentials import ReadOnlyCredentials
 from yarl import URL
 
 from s3proxy.config import UpstreamSettings
@@ -29,71 +27,19 @@ from s3proxy.core.request import Target
 from s3proxy.telemetry import accesslog
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.credentials import CredentialSource
+from s3proxy.upstream.signer import Signer, hex_signature, signing_key
 
 log = logging.getLogger(__name__)
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 CONNECT_TIMEOUT = 30.0  # seconds a request may wait for an upstream connection
-SIGNING_TIMEOUT = 10.0  # seconds (static credentials: signing completes at once)
-# Headers botocore never signs either (they may change in transit).
-UNSIGNED_HEADERS = frozenset({"expect", "transfer-encoding", "user-agent", "x-amzn-trace-id"})
-
-
-class _Signer:
-    """SigV4 for S3 through awscrt's C signer (about 4 times faster than botocore's Python signer
-    per request, docs/performance-history.md, Changes and what they bought);
-    tests/test_upstream.py checks it signs exactly as botocore does. The path is signed as
-    given (already encoded, never normalized)."""
-
-    def __init__(self, region: str, now: Callable[[], dt.datetime]) -> None:
-        self._region = region
-        self._now = now
-        self._provider: tuple[tuple[str, str, str | None], crt_auth.AwsCredentialsProvider] | None
-        self._provider = None
-
-    def _credentials(self, creds: ReadOnlyCredentials) -> crt_auth.AwsCredentialsProvider:
-        key = (creds.access_key, creds.secret_key, creds.token)
-        if self._provider is None or self._provider[0] != key:
-            provider = crt_auth.AwsCredentialsProvider.new_static(*key)
-            self._provider = (key, provider)
-        return self._provider[1]
-
-    def sign(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        payload_hash: str,
-        creds: ReadOnlyCredentials,
-    ) -> dict[str, str]:
-        config = crt_auth.AwsSigningConfig(
-            algorithm=crt_auth.AwsSigningAlgorithm.V4,
-            signature_type=crt_auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
-            credentials_provider=self._credentials(creds),
-            region=self._region,
-            service="s3",
-            date=self._now(),
-            use_double_uri_encode=False,
-            should_normalize_uri_path=False,
-            signed_body_value=payload_hash,
-            signed_body_header_type=crt_auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
-        )
-        # The headers that are not signed are left out of the signer's request and added
-        # back after (cheaper than a Python callback per header from the C signer).
-        signed = [(k, v) for k, v in headers.items() if k.lower() not in UNSIGNED_HEADERS]
-        request = crt_http.HttpRequest(method, path, crt_http.HttpHeaders(signed))
-        crt_auth.aws_sign_request(request, config).result(SIGNING_TIMEOUT)
-        out = dict(request.headers)
-        if len(signed) < len(headers):
-            out.update((k, v) for k, v in headers.items() if k.lower() in UNSIGNED_HEADERS)
-        return out
 
 
 @dataclass(frozen=True)
 class Signing:
     """What signed a request, for what is signed after it (aws-chunked chunk signatures): its
     signature, ``X-Amz-Date`` and credential scope, and the function that signs with its key
-    (botocore's SigV4 key derivation and HMAC)."""
+    (derived once a day, upstream/signer.py)."""
 
     signature: str
     timestamp: str
@@ -105,17 +51,12 @@ class Signing:
         authorization = headers.get("Authorization") or headers.get("authorization") or ""
         signature = authorization.rpartition("Signature=")[2]
         timestamp = headers.get("X-Amz-Date") or headers.get("x-amz-date") or ""
-        auth = S3SigV4Auth(Credentials(creds.access_key, creds.secret_key), "s3", region)
-        # botocore's own derivation, done once per request instead of once per chunk
-        # (``auth.signature`` derives the key again for every string it signs)
-        key = ("AWS4" + creds.secret_key).encode()
-        for part in (timestamp[:8], region, "s3", "aws4_request"):
-            key = auth._sign(key, part)
+        key = signing_key(creds.secret_key, timestamp[:8], region, "s3")
         return cls(
             signature,
             timestamp,
             f"{timestamp[:8]}/{region}/s3/aws4_request",
-            lambda text: str(auth._sign(key, text, hex=True)),
+            lambda text: hex_signature(key, text),
         )
 
 
@@ -140,7 +81,7 @@ class Upstream:
             self._host = parts.netloc
         self.region = region
         self.credentials = credentials
-        self._signer = _Signer(region, now or (lambda: dt.datetime.now(dt.UTC)))
+        self._signer = Signer(region, now or (lambda: dt.datetime.now(dt.UTC)))
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
         )
