@@ -11,14 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from aiohttp import web
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.compat import HTTPHeaders
-from botocore.credentials import Credentials
 
 from s3proxy.core.errors import (
     ContentSha256Mismatch,
@@ -41,25 +36,6 @@ CHUNKS = web.RequestKey("s3proxy.chunk_signatures", ChunkSignatures)  # signed a
 IGNORED_BODY_LIMIT = 64 * 1024  # bodies of requests that take none (S3 ignores them)
 
 
-class _Verifier(S3SigV4Auth):  # type: ignore[misc]
-    """botocore's S3 signer, fed the headers and payload hash the client signed, as sent."""
-
-    def __init__(self, secret: str, sig: ClientSignature, headers: Any) -> None:
-        super().__init__(Credentials(sig.access_key, secret), sig.service, sig.region)
-        self._sig = sig
-        self._headers = headers
-
-    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
-        chosen = HTTPHeaders()
-        for name in self._sig.signed_headers:
-            for value in self._headers.getall(name, ()):
-                chosen[name] = value
-        return chosen
-
-    def payload(self, request: AWSRequest) -> str:
-        return self._sig.payload_hash
-
-
 def _canonical_path(raw_target: str) -> str:
     """The path as SigV4 canonicalizes it, from the very bytes the router decodes: a signature
     for one key never covers another (``%FF`` and ``%EF%BF%BD`` stay two paths)."""
@@ -80,6 +56,10 @@ class ClientAuthenticator:
     ) -> None:
         self._keys = dict(keys)
         self._now = now
+        # botocore's signer, imported only where clients are authenticated (it costs the start)
+        from s3proxy.server import clientsignatures
+
+        self._botocore = clientsignatures
 
     def verify(self, request: web.Request) -> ClientSignature:
         """Raises the S3 error S3 would give, or records the signature on the request."""
@@ -90,22 +70,12 @@ class ClientAuthenticator:
             raise InvalidAccessKeyId()
         check_time(sig, self._now())
         check_unsigned_headers(sig, list(request.headers.keys()))
-        verifier = _Verifier(secret, sig, request.headers)
         url = "http://proxy" + _canonical_path(raw_target)
-        aws_request = AWSRequest(method=request.method, url=url)
-        aws_request.params = list(sig.query)
-        aws_request.context["timestamp"] = sig.timestamp
-        for name in sig.signed_headers:
-            if name == "x-amz-content-sha256" and name in request.headers:
-                aws_request.headers["X-Amz-Content-SHA256"] = request.headers[name]
-        canonical = verifier.canonical_request(aws_request)
-        expected = verifier.signature(verifier.string_to_sign(aws_request, canonical), aws_request)
+        expected, sign_chunk = self._botocore.expected(secret, sig, request, url)
         same_signature(expected, sig.signature)
         request[SIGNATURE] = sig
         if sig.signed_chunks:
-            request[CHUNKS] = ChunkSignatures(
-                sig, lambda text: str(verifier.signature(text, aws_request))
-            )
+            request[CHUNKS] = ChunkSignatures(sig, sign_chunk)
         return sig
 
 
