@@ -43,6 +43,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=8, help="rounds of every workload (8)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds of each wrk run (3)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    p.add_argument(
+        "--large-mib",
+        type=int,
+        default=0,
+        help="also a curl PUT and GET of an object this large, every round (MB/s, CPU s)",
+    )
+    p.add_argument("--no-small", action="store_true", help="without the 4 KiB wrk loads")
     return p.parse_args(argv)
 
 
@@ -84,7 +91,10 @@ def main(argv: list[str]) -> None:
                 status = http_status(proxy_port, "PUT", f"/{BUCKET}/{key}", os.urandom(4096))
                 if status != 200:
                     raise RuntimeError(f"PUT through {name}: HTTP {status}")
-            run(proxies, args)
+            if not args.no_small:
+                run(proxies, args)
+            if args.large_mib:
+                run_large(proxies, args, work)
         finally:
             for process in reversed(started):
                 process.stop()
@@ -119,6 +129,40 @@ def run(proxies: dict[str, tuple[int, int]], args: argparse.Namespace) -> None:
         print(
             f"| wrk {method} {args.connections} conn | {old:,.0f} | {new:,.0f} | {new / old:.2f} |"
         )
+
+
+def run_large(proxies: dict[str, tuple[int, int]], args: argparse.Namespace, work: Path) -> None:
+    """curl PUT and GET of ``--large-mib`` MiB through each version, alternating: MB/s and the
+    proxy's CPU seconds per GiB."""
+    size = args.large_mib * 2**20
+    big = work / "big.bin"
+    with big.open("wb") as out:
+        for _ in range(args.large_mib):
+            out.write(os.urandom(2**20))
+    settings = loads.Settings(args.duration, big, size, 0, work)
+    figures: dict[tuple[str, str, str], list[float]] = {}
+    for r in range(args.rounds):
+        order = list(proxies) if r % 2 == 0 else list(reversed(proxies))
+        for method in ("PUT", "GET"):
+            row = []
+            for name in order:
+                port, pid = proxies[name]
+                before = cpu_seconds(pid)
+                found = loads.curl(f"http://127.0.0.1:{port}", method, f"large-{name}", settings)
+                cpu = (cpu_seconds(pid) - before) / (size / 2**30)
+                figures.setdefault((method, name, "MB/s"), []).append(found["MB/s"])
+                figures.setdefault((method, name, "CPU s"), []).append(cpu)
+                row.append(f"{name} {found['MB/s']:,.0f} MB/s {cpu:.2f} CPU s/GiB")
+            print(f"round {r + 1} {method} {args.large_mib} MiB: " + ", ".join(row), flush=True)
+    print()
+    print(f"| {args.large_mib} MiB (medians) | old | new | new / old |")
+    print("|---|---:|---:|---:|")
+    for method in ("PUT", "GET"):
+        for figure in ("MB/s", "CPU s"):
+            old = statistics.median(figures[(method, "old", figure)])
+            new = statistics.median(figures[(method, "new", figure)])
+            unit = " per GiB" if figure == "CPU s" else ""
+            print(f"| curl {method}, {figure}{unit} | {old:,.2f} | {new:,.2f} | {new / old:.2f} |")
 
 
 def _own(key: str, name: str) -> str:

@@ -70,14 +70,24 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _quota() -> int | None:
+    return quota_cpus(
+        _read("/sys/fs/cgroup/cpu.max"),
+        _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+        _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
+
+
+def cores_available() -> int:
+    """The CPUs this process may use: those it may run on, within the cgroup's CPU quota."""
+    affinity = len(os.sched_getaffinity(0))
+    quota = _quota()
+    return affinity if quota is None else max(1, min(affinity, quota))
+
+
 def parse_workers(value: str) -> int:
     if value.strip().lower() == "auto":
-        quota = quota_cpus(
-            _read("/sys/fs/cgroup/cpu.max"),
-            _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
-            _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
-        )
-        return usable_cpus(len(os.sched_getaffinity(0)), quota)
+        return usable_cpus(len(os.sched_getaffinity(0)), _quota())
     if not value.strip().isdigit() or not 1 <= int(value) <= 64:
         raise ConfigError(f"S3PROXY_WORKERS must be auto or a number from 1 to 64, got {value!r}")
     return int(value)

@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -295,6 +296,14 @@ def _open_trailer(aead: AESGCM, header: Header, sealed: bytes | bytearray | memo
     return parse_trailer(plain)
 
 
+class Digest(Protocol):
+    """What computes a stream's plaintext MD5 (hashlib's, or one that runs beside the caller)."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
 class StreamEncryptor:
     """Encrypts one stream of a known plaintext length.
 
@@ -319,6 +328,7 @@ class StreamEncryptor:
         whole_object: bool = False,
         manifest_part: bool = False,
         end: Callable[[Header, Trailer], bytes] | None = None,
+        md5: Digest | None = None,
     ) -> None:
         if (version == VERSION_3) != (end is not None):
             raise ValueError("a v3 stream, and only one, ends with a footer (s3proxy.core.footer)")
@@ -351,7 +361,9 @@ class StreamEncryptor:
         self._index = 0
         self._received = 0
         self._buffer = bytearray()
-        self._md5 = hashlib.md5() if version >= VERSION_2 else None
+        self._md5: Digest | None = None
+        if version >= VERSION_2:
+            self._md5 = hashlib.md5() if md5 is None else md5
         self.md5: bytes | None = None
 
     @property

@@ -51,6 +51,7 @@ from s3proxy.core.sizes import FOOTER_SIZE, READ_CHUNK, ciphertext_length
 from s3proxy.keys.transit import KeyService, wrapped_version
 from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
+from s3proxy.server.digests import OVERLAP_MIN, OverlappedMd5, overlap_possible
 from s3proxy.server.relay import relay_body
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedfacts import identity
@@ -158,10 +159,12 @@ class Sealing:
         encryptor: StreamEncryptor,
         plaintext: AsyncIterator[bytes],
         checksum: Callable[[], Checksum],
+        md5: OverlappedMd5 | None = None,
     ) -> None:
         self._encryptor = encryptor
         self._plaintext = plaintext
         self._checksum = checksum
+        self._md5 = md5  # the encryptor's, when it hashes on the MD5 thread
         self._failure: S3ProxyError | None = None
         self._sealed: tuple[Header, Trailer, bytes | None] | None = None
 
@@ -190,13 +193,17 @@ class Sealing:
         return b"".join(pieces)
 
     async def _chunks(self) -> AsyncIterator[Chunk]:
-        encryptor = self._encryptor
+        encryptor, md5 = self._encryptor, self._md5
         try:
             yield encryptor.header
             async for plain in self._plaintext:
                 out = encryptor.feed(plain)
+                if md5 is not None:
+                    await md5.keep_up()
                 if out:
                     yield out
+            if md5 is not None:
+                await md5.caught_up()
             last = self._finish()
         except S3ProxyError as err:
             self._failure = err
@@ -247,7 +254,9 @@ class Writer:
         parts carry the manifest flag when the proxy records manifests), complete only once
         ``plaintext`` ended without error (:class:`Sealing`); the stream's trailer records
         ``checksum()``. The caller releases the upstream response."""
-        sealing = Sealing(await self._encryptor(target, length, whole_object), plaintext, checksum)
+        md5 = OverlappedMd5() if length >= OVERLAP_MIN and overlap_possible() else None
+        encryptor = await self._encryptor(target, length, whole_object, md5)
+        sealing = Sealing(encryptor, plaintext, checksum, md5)
         if length <= SINGLE_SEND_LIMIT:
             # Sealed whole, then sent in one request: signed with its SHA-256 and, as the
             # upstream checksum, an x-amz-checksum-* header instead of a trailer (one write
@@ -260,7 +269,9 @@ class Writer:
             resp = await sealing.upload(self.uploads, target, headers, stored)
         return sealing.written(resp)
 
-    async def _encryptor(self, target: Target, length: int, whole_object: bool) -> StreamEncryptor:
+    async def _encryptor(
+        self, target: Target, length: int, whole_object: bool, md5: OverlappedMd5 | None = None
+    ) -> StreamEncryptor:
         """The encryptor of a new stream of ``length`` bytes, under a new data key: a whole
         object's or a part's, in v3 (its footer sealed under the latest metadata key)."""
         data_key = await self.keys.new_data_key(length)
@@ -282,6 +293,7 @@ class Writer:
                 if self.config.bind_names
                 else None
             ),
+            md5=md5,
         )
 
     async def _metadata_key(self, wrapped: str) -> MetadataKey:
