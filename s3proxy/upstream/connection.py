@@ -37,7 +37,8 @@ class Connection(asyncio.Protocol):
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
-        self._last_read = 0.0
+        self._reads = 0  # data_received calls (the read timer looks at them: no clock per read)
+        self._reads_seen = -1
         self._timer: asyncio.TimerHandle | None = None
 
     # -- the exchange's side ---------------------------------------------------------------
@@ -53,9 +54,10 @@ class Connection(asyncio.Protocol):
     def request_sent(self, exchange: Exchange) -> None:
         """The request went out whole: the response's read timeout starts."""
         exchange.sent = True
-        self._last_read = self._loop.time()
+        self._reads += 1  # (the silence counts from here)
         if self._timer is None:
-            self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._check_read)
+            self._reads_seen = self._reads
+            self._timer = self._loop.call_later(self._read_timeout, self._check_read)
 
     async def drain(self) -> None:
         """Until the transport takes more (after ``pause_writing``)."""
@@ -76,7 +78,7 @@ class Connection(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self._reading_paused and not self.closed and self.transport is not None:
             self._reading_paused = False
-            self._last_read = self._loop.time()
+            self._reads += 1  # (a pause is the reader's time, not the upstream's)
             self.transport.resume_reading()
 
     def broken(self) -> None:
@@ -127,7 +129,7 @@ class Connection(asyncio.Protocol):
         if exchange is None:  # nothing was asked: the upstream is out of step
             self.abort()
             return
-        self._last_read = self._loop.time()
+        self._reads += 1
         exchange.feed(data)
 
     def eof_received(self) -> bool:
@@ -161,20 +163,18 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _check_read(self) -> None:
-        """The read timer: the response has been silent for the read timeout, or the timer
-        moves on to when it could be."""
+        """The read timer, every read timeout while an exchange is on: nothing read since
+        the last time (and the reader not the slow one) fails the exchange. So a silent
+        upstream is found after one to two read timeouts."""
         self._timer = None
         exchange = self.exchange
         if exchange is None or self.closed:
             return  # (idle: armed again by the next request)
-        now = self._loop.time()
-        if self._reading_paused or not exchange.awaiting_upstream:
-            due = now + self._read_timeout  # the reader is slow, or the request still going
-        else:
-            due = self._last_read + self._read_timeout
-            if due <= now:
-                exchange.fail(
-                    UpstreamTimeout(f"No answer from the upstream in {self._read_timeout:g} s.")
-                )
-                return
-        self._timer = self._loop.call_at(due, self._check_read)
+        silent = self._reads == self._reads_seen
+        if silent and not self._reading_paused and exchange.awaiting_upstream:
+            exchange.fail(
+                UpstreamTimeout(f"No answer from the upstream in {self._read_timeout:g} s.")
+            )
+            return
+        self._reads_seen = self._reads
+        self._timer = self._loop.call_later(self._read_timeout, self._check_read)
