@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from s3proxy.config import ConfigError, load
+from s3proxy.config.proxies import ProxyEnvironment, bypassed
 from s3proxy.core import certs
 from s3proxy.core.errors import UpstreamUnavailable
 from s3proxy.core.request import Target
@@ -36,13 +38,13 @@ from s3proxy.upstream.httperrors import (
     UpstreamPayloadError,
     UpstreamTimeout,
 )
-from s3proxy.upstream.proxyenv import ProxyEnvironment, bypassed
 from s3proxy.upstream.response import BUFFER_HIGH, Response
 
 pytestmark = pytest.mark.timeout(60)
 
 T = TypeVar("T")
 NO_PROXY = ProxyEnvironment()
+via = ProxyEnvironment.of  # the proxy variables as read from an environment
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -161,7 +163,11 @@ def test_a_real_s3_server_through_the_client(s3: S3Server) -> None:
     async def main() -> None:
         creds = CredentialSource.static(s3.access_key, s3.secret_key)
         await creds.start()
-        upstream = Upstream(s3.endpoint, s3.region, creds, environ={})
+        upstream = Upstream(
+            s3.endpoint,
+            s3.region,
+            creds,
+        )
         await upstream.start()
         try:
             put = await upstream.send("PUT", Target(bucket, "whole", ()), [], data)
@@ -836,7 +842,10 @@ def test_tls_with_a_ca_bundle_sni_and_the_host_name_checked(tmp_path: Path) -> N
             await creds.start()
             ca = str(tmp_path / "ca.pem")
             upstream = Upstream(
-                f"https://localhost:{found.port}", "us-east-1", creds, ca_bundle=ca, environ={}
+                f"https://localhost:{found.port}",
+                "us-east-1",
+                creds,
+                ca_bundle=ca,
             )
             await upstream.start()
             resp = await upstream.send("GET", Target("b", "k", ()), [])
@@ -844,7 +853,11 @@ def test_tls_with_a_ca_bundle_sni_and_the_host_name_checked(tmp_path: Path) -> N
             assert found.requests[0].header("Host") == f"localhost:{found.port}"
             await upstream.close()
             # the system's CAs do not know this one
-            plain = Upstream(f"https://localhost:{found.port}", "us-east-1", creds, environ={})
+            plain = Upstream(
+                f"https://localhost:{found.port}",
+                "us-east-1",
+                creds,
+            )
             await plain.start()
             with pytest.raises(UpstreamUnavailable):
                 await plain.send("GET", Target("b", "k", ()), [])
@@ -930,7 +943,7 @@ def test_an_https_endpoint_through_a_connect_proxy(tmp_path: Path) -> None:
                 "us-east-1",
                 creds,
                 ca_bundle=str(tmp_path / "ca.pem"),
-                environ=environ,
+                proxies=via(environ),
             )
             await upstream.start()
             for _ in range(2):
@@ -945,7 +958,10 @@ def test_an_https_endpoint_through_a_connect_proxy(tmp_path: Path) -> None:
             # wrong credentials: the proxy's refusal is a connection error (503)
             environ = {"https_proxy": f"http://user:wrong@127.0.0.1:{proxy.port}"}
             refused = Upstream(
-                f"https://localhost:{found.port}", "us-east-1", creds, environ=environ
+                f"https://localhost:{found.port}",
+                "us-east-1",
+                creds,
+                proxies=via(environ),
             )
             await refused.start()
             with pytest.raises(UpstreamUnavailable):
@@ -964,7 +980,10 @@ def test_an_http_endpoint_through_an_http_proxy_in_absolute_form() -> None:
             environ = {"HTTP_PROXY": f"http://u:pw@127.0.0.1:{proxy.port}"}
             # a name that does not resolve: only the proxy is connected to
             upstream = Upstream(
-                "http://s3.example.invalid:9000", "us-east-1", creds, environ=environ
+                "http://s3.example.invalid:9000",
+                "us-east-1",
+                creds,
+                proxies=via(environ),
             )
             await upstream.start()
             resp = await upstream.send("GET", Target("bkt", "a b", ()), [])
@@ -1005,7 +1024,10 @@ def test_no_proxy_sends_the_request_directly() -> None:
                     "NO_PROXY": f"x.example,{no_proxy}",
                 }
                 upstream = Upstream(
-                    f"http://{host}:{found.port}", "us-east-1", creds, environ=environ
+                    f"http://{host}:{found.port}",
+                    "us-east-1",
+                    creds,
+                    proxies=via(environ),
                 )
                 await upstream.start()
                 resp = await upstream.send("GET", Target("b", "k", ()), [])
@@ -1014,7 +1036,10 @@ def test_no_proxy_sends_the_request_directly() -> None:
             # not bypassed: the dead proxy is tried
             environ = {"HTTP_PROXY": f"127.0.0.1:{dead_port}", "NO_PROXY": "other.example"}
             upstream = Upstream(
-                f"http://localhost:{found.port}", "us-east-1", creds, environ=environ
+                f"http://localhost:{found.port}",
+                "us-east-1",
+                creds,
+                proxies=via(environ),
             )
             await upstream.start()
             with pytest.raises(UpstreamUnavailable):
@@ -1072,7 +1097,11 @@ def test_an_ipv6_literal_endpoint() -> None:
         async with answering(lambda r: answer(200, b"six"), host="::1") as found:
             creds = CredentialSource.static("AKIDEXAMPLE", "secret")
             await creds.start()
-            upstream = Upstream(f"http://[::1]:{found.port}", "us-east-1", creds, environ={})
+            upstream = Upstream(
+                f"http://[::1]:{found.port}",
+                "us-east-1",
+                creds,
+            )
             await upstream.start()
             resp = await upstream.send("GET", Target("b", "k", ()), [])
             assert await resp.read() == b"six"
@@ -1096,3 +1125,17 @@ def test_a_response_dropped_unreleased_frees_its_connection() -> None:
             await http.close()
 
     run(main())
+
+
+def test_the_proxy_variables_are_read_with_the_settings() -> None:
+    base = {"S3PROXY_VAULT_TRANSIT_KEY": "k", "VAULT_ADDR": "http://127.0.0.1:8200"}
+    base |= {"VAULT_TOKEN": "t", "S3PROXY_S3_ENDPOINT": "https://s3.example:9000"}
+    config = load({**base, "HTTPS_PROXY": "proxy.internal:3128", "NO_PROXY": ".svc"})
+    proxy = config.upstream.proxies.proxy_for("https", "s3.example", 9000)
+    assert proxy is not None and (proxy.host, proxy.port) == ("proxy.internal", 3128)
+    assert load(base).upstream.proxies.proxy_for("https", "s3.example", 9000) is None
+    with pytest.raises(ConfigError, match="HTTPS_PROXY"):
+        load({**base, "HTTPS_PROXY": "https://proxy.internal:3128"})
+    # a proxy for the other scheme, or one NO_PROXY bypasses, is not this proxy's concern
+    load({**base, "HTTP_PROXY": "https://proxy.internal:3128"})
+    load({**base, "HTTPS_PROXY": "https://proxy.internal:3128", "NO_PROXY": "example"})

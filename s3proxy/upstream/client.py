@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,13 +21,13 @@ from botocore.auth import UNSIGNED_PAYLOAD, S3SigV4Auth
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from s3proxy.config import UpstreamSettings
+from s3proxy.config.proxies import ProxyEnvironment
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.telemetry import accesslog
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.credentials import CredentialSource
 from s3proxy.upstream.http11 import HttpClient
-from s3proxy.upstream.proxyenv import ProxyEnvironment
 from s3proxy.upstream.response import Response
 
 log = logging.getLogger(__name__)
@@ -125,9 +124,9 @@ class Signing:
 
 
 class Upstream:
-    """Signs and sends requests to the one configured S3 endpoint (through the proxy named
-    by ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` names the endpoint; ``environ``:
-    where those are read, once, at construction; ``os.environ`` if not given)."""
+    """Signs and sends requests to the one configured S3 endpoint (through the forward proxy
+    ``proxies`` names for it, if any: the settings' ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    as read at start)."""
 
     def __init__(
         self,
@@ -136,7 +135,7 @@ class Upstream:
         credentials: CredentialSource,
         ca_bundle: str | None = None,
         now: Callable[[], dt.datetime] | None = None,  # the signing clock (tests fix it)
-        environ: Mapping[str, str] | None = None,
+        proxies: ProxyEnvironment | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
@@ -155,7 +154,7 @@ class Upstream:
             if ca_bundle
             else ssl.create_default_context()
         )
-        self._proxies = ProxyEnvironment.of(os.environ if environ is None else environ)
+        self._proxies = proxies or ProxyEnvironment()
         self._client: HttpClient | None = None
 
     async def start(self) -> None:
@@ -246,4 +245,10 @@ class Upstream:
 
 def upstream_from(settings: UpstreamSettings, credentials: CredentialSource) -> Upstream:
     """The upstream client the settings describe, signing with ``credentials``."""
-    return Upstream(settings.endpoint, settings.region, credentials, ca_bundle=settings.ca_bundle)
+    return Upstream(
+        settings.endpoint,
+        settings.region,
+        credentials,
+        ca_bundle=settings.ca_bundle,
+        proxies=settings.proxies,
+    )

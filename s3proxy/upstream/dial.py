@@ -9,13 +9,13 @@ import asyncio
 import ssl
 from collections.abc import Callable
 
+from s3proxy.config.proxies import Proxy
 from s3proxy.upstream.connection import Connection
 from s3proxy.upstream.httperrors import (
     UpstreamConnectionError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from s3proxy.upstream.proxyenv import Proxy
 
 _TUNNEL_REPLY_LIMIT = 16 * 1024  # bytes of a proxy's answer to CONNECT
 

@@ -13,12 +13,12 @@ import ssl
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
+from s3proxy.config.proxies import ProxyEnvironment
 from s3proxy.upstream.connection import Connection
 from s3proxy.upstream.dial import Dialer
 from s3proxy.upstream.exchange import Exchange
 from s3proxy.upstream.httperrors import StaleConnection, UpstreamConnectionError
 from s3proxy.upstream.pool import Pool
-from s3proxy.upstream.proxyenv import ProxyEnvironment
 from s3proxy.upstream.response import Response
 
 RequestBody = bytes | AsyncIterator[bytes] | AsyncIterator[bytes | bytearray | memoryview] | None
