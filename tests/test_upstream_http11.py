@@ -30,6 +30,7 @@ from s3proxy.core.errors import UpstreamUnavailable
 from s3proxy.core.request import Target
 from s3proxy.devstack import S3Server
 from s3proxy.upstream import errors as upstream_errors
+from s3proxy.upstream.addresses import Address, Addresses
 from s3proxy.upstream.client import POOL_LIMIT, Upstream
 from s3proxy.upstream.credentials import CredentialSource
 from s3proxy.upstream.http11 import HttpClient, request_head
@@ -1139,3 +1140,25 @@ def test_the_proxy_variables_are_read_with_the_settings() -> None:
     # a proxy for the other scheme, or one NO_PROXY bypasses, is not this proxy's concern
     load({**base, "HTTP_PROXY": "https://proxy.internal:3128"})
     load({**base, "HTTPS_PROXY": "https://proxy.internal:3128", "NO_PROXY": "example"})
+
+
+def test_host_names_are_looked_up_once_a_minute_for_many_connections() -> None:
+    async def main() -> tuple[int, list[list[Address]]]:
+        loop = asyncio.get_running_loop()
+        calls = [0]
+        real = loop.getaddrinfo
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            return await real(*args, **kwargs)
+
+        loop.getaddrinfo = counted  # type: ignore[method-assign]
+        addresses = Addresses(ttl=60)
+        found = await asyncio.gather(*(addresses.of("localhost", 80) for _ in range(8)))
+        found.append(await addresses.of("localhost", 80))
+        assert await addresses.of("127.0.0.1", 80) == [(socket.AF_INET, "127.0.0.1")]
+        return calls[0], found
+
+    calls, found = run(main())
+    assert calls == 1
+    assert all(f == found[0] for f in found) and "127.0.0.1" in {a for _, a in found[0]}

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import TypeVar
 
 from s3proxy.config.proxies import Proxy
+from s3proxy.upstream.addresses import Addresses
 from s3proxy.upstream.connection import Connection
 from s3proxy.upstream.httperrors import (
     UpstreamConnectionError,
@@ -17,6 +19,7 @@ from s3proxy.upstream.httperrors import (
     UpstreamTimeout,
 )
 
+P = TypeVar("P", bound=asyncio.Protocol)
 _TUNNEL_REPLY_LIMIT = 16 * 1024  # bytes of a proxy's answer to CONNECT
 
 
@@ -30,6 +33,7 @@ class Dialer:
         self.port = port
         self.tls = tls
         self.proxy = proxy
+        self.addresses = Addresses()
         # An http endpoint through a proxy: requests name the whole URL, and carry the
         # proxy's credentials (a CONNECT tunnel carries them once, in the CONNECT).
         self.absolute_form = proxy is not None and tls is None
@@ -59,26 +63,45 @@ class Dialer:
             raise UpstreamConnectionError(f"Could not connect to {self}: {exc}") from exc
 
     async def _open(self, factory: Callable[[], Connection]) -> Connection:
-        loop = asyncio.get_running_loop()
         proxy = self.proxy
         if proxy is None:
-            hostname = self.host if self.tls is not None else None
-            _, conn = await loop.create_connection(
-                factory, self.host, self.port, ssl=self.tls, server_hostname=hostname
-            )
-            return conn
+            return await self._connect(factory, self.host, self.port, self.tls)
         if self.tls is None:
-            _, conn = await loop.create_connection(factory, proxy.host, proxy.port)
-            return conn
+            return await self._connect(factory, proxy.host, proxy.port, None)
         return await self._tunnel(factory, proxy, self.tls)
+
+    async def _connect(
+        self, factory: Callable[[], P], host: str, port: int, tls: ssl.SSLContext | None
+    ) -> P:
+        """A connection to the first of ``host``'s addresses that takes one (the protocol
+        ``factory`` made)."""
+        loop = asyncio.get_running_loop()
+        failure: OSError | None = None
+        for family, address in await self.addresses.of(host, port):
+            try:
+                _, protocol = await loop.create_connection(
+                    factory,
+                    address,
+                    port,
+                    family=family,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                )
+                return protocol
+            except ssl.SSLError:
+                raise  # (the endpoint answered: its certificate stands for every address)
+            except OSError as exc:
+                failure = exc
+        raise failure or OSError(f"no address for {host}")
 
     async def _tunnel(
         self, factory: Callable[[], Connection], proxy: Proxy, tls: ssl.SSLContext
     ) -> Connection:
         loop = asyncio.get_running_loop()
-        transport, reply = await loop.create_connection(
-            lambda: _TunnelReply(loop), proxy.host, proxy.port
+        reply: _TunnelReply = await self._connect(
+            lambda: _TunnelReply(loop), proxy.host, proxy.port, None
         )
+        transport = reply.transport
         try:
             authority = _authority(self.host, self.port)
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
@@ -119,6 +142,11 @@ class _TunnelReply(asyncio.Protocol):
         self.head: asyncio.Future[bytes] = loop.create_future()
         self._data = b""
         self.early = False
+        self.transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.head.done():
