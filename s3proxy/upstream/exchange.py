@@ -62,7 +62,7 @@ class Exchange:
     def __init__(self, wire: Wire, head_only: bool, loop: asyncio.AbstractEventLoop) -> None:
         self._wire = wire
         self._head_only = head_only
-        self._parser = HttpResponseParser(self)
+        self._parser: HttpResponseParser | None = HttpResponseParser(self)
         self._raw: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._interim = False
@@ -81,8 +81,11 @@ class Exchange:
 
     def feed(self, data: bytes) -> None:
         self.received = True
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except HttpParserError as exc:
             failure = UpstreamProtocolError(f"The upstream's answer is not HTTP/1.1 ({exc}).")
             failure.__cause__ = exc
@@ -99,9 +102,9 @@ class Exchange:
         self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._complete:
-            return  # (a second answer: the connection is broken already)
         parser = self._parser
+        if self._complete or parser is None:
+            return  # (a second answer: the connection is broken already)
         status = parser.get_status_code()
         if status < 200:  # 100 Continue and other interim answers: the answer follows
             if status == 101:
@@ -135,18 +138,19 @@ class Exchange:
     def on_body(self, data: bytes) -> None:
         if self._complete or self._body is None:
             self._wire.broken()  # a body after a HEAD's answer
-            return
-        self._body.feed(data)
+        elif self._held:
+            self._body.feed(data)
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
-        elif not self._complete:
+        elif not self._complete and self._held:
             self._finish()
 
     def _finish(self) -> None:
         self._complete = True
-        keep = self._parser.should_keep_alive() and not self._until_close
+        parser = self._parser
+        keep = parser is not None and parser.should_keep_alive() and not self._until_close
         assert self._body is not None
         self._body.feed_eof()
         pump = self.pump
@@ -206,6 +210,12 @@ class Exchange:
     def _let_go(self, reusable: bool) -> None:
         if self._held:
             self._held = False
+            # no reference cycles left (parser and exchange, exchange and response): all of
+            # it is freed by reference counting, none waits for the garbage collector
+            self._parser = None
+            response, self.response = self.response, None
+            if response is not None:
+                response.detach()
             self._wire.finished(self, reusable)
 
     @property

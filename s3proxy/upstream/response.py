@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from types import TracebackType
 from typing import Protocol
 
@@ -230,8 +231,13 @@ class Response:
 
     close = release  # (aiohttp's close: the same where the connection is not drained)
 
+    def detach(self) -> None:
+        """The exchange is over (the connection back in the pool, or closed)."""
+        self._holder = None
+
     @property
     def closed(self) -> bool:
+        """The exchange is over: the body has arrived whole, or the connection is closed."""
         return self._holder is None
 
     async def __aenter__(self) -> Response:
@@ -249,4 +255,5 @@ class Response:
         holder = self._holder
         if holder is not None:  # dropped unreleased: its connection must not stay taken
             self._holder = None
-            holder.release()
+            with suppress(RuntimeError):  # (the loop closed already)
+                holder.release()
