@@ -27,7 +27,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, owner: Owner, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
         self._owner = owner
-        self._loop = loop
+        self.loop = loop  # (kept: asyncio.get_running_loop() asks the kernel for the pid)
         self._read_timeout = read_timeout
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
@@ -44,7 +44,7 @@ class Connection(asyncio.Protocol):
     # -- the exchange's side ---------------------------------------------------------------
 
     def begin(self, head_only: bool) -> Exchange:
-        exchange = self.exchange = Exchange(self, head_only, self._loop)
+        exchange = self.exchange = Exchange(self, head_only, self.loop)
         return exchange
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -57,14 +57,14 @@ class Connection(asyncio.Protocol):
         self._reads += 1  # (the silence counts from here)
         if self._timer is None:
             self._reads_seen = self._reads
-            self._timer = self._loop.call_later(self._read_timeout, self._check_read)
+            self._timer = self.loop.call_later(self._read_timeout, self._check_read)
 
     async def drain(self) -> None:
         """Until the transport takes more (after ``pause_writing``)."""
         while self.write_paused:
             if self.closed:
                 raise UpstreamConnectionError("The upstream connection closed.")
-            waiter = self._drain = self._loop.create_future()
+            waiter = self._drain = self.loop.create_future()
             try:
                 await waiter
             finally:
@@ -177,4 +177,4 @@ class Connection(asyncio.Protocol):
             )
             return
         self._reads_seen = self._reads
-        self._timer = self._loop.call_later(self._read_timeout, self._check_read)
+        self._timer = self.loop.call_later(self._read_timeout, self._check_read)

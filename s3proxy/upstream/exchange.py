@@ -24,6 +24,7 @@ class Wire(Protocol):
     """What an exchange needs of its connection."""
 
     reused: bool
+    loop: asyncio.AbstractEventLoop
 
     def pause_reading(self) -> None: ...
 

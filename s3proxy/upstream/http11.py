@@ -112,7 +112,7 @@ def _send(conn: Connection, exchange: Exchange, head: bytes, body: RequestBody) 
         conn.request_sent(exchange)
         return
     conn.write(head)
-    exchange.pump = asyncio.get_running_loop().create_task(_pump(conn, exchange, body))
+    exchange.pump = conn.loop.create_task(_pump(conn, exchange, body))
 
 
 async def _pump(

@@ -142,12 +142,11 @@ class Pool:
             if not waiter.done():
                 waiter.set_result(conn)
                 return
-        conn.idle_since = asyncio.get_running_loop().time()
+        loop = conn.loop
+        conn.idle_since = loop.time()
         self._idle.append(conn)
         if self._sweep is None:
-            self._sweep = asyncio.get_running_loop().call_at(
-                conn.idle_since + self._idle_timeout, self._close_idle
-            )
+            self._sweep = loop.call_at(conn.idle_since + self._idle_timeout, self._close_idle)
 
     def forget(self, conn: Connection) -> None:
         if conn in self._all:

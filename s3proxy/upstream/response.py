@@ -23,7 +23,10 @@ BUFFER_LOW = BUFFER_HIGH // 4
 
 
 class ReadControl(Protocol):
-    """What a body asks of its connection: reading paused and resumed (flow control)."""
+    """What a body asks of its connection: reading paused and resumed (flow control); its
+    event loop."""
+
+    loop: asyncio.AbstractEventLoop
 
     def pause_reading(self) -> None: ...
 
@@ -91,7 +94,7 @@ class Body:
     async def _wait(self) -> None:
         """Until bytes, the end, or an error are there."""
         while not self._chunks and not self._eof and self._error is None:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._control.loop.create_future()
             self._waiter = waiter
             try:
                 await waiter
@@ -162,7 +165,7 @@ class Body:
             self._paused = False
             self._control.resume_reading()
         while not self._eof and self._error is None:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._control.loop.create_future()
             self._waiter = waiter
             try:
                 await waiter
