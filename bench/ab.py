@@ -81,7 +81,9 @@ def main(argv: list[str]) -> None:
             vault = start_vault(work)
             proxies: dict[str, tuple[int, int]] = {}
             for name, tree in trees.items():
-                extra = {"PYTHONPATH": str(tree), "S3PROXY_WORKERS": "1"}
+                # PYTHONSAFEPATH: ``python -m s3proxy`` would put the working directory (the
+                # tree ab.py runs from) before PYTHONPATH, and both proxies would run its code
+                extra = {"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1", "S3PROXY_WORKERS": "1"}
                 extra |= {"S3PROXY_UPSTREAM_CHECKSUM": "crc32", "S3PROXY_LOG_LEVEL": "INFO"}
                 process, proxy_port = start_proxy_process(work, vault, s3, extra)
                 started.append(process)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from s3proxy.config.proxies import ProxyEnvironment
 from s3proxy.config.values import ConfigError, _choice, _from_file, _http_url, _require
 from s3proxy.core.trailing import UPSTREAM_CHECKSUMS
 
@@ -34,6 +36,8 @@ class UpstreamSettings:
     credentials: CredentialSettings
     ca_bundle: str | None = None  # CA bundle for the upstream's TLS certificate
     checksum: str = "auto"  # auto, crc32, crc32c, crc64nvme, signed or off
+    # HTTPS_PROXY, HTTP_PROXY, NO_PROXY as read at start (docs/operations.md)
+    proxies: ProxyEnvironment = field(default_factory=ProxyEnvironment)
 
 
 def _upstream(values: Mapping[str, str | None], env: Mapping[str, str]) -> UpstreamSettings:
@@ -55,12 +59,20 @@ def _upstream(values: Mapping[str, str | None], env: Mapping[str, str]) -> Upstr
     ca_bundle = values["S3PROXY_S3_CA_BUNDLE"]
     if ca_bundle and not os.path.isfile(ca_bundle):
         raise ConfigError(f"S3PROXY_S3_CA_BUNDLE is not a readable file: {ca_bundle!r}")
+    proxies = ProxyEnvironment.of(env)
+    parts = urlsplit(endpoint)
+    try:
+        proxies.proxy_for(parts.scheme, parts.hostname or "", parts.port or 0)
+    except ValueError as exc:
+        name = "HTTPS_PROXY" if parts.scheme == "https" else "HTTP_PROXY"
+        raise ConfigError(f"{name}: {exc}") from exc
     return UpstreamSettings(
         endpoint=endpoint,
         region=region,
         credentials=credentials,
         ca_bundle=ca_bundle,
         checksum=checksum,
+        proxies=proxies,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -39,6 +38,7 @@ from s3proxy.server.writes import Writer
 from s3proxy.store.assembly import AssemblyCheck
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.response import Response
 
 log = logging.getLogger("s3proxy")
 
@@ -66,7 +66,7 @@ async def _completion_parts(request: web.Request) -> list[tuple[int, str]]:
     return parser.close()
 
 
-def _result_target(upload: Target, resp: aiohttp.ClientResponse) -> Target:
+def _result_target(upload: Target, resp: Response) -> Target:
     """The completed object (its version, if the upstream made one)."""
     result = upload.without("uploadId")
     version = resp.headers.get("x-amz-version-id")
@@ -96,7 +96,7 @@ def _result_document(request: web.Request, target: Target, etag: str) -> bytes:
     ).encode()
 
 
-Listing = dict[int, ListedPart] | tuple[aiohttp.ClientResponse, bytes]
+Listing = dict[int, ListedPart] | tuple[Response, bytes]
 
 
 class Completer:

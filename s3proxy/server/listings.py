@@ -9,7 +9,6 @@ import asyncio
 import logging
 from urllib.parse import unquote_plus
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -28,6 +27,7 @@ from s3proxy.store.sharedfacts import identity
 from s3proxy.store.wholefacts import WholeFacts, settle
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.httperrors import UpstreamError
 
 log = logging.getLogger("s3proxy")
 
@@ -148,7 +148,7 @@ class Listings:
                 return await ends.looked_up_at_end(
                     target, found.resp, found.marker, found.stored_total, found.end, tag
                 )
-        except (S3ProxyError, aiohttp.ClientError) as exc:
+        except (S3ProxyError, UpstreamError) as exc:
             log.warning(
                 "listing reports the stored size of %s/%s: %s", target.bucket, target.key, exc
             )

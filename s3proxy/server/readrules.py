@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -33,14 +32,15 @@ from s3proxy.store.objects import WHOLE_READ_LIMIT as WHOLE_READ_LIMIT  # the re
 from s3proxy.store.objects import last_modified as last_modified  # the read handlers' too
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
+from s3proxy.upstream.response import Response
 
 
-async def read_exactly(resp: aiohttp.ClientResponse, count: int) -> bytes:
+async def read_exactly(resp: Response, count: int) -> bytes:
     with upstream_errors.reading():
         return count_upstream(await resp.content.readexactly(count))
 
 
-async def upstream_chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def upstream_chunks(resp: Response) -> AsyncIterator[bytes]:
     async for chunk in resp.content.iter_chunked(READ_CHUNK):
         yield count_upstream(chunk)
 
@@ -68,7 +68,7 @@ def _count(value: str) -> int | None:
     return parse_decimal(value.strip())
 
 
-def check_unencrypted(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:
+def check_unencrypted(config: Config, target: Target, resp: Response) -> None:
     """403 unless S3PROXY_UNENCRYPTED_* allow returning this object as it is stored."""
     if not config.unencrypted.allows(target.bucket or "", target.key or "", last_modified(resp)):
         raise AccessDeniedByProxy(
@@ -110,7 +110,7 @@ def read_answer(
     query: ReadQuery,
     info: ObjectInfo | ObjectSummary,
     marker: Marker | None,
-    resp: aiohttp.ClientResponse,
+    resp: Response,
 ) -> ReadAnswer:
     """:func:`plan_read` on what the store's response ``resp`` shows of the object; a 304 is
     raised as :class:`NotModified`, which the application answers."""
@@ -134,7 +134,7 @@ class NotModified(Exception):
         self.headers = headers
 
 
-def unencrypted_allowed(config: Config, target: Target, resp: aiohttp.ClientResponse) -> None:
+def unencrypted_allowed(config: Config, target: Target, resp: Response) -> None:
     """An object without the proxy's marker may be returned as stored only where the policy
     allows; one that has the marker never (it changed under the request)."""
     if Marker.of(resp.headers) is not None:

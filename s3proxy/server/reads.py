@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.core.conditions import evaluate
@@ -31,6 +30,7 @@ from s3proxy.server.readrules import (
 from s3proxy.server.relay import relay
 from s3proxy.store.cachedlayouts import info_from_shared
 from s3proxy.store.spans import known_span
+from s3proxy.upstream.response import Response
 
 log = logging.getLogger("s3proxy")
 
@@ -62,7 +62,7 @@ class Reader:
         request: web.Request,
         target: Target,
         read_headers: ReadHeaders,
-        upstream_resp: aiohttp.ClientResponse,
+        upstream_resp: Response,
         marker: Marker,
     ) -> web.StreamResponse:
         """A plain GET of an object the proxy wrote: its first stored bytes tell the layout
@@ -113,7 +113,7 @@ class Reader:
     async def _build(
         self,
         target: Target,
-        upstream_resp: aiohttp.ClientResponse,
+        upstream_resp: Response,
         stored_total: int,
         first: Header,
         head: bytes,

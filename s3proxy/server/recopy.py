@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -35,6 +34,7 @@ from s3proxy.server.relay import no_bytes, relay_body
 from s3proxy.server.writes import Checksum, Writer
 from s3proxy.store.objects import Current, ObjectInspector
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.response import Response
 
 MAX_COPY_SOURCE = 5 * 1024**3  # S3's limit for CopyObject
 # What S3 copies with an object's metadata (COPY directive), besides x-amz-meta-*.
@@ -84,7 +84,7 @@ def _source_conditions(request: web.Request, last_modified: dt.datetime | None) 
         raise PreconditionFailed()
 
 
-async def copy_response(resp: aiohttp.ClientResponse, element: str, etag: str) -> web.Response:
+async def copy_response(resp: Response, element: str, etag: str) -> web.Response:
     """The answer to a copy the proxy wrote itself: S3's ``element`` (CopyObjectResult or
     CopyPartResult) with the new plaintext ETag, or the upstream's error as it is."""
     async with resp:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.core.headers import (
@@ -16,6 +15,8 @@ from s3proxy.core.headers import (
 )
 from s3proxy.core.sizes import READ_CHUNK
 from s3proxy.telemetry.accesslog import count_upstream
+from s3proxy.upstream.httperrors import UpstreamError
+from s3proxy.upstream.response import Response
 
 log = logging.getLogger("s3proxy")
 
@@ -44,7 +45,7 @@ def abort(request: web.Request) -> None:
         transport.abort()
 
 
-async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> web.StreamResponse:
+async def relay(request: web.Request, upstream_resp: Response) -> web.StreamResponse:
     """Stream an upstream response to the client unchanged (hop-by-hop headers aside)."""
     resp = BodyResponse(status=upstream_resp.status, reason=upstream_resp.reason)
     add_headers(resp, client_response_headers(upstream_resp.headers.items(), decrypted=False))
@@ -56,7 +57,7 @@ async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> 
         try:
             async for chunk in upstream_resp.content.iter_chunked(READ_CHUNK):
                 await resp.write(count_upstream(chunk))
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             log.error("upstream response broke off: %s", type(exc).__name__)
             abort(request)
             raise Aborted() from exc
@@ -65,7 +66,7 @@ async def relay(request: web.Request, upstream_resp: aiohttp.ClientResponse) -> 
 
 
 def relay_body(
-    upstream_resp: aiohttp.ClientResponse,
+    upstream_resp: Response,
     body: bytes,
     extra: HeaderPairs | None = None,
     *,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.core.errors import IntegrityError, S3ProxyError
@@ -20,6 +19,8 @@ from s3proxy.server.relay import Aborted, BodyResponse, abort, add_headers
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.spans import fetch_span
 from s3proxy.upstream import errors as upstream_errors
+from s3proxy.upstream.httperrors import UpstreamError
+from s3proxy.upstream.response import Response
 
 log = logging.getLogger("s3proxy")
 
@@ -55,7 +56,7 @@ class PlaintextSender:
         request: web.Request,
         target: Target,
         headers: HeaderPairs,
-        probe: aiohttp.ClientResponse,
+        probe: Response,
         answer: ReadAnswer,
         keys: dict[str, bytes] | None = None,
     ) -> web.StreamResponse:
@@ -171,7 +172,7 @@ async def _send_rest(
         )
         abort(request)
         raise Aborted() from exc
-    except aiohttp.ClientError as exc:  # the network, not the stored data
+    except UpstreamError as exc:  # the network, not the stored data
         log.error("upstream broke off while streaming %s (%s)", request.path, type(exc).__name__)
         abort(request)
         raise Aborted() from exc

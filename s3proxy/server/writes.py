@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from s3proxy.config import Config
@@ -57,6 +56,7 @@ from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedfacts import identity
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.forms import Chunk
+from s3proxy.upstream.response import Response
 from s3proxy.upstream.uploads import Uploads
 
 log = logging.getLogger("s3proxy")
@@ -140,7 +140,7 @@ class Written:
     """A stream the proxy sent upstream: the upstream's response (for the caller to release),
     the plaintext's ETag, and the stream's header and trailer if it was sealed."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     etag: str
     sealed: tuple[Header, Trailer, bytes | None] | None  # header, trailer, v3 footer
 
@@ -212,7 +212,7 @@ class Sealing:
 
     async def upload(
         self, uploads: Uploads, target: Target, headers: Iterable[tuple[str, str]], stored: int
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """The stream PUT as it is produced (``stored`` bytes); the plaintext's error, if it
         failed, rather than the upstream's answer to a request cut short."""
         try:
@@ -226,7 +226,7 @@ class Sealing:
             raise self._failure
         return resp
 
-    def written(self, response: aiohttp.ClientResponse) -> Written:
+    def written(self, response: Response) -> Written:
         return Written(response, single_etag(self._encryptor.md5 or b""), self._sealed)
 
 
@@ -375,7 +375,7 @@ class Writer:
     def _remember_stream(
         self,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         stored_etag: str,
         header: Header,
         trailer: Trailer,

@@ -11,8 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import aiohttp
-
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
 from s3proxy.core.etags import object_etag
 from s3proxy.core.headers import HeaderPairs, content_range_total
@@ -26,6 +24,7 @@ from s3proxy.store.sharedfacts import identity
 from s3proxy.store.wholefacts import WholeFacts, looks_like_footer, settle
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
+from s3proxy.upstream.response import Response
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class EndBytes:
     ``marker`` None: not an object the proxy wrote, no object, or a whole answer: ``resp`` is
     the store's answer, unread."""
 
-    resp: aiohttp.ClientResponse
+    resp: Response
     marker: Marker | None = None
     stored_total: int = 0
     end: bytes = b""
@@ -96,7 +95,7 @@ class EndReader:
     async def described_at_end(
         self,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         marker: Marker,
         stored_total: int,
         end: bytes = b"",
@@ -123,7 +122,7 @@ class EndReader:
         return info
 
     def _cached(
-        self, target: Target, resp: aiohttp.ClientResponse, marker: Marker, stored_total: int
+        self, target: Target, resp: Response, marker: Marker, stored_total: int
     ) -> ObjectInfo | None:
         """The info this process holds of the object ``resp`` answered for, if any."""
         info = self.objects.cached(target, resp.headers.get("ETag"), stored_total, None)
@@ -134,7 +133,7 @@ class EndReader:
     async def info_at_end(
         self,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         marker: Marker,
         stored_total: int,
         end: bytes = b"",
@@ -153,7 +152,7 @@ class EndReader:
     async def looked_up_at_end(
         self,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         marker: Marker,
         stored_total: int,
         end: bytes = b"",

@@ -12,8 +12,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
-import aiohttp
-
 from s3proxy.core.errors import IntegrityError
 from s3proxy.core.etags import object_etag
 from s3proxy.core.footer import Footer, footer_key_version, open_footer
@@ -42,6 +40,7 @@ from s3proxy.store.tags import Tags
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.response import Response
 
 # A single stream up to this stored size whose layout is not cached is read whole (a plain GET
 # before answering, a HEAD's look-up): its trailer is at the end; one read chunk, as much as a
@@ -49,7 +48,7 @@ from s3proxy.upstream.client import Upstream
 WHOLE_READ_LIMIT = READ_CHUNK
 
 
-def last_modified(resp: aiohttp.ClientResponse) -> dt.datetime | None:
+def last_modified(resp: Response) -> dt.datetime | None:
     value = resp.headers.get("Last-Modified")
     return None if value is None else _http_date(value)
 
@@ -334,7 +333,7 @@ class FirstBytes:
     ``marker`` None: not an object the proxy wrote, or no object: ``resp`` is the store's
     answer, unread."""
 
-    resp: aiohttp.ClientResponse
+    resp: Response
     marker: Marker | None = None
     stored_total: int = 0
     data: bytes = b""
@@ -346,5 +345,5 @@ class Probe:
     wrote it (``resp`` released, its headers still readable), else ``info`` None and the
     store's answer in ``resp``, unread."""
 
-    resp: aiohttp.ClientResponse
+    resp: Response
     info: ObjectInfo | None = None

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
-
 from s3proxy.core.errors import IntegrityError, PreconditionChanged
 from s3proxy.core.headers import HeaderPairs, content_length, content_range_total
 from s3proxy.core.layout import ReadPlan
@@ -18,13 +16,14 @@ from s3proxy.core.request import Target
 from s3proxy.core.sizes import READ_CHUNK
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
+from s3proxy.upstream.response import Response
 
 
 @dataclass(frozen=True)
 class Span:
     """A fetched stored range: ``length`` bytes after the first ``skip`` of the response."""
 
-    resp: aiohttp.ClientResponse
+    resp: Response
     skip: int
     length: int
 

@@ -1,4 +1,4 @@
-"""The upstream side: the proxy's own credentials, SigV4 signing (upstream/signer.py), sending.
+"""The upstream side: the proxy's own credentials, SigV4 signing with botocore, and sending.
 
 Requests always go to the configured endpoint, path-style; the caller hands over a
 :class:`~s3proxy.core.request.Target`, never a URL.
@@ -13,26 +13,30 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from botocore.auth import UNSIGNED_PAYLOAD
 from botocore.credentials import ReadOnlyCredentials
-from yarl import URL
 
 from s3proxy.config import UpstreamSettings
+from s3proxy.config.proxies import ProxyEnvironment
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
 from s3proxy.telemetry import accesslog
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.credentials import CredentialSource
+from s3proxy.upstream.http11 import HttpClient
+from s3proxy.upstream.response import Response
 from s3proxy.upstream.signer import Signer, hex_signature, signing_key
 
 log = logging.getLogger(__name__)
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 CONNECT_TIMEOUT = 30.0  # seconds a request may wait for an upstream connection
+DIAL_TIMEOUT = 10.0  # seconds for opening one (TCP, a proxy's tunnel, TLS)
+READ_TIMEOUT = 300.0  # seconds the upstream may be silent while an answer is awaited
+IDLE_TIMEOUT = 15.0  # seconds a kept-alive connection may stay unused
+POOL_LIMIT = 256  # connections to the upstream at once (per process)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ class Signing:
 
 
 class Upstream:
-    """Signs and sends requests to the one configured S3 endpoint."""
+    """Signs and sends requests to the one configured S3 endpoint (through the forward proxy
+    ``proxies`` names for it, if any: the settings' ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    as read at start)."""
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class Upstream:
         credentials: CredentialSource,
         ca_bundle: str | None = None,
         now: Callable[[], dt.datetime] | None = None,  # the signing clock (tests fix it)
+        proxies: ProxyEnvironment | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
@@ -82,30 +89,31 @@ class Upstream:
         self.region = region
         self.credentials = credentials
         self._signer = Signer(region, now or (lambda: dt.datetime.now(dt.UTC)))
-        self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        # The system's CAs (OpenSSL honours SSL_CERT_FILE and SSL_CERT_DIR), or the bundle.
+        self._ssl = (
+            ssl.create_default_context(cafile=ca_bundle)
+            if ca_bundle
+            else ssl.create_default_context()
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._proxies = proxies or ProxyEnvironment()
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=256, limit_per_host=256, ttl_dns_cache=60, ssl=self._ssl
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # Nothing the store sets is kept or sent back (and no cookie look-up per request).
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            # connect: the wait for a pooled connection plus connecting; past it, 503.
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=CONNECT_TIMEOUT, sock_connect=10, sock_read=300
-            ),
+        self._client = HttpClient(
+            self.endpoint,
+            self._ssl,
+            self._proxies,
+            limit=POOL_LIMIT,
+            idle_timeout=IDLE_TIMEOUT,
+            # the wait for a pooled connection plus connecting; past it, 503
+            connect_timeout=CONNECT_TIMEOUT,
+            dial_timeout=DIAL_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def sign(
         self,
@@ -140,12 +148,13 @@ class Upstream:
         content_length: int | None = None,
         payload_hash: str | None = None,
         on_signed: Callable[[Signing], None] | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send a signed request; ``body`` is bytes (its hash is signed) or a stream of exactly
         ``content_length`` bytes (sent as UNSIGNED-PAYLOAD, or as the given ``payload_hash``,
         such as an aws-chunked framing with a trailing checksum, or signed chunks: their
         framer learns the request's signature from ``on_signed`` before the body is read)."""
-        if self._session is None:
+        client = self._client
+        if client is None:
             raise RuntimeError("Upstream.start() was not awaited")
         out = list(headers)
         if isinstance(body, bytes):
@@ -160,19 +169,11 @@ class Upstream:
             payload_hash = payload_hash or UNSIGNED_PAYLOAD
             out.append(("Content-Length", str(content_length)))
         url, signed = await self.sign(method, target, out, payload_hash, on_signed)
-        data: Any = body
         started, answer = time.monotonic(), None
         try:
             with upstream_errors.sending():
-                answer = await self._session.request(
-                    method,
-                    URL(url, encoded=True),
-                    headers=signed,
-                    data=data,
-                    allow_redirects=False,
-                    compress=None,
-                    chunked=None,
-                )
+                path = url[len(self.endpoint) :]
+                answer = await client.request(method, path, signed.items(), body)
             return answer
         finally:
             accesslog.note_upstream(
@@ -185,4 +186,10 @@ class Upstream:
 
 def upstream_from(settings: UpstreamSettings, credentials: CredentialSource) -> Upstream:
     """The upstream client the settings describe, signing with ``credentials``."""
-    return Upstream(settings.endpoint, settings.region, credentials, ca_bundle=settings.ca_bundle)
+    return Upstream(
+        settings.endpoint,
+        settings.region,
+        credentials,
+        ca_bundle=settings.ca_bundle,
+        proxies=settings.proxies,
+    )

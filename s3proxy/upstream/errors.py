@@ -1,9 +1,9 @@
-"""The one place where the upstream client's errors become the proxy's own (as httpcore's
-``map_exceptions``): a request that could not be sent or answered in time, and a response
-that broke off while its body was read, are ``503``-class :class:`UpstreamUnavailable`, never a
-bare 500. (A response that breaks off after the client's answer has started cannot become an
-error document: those places cut the client's connection instead, server/relay.py and
-server/sending.py.)"""
+"""The one place where the upstream client's errors (upstream/httperrors.py) become the
+proxy's own (as httpcore's ``map_exceptions``): a request that could not be sent or answered
+in time, and a response that broke off while its body was read, are ``503``-class
+:class:`UpstreamUnavailable`, never a bare 500. (A response that breaks off after the client's
+answer has started cannot become an error document: those places cut the client's connection
+instead, server/relay.py and server/sending.py.)"""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import aiohttp
-
 from s3proxy.core.errors import UpstreamUnavailable
+from s3proxy.upstream.httperrors import UpstreamConnectionError, UpstreamError
 
 
 @contextmanager
@@ -21,7 +20,7 @@ def sending() -> Iterator[None]:
     """Around sending a request and waiting for its response's head."""
     try:
         yield
-    except aiohttp.ClientConnectionError as exc:
+    except UpstreamConnectionError as exc:
         raise UpstreamUnavailable(
             f"The upstream object store could not be reached ({type(exc).__name__})."
         ) from exc
@@ -35,5 +34,5 @@ def reading() -> Iterator[None]:
     failed, is the network's doing, not the stored data's."""
     try:
         yield
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+    except (UpstreamError, asyncio.IncompleteReadError) as exc:
         raise UpstreamUnavailable("The upstream response broke off.") from exc

@@ -10,13 +10,13 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import cast
 
-import aiohttp
-
 from s3proxy.core.errors import UpstreamUnavailable
 from s3proxy.core.request import Target
 from s3proxy.upstream import probe
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.forms import Choice, Chunk, Form, fixed_choice, stream_form, whole_headers
+from s3proxy.upstream.httperrors import UpstreamError
+from s3proxy.upstream.response import Response
 
 log = logging.getLogger("s3proxy")
 
@@ -53,7 +53,7 @@ class Uploads:
                     log.info("upload form of %s not learned yet: %s", self.upstream.endpoint, exc)
                     return UNDECIDED
                 failure: object = exc
-            except (UpstreamUnavailable, aiohttp.ClientError) as exc:
+            except (UpstreamUnavailable, UpstreamError) as exc:
                 failure = exc
             except TimeoutError:
                 failure = f"no answer in {PROBE_TIMEOUT:.0f} s"
@@ -73,7 +73,7 @@ class Uploads:
         headers: Iterable[tuple[str, str]],
         length: int,
         body: AsyncIterator[Chunk],
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """PUT ``length`` bytes that ``body`` yields; the request is complete only once
         ``body`` has ended (a failing ``body`` leaves the upstream request short)."""
         choice = await self.choose(target)
@@ -95,7 +95,7 @@ class Uploads:
 
     async def put_whole(
         self, target: Target, headers: Iterable[tuple[str, str]], body: bytes
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """PUT a body sent in one piece, signed with its SHA-256, with its checksum."""
         choice = await self.choose(target)
         return await self.upstream.send("PUT", target, whole_headers(choice, headers, body), body)
