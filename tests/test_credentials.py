@@ -129,6 +129,15 @@ def _round_trip(proxy: ProxyProcess, bucket: str) -> None:
     assert c.get_object(Bucket=bucket, Key="who")["Body"].read() == b"payload"
 
 
+def _start_line(proxy: ProxyProcess, timeout: float = 10.0) -> None:
+    """Wait for the start line naming the upstream identity (written once the proxy listens,
+    after an STS call of its own)."""
+    deadline = time.monotonic() + timeout
+    while "identity" not in proxy.log_text():
+        assert time.monotonic() < deadline, proxy.log_text()
+        time.sleep(0.05)
+
+
 def _no_secrets(proxy: ProxyProcess, *secrets: str) -> None:
     text = proxy.log_text() + json.dumps(whoami(proxy))
     for secret in secrets:
@@ -153,7 +162,8 @@ def test_static_proxy_keys_win_over_the_chain(
     assert me["credentials"]["access_key_id"] == iam.static_key["AccessKeyId"]
     assert me["caller_identity"]["arn"] == f"arn:aws:iam::{ACCOUNT}:user/static-{iam.tag}"
     assert me["upstream"] == {"endpoint": s3.endpoint, "region": "us-east-1"}
-    assert "identity" in proxy.log_text() and iam.static_key["AccessKeyId"] in proxy.log_text()
+    _start_line(proxy)
+    assert iam.static_key["AccessKeyId"] in proxy.log_text()
     _no_secrets(proxy, iam.static_key["SecretAccessKey"])
 
 

@@ -15,16 +15,14 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from botocore.auth import UNSIGNED_PAYLOAD
-from botocore.credentials import ReadOnlyCredentials
-
 from s3proxy.config import UpstreamSettings
 from s3proxy.config.proxies import ProxyEnvironment
 from s3proxy.core.headers import HeaderPairs
 from s3proxy.core.request import Target
+from s3proxy.core.sigv4 import UNSIGNED_PAYLOAD
 from s3proxy.telemetry import accesslog
 from s3proxy.upstream import errors as upstream_errors
-from s3proxy.upstream.credentials import CredentialSource
+from s3proxy.upstream.credentials import CredentialSource, Frozen
 from s3proxy.upstream.http11 import HttpClient
 from s3proxy.upstream.response import Response
 from s3proxy.upstream.signer import Signer, hex_signature, signing_key
@@ -51,7 +49,7 @@ class Signing:
     sign: Callable[[str], str]
 
     @classmethod
-    def of(cls, headers: dict[str, str], creds: ReadOnlyCredentials, region: str) -> Signing:
+    def of(cls, headers: dict[str, str], creds: Frozen, region: str) -> Signing:
         authorization = headers.get("Authorization") or headers.get("authorization") or ""
         signature = authorization.rpartition("Signature=")[2]
         timestamp = headers.get("X-Amz-Date") or headers.get("x-amz-date") or ""

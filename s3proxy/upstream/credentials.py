@@ -16,16 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from botocore.config import Config as BotoConfig
-from botocore.credentials import (
-    AssumeRoleCredentialFetcher,
-    Credentials,
-    DeferredRefreshableCredentials,
-    ReadOnlyCredentials,
-    RefreshableCredentials,
-)
+from typing import Any, NamedTuple, Protocol
 
 from s3proxy.config import CredentialSettings
 from s3proxy.core.errors import CredentialsUnavailable
@@ -37,6 +28,34 @@ log = logging.getLogger("s3proxy.upstream.credentials")
 # and at half the remaining lifetime for short-lived credentials, leaving room for retries.
 REFRESH_MARGIN = dt.timedelta(minutes=12)
 MAX_BACKOFF = 60.0
+
+
+class Frozen(NamedTuple):
+    """The credentials requests are signed with, as they are now (the fields of botocore's
+    ``ReadOnlyCredentials``)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class Refreshing(Protocol):
+    """What a source of credentials is: botocore's credentials, or :class:`StaticKeys`."""
+
+    method: str
+
+    def get_frozen_credentials(self) -> Any: ...  # access_key, secret_key, token (and more)
+
+
+class StaticKeys:
+    """Keys that never change: no botocore (nor its import, which costs the start) needed."""
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None, method: str) -> None:
+        self._frozen = Frozen(access_key, secret_key, token)
+        self.method = method
+
+    def get_frozen_credentials(self) -> Frozen:
+        return self._frozen
 
 
 def _session(settings: CredentialSettings) -> Any:
@@ -59,15 +78,15 @@ def _session(settings: CredentialSettings) -> Any:
     return session
 
 
-def resolve(settings: CredentialSettings) -> tuple[Credentials | None, str]:
+def resolve(settings: CredentialSettings) -> tuple[Refreshing | None, str]:
     """The credentials object and a description of where it came from. Blocking (it may read
     files); call it off the event loop. Static keys need no botocore session (nor its import)."""
     session = None if settings.access_key_id and not settings.role_arn else _session(settings)
-    credentials: Credentials | None
+    credentials: Refreshing | None
     if settings.access_key_id:
-        credentials = Credentials(
+        credentials = StaticKeys(
             settings.access_key_id,
-            settings.secret_access_key,
+            settings.secret_access_key or "",
             settings.session_token,
             method="s3proxy-static",
         )
@@ -77,7 +96,16 @@ def resolve(settings: CredentialSettings) -> tuple[Credentials | None, str]:
         credentials = session.get_credentials()
         source = getattr(credentials, "method", None) or "none"
     if settings.role_arn and credentials is not None:
+        from botocore.credentials import (
+            AssumeRoleCredentialFetcher,
+            Credentials,
+            DeferredRefreshableCredentials,
+        )
+
         assert session is not None
+        if isinstance(credentials, StaticKeys):  # (botocore's fetcher takes its own kind)
+            access_key, secret_key, token = credentials.get_frozen_credentials()
+            credentials = Credentials(access_key, secret_key, token, method=credentials.method)
         extra: dict[str, Any] = {"RoleSessionName": settings.role_session_name}
         if settings.external_id:
             extra["ExternalId"] = settings.external_id
@@ -94,20 +122,24 @@ def resolve(settings: CredentialSettings) -> tuple[Credentials | None, str]:
     return credentials, source
 
 
-def _expiry(credentials: Credentials) -> dt.datetime | None:
-    if isinstance(credentials, RefreshableCredentials):
-        expiry: dt.datetime | None = getattr(credentials, "_expiry_time", None)
-        return expiry
-    return None
+def _frozen(found: Any) -> Frozen:
+    """botocore's ``ReadOnlyCredentials`` (or :class:`Frozen`) as :class:`Frozen`."""
+    return Frozen(found.access_key, found.secret_key, found.token)
+
+
+def _expiry(credentials: Refreshing) -> dt.datetime | None:
+    """When botocore's refreshable credentials expire (None: static ones)."""
+    expiry: dt.datetime | None = getattr(credentials, "_expiry_time", None)
+    return expiry
 
 
 class CredentialSource:
     """The current credentials snapshot, kept fresh in the background."""
 
-    def __init__(self, resolver: Callable[[], tuple[Credentials | None, str]]) -> None:
+    def __init__(self, resolver: Callable[[], tuple[Refreshing | None, str]]) -> None:
         self._resolver = resolver
-        self._credentials: Credentials | None = None
-        self._snapshot: ReadOnlyCredentials | None = None
+        self._credentials: Refreshing | None = None
+        self._snapshot: Frozen | None = None
         self.expiry: dt.datetime | None = None
         self.description = "unresolved"
         self.refreshes = 0
@@ -115,14 +147,14 @@ class CredentialSource:
 
     @classmethod
     def static(cls, access_key: str, secret_key: str, token: str | None = None) -> CredentialSource:
-        return cls(lambda: (Credentials(access_key, secret_key, token, method="static"), "static"))
+        return cls(lambda: (StaticKeys(access_key, secret_key, token, method="static"), "static"))
 
-    def _load(self) -> tuple[ReadOnlyCredentials, dt.datetime | None]:
+    def _load(self) -> tuple[Frozen, dt.datetime | None]:
         if self._credentials is None:
             self._credentials, self.description = self._resolver()
             if self._credentials is None:
                 raise CredentialsUnavailable("The proxy found no upstream credentials.")
-        frozen = self._credentials.get_frozen_credentials()
+        frozen = _frozen(self._credentials.get_frozen_credentials())
         return frozen, _expiry(self._credentials)
 
     async def _fetch(self) -> None:
@@ -188,7 +220,7 @@ class CredentialSource:
             else:
                 log.info("upstream credentials refreshed; valid until %s", self.expiry)
 
-    async def current(self) -> ReadOnlyCredentials:
+    async def current(self) -> Frozen:
         snapshot = self._snapshot
         if snapshot is None:
             raise CredentialsUnavailable("The proxy has no upstream credentials yet.")
@@ -197,10 +229,10 @@ class CredentialSource:
         return snapshot
 
 
-def caller_identity(
-    settings: CredentialSettings, credentials: ReadOnlyCredentials
-) -> dict[str, str]:
+def caller_identity(settings: CredentialSettings, credentials: Frozen) -> dict[str, str]:
     """STS GetCallerIdentity for these credentials (blocking)."""
+    from botocore.config import Config as BotoConfig
+
     session = _session(settings)
     client = session.create_client(
         "sts",

@@ -23,12 +23,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from botocore.auth import UNSIGNED_PAYLOAD
-
 from s3proxy.core.checksums import new_hasher
 from s3proxy.core.chunksigning import PAYLOAD as SIGNED_PAYLOAD
 from s3proxy.core.chunksigning import SignedChunkFramer
 from s3proxy.core.headers import Headers
+from s3proxy.core.sigv4 import UNSIGNED_PAYLOAD
 from s3proxy.core.trailing import PAYLOAD as TRAILER_PAYLOAD
 from s3proxy.core.trailing import UPSTREAM_CHECKSUMS, TrailingChecksumFramer
 from s3proxy.upstream.client import Signing

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
-from botocore.credentials import ReadOnlyCredentials
+from s3proxy.upstream.credentials import Frozen
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 # Headers botocore never signs either (they may change in transit).
@@ -138,7 +138,7 @@ class Signer:
             cached = self._second = (second, moment.strftime(_TIMESTAMP))
         return cached[1]
 
-    def _scoped(self, creds: ReadOnlyCredentials, date: str) -> tuple[hmac.HMAC, str, str]:
+    def _scoped(self, creds: Frozen, date: str) -> tuple[hmac.HMAC, str, str]:
         """The keyed HMAC, the credential scope and the Authorization up to the headers."""
         ident = (creds.access_key, creds.secret_key, date)
         cached = self._scope
@@ -155,7 +155,7 @@ class Signer:
         path: str,
         headers: dict[str, str],
         payload_hash: str,
-        creds: ReadOnlyCredentials,
+        creds: Frozen,
     ) -> dict[str, str]:
         """All of ``headers`` (the signed ones' values trimmed) with the request's
         ``X-Amz-Date``, ``x-amz-content-sha256``, ``X-Amz-Security-Token`` (with a session
