@@ -9,7 +9,6 @@ Messages never contain key material, tokens or plaintext.
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import escape
 
 
 class S3ProxyError(Exception):
@@ -277,7 +276,9 @@ def _percent(match: re.Match[str]) -> str:
 
 def xml_text(text: str) -> str:
     """Text for an XML element: escaped, and characters XML cannot hold percent-encoded."""
-    return escape(_NOT_XML.sub(_percent, text))
+    text = _NOT_XML.sub(_percent, text)
+    # (xml.sax.saxutils.escape's three replacements: its import costs the start 16 ms)
+    return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
 
 
 def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
