@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from s3proxy.config.ops import cores_available
 
 OVERLAP_MIN = 1024 * 1024  # plaintext bytes below which a stream is hashed inline
-AHEAD_LIMIT = 8 * 1024 * 1024  # plaintext bytes queued for the thread at most
+AHEAD_LIMIT = 2 * 1024 * 1024  # plaintext bytes queued for the thread at most
 
 
 @functools.cache

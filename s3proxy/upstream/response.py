@@ -102,18 +102,40 @@ class Body:
                 self._waiter = None
 
     def _take(self, count: int) -> bytes:
+        """Up to ``count`` of the bytes there, in one piece: the pieces as received are joined
+        (a large body's readers take fewer, larger pieces, as from aiohttp's reader)."""
         chunks = self._chunks
         first = chunks[0]
-        if len(first) <= count:
-            chunks.popleft()
+        if len(first) >= count:
+            if len(first) == count:
+                chunks.popleft()
+            else:
+                chunks[0] = first[count:]
+                first = first[:count]
         else:
-            chunks[0] = first[count:]
-            first = first[:count]
+            chunks.popleft()
+            if chunks:
+                first = self._join(first, count)
         self._size -= len(first)
         if self._paused and self._size <= BUFFER_LOW:
             self._paused = False
             self._control.resume_reading()
         return first
+
+    def _join(self, first: bytes, count: int) -> bytes:
+        """``first`` and the pieces after it, up to ``count`` bytes."""
+        chunks = self._chunks
+        pieces, taken = [first], len(first)
+        while chunks and taken < count:
+            piece = chunks[0]
+            if taken + len(piece) <= count:
+                chunks.popleft()
+            else:
+                chunks[0] = piece[count - taken :]
+                piece = piece[: count - taken]
+            pieces.append(piece)
+            taken += len(piece)
+        return b"".join(pieces)
 
     async def read(self, count: int = -1) -> bytes:
         """Up to ``count`` bytes, as soon as any are there (``b""`` at the end); all of the
