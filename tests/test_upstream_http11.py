@@ -39,6 +39,7 @@ from s3proxy.upstream.httperrors import (
     UpstreamPayloadError,
     UpstreamTimeout,
 )
+from s3proxy.upstream.pool import PoolLimits
 from s3proxy.upstream.response import BUFFER_HIGH, Response
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,7 +143,7 @@ async def answering(
 def client(port: int, scheme: str = "http", host: str = "127.0.0.1", **kw: Any) -> HttpClient:
     tls = kw.pop("tls", None)
     proxies = kw.pop("proxies", NO_PROXY)
-    return HttpClient(f"{scheme}://{host}:{port}", tls, proxies, **kw)
+    return HttpClient(f"{scheme}://{host}:{port}", tls, proxies, PoolLimits(**kw))
 
 
 async def chunks(*pieces: bytes) -> AsyncIterator[bytes]:
@@ -958,19 +959,22 @@ def test_an_https_endpoint_through_a_connect_proxy(tmp_path: Path) -> None:
             await upstream.close()
             # wrong credentials: the proxy's refusal is a connection error (503)
             environ = {"https_proxy": f"http://user:wrong@127.0.0.1:{proxy.port}"}
-            refused = Upstream(
-                f"https://localhost:{found.port}",
-                "us-east-1",
-                creds,
-                proxies=via(environ),
-            )
-            await refused.start()
-            with pytest.raises(UpstreamUnavailable):
-                await refused.send("GET", Target("b", "k", ()), [])
-            await refused.close()
+            await _refused(f"https://localhost:{found.port}", creds, environ)
             await creds.close()
 
     run(main())
+
+
+async def _refused(endpoint: str, creds: CredentialSource, environ: dict[str, str]) -> None:
+    """A GET to ``endpoint`` with ``environ``'s proxy settings fails as a connection error
+    (503)."""
+    upstream = Upstream(endpoint, "us-east-1", creds, proxies=via(environ))
+    await upstream.start()
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await upstream.send("GET", Target("b", "k", ()), [])
+    finally:
+        await upstream.close()
 
 
 def test_an_http_endpoint_through_an_http_proxy_in_absolute_form() -> None:
@@ -1036,16 +1040,7 @@ def test_no_proxy_sends_the_request_directly() -> None:
                 await upstream.close()
             # not bypassed: the dead proxy is tried
             environ = {"HTTP_PROXY": f"127.0.0.1:{dead_port}", "NO_PROXY": "other.example"}
-            upstream = Upstream(
-                f"http://localhost:{found.port}",
-                "us-east-1",
-                creds,
-                proxies=via(environ),
-            )
-            await upstream.start()
-            with pytest.raises(UpstreamUnavailable):
-                await upstream.send("GET", Target("b", "k", ()), [])
-            await upstream.close()
+            await _refused(f"http://localhost:{found.port}", creds, environ)
             await creds.close()
 
     run(main())

@@ -24,6 +24,7 @@ from s3proxy.telemetry import accesslog
 from s3proxy.upstream import errors as upstream_errors
 from s3proxy.upstream.credentials import CredentialSource, Frozen
 from s3proxy.upstream.http11 import HttpClient
+from s3proxy.upstream.pool import PoolLimits
 from s3proxy.upstream.response import Response
 from s3proxy.upstream.signer import Signer, hex_signature, signing_key
 
@@ -101,12 +102,8 @@ class Upstream:
             self.endpoint,
             self._ssl,
             self._proxies,
-            limit=POOL_LIMIT,
-            idle_timeout=IDLE_TIMEOUT,
-            # the wait for a pooled connection plus connecting; past it, 503
-            connect_timeout=CONNECT_TIMEOUT,
-            dial_timeout=DIAL_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            # (past the connect timeout, the wait for a pooled connection and connecting: 503)
+            PoolLimits(POOL_LIMIT, IDLE_TIMEOUT, CONNECT_TIMEOUT, DIAL_TIMEOUT, READ_TIMEOUT),
         )
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from s3proxy.upstream.connection import Connection
 from s3proxy.upstream.dial import Dialer
 from s3proxy.upstream.exchange import Exchange
 from s3proxy.upstream.httperrors import StaleConnection, UpstreamConnectionError
-from s3proxy.upstream.pool import Pool
+from s3proxy.upstream.pool import DEFAULT_LIMITS, Pool, PoolLimits
 from s3proxy.upstream.response import Response
 
 RequestBody = bytes | AsyncIterator[bytes] | AsyncIterator[bytes | bytearray | memoryview] | None
@@ -36,12 +36,7 @@ class HttpClient:
         endpoint: str,
         tls: ssl.SSLContext | None,
         proxies: ProxyEnvironment,
-        *,
-        limit: int = 256,
-        idle_timeout: float = 15.0,
-        connect_timeout: float = 30.0,
-        dial_timeout: float = 10.0,
-        read_timeout: float = 300.0,
+        limits: PoolLimits = DEFAULT_LIMITS,
     ) -> None:
         parts = urlsplit(endpoint)
         https = parts.scheme == "https"
@@ -49,14 +44,7 @@ class HttpClient:
         port = parts.port or (443 if https else 80)
         proxy = proxies.proxy_for(parts.scheme, host, port)
         self.dialer = Dialer(host, port, tls if https else None, proxy)
-        self.pool = Pool(
-            self.dialer,
-            limit=limit,
-            idle_timeout=idle_timeout,
-            connect_timeout=connect_timeout,
-            dial_timeout=dial_timeout,
-            read_timeout=read_timeout,
-        )
+        self.pool = Pool(self.dialer, limits)
         self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
     async def request(

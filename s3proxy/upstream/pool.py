@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from s3proxy.upstream.connection import Connection
 from s3proxy.upstream.httperrors import UpstreamError, UpstreamTimeout
@@ -15,26 +16,31 @@ from s3proxy.upstream.httperrors import UpstreamError, UpstreamTimeout
 Dial = Callable[[Callable[[], Connection]], Awaitable[Connection]]
 
 
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many connections, and how long each wait may last (seconds)."""
+
+    limit: int = 256  # connections open at once
+    idle_timeout: float = 15.0  # a kept-alive connection unused
+    connect_timeout: float = 30.0  # the wait for a free connection plus opening one
+    dial_timeout: float = 10.0  # opening one (TCP, a proxy's tunnel, TLS)
+    read_timeout: float = 300.0  # the upstream's silence while an answer is awaited or read
+
+
+DEFAULT_LIMITS = PoolLimits()
+
+
 class Pool:
     """Connections to one endpoint. ``connect_timeout`` bounds the wait for a free one plus
     opening one; ``dial_timeout`` the opening alone (TCP, a proxy's tunnel, TLS)."""
 
-    def __init__(
-        self,
-        dial: Dial,
-        *,
-        limit: int = 256,
-        idle_timeout: float = 15.0,
-        connect_timeout: float = 30.0,
-        dial_timeout: float = 10.0,
-        read_timeout: float = 300.0,
-    ) -> None:
+    def __init__(self, dial: Dial, limits: PoolLimits = DEFAULT_LIMITS) -> None:
         self._dial = dial
-        self._limit = limit
-        self._idle_timeout = idle_timeout
-        self._connect_timeout = connect_timeout
-        self._dial_timeout = dial_timeout
-        self._read_timeout = read_timeout
+        self._limit = limits.limit
+        self._idle_timeout = limits.idle_timeout
+        self._connect_timeout = limits.connect_timeout
+        self._dial_timeout = limits.dial_timeout
+        self._read_timeout = limits.read_timeout
         self._idle: list[Connection] = []  # the most recently used last
         self._all: set[Connection] = set()  # every open connection (each holds a place)
         self._opening = 0  # places held by connections being opened
