@@ -91,9 +91,9 @@ class Body:
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
 
-    async def _wait(self) -> None:
-        """Until bytes, the end, or an error are there."""
-        while not self._chunks and not self._eof and self._error is None:
+    async def _wait(self, whole: bool = False) -> None:
+        """Until bytes (``whole``: all of them), the end, or an error are there."""
+        while (whole or not self._chunks) and not self._eof and self._error is None:
             waiter = self._control.loop.create_future()
             self._waiter = waiter
             try:
@@ -186,13 +186,7 @@ class Body:
         if self._paused:
             self._paused = False
             self._control.resume_reading()
-        while not self._eof and self._error is None:
-            waiter = self._control.loop.create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+        await self._wait(whole=True)
         if self._error is not None:
             raise self._error
         chunks = self._chunks
