@@ -146,6 +146,19 @@ def client(port: int, scheme: str = "http", host: str = "127.0.0.1", **kw: Any) 
     return HttpClient(f"{scheme}://{host}:{port}", tls, proxies, PoolLimits(**kw))
 
 
+async def get_twice(port: int) -> list[tuple[int, bytes]]:
+    """Two GETs, one after the other, through one client: each answer's status and body."""
+    http = client(port)
+    try:
+        answers = []
+        for _ in range(2):
+            resp = await http.request("GET", "/b/k", [])
+            answers.append((resp.status, await resp.read()))
+        return answers
+    finally:
+        await http.close()
+
+
 async def chunks(*pieces: bytes) -> AsyncIterator[bytes]:
     for piece in pieces:
         await asyncio.sleep(0)
@@ -263,18 +276,13 @@ def test_a_chunked_response_is_read_and_the_connection_kept() -> None:
                 await asyncio.sleep(0.01)
             writer.write(b"0\r\n\r\n")
 
-    async def main() -> list[bytes]:
+    async def main() -> list[tuple[int, bytes]]:
         async with peer(handler) as found:
-            http = client(found.port)
-            bodies = []
-            for _ in range(2):
-                resp = await http.request("GET", "/b/k", [])
-                bodies.append(await resp.read())
+            answers = await get_twice(found.port)
             assert len(found.connections) == 1  # kept alive
-            await http.close()
-            return bodies
+            return answers
 
-    assert run(main()) == [b"hello chunked world"] * 2
+    assert run(main()) == [(200, b"hello chunked world")] * 2
 
 
 def test_a_body_until_the_connection_closes() -> None:
@@ -287,18 +295,13 @@ def test_a_body_until_the_connection_closes() -> None:
             await asyncio.sleep(0.01)
         writer.close()
 
-    async def main() -> list[bytes]:
+    async def main() -> list[tuple[int, bytes]]:
         async with peer(handler) as found:
-            http = client(found.port)
-            bodies = []
-            for _ in range(2):
-                resp = await http.request("GET", "/b/k", [])
-                bodies.append(await resp.read())
+            answers = await get_twice(found.port)
             assert len(found.connections) == 2  # such a connection is never reused
-            await http.close()
-            return bodies
+            return answers
 
-    assert run(main()) == [b"no length until close"] * 2
+    assert run(main()) == [(200, b"no length until close")] * 2
 
 
 def test_a_head_answer_has_no_body_and_the_connection_is_kept() -> None:
@@ -326,12 +329,8 @@ def test_204_and_304_have_no_body(status: int) -> None:
     async def main() -> None:
         reply = f'HTTP/1.1 {status} X\r\nETag: "e"\r\n\r\n'.encode()
         async with answering(lambda r: reply) as found:
-            http = client(found.port)
-            for _ in range(2):
-                resp = await http.request("GET", "/b/k", [])
-                assert resp.status == status and await resp.read() == b""
+            assert await get_twice(found.port) == [(status, b"")] * 2
             assert len(found.connections) == 1
-            await http.close()
 
     run(main())
 
@@ -353,12 +352,8 @@ def test_a_redirect_is_returned_as_it_is() -> None:
 def test_connection_close_from_the_upstream_is_honoured() -> None:
     async def main() -> None:
         async with answering(lambda r: answer(200, b"x", "Connection: close")) as found:
-            http = client(found.port)
-            for _ in range(2):
-                resp = await http.request("GET", "/b/k", [])
-                assert await resp.read() == b"x"
+            assert await get_twice(found.port) == [(200, b"x")] * 2
             assert len(found.connections) == 2
-            await http.close()
 
     run(main())
 

@@ -99,18 +99,20 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close at once, unsent bytes dropped (a request never completes on the upstream)."""
-        if not self.closed:
-            self.closed = True
-            if self.transport is not None:
-                self.transport.abort()
-        self._owner.forget(self)
+        self._shut(abort=True)
 
     def close(self) -> None:
         """Close an idle connection."""
+        self._shut(abort=False)
+
+    def _shut(self, abort: bool) -> None:
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.close()
+                if abort:
+                    self.transport.abort()
+                else:
+                    self.transport.close()
         self._owner.forget(self)
 
     @property
