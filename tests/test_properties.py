@@ -22,6 +22,7 @@ from s3proxy.core.headers import client_response_headers, upstream_request_heade
 from s3proxy.core.numbers import parse_decimal
 from s3proxy.core.request import classify, parse_target
 from s3proxy.core.s3xml import (
+    _spliced_listing,
     completion_parts,
     listed_objects,
     listed_parts,
@@ -429,18 +430,24 @@ def live(proxy: Any, bucket: str) -> tuple[str, str, str]:
             st.sampled_from(["<Size>{n}</Size>", "<Size> {n} </Size>", "<Size>x</Size>", ""]),
             st.sampled_from(['<ETag>"e{i}"</ETag>', "<ETag>&quot;e{i}&quot;</ETag>", ""]),
             st.sampled_from(["", "<!-- c -->", "<![CDATA[<Size>1</Size>]]>", "<Key/>"]),
+            st.booleans(),
         ),
         max_size=6,
     ),
 )
 def test_a_spliced_listing_reads_as_the_rewritten_document(
-    entries: list[tuple[str, str, str, str, str]],
+    entries: list[tuple[str, str, str, str, str, bool]],
 ) -> None:
     """Whatever the entries look like, splicing the new sizes and ETags into the bytes gives
     the document that parsing and writing it again gives (or the splice is not used)."""
+
+    def fields(i: int, size: str, etag: str, etag_first: bool) -> str:
+        pair = (etag.format(i=i), size.format(n=100 + i))
+        return "".join(pair if etag_first else reversed(pair))
+
     body_entries = "".join(
-        f"<{tag}><Key>{_escape(key)}</Key>{etag.format(i=i)}{size.format(n=100 + i)}{odd}</{tag}>"
-        for i, (key, tag, size, etag, odd) in enumerate(entries)
+        f"<{tag}><Key>{_escape(key)}</Key>{fields(i, size, etag, first)}{odd}</{tag}>"
+        for i, (key, tag, size, etag, odd, first) in enumerate(entries)
     )
     body = (
         '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
@@ -456,3 +463,19 @@ def test_a_spliced_listing_reads_as_the_rewritten_document(
         return [[(c.tag, c.text) for c in e] for e in ET.fromstring(document)]
 
     assert shown(rewrite_listing(body, found, listed)) == shown(rewrite_listing(body, found))
+
+
+@pytest.mark.parametrize("tag", ["Contents", "Version"])
+def test_a_listing_as_s3_writes_it_is_spliced(tag: str) -> None:
+    """The splice, not the parse-and-write fallback, answers a page as S3 writes it (either
+    order of Size and ETag), changing those two elements and nothing else."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="x">'
+        f"<{tag}><Key>a</Key><ETag>&quot;e1&quot;</ETag><Size>300</Size></{tag}>"
+        f"<{tag}><Key>b</Key><Size>301</Size><ETag>&quot;e2&quot;</ETag></{tag}>"
+        "</ListBucketResult>"
+    ).encode()
+    listed = listed_objects(body)
+    spliced = _spliced_listing(body, [(7, '"p1"'), (8, None)], listed)
+    expected = body.replace(b"300", b"7").replace(b"301", b"8")
+    assert spliced == expected.replace(b"<ETag>&quot;e1&quot;", b'<ETag>"p1"')

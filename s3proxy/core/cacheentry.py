@@ -20,7 +20,6 @@ import functools
 import hashlib
 import hmac
 import os
-import re
 import struct
 from dataclasses import dataclass
 
@@ -60,15 +59,13 @@ MIN_ENTRY_SIZE = _CLEAR.size + _MIN_FACTS + _TAG_SIZE
 MAX_ENTRY_SIZE = _CLEAR.size + _MAX_FACTS + _TAG_SIZE
 
 
-_PRINTABLE = re.compile(rb"[\x21-\x7e]+")
-
-
-def _printable(value: str, limit: int, what: str) -> bytes:
-    """``value`` as ASCII, if it is 1 to ``limit`` printable characters without spaces."""
-    data = value.encode("ascii", "replace")
-    if not (value.isascii() and len(data) <= limit and _PRINTABLE.fullmatch(data)):
+def _printable(value: str, limit: int, what: str) -> None:
+    """Whether ``value`` is 1 to ``limit`` printable ASCII characters without spaces (of ASCII,
+    ``isprintable`` leaves out the controls and DEL, and the space is the one left to refuse)."""
+    if not (
+        value.isascii() and 0 < len(value) <= limit and value.isprintable() and " " not in value
+    ):
         raise ValueError(f"{what} must be 1 to {limit} printable ASCII characters")
-    return data
 
 
 @dataclass(frozen=True)

@@ -85,22 +85,48 @@ def _child_text(element: ET.Element, name: str) -> str | None:
     return None
 
 
+_ENTRY_FIELDS = frozenset({"Key", "Size", "VersionId", "ETag"})
+
+
 def listed_objects(body: bytes) -> list[ListedObject]:
     """The objects of a ListObjects, ListObjectsV2 or ListObjectVersions response, in order.
-    Keys are returned as they appear (URL-encoded if the client asked for encoding-type=url)."""
+    Keys are returned as they appear (URL-encoded if the client asked for encoding-type=url).
+    Of an element that appears twice in an entry, the first counts."""
     root = _parse(body)
     out = []
+    local = _Locals()
     for entry in root:
-        if _local(entry.tag) not in _LISTED:
+        if local(entry.tag) not in _LISTED:
             continue
-        size = _child_text(entry, "Size")
-        key = _child_text(entry, "Key")
-        number = parse_decimal((size or "").strip())
+        fields: dict[str, str] = {}
+        for child in entry:
+            name = local(child.tag)
+            if name in _ENTRY_FIELDS and name not in fields:
+                fields[name] = child.text or ""
+        key = fields.get("Key")
+        number = parse_decimal(fields.get("Size", "").strip())
         if key is None or number is None:
             continue
-        version = _child_text(entry, "VersionId")
-        out.append(ListedObject(key, version, _child_text(entry, "ETag"), number))
+        out.append(ListedObject(key, fields.get("VersionId"), fields.get("ETag"), number))
     return out
+
+
+class _Locals:
+    """Local names of the tags of one document, each worked out once (a page of a thousand
+    entries has a handful of distinct tags; at most :attr:`LIMIT` are remembered)."""
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, tag: str) -> str:
+        found = self._seen.get(tag)
+        if found is None:
+            found = _local(tag)
+            if len(self._seen) < self.LIMIT:
+                self._seen[tag] = found
+        return found
 
 
 def rewrite_listing(
@@ -135,11 +161,26 @@ def rewrite_listing(
     return _serialize(root)
 
 
-_ENTRY_BYTES = re.compile(rb"<(Contents|Version)>(.*?)</\1>", re.S)
 _SIZE_BYTES = re.compile(rb"<Size>([^<]*)</Size>")
 _ETAG_BYTES = re.compile(rb"<ETag>([^<]*)</ETag>")
 _KEY_BYTES = re.compile(rb"<Key[ />]")
 _UNUSUAL = (b"<![CDATA[", b"<!--", b"<!DOCTYPE", b"<!ENTITY")
+
+
+def _entry_spans(body: bytes) -> Iterator[tuple[int, int]]:
+    """Where the content of each ``<Contents>`` entry is (of each ``<Version>`` in a listing
+    without any): from its opening tag to the first closing tag after it. A document that mixes
+    both shows fewer entries here than the parser lists, and is not spliced."""
+    tag = b"Contents" if b"<Contents>" in body else b"Version"
+    opening, closing = b"<" + tag + b">", b"</" + tag + b">"
+    found = body.find(opening)
+    while found >= 0:
+        start = found + len(opening)
+        end = body.find(closing, start)
+        if end < 0:
+            return
+        yield start, end
+        found = body.find(opening, end + len(closing))
 
 
 def _spliced_listing(
@@ -154,33 +195,42 @@ def _spliced_listing(
         return None
     out: list[bytes] = []
     position = index = 0
-    for entry in _ENTRY_BYTES.finditer(body):
-        inner = entry.group(2)
+    for start, end in _entry_spans(body):
+        inner = body[start:end]
         size = _SIZE_BYTES.search(inner)
         if size is None or _KEY_BYTES.search(inner) is None:
             continue  # (the parser skips it too, or the counts below differ)
-        if index == len(listed) or not _same_entry(inner, size, listed[index]):
+        etag = _ETAG_BYTES.search(inner)
+        if index == len(listed) or not _same_entry(size, etag, listed[index]):
             return None
         new_size, new_etag = found[index]
         index += 1
-        inner = inner[: size.start()] + b"<Size>%d</Size>" % new_size + inner[size.end() :]
-        etag = _ETAG_BYTES.search(inner) if new_etag is not None else None
+        pieces = [body[position:start]]
         if etag is not None and new_etag is not None:
             value = escape(new_etag).encode()
-            inner = inner[: etag.start()] + b"<ETag>" + value + b"</ETag>" + inner[etag.end() :]
-        out += [body[position : entry.start(2)], inner]
-        position = entry.end(2)
+            first, second = (size, etag) if size.start() < etag.start() else (etag, size)
+            pieces += [inner[: first.start()], _element(first, size, new_size, value)]
+            pieces += [inner[first.end() : second.start()], _element(second, size, new_size, value)]
+            pieces.append(inner[second.end() :])
+        else:
+            pieces += [inner[: size.start()], b"<Size>%d</Size>" % new_size, inner[size.end() :]]
+        out += pieces
+        position = end
     if index != len(listed):
         return None
     out.append(body[position:])
     return b"".join(out)
 
 
-def _same_entry(inner: bytes, size: re.Match[bytes], listed: ListedObject) -> bool:
+def _element(match: re.Match[bytes], size: re.Match[bytes], new_size: int, etag: bytes) -> bytes:
+    """The new bytes of the matched ``Size`` or ``ETag`` element."""
+    return b"<Size>%d</Size>" % new_size if match is size else b"<ETag>" + etag + b"</ETag>"
+
+
+def _same_entry(size: re.Match[bytes], etag: re.Match[bytes] | None, listed: ListedObject) -> bool:
     """Whether this entry's bytes show the stored size and ETag the parser read for it."""
     if parse_decimal(size.group(1).strip()) != listed.size:
         return False
-    etag = _ETAG_BYTES.search(inner)
     shown = None if etag is None else _unescape(etag.group(1))
     return shown == listed.etag
 

@@ -25,6 +25,7 @@ from s3proxy.store.ends import EndReader
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedfacts import identity
 from s3proxy.store.wholefacts import WholeFacts, settle
+from s3proxy.telemetry import metrics
 from s3proxy.telemetry.accesslog import count_upstream
 from s3proxy.upstream.client import Upstream
 from s3proxy.upstream.httperrors import UpstreamError
@@ -81,10 +82,12 @@ class Listings:
         is written through to the shared cache (docs/metadata.md, Listings)."""
         found: list[tuple[int, str | None] | None] = []
         targets = []
+        lookups = _Lookups()
         for obj in objects:
             target = _listed_target(bucket, obj, url_encoded)
             targets.append(target)
-            found.append(self._known(target, obj))
+            found.append(self._known(target, obj, lookups))
+        lookups.report()
         left = [i for i, known in enumerate(found) if known is None]
         shared = self.objects.shared
         names = [identity(targets[i], objects[i].etag, objects[i].size) for i in left]
@@ -112,16 +115,20 @@ class Listings:
         await shared.publish_many(learnt)
         return [known or (0, None) for known in found]
 
-    def _known(self, target: Target, obj: ListedObject) -> tuple[int, str | None] | None:
+    def _known(
+        self, target: Target, obj: ListedObject, lookups: _Lookups
+    ) -> tuple[int, str | None] | None:
         """What this process knows of a listed object without a request: the stored values of
         one too small to be the proxy's; else the plaintext size and ETag listed or read before
         under the listed ETag and size. None: not known here."""
         if obj.size < HEADER_SIZE + TAG_SIZE:
             return obj.size, None  # too small to be an encrypted stream
-        cached = self._listed.get(cache_key(target, obj.etag))
+        cached = self._listed.get(cache_key(target, obj.etag), counted=False)
+        lookups.sizes[cached is None] += 1
         if cached is not None:
             return cached
-        known = self.objects.cached(target, obj.etag, obj.size, None)
+        known = self.objects.cached(target, obj.etag, obj.size, None, counted=False)
+        lookups.layouts[known is None] += 1
         if known is not None:  # a layout this process wrote or read: no request
             return self._keep(target, obj, known.size, known.etag)
         return None
@@ -158,12 +165,29 @@ class Listings:
                 settle(tag)
 
 
+class _Lookups:
+    """A page's look-ups in this process's caches, counted in the metrics at once (a page has
+    a thousand): [found, not found] of each."""
+
+    def __init__(self) -> None:
+        self.sizes = [0, 0]
+        self.layouts = [0, 0]
+
+    def report(self) -> None:
+        for cache, (hit, missed) in (("size", self.sizes), ("layout", self.layouts)):
+            metrics.cache_lookups(
+                metrics.OBJECT_CACHE_HITS, metrics.OBJECT_CACHE_MISSES, cache, hit, missed
+            )
+
+
 class NotOurs:
     """A listed object the proxy did not write (or none at all now): listed as stored."""
 
 
 def _listed_target(bucket: str, obj: ListedObject, url_encoded: bool) -> Target:
-    key = unquote_plus(obj.key) if url_encoded else obj.key
+    key = obj.key
+    if url_encoded and ("%" in key or "+" in key):  # (else it reads as it is)
+        key = unquote_plus(key)
     query = (("versionId", obj.version_id),) if obj.version_id else ()
     return Target(bucket, key, query)
 

@@ -48,11 +48,13 @@ class LruCache(Generic[V]):
         self._weight = 0
         self._items: OrderedDict[CacheKey, tuple[V, int]] = OrderedDict()
 
-    def get(self, key: CacheKey) -> V | None:
+    def get(self, key: CacheKey, *, counted: bool = True) -> V | None:
+        """(``counted`` False: the caller counts the look-up in the metrics, with others.)"""
         found = self._items.get(key)
-        metrics.cache_lookup(
-            metrics.OBJECT_CACHE_HITS, metrics.OBJECT_CACHE_MISSES, self.name, found is not None
-        )
+        if counted:
+            metrics.cache_lookup(
+                metrics.OBJECT_CACHE_HITS, metrics.OBJECT_CACHE_MISSES, self.name, found is not None
+            )
         if found is None:
             return None
         self._items.move_to_end(key)
@@ -106,13 +108,19 @@ class KnownObjects:
         )
 
     def cached(
-        self, target: Target, etag: str | None, stored_total: int | None, first: Header | None
+        self,
+        target: Target,
+        etag: str | None,
+        stored_total: int | None,
+        first: Header | None,
+        *,
+        counted: bool = True,
     ) -> ObjectInfo | None:
         """The cached info of the object whose stored ETag is ``etag``, if its stored size
         (and first header, when given) are those of the cached layout."""
         if not etag:
             return None
-        found = self._infos.get(cache_key(target, etag))
+        found = self._infos.get(cache_key(target, etag), counted=counted)
         if found is None:
             return None
         if stored_total is not None and found.layout.stored_length != stored_total:

@@ -163,6 +163,14 @@ def cache_lookup(hits: Counter, misses: Counter, cache: str, hit: bool) -> None:
     _child(hits if hit else misses, cache).inc()
 
 
+def cache_lookups(hits: Counter, misses: Counter, cache: str, hit: int, missed: int) -> None:
+    """Many look-ups at once (a listing page's): ``hit`` found, ``missed`` not."""
+    if hit:
+        _child(hits, cache).inc(hit)
+    if missed:
+        _child(misses, cache).inc(missed)
+
+
 def exposition() -> tuple[bytes, str]:
     """The text ``/metrics`` answers, and its content type; summed over every process of the
     proxy in multi-process mode."""
