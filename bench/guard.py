@@ -1,12 +1,14 @@
 """The request path's regression guard (issue 22; `make test` runs it after the suite).
 
-    .venv/bin/python bench/guard.py [--rounds 3] [--duration 2] [--burn-us N]
+    .venv/bin/python bench/guard.py [--rounds 5] [--duration 2] [--burn-us N]
 
 Starts the benchmark's stack (bench/stack.py: the in-memory upstream, nginx, OpenBao, s3proxy
 with one worker), then measures, ``--rounds`` times each: the proxy's CPU µs per unsigned 4 KiB
-GET and PUT (wrk, 64 connections) and the speed of a 1 GiB GET (curl). It prints the medians
-and fails (exit 1) when a CPU figure exceeds twice its target or the GET falls below half of
-its target (:data:`LIMITS`), naming what failed.
+GET and PUT (wrk, 64 connections) and the speed of a 1 GiB GET (curl). Each figure is the best
+of its rounds (the least CPU, the fastest GET): what else runs on the machine only ever adds to
+a round, while a slower build adds to every one. A figure past its limit (:data:`LIMITS`:
+twice the CPU target, half the GET's target) is measured once more, ``--rounds`` times; the
+guard fails (exit 1) when it is past its limit both times, and prints every round.
 
 ``--burn-us N`` measures a deliberately slowed build: a ``sitecustomize`` put first on the
 proxy's ``PYTHONPATH`` makes every request spend N µs more CPU before it is handled (no code of
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -79,32 +80,64 @@ def cpu_per_request(stack: Stack, method: str, key: str, duration: float) -> flo
     return used.cpu_s / figures["requests"] * 1e6
 
 
-def measure(stack: Stack, settings: loads.Settings, rounds: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in LIMITS}
+def one_round(stack: Stack, settings: loads.Settings, name: str) -> float:
+    if name == "CPU µs per 4 KiB GET":
+        return cpu_per_request(stack, "GET", "small-enc", settings.duration)
+    if name == "CPU µs per 4 KiB PUT":
+        return cpu_per_request(stack, "PUT", "sink/put-4k", settings.duration)
+    return float(loads.curl(stack.url("s3proxy"), "GET", "big-enc", settings)["MB/s"])
+
+
+def measure(
+    stack: Stack, settings: loads.Settings, rounds: int, names: list[str]
+) -> dict[str, list[float]]:
+    """``rounds`` rounds of each named figure, taken in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
-        get = cpu_per_request(stack, "GET", "small-enc", settings.duration)
-        samples["CPU µs per 4 KiB GET"].append(get)
-        put = cpu_per_request(stack, "PUT", "sink/put-4k", settings.duration)
-        samples["CPU µs per 4 KiB PUT"].append(put)
-        got = loads.curl(stack.url("s3proxy"), "GET", "big-enc", settings)
-        samples["1 GiB GET MB/s"].append(got["MB/s"])
-    return {name: statistics.median(values) for name, values in samples.items()}
+        for name in names:
+            samples[name].append(one_round(stack, settings, name))
+    return samples
+
+
+def best(name: str, values: list[float]) -> float:
+    return max(values) if LIMITS[name][1] else min(values)
+
+
+def passes(name: str, value: float) -> bool:
+    limit, at_least = LIMITS[name]
+    return value >= limit if at_least else value <= limit
 
 
 def verdicts(found: dict[str, float]) -> list[str]:
     """The figures that fail their limits, each with its figure and limit."""
     failed = []
-    for name, (limit, at_least) in LIMITS.items():
-        value = found[name]
-        if (value < limit) if at_least else (value > limit):
+    for name, value in found.items():
+        if not passes(name, value):
+            limit, at_least = LIMITS[name]
             relation = "below" if at_least else "above"
             failed.append(f"{name} {value:,.0f} is {relation} the guard's {limit:,.0f}")
     return failed
 
 
+def judged(stack: Stack, settings: loads.Settings, rounds: int) -> dict[str, float]:
+    """Each figure's best round, printed with its rounds; a figure past its limit is measured
+    once more, and its better best counts."""
+    names = list(LIMITS)
+    samples = measure(stack, settings, rounds, names)
+    found = {name: best(name, values) for name, values in samples.items()}
+    again = [name for name in names if not passes(name, found[name])]
+    if again:
+        for name, values in measure(stack, settings, rounds, again).items():
+            samples[name] += values
+            found[name] = best(name, samples[name])
+    for name, values in samples.items():
+        print(f"  {name}, rounds: {', '.join(f'{v:,.0f}' for v in values)}")
+    return found
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3, help="runs of each figure (medians; 3)")
+    p.add_argument("--rounds", type=int, default=5, help="runs of each figure (the best; 5)")
     p.add_argument("--duration", type=float, default=2.0, help="seconds of each wrk run (2)")
     p.add_argument("--burn-us", type=int, default=0, help="slow the proxy down by N µs/request")
     args = p.parse_args(argv)
@@ -117,11 +150,11 @@ def main(argv: list[str]) -> int:
         extra = {"S3PROXY_WORKERS": "1", "S3PROXY_LOG_LEVEL": "INFO"}
         if args.burn_us:
             extra |= slowed(workdir, args.burn_us)
+        slowed_by = f", slowed by {args.burn_us} µs per request" if args.burn_us else ""
+        print(f"request-path guard (the best of {args.rounds} rounds{slowed_by}):", flush=True)
         with Stack(workdir, REPO / ".venv" / "bench-cache", extra) as stack:
             setup_objects(stack, settings)
-            found = measure(stack, settings, args.rounds)
-    slowed_by = f", slowed by {args.burn_us} µs per request" if args.burn_us else ""
-    print(f"request-path guard (medians of {args.rounds}{slowed_by}):")
+            found = judged(stack, settings, args.rounds)
     for name, value in found.items():
         limit, at_least = LIMITS[name]
         print(f"  {name}: {value:,.0f} (guard: {'>=' if at_least else '<='} {limit:,.0f})")

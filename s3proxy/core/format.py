@@ -47,6 +47,7 @@ PART_VERSION = VERSION_3  # what a part's stream is written as (v2 before this r
 ALGORITHM_AES256GCM_HKDF_SHA256 = 1
 DATA_KEY_SIZE = 32
 STREAM_KEY_CACHE = 1024  # derived stream keys remembered (32 bytes each)
+HEADER_CACHE = 1024  # parsed headers remembered, by their 256 bytes (under 1 MB)
 SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 NAME_BINDING_SIZE = 16
@@ -196,6 +197,14 @@ def parse_header(data: bytes) -> Header:
     if it is not one."""
     if len(data) < HEADER_SIZE:
         raise IntegrityError("stored object is shorter than an encryption header")
+    return _parsed_header(bytes(data[:HEADER_SIZE]))
+
+
+@functools.lru_cache(maxsize=HEADER_CACHE)
+def _parsed_header(data: bytes) -> Header:
+    """Remembered for the headers read lately: a GET parses its object's first header as it
+    arrives and again as the decryptor checks it (the same bytes; a :class:`Header` is
+    immutable). Malformed headers raise and are not remembered."""
     return _parse(data, with_wrapped_key=True)
 
 

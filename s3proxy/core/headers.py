@@ -132,16 +132,32 @@ _CIPHERTEXT_RESPONSE_HEADERS = frozenset(
 )
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return tokens
+# What every request or response loses (the Connection header's tokens besides).
+_REQUEST_DROP = HOP_BY_HOP | _CLIENT_SIGNING | _SET_BY_PROXY | _CLIENT_HOP | _CORS_REQUEST
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
+_NOT_TO_CLIENTS = (*OWN_METADATA_PREFIXES, "access-control-")  # (name prefixes)
+_CHECKSUM_PREFIX = "x-amz-checksum-"
+
+
+def _lowered(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(lower-case name, name, value) of each field."""
+    return [(name.lower(), name, value) for name, value in headers]
+
+
+def _dropped(always: frozenset[str], fields: list[tuple[str, str, str]]) -> frozenset[str]:
+    """``always`` and the header names the ``Connection`` fields list."""
+    tokens = {
+        token.strip().lower()
+        for lname, _, value in fields
+        if lname == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return always | tokens if tokens else always
 
 
 def is_checksum_header(name: str) -> bool:
-    return name.lower().startswith("x-amz-checksum-")
+    return name.lower().startswith(_CHECKSUM_PREFIX)
 
 
 def upstream_request_headers(
@@ -154,21 +170,13 @@ def upstream_request_headers(
     ``x-amz-meta-s3proxy-*`` the client tried to set. When the body is encrypted, also everything
     that describes the plaintext body (digests, checksums, aws-chunked declarations).
     """
-    items = list(headers)
-    drop = (
-        HOP_BY_HOP
-        | _CLIENT_SIGNING
-        | _SET_BY_PROXY
-        | _CLIENT_HOP
-        | _CORS_REQUEST
-        | _connection_tokens(items)
-    )
+    fields = _lowered(headers)
+    drop = _dropped(_REQUEST_DROP, fields)
     out: HeaderPairs = []
-    for name, value in items:
-        lname = name.lower()
+    for lname, name, value in fields:
         if lname in drop or lname.startswith(OWN_METADATA_PREFIXES):
             continue
-        if encrypting and (lname in _PLAINTEXT_BODY_HEADERS or is_checksum_header(lname)):
+        if encrypting and (lname in _PLAINTEXT_BODY_HEADERS or lname.startswith(_CHECKSUM_PREFIX)):
             continue
         if lname == "content-encoding":
             # aws-chunked is the framing of this request, not how the object is stored.
@@ -188,14 +196,15 @@ def client_response_headers(headers: Iterable[tuple[str, str]], *, decrypted: bo
     describe the ciphertext (range, checksums) are removed for the caller to set for the
     plaintext.
     """
-    items = list(headers)
-    drop = HOP_BY_HOP | {"content-length"} | _connection_tokens(items)
+    fields = _lowered(headers)
+    drop = _dropped(_RESPONSE_DROP, fields)
     out: HeaderPairs = []
-    for name, value in items:
-        lname = name.lower()
-        if lname in drop or lname.startswith((*OWN_METADATA_PREFIXES, "access-control-")):
+    for lname, name, value in fields:
+        if lname in drop or lname.startswith(_NOT_TO_CLIENTS):
             continue
-        if decrypted and (lname in _CIPHERTEXT_RESPONSE_HEADERS or is_checksum_header(lname)):
+        if decrypted and (
+            lname in _CIPHERTEXT_RESPONSE_HEADERS or lname.startswith(_CHECKSUM_PREFIX)
+        ):
             continue
         out.append((name, value))
     return out

@@ -9,6 +9,7 @@ configured endpoint plus a canonically encoded path-style path.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class Target:
 
     def upstream_path(self) -> str:
         """Path-style path and query, percent-encoded as SigV4 canonicalises them."""
+        return self._upstream_path
+
+    @functools.cached_property
+    def _upstream_path(self) -> str:  # (a request signs and sends it: worked out once)
         path = "/"
         if self.bucket is not None:
             path += _quote(self.bucket, "")
