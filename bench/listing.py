@@ -6,7 +6,9 @@ writes ``--objects`` small objects through a first proxy (concurrently), then, s
 - ListObjectsV2, 1,000 keys a page as boto3's paginator asks, (a) directly against RGW,
   (b) through a fresh proxy with nothing cached (an empty shared-cache database), (c) through a
   fresh proxy whose shared cache the writing proxy filled, (d) through that proxy again (its own
-  caches warm);
+  caches warm); (a), (c) and (d) ``--repeat`` times in turn, (c) and (d) each time through
+  another fresh proxy, each row its run of median wall time (a single listing's time varies by
+  a tenth or more from run to run here);
 - ``--heads`` HEADs, ``--concurrency`` at a time, directly and through a fresh proxy.
 
 Each row: wall time, ratio to direct, upstream requests (from the proxy's /metrics) per object,
@@ -35,7 +37,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -79,6 +81,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="HEADs at a time (16)")
     p.add_argument("--writers", type=int, default=32, help="PUTs at a time while setting up (32)")
     p.add_argument("--workers", default="auto", help="S3PROXY_WORKERS of every proxy (auto)")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="runs of each listing but the cold one (medians; 3)"
+    )
     p.add_argument("--output", type=Path, help="also write the markdown report here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
@@ -297,6 +302,19 @@ class Row:
     proxy_cpu_s: float = 0.0  # CPU seconds of the proxy's processes during the run
 
 
+QUICK_PATHS = ("direct", "s3proxy, fresh, shared cache warm", "s3proxy, warm (second listing)")
+
+
+def median_row(runs: list[Row]) -> Row:
+    """The run of median wall time (of an even count, the slower of the middle two), its
+    mismatches the most of any run's."""
+    ordered = sorted(runs, key=lambda row: row.wall_s)
+    chosen = ordered[len(ordered) // 2]
+    walls = ", ".join(f"{row.wall_s:.2f}" for row in runs)
+    print(f"  {chosen.path}: median of {len(runs)} ({walls} s)", flush=True)
+    return replace(chosen, mismatches=max(row.mismatches for row in runs))
+
+
 def timed(
     run: Callable[[], tuple[Facts, int]], proxy: Proxy | None, store: list[int]
 ) -> tuple[Facts, float, Counters, tuple[float, float]]:
@@ -338,22 +356,28 @@ def measure(peers: Peers, args: argparse.Namespace) -> tuple[list[Row], dict[str
 
     store = peers.store_pids()
 
-    def listing(path: str, client: Any, proxy: Proxy | None) -> None:
+    def listing(path: str, client: Any, proxy: Proxy | None) -> Row:
         found, wall, counted, cpu = timed(lambda: list_all(client), proxy, store)
         wrong = mismatches(found, written) if proxy else missing(found, written)
         vault = counted.vault if proxy else None
-        rows.append(Row("ListObjectsV2", path, n, wall, counted.upstream, vault, wrong, *cpu))
         print(f"  list via {path}: {wall:.2f} s", flush=True)
+        return Row("ListObjectsV2", path, n, wall, counted.upstream, vault, wrong, *cpu)
 
-    listing("direct", peers.direct_client(1), None)
+    # The quick listings --repeat times, in turn (each time through a fresh proxy of the
+    # writer's shared cache): each row is its run of median wall time.
+    quick: dict[str, list[Row]] = {path: [] for path in QUICK_PATHS}
+    for _ in range(args.repeat):
+        quick["direct"].append(listing("direct", peers.direct_client(1), None))
+        shared = peers.proxy(WRITER_DB)
+        shared_client = proxy_client(shared, 1)
+        for path in QUICK_PATHS[1:]:
+            quick[path].append(listing(path, shared_client, shared))
+        shared.process.stop()
+    rows.append(median_row(quick["direct"]))
     cold = peers.proxy(COLD_DB)
-    listing("s3proxy, fresh, nothing cached", proxy_client(cold, 1), cold)
+    rows.append(listing("s3proxy, fresh, nothing cached", proxy_client(cold, 1), cold))
     cold.process.stop()
-    shared = peers.proxy(WRITER_DB)
-    shared_client = proxy_client(shared, 1)
-    listing("s3proxy, fresh, shared cache warm", shared_client, shared)
-    listing("s3proxy, warm (second listing)", shared_client, shared)
-    shared.process.stop()
+    rows += [median_row(quick[path]) for path in QUICK_PATHS[1:]]
 
     keys = sorted(written)[:: max(1, n // args.heads)][: args.heads]
     expected = {k: written[k] for k in keys}

@@ -40,7 +40,7 @@ def _rows(text: str) -> dict[tuple[str, str], list[str]]:
 def test_listing_bench_reports_every_row_and_what_was_written(tmp_path: Path) -> None:
     assert available(), "Ceph is not installed: run `make system-deps`"
     out = tmp_path / "listing.md"
-    args = ["--objects", "300", "--heads", "100", "--output", str(out)]
+    args = ["--objects", "300", "--heads", "100", "--repeat", "2", "--output", str(out)]
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "listing.py"), *args],
         capture_output=True,

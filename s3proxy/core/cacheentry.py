@@ -50,6 +50,9 @@ _TAG_SIZE = 16
 _KEY_CACHE = 4096
 
 _CLEAR = struct.Struct(">4sBI16s")  # magic, format, metadata key version, salt
+_SALT_AT = _CLEAR.size - ENTRY_SALT_SIZE
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 # format, plaintext size, hidden tag count, then: ETag, algorithm code, checksum, type code
 # (strings u8-prefixed)
 _FACTS_HEAD = struct.Struct(">BQB")
@@ -197,11 +200,12 @@ class ObjectIdentity:
         if not 0 <= self.stored_size <= MAX_SIZE:
             raise ValueError("a stored size must be from 0 to 2**63 - 1")
         fields = (self.bucket, self.key, self.version_id, self.stored_etag)
-        parts = []
+        parts: list[bytes] = []
         for text in fields:
             data = text.encode("utf-8", "surrogatepass")
-            parts += [struct.pack(">I", len(data)), data]
-        return b"".join((*parts, struct.pack(">Q", self.stored_size)))
+            parts += (_U32.pack(len(data)), data)
+        parts.append(_U64.pack(self.stored_size))
+        return b"".join(parts)
 
 
 def seal_entry(
@@ -238,7 +242,7 @@ def open_entry(
     if entry_key_version(blob) != metadata_key.version:
         raise IntegrityError("the cache entry is sealed under another metadata key version")
     clear = bytes(blob[: _CLEAR.size])
-    salt = _CLEAR.unpack(clear)[3]
+    salt = clear[_SALT_AT:]
     try:
         facts = AESGCM(_entry_key(metadata_key.key, salt)).decrypt(
             _NONCE, bytes(blob[_CLEAR.size :]), clear + identity.encode()
