@@ -4,6 +4,7 @@ server/completion.py."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from s3proxy.server.bodies import body_chunks
 from s3proxy.server.clientauth import BodyHash, chunk_signatures, discard_body
 from s3proxy.server.digests import OVERLAP_MIN, OverlappedMd5, overlap_possible
 from s3proxy.server.relay import relay_body
+from s3proxy.store.caches import InfoSource
 from s3proxy.store.objects import ObjectInspector
 from s3proxy.store.sharedfacts import identity
 from s3proxy.upstream.client import Upstream
@@ -230,6 +232,18 @@ class Sealing:
         return Written(response, single_etag(self._encryptor.md5 or b""), self._sealed)
 
 
+def stream_info(header: Header, trailer: Trailer, footer: bytes | None) -> ObjectInfo:
+    """The info of a whole object of one stream that this process sealed (``footer``: v3)."""
+    layout = Layout.from_headers([header]).with_footers({0: footer} if footer else {})
+    marker = Marker(header.segment_size, False, version=header.version)
+    return ObjectInfo(
+        layout,
+        (trailer,),
+        object_etag([trailer.md5], False),
+        object_checksum(layout, (trailer,), marker),
+    )
+
+
 class Writer:
     def __init__(
         self, config: Config, keys: KeyService, upstream: Upstream, objects: ObjectInspector
@@ -361,47 +375,37 @@ class Writer:
 
     async def keep_written(self, target: Target, written: Written) -> None:
         """What a successful write of a stream (PutObject, UploadPart, a re-encrypting copy)
-        leaves known: in this process's caches, and for a whole object in the shared cache,
+        leaves known: in this process's caches (a part's for the upload's completion, a whole
+        object's layout, built when first read), and for a whole object in the shared cache,
         written through for the proxies of the transit key (docs/metadata.md)."""
         resp = written.response
         stored_etag = resp.headers.get("ETag")
         if resp.status != 200 or written.sealed is None or not stored_etag:
             return
-        info = self._remember_stream(target, resp, stored_etag, *written.sealed)
-        if info is not None:
-            stored = identity(target, stored_etag, info.layout.stored_length)
-            await self.objects.shared.publish(stored, info.summary)
-
-    def _remember_stream(
-        self,
-        target: Target,
-        resp: Response,
-        stored_etag: str,
-        header: Header,
-        trailer: Trailer,
-        footer: bytes | None,
-    ) -> ObjectInfo | None:
-        """The layout of the stream just stored, as a read would find it: a PutObject's in the
-        object cache (under the stored ETag the upstream answered, and its version if any) and
-        returned, an UploadPart's for the upload's completion (docs/design.md, Reading without
-        a probe)."""
         if target.has("uploadId"):
-            self.objects.remember_part(target, stored_etag, header, trailer, footer)
-            return None
-        layout = Layout.from_headers([header]).with_footers({0: footer} if footer else {})
-        marker = Marker(header.segment_size, False, version=header.version)
-        info = ObjectInfo(
-            layout,
-            (trailer,),
-            object_etag([trailer.md5], False),
-            object_checksum(layout, (trailer,), marker),
-        )
+            self.objects.remember_part(target, stored_etag, *written.sealed)
+            return
+        shared = self.objects.shared
+        build = functools.cache(functools.partial(stream_info, *written.sealed))
+        if not shared.enabled:
+            self._remember_object(target, resp, stored_etag, build)
+            return
+        info = build()
+        self._remember_object(target, resp, stored_etag, info)
+        stored = identity(target, stored_etag, info.layout.stored_length)
+        await shared.publish(stored, info.summary)
+
+    def _remember_object(
+        self, target: Target, resp: Response, stored_etag: str, info: InfoSource
+    ) -> None:
+        """The layout of the object just stored, as a read would find it, in the object cache
+        under the stored ETag the upstream answered (and its version, if any): docs/design.md,
+        Reading without a probe."""
         self.objects.remember(target.without("versionId"), stored_etag, info)
         version = resp.headers.get("x-amz-version-id")
         if version and version != "null":
             versioned = Target(target.bucket, target.key, (("versionId", version),))
             self.objects.remember(versioned, stored_etag, info)
-        return info
 
     async def create_multipart(self, request: web.Request, target: Target) -> web.StreamResponse:
         """The marker records the checksum algorithm and type the client chose, for the

@@ -34,6 +34,10 @@ ETAG_ENTRY = 400
 PART_ENTRY = 1200
 
 CacheKey = tuple[str, str, str, str]  # bucket, key, version, ETag: an ETag names one content
+# An object's info, or what builds it when it is first looked up (a write's: most writes are
+# never read back by the process that made them, and building the info costs more than the rest
+# of remembering it).
+InfoSource = ObjectInfo | Callable[[], ObjectInfo]
 
 
 class LruCache(Generic[V]):
@@ -89,7 +93,9 @@ def _part_key(target: Target, number: str) -> CacheKey:
     return (target.bucket or "", target.key or "", target.param("uploadId") or "", number)
 
 
-def _info_weight(info: ObjectInfo) -> int:
+def _info_weight(info: InfoSource) -> int:
+    if not isinstance(info, ObjectInfo):
+        return INFO_ENTRY  # (a stream's, built when looked up)
     return INFO_ENTRY + STREAM_ENTRY * (len(info.layout.streams) - 1)
 
 
@@ -101,7 +107,7 @@ class KnownObjects:
     """The per-process caches of :class:`~s3proxy.store.objects.ObjectInspector`."""
 
     def __init__(self) -> None:
-        self._infos: LruCache[ObjectInfo] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
+        self._infos: LruCache[InfoSource] = LruCache(INFO_CACHE_BYTES, _info_weight, "layout")
         self._last_etags: LruCache[str] = LruCache(LAST_ETAGS_BYTES, name="etag")
         self._parts: LruCache[tuple[str, Header, Trailer, bytes | None]] = LruCache(
             OWN_PARTS_BYTES, name="part"
@@ -120,7 +126,7 @@ class KnownObjects:
         (and first header, when given) are those of the cached layout."""
         if not etag:
             return None
-        found = self._infos.get(cache_key(target, etag), counted=counted)
+        found = self._info(cache_key(target, etag), counted)
         if found is None:
             return None
         if stored_total is not None and found.layout.stored_length != stored_total:
@@ -130,13 +136,23 @@ class KnownObjects:
         self._see(target, etag)
         return found
 
-    def remember(self, target: Target, etag: str, info: ObjectInfo) -> None:
-        """Cache ``info`` as the object whose stored ETag is ``etag``: a layout this process
-        wrote itself or authenticated (docs/design.md, Reading without a probe)."""
-        if not etag or info.etag is None:
+    def remember(self, target: Target, etag: str, info: InfoSource) -> None:
+        """Cache ``info`` (or what builds it) as the object whose stored ETag is ``etag``: a
+        layout this process wrote itself or authenticated (docs/design.md, Reading without a
+        probe)."""
+        if not etag or (isinstance(info, ObjectInfo) and info.etag is None):
             return
         self._infos.put(cache_key(target, etag), info)
         self._see(target, etag)
+
+    def _info(self, key: CacheKey, counted: bool = True) -> ObjectInfo | None:
+        """The info cached under ``key``, built now if it was remembered unbuilt."""
+        found = self._infos.get(key, counted=counted)
+        if found is None or isinstance(found, ObjectInfo):
+            return found
+        built = found()
+        self._infos.put(key, built)
+        return built
 
     def saw(self, target: Target, etag: str | None) -> None:
         """Note that the object now has the stored ETag ``etag`` (a HEAD answered from its
@@ -159,7 +175,7 @@ class KnownObjects:
         etag = self._last_etags.get(cache_key(target, None))
         if etag is None:
             return None
-        info = self._infos.get(cache_key(target, etag))
+        info = self._info(cache_key(target, etag))
         return None if info is None else (etag, info)
 
     def forget_last(self, target: Target) -> None:
