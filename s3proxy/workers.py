@@ -47,6 +47,8 @@ def serve_one(config: Config, reuse_port: bool = False, peers: Peers | None = No
 
 
 def _worker(config: Config, index: int, slots: MutableSequence[int]) -> None:
+    # Forked from the supervisor: its signal handler is not this process's.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     setup_logging(config.log_level, config.ops.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which says
     sys.exit(serve_one(config, reuse_port=True, peers=Peers(slots, index)))
@@ -100,7 +102,12 @@ class _Supervisor:
     def __init__(self, config: Config) -> None:
         self._config = config
         workers = config.ops.workers
-        context = multiprocessing.get_context("spawn")
+        # Forked, not spawned: a worker starts from what the supervisor imported (a spawned
+        # one started a new interpreter and imported it all again: about 0.1 s of every
+        # start; docs/performance.md, Start). The supervisor imports neither the server nor
+        # prometheus-client (which reads the metrics directory's variable as it is imported),
+        # starts no thread and no event loop before it forks.
+        context = multiprocessing.get_context("fork")
         slots = context.RawArray("B", workers)  # each worker's probe verdicts (server/peers.py)
         self._procs = [
             context.Process(target=_worker, args=(config, i, slots), name=f"s3proxy-worker-{i}")

@@ -19,7 +19,7 @@ import pytest
 from s3proxy.core.format import parse_header
 from s3proxy.core.sizes import HEADER_SIZE
 from s3proxy.devstack import S3Server, Vault
-from s3proxy.telemetry import accesslog
+from s3proxy.telemetry import accesslog, logs
 from s3proxy.telemetry.logs import JsonFormatter, setup_logging
 from tests.conftest import ProxyProcess, start_proxy
 
@@ -197,7 +197,7 @@ def test_access_lines_written_directly_are_those_logging_writes(
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-        accesslog.direct_lines = None
+        logs.direct_lines = None
     direct, logged = stream.getvalue().splitlines()
     assert len(sent) == 1  # (only the second line was a log record)
     strip = re.compile(r"\d\d:\d\d:\d\d\.\d{3}|in \d+\.\d ms|\"duration_ms\": [\d.]+|[0-9A-F]{16}")

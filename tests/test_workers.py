@@ -46,7 +46,7 @@ def _children(pid: int) -> list[int]:
     """The worker processes (not multiprocessing's resource tracker)."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     pids = [int(c) for c in text.split()]
-    return [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def _metric(admin: int, name: str) -> float:

@@ -13,41 +13,12 @@ import secrets
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from s3proxy.telemetry import metrics
+from s3proxy.telemetry import logs, metrics
+from s3proxy.telemetry.logs import LINE_FIELDS
 
 log = logging.getLogger("s3proxy")
-
-# The fields an access-log line carries besides its message (docs/operations.md).
-FIELDS = (
-    "request_id",
-    "method",
-    "operation",
-    "bucket",
-    "key",
-    "status",
-    "bytes_in",
-    "bytes_out",
-    "duration_ms",
-    "upstream_status",
-    "upstream_request_id",
-    "upstream_bytes",
-    "error_code",
-)
-
-
-# The attribute of a log record that holds an access line's fields, in FIELDS order.
-LINE_FIELDS = "s3proxy_fields"
-
-
-class LineWriter(Protocol):
-    """Writes an access line without :mod:`logging`'s machinery; False: it did not."""
-
-    def __call__(self, logger: logging.Logger, message: str, fields: dict[str, Any]) -> bool: ...
-
-
-direct_lines: LineWriter | None = None  # set by s3proxy.telemetry.logs.setup_logging
 
 
 def new_request_id() -> str:
@@ -72,7 +43,8 @@ class RequestRecord:
     started: float = field(default_factory=time.monotonic)
 
     def log_fields(self, seconds: float) -> dict[str, Any]:
-        """The line's fields in :data:`FIELDS` order, those with no value left out."""
+        """The line's fields in the order of :data:`s3proxy.telemetry.logs.FIELDS`, those with no
+        value left out."""
         values: dict[str, Any] = {"request_id": self.request_id, "method": self.method}
         values["operation"] = self.operation
         if self.bucket is not None:
@@ -132,7 +104,7 @@ def finish(record: RequestRecord, resource: str) -> None:
             f"{record.status or 'aborted'} in {seconds * 1000:.1f} ms"
         )
         fields = record.log_fields(seconds)
-        direct = direct_lines
+        direct = logs.direct_lines
         if direct is None or not direct(log, message, fields):
             log.info("%s", message, extra={LINE_FIELDS: fields})
 

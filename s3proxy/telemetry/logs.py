@@ -14,12 +14,42 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
-
-from s3proxy.telemetry import accesslog
-from s3proxy.telemetry.accesslog import FIELDS, LINE_FIELDS
+from typing import Any, Protocol
 
 Fields = Mapping[str, Any]
+
+# The fields an access-log line carries besides its message (docs/operations.md).
+FIELDS = (
+    "request_id",
+    "method",
+    "operation",
+    "bucket",
+    "key",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_status",
+    "upstream_request_id",
+    "upstream_bytes",
+    "error_code",
+)
+
+
+# The attribute of a log record that holds an access line's fields, in FIELDS order.
+LINE_FIELDS = "s3proxy_fields"
+
+
+class LineWriter(Protocol):
+    """Writes an access line without :mod:`logging`'s machinery; False: it did not."""
+
+    def __call__(self, logger: logging.Logger, message: str, fields: dict[str, Any]) -> bool: ...
+
+
+# Set by setup_logging; s3proxy.telemetry.accesslog writes through it. (This module imports
+# neither that one nor the metrics: a supervisor of workers logs without importing them.)
+direct_lines: LineWriter | None = None
+
 
 EXTRA_FIELDS = (*FIELDS, "integrity")
 
@@ -141,7 +171,8 @@ def setup_logging(level: str, log_format: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     formatter = TextFormatter() if log_format == "text" else JsonFormatter()
     handler.setFormatter(formatter)
-    accesslog.direct_lines = DirectLines(handler, formatter)
+    global direct_lines
+    direct_lines = DirectLines(handler, formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
