@@ -59,6 +59,7 @@ def settle_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    gc.enable()  # (off while the modules loaded: s3proxy.workers.serve_one)
 
 
 async def run_proxy(

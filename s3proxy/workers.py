@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -34,7 +35,10 @@ EXTRA_STOP_SECONDS = 10.0  # beyond a worker's own delay and grace, before it is
 def serve_one(config: Config, reuse_port: bool = False, peers: Peers | None = None) -> int:
     """The proxy in this process, until it is stopped."""
     # Imported here, not above: a supervisor of workers never serves, and its start is on the
-    # way to theirs (docs/performance.md, Start).
+    # way to theirs (docs/performance.md, Start). Nothing is collected while the server's
+    # modules load (the objects they make live as long as the process; the collections cost
+    # about a fifth of the imports' time); settle_collector turns the collector on again.
+    gc.disable()
     from s3proxy.serve import run_proxy, settle_collector
 
     settle_collector()
