@@ -5,6 +5,7 @@ both ways, and times out a response that stops arriving."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Protocol
 
 from s3proxy.upstream.exchange import Exchange
@@ -21,9 +22,26 @@ class Owner(Protocol):
         """``conn`` is closed (its place in the pool is free)."""
 
 
-class Connection(asyncio.Protocol):
+# What one read from a connection may bring (asyncio's own read size).
+RECEIVE_SIZE = 256 * 1024
+# The buffer the connections of one event loop receive into, one after the other: what is read
+# is parsed at once, and the parser hands out copies (no buffer allocated per read).
+_RECEIVE_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _receive_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+    found = _RECEIVE_BUFFERS.get(loop)
+    if found is None:
+        found = _RECEIVE_BUFFERS[loop] = memoryview(bytearray(RECEIVE_SIZE))
+    return found
+
+
+class Connection(asyncio.BufferedProtocol):
     """A kept-alive connection, one exchange at a time. The read timeout is one timer per
-    connection, moved on only when it fires (no timer per request or per read)."""
+    connection, moved on only when it fires (no timer per request or per read). It receives
+    into its loop's buffer (``recv_into``), parsed as it arrives."""
 
     def __init__(self, owner: Owner, loop: asyncio.AbstractEventLoop, read_timeout: float) -> None:
         self._owner = owner
@@ -126,7 +144,13 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _receive_buffer(self.loop)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_receive_buffer(self.loop)[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         exchange = self.exchange
         if exchange is None:  # nothing was asked: the upstream is out of step
             self.abort()

@@ -19,7 +19,7 @@ from s3proxy.upstream.httperrors import (
     UpstreamTimeout,
 )
 
-P = TypeVar("P", bound=asyncio.Protocol)
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 _TUNNEL_REPLY_LIMIT = 16 * 1024  # bytes of a proxy's answer to CONNECT
 
 

@@ -80,7 +80,7 @@ class Exchange:
 
     # -- bytes from the connection ---------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self.received = True
         parser = self._parser
         if parser is None:
