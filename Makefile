@@ -35,10 +35,15 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	touch $@
 
 # Debian programs the tests drive (tests/test_backup_tools.py; a throwaway Ceph RADOS Gateway
-# for tests/test_rgw.py; a throwaway Redis for tests/test_sharedcache.py), as package:command;
-# installed only when the command is missing.
+# for tests/test_rgw.py; a throwaway Redis for tests/test_sharedcache.py; Go for
+# tests/test_go_sdks.py), as package:command; installed only when the command is missing.
 SYSTEM_DEPS := rclone:rclone s3cmd:s3cmd ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw \
-	ceph-common:radosgw-admin redis-server:redis-server
+	ceph-common:radosgw-admin redis-server:redis-server golang-go:go
+
+# The Go SDKs' sources (tests/test_go_sdks.py builds its clients from them), as package:file.
+SYSTEM_DEPS_FILES := \
+	golang-github-aws-aws-sdk-go-v2-dev:/usr/share/gocode/src/github.com/aws/aws-sdk-go-v2/go.mod \
+	golang-github-minio-minio-go-v7-dev:/usr/share/gocode/src/github.com/minio/minio-go/v7/go.mod
 
 # pgBackRest and PostgreSQL (tests/test_pgbackrest.py), as package:command; PostgreSQL's
 # programs live outside PATH, so its command is a path (a glob over the version).
@@ -46,6 +51,7 @@ SYSTEM_DEPS_PG := pgbackrest:pgbackrest postgresql:/usr/lib/postgresql/*/bin/ini
 
 system-deps:
 	@missing=""; for d in $(SYSTEM_DEPS) $(SYSTEM_DEPS_PG); do command -v $${d#*:} >/dev/null 2>&1 || missing="$$missing $${d%%:*}"; done; \
+	for d in $(SYSTEM_DEPS_FILES); do [ -e $${d#*:} ] || missing="$$missing $${d%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 		apt-cache show $$missing >/dev/null 2>&1 || apt-get update; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
