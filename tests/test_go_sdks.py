@@ -14,7 +14,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
@@ -32,6 +32,11 @@ GO_SOURCES = REPO / "tests" / "go"
 # Debian's Go libraries (golang-github-aws-aws-sdk-go-v2-dev, golang-github-minio-minio-go-v7-dev)
 DEBIAN_GOPATH = Path("/usr/share/gocode")
 PROGRAMS = ("s3sdkv2", "miniogo")
+
+
+class Store(NamedTuple):
+    proxy: ProxyProcess
+    server: S3Server | RGW
 
 
 @pytest.fixture(scope="session")
@@ -81,46 +86,18 @@ def run_client(binary: Path, proxy: ProxyProcess, bucket: str) -> dict[str, obje
     return summary
 
 
-@pytest.fixture(scope="module")
-def rgw_proxy(workdir: Path, vault: Vault, rgw: RGW) -> Iterator[ProxyProcess]:
-    p = start_proxy(workdir, vault, rgw)
-    yield p
-    p.stop()
-
-
-@pytest.fixture(scope="module")
-def localstack_proxy(workdir: Path, vault: Vault, localstack: S3Server) -> Iterator[ProxyProcess]:
-    p = start_proxy(workdir, vault, localstack)
-    yield p
-    p.stop()
+@pytest.fixture(scope="module", params=["moto", "rgw", "localstack"])
+def store(request: pytest.FixtureRequest, workdir: Path, vault: Vault) -> Iterator[Store]:
+    """A proxy with default settings in front of each store in turn, and the store."""
+    server = request.getfixturevalue({"moto": "s3"}.get(request.param, request.param))
+    proxy = start_proxy(workdir, vault, server)
+    yield Store(proxy, server)
+    proxy.stop()
 
 
 @pytest.mark.parametrize("program", PROGRAMS)
-def test_through_a_proxy_to_moto(
-    go_clients: dict[str, Path], proxy: ProxyProcess, bucket: str, program: str
-) -> None:
-    summary = run_client(go_clients[program], proxy, bucket)
-    assert summary["ok"] is True and int(str(summary["checks"])) > 30
-
-
-@pytest.mark.parametrize("program", PROGRAMS)
-def test_through_a_proxy_to_rgw(
-    go_clients: dict[str, Path], rgw_proxy: ProxyProcess, rgw: RGW, program: str
-) -> None:
+def test_through_a_proxy(go_clients: dict[str, Path], store: Store, program: str) -> None:
     bucket = f"g-{uuid.uuid4().hex[:12]}"
-    rgw.client().create_bucket(Bucket=bucket)
-    summary = run_client(go_clients[program], rgw_proxy, bucket)
-    assert summary["ok"] is True and int(str(summary["checks"])) > 30
-
-
-@pytest.mark.parametrize("program", PROGRAMS)
-def test_through_a_proxy_to_localstack(
-    go_clients: dict[str, Path],
-    localstack_proxy: ProxyProcess,
-    localstack: S3Server,
-    program: str,
-) -> None:
-    bucket = f"g-{uuid.uuid4().hex[:12]}"
-    localstack.client().create_bucket(Bucket=bucket)
-    summary = run_client(go_clients[program], localstack_proxy, bucket)
+    store.server.client().create_bucket(Bucket=bucket)
+    summary = run_client(go_clients[program], store.proxy, bucket)
     assert summary["ok"] is True and int(str(summary["checks"])) > 30

@@ -11,50 +11,22 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"workload"
 )
-
-var checks = 0
-
-func check(ok bool, format string, args ...interface{}) {
-	if !ok {
-		fmt.Fprintf(os.Stderr, format+"\n", args...)
-		os.Exit(1)
-	}
-	checks++
-}
-
-func must(err error, what string) {
-	check(err == nil, "%s: %v", what, err)
-}
-
-func data(n int, seed int) []byte {
-	out := make([]byte, n)
-	for i := range out {
-		out[i] = byte((i*7 + seed) % 251)
-	}
-	return out
-}
-
-func md5hex(b []byte) string {
-	sum := md5.Sum(b)
-	return hex.EncodeToString(sum[:])
-}
 
 func get(ctx context.Context, c *minio.Client, bucket, key string, opts minio.GetObjectOptions) []byte {
 	obj, err := c.GetObject(ctx, bucket, key, opts)
-	must(err, "GetObject "+key)
+	workload.Must(err, "GetObject "+key)
 	defer obj.Close()
 	body, err := io.ReadAll(obj)
-	must(err, "reading "+key)
+	workload.Must(err, "reading "+key)
 	return body
 }
 
@@ -66,52 +38,51 @@ func main() {
 		Region:       "us-east-1",
 		BucketLookup: minio.BucketLookupPath,
 	})
-	must(err, "minio.New")
+	workload.Must(err, "minio.New")
 	written := map[string][]byte{}
 	for i, n := range []int{0, 1000, 3*65536 + 5, 17 * 1024 * 1024} {
 		key := fmt.Sprintf("%s/put-%d", prefix, n)
-		body := data(n, i)
+		body := workload.Data(n, i)
 		info, err := c.PutObject(ctx, bucket, key, bytes.NewReader(body), int64(n), minio.PutObjectOptions{})
-		must(err, "PutObject "+key)
+		workload.Must(err, "PutObject "+key)
 		if n < 16*1024*1024 { // (one part: the ETag is the MD5 of what was sent)
-			check(info.ETag == md5hex(body), "PutObject %s ETag %s", key, info.ETag)
+			workload.Check(info.ETag == workload.MD5Hex(body), "PutObject %s ETag %s", key, info.ETag)
 		}
-		check(bytes.Equal(get(ctx, c, bucket, key, minio.GetObjectOptions{}), body), "GetObject %s differs", key)
+		workload.Check(bytes.Equal(get(ctx, c, bucket, key, minio.GetObjectOptions{}), body), "GetObject %s differs", key)
 		written[key] = body
 	}
 	unknown := prefix + "/unknown-length"
-	streamed := data(1024*1024+7, 5)
+	streamed := workload.Data(1024*1024+7, 5)
 	_, err = c.PutObject(ctx, bucket, unknown, bytes.NewReader(streamed), -1, minio.PutObjectOptions{PartSize: 5 * 1024 * 1024})
-	must(err, "PutObject of unknown length")
-	check(bytes.Equal(get(ctx, c, bucket, unknown, minio.GetObjectOptions{}), streamed), "the streamed object differs")
+	workload.Must(err, "PutObject of unknown length")
+	workload.Check(bytes.Equal(get(ctx, c, bucket, unknown, minio.GetObjectOptions{}), streamed), "the streamed object differs")
 	written[unknown] = streamed
 
 	ranged := fmt.Sprintf("%s/put-%d", prefix, 3*65536+5)
 	opts := minio.GetObjectOptions{}
-	must(opts.SetRange(65530, 65600), "SetRange")
-	check(bytes.Equal(get(ctx, c, bucket, ranged, opts), written[ranged][65530:65601]), "ranged GetObject differs")
+	workload.Must(opts.SetRange(65530, 65600), "SetRange")
+	workload.Check(bytes.Equal(get(ctx, c, bucket, ranged, opts), written[ranged][65530:65601]), "ranged GetObject differs")
 
 	copied := prefix + "/copied"
 	_, err = c.CopyObject(ctx, minio.CopyDestOptions{Bucket: bucket, Object: copied},
 		minio.CopySrcOptions{Bucket: bucket, Object: ranged})
-	must(err, "CopyObject")
-	check(bytes.Equal(get(ctx, c, bucket, copied, minio.GetObjectOptions{}), written[ranged]), "the copy differs")
+	workload.Must(err, "CopyObject")
+	workload.Check(bytes.Equal(get(ctx, c, bucket, copied, minio.GetObjectOptions{}), written[ranged]), "the copy differs")
 	written[copied] = written[ranged]
 
 	listed := 0
 	for obj := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix + "/", Recursive: true}) {
-		must(obj.Err, "ListObjects")
+		workload.Must(obj.Err, "ListObjects")
 		stat, err := c.StatObject(ctx, bucket, obj.Key, minio.StatObjectOptions{})
-		must(err, "StatObject "+obj.Key)
-		check(obj.Size == int64(len(written[obj.Key])) && obj.Size == stat.Size,
+		workload.Must(err, "StatObject "+obj.Key)
+		workload.Check(obj.Size == int64(len(written[obj.Key])) && obj.Size == stat.Size,
 			"%s listed with size %d, stat %d, wrote %d", obj.Key, obj.Size, stat.Size, len(written[obj.Key]))
-		check(obj.ETag == stat.ETag, "%s listed with ETag %s, stat %s", obj.Key, obj.ETag, stat.ETag)
+		workload.Check(obj.ETag == stat.ETag, "%s listed with ETag %s, stat %s", obj.Key, obj.ETag, stat.ETag)
 		listed++
 	}
-	check(listed == len(written), "listed %d objects, wrote %d", listed, len(written))
+	workload.Check(listed == len(written), "listed %d objects, wrote %d", listed, len(written))
 	for key := range written {
-		must(c.RemoveObject(ctx, bucket, key, minio.RemoveObjectOptions{}), "RemoveObject "+key)
+		workload.Must(c.RemoveObject(ctx, bucket, key, minio.RemoveObjectOptions{}), "RemoveObject "+key)
 	}
-	out, _ := json.Marshal(map[string]interface{}{"ok": true, "checks": checks})
-	fmt.Println(string(out))
+	workload.Done()
 }
