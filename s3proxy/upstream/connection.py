@@ -58,6 +58,7 @@ class Connection(asyncio.BufferedProtocol):
         self._reads = 0  # data_received calls (the read timer looks at them: no clock per read)
         self._reads_seen = -1
         self._timer: asyncio.TimerHandle | None = None
+        self._received = _receive_buffer(loop)  # (shared by the loop's connections)
 
     # -- the exchange's side ---------------------------------------------------------------
 
@@ -145,10 +146,10 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _receive_buffer(self.loop)
+        return self._received
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_receive_buffer(self.loop)[:nbytes])
+        self.data_received(self._received[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         exchange = self.exchange
